@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11+:
+#   make run    train the default experiment (local DQN on CartPole) and print its TensorBoard logdir
+#   make test   lint and run the whole test suite
+# Each bootstraps its own virtualenv in .venv, reinstalled only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: run test lint benchmark
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(BIN)/rlkube train --hparams dqn_cartpole --output-dir runs/dqn_cartpole
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/dqn_cartpole.py

@@ -1,0 +1,133 @@
+"""`rlkube`: the command line. Commands that do not train never import TensorFlow."""
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rlkube import __version__
+
+
+class CleanErrors(click.Group):
+    """Turn the user's mistakes into one line on stderr and exit 2; never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from rlkube.core.errors import UserError  # noqa: PLC0415
+
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rlkube")
+def cli() -> None:
+    """Reinforcement-learning experiments in TensorFlow 2, from a laptop to Kubernetes."""
+
+
+def _writable_output_dir(path: Path) -> Path:
+    """Check, without creating anything, that `path` could be created and written."""
+    from rlkube.core.errors import UserError  # noqa: PLC0415
+
+    path = path.expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--output-dir {path}: {existing} is a file, not a directory; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--output-dir {path}: {existing} is not writable; choose a directory you can write")
+    return path
+
+
+def _check_display() -> None:
+    from rlkube.core.errors import UserError  # noqa: PLC0415
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise UserError("--render needs a display, and none is set (DISPLAY is empty); "
+                        "use --record-video to save mp4 and GIF files instead")
+
+
+def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The seed paper's train flags, shared by `train` and (later) `submit`."""
+    options = [
+        click.option("--hparams", "hparams_name", required=True, help="Named hparams set, e.g. dqn_cartpole."),
+        click.option("--hparam-override", "overrides", default="",
+                     help='Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).'),
+        click.option("--env", default=None, help="Environment, replacing the set's."),
+        click.option("--train-steps", type=click.IntRange(min=1), default=None,
+                     help="Environment steps, replacing the set's."),
+        click.option("--eval-episodes", type=click.IntRange(min=0), default=10, show_default=True),
+        click.option("--test-episodes", type=click.IntRange(min=0), default=10, show_default=True),
+        click.option("--training/--no-training", default=True, show_default=True,
+                     help="--no-training restores the latest checkpoint and only tests, weights frozen."),
+        click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Independent seeds, each in DIR/copy-<i>/."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of copy 0; copy i gets seed+i."),
+        click.option("--render", is_flag=True, help="Show evaluation episodes in a window."),
+        click.option("--record-video", is_flag=True, help="Write mp4 and GIF of evaluation and test episodes."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+@cli.command()
+@train_options
+@click.option("--output-dir", type=click.Path(path_type=Path), required=True,
+              help="Run directory; an existing one is resumed exactly.")
+def train(hparams_name: str, overrides: str, env: str | None, train_steps: int | None, eval_episodes: int,
+          test_episodes: int, training: bool, copies: int, seed: int, render: bool, record_video: bool,
+          output_dir: Path) -> None:
+    """Train one experiment in this process (what a container runs)."""
+    from rlkube.core.envs import check_env_name  # noqa: PLC0415
+    from rlkube.core.errors import UserError  # noqa: PLC0415
+    from rlkube.core.hparams import apply_overrides, get_hparams  # noqa: PLC0415
+
+    hp = get_hparams(hparams_name, overrides)
+    flag_values = {"env": env, "train_steps": str(train_steps) if train_steps else None}
+    hp = apply_overrides(hp, {k: v for k, v in flag_values.items() if v is not None})
+    check_env_name(hp.env)
+    output_dir = _writable_output_dir(output_dir)
+    if render:
+        _check_display()
+    if not training:
+        from rlkube.core.experiment import copy_dir  # noqa: PLC0415
+        from rlkube.core.runner import has_checkpoint  # noqa: PLC0415
+
+        missing = [i for i in range(copies) if not has_checkpoint(copy_dir(output_dir, i))]
+        if missing:
+            raise UserError(f"--no-training needs a checkpoint, and {copy_dir(output_dir, missing[0])} has "
+                            f"none; train first or point --output-dir at a trained run")
+
+    from rlkube.core.experiment import train_experiment  # noqa: PLC0415  (imports TensorFlow)
+    from rlkube.core.runner import RunOptions, StopRequested  # noqa: PLC0415
+
+    click.echo(f"training {hparams_name} on {hp.env} -> {output_dir}  (copies: {copies})", err=True)
+    click.echo(f"TensorBoard logdir: {output_dir}   (tensorboard --logdir {output_dir})", err=True)
+    options = RunOptions(seed=seed, eval_episodes=eval_episodes, test_episodes=test_episodes,
+                         training=training, render=render, record_video=record_video)
+    try:
+        result = train_experiment(hp, output_dir, copies, options)
+    except StopRequested as stop:
+        click.echo(f"stopped by signal {stop.signum}; checkpoint saved. Run the same command to resume.",
+                   err=True)
+        sys.exit(128 + stop.signum)
+    _print_result(result)
+    click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
+               f"  rlkube train --hparams {hparams_name} --output-dir {output_dir} --no-training --record-video",
+               err=True)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    def shown(key: str) -> str:
+        value = result.get(key)
+        return f"{value['mean']:.2f} ± {value['std']:.2f}" if value else "n/a"
+
+    click.echo(f"copies: {result['copies']}   eval return: {shown('eval_mean_return')}   "
+               f"test return: {shown('test_mean_return')}   steps: {shown('total_steps')}   "
+               f"SPS: {shown('sps')}")

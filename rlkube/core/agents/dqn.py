@@ -1,0 +1,179 @@
+"""The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
+
+Acting runs in numpy on a copy of the weights; learning runs many gradient steps inside one
+XLA-compiled graph call. The update, `_learn`, reads top to bottom like the paper's pseudo-code.
+"""
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlkube.core import action_selection
+from rlkube.core.agents.base import Agent, agent_registry
+from rlkube.core.hparams.dqn import DQNHParams
+from rlkube.core.losses import loss_registry
+from rlkube.core.memory import NStepBuilder, memory_registry
+from rlkube.core.networks import NumpyOps, TFOps, model_registry
+from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
+
+
+@agent_registry.register("dqn")
+class DQNAgent(Agent):
+    action_spaces = (gym.spaces.Discrete,)
+
+    def __init__(self, hp: DQNHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int) -> None:
+        self.hp = hp
+        self.num_actions = int(action_space.n)
+        self.network = model_registry[hp.model](
+            observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
+            noisy=hp.noisy, sigma0=hp.noisy_sigma0)
+        initial = self.network.initial_params(seed)
+        self.online = [tf.Variable(p) for p in initial]
+        self.target = [tf.Variable(p) for p in initial]
+        self.optimizer = tf.keras.optimizers.Adam(hp.lr)
+        self.optimizer.build(self.online)
+        self.noise_generator = tf.random.Generator.from_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.memory = memory_registry[hp.memory](
+            hp.memory_size, observation_space.shape, observation_space.dtype, (), np.int64, seed + 1,
+            alpha=hp.per_alpha, epsilon=hp.per_epsilon)
+        self.n_step = NStepBuilder(hp.n_step, hp.gamma)
+        self.loss = loss_registry[hp.loss]
+        decay_steps = int(hp.exploration_fraction * hp.train_steps)
+        self.epsilon = LinearSchedule(hp.epsilon_start, hp.epsilon_end, decay_steps) \
+            if hp.epsilon_schedule == "linear" else ExponentialSchedule(hp.epsilon_start, hp.epsilon_end,
+                                                                         hp.epsilon_decay)
+        self.beta = LinearSchedule(hp.per_beta_start, hp.per_beta_end, hp.train_steps)
+        self.steps = 0
+        self.last_learn_step = 0
+        self.acting_params = [p.numpy() for p in self.online]
+        obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
+        batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
+        self._learn_compiled = tf.function(
+            self._learn, jit_compile=True,
+            input_signature=[obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec,
+                             batch_spec, batch_spec])
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def q_values(self, state: np.ndarray, explore: bool) -> np.ndarray:
+        noise = self.network.noise_numpy(self.rng) if explore else None
+        return self.network.forward(self.acting_params, state[None], noise, NumpyOps)[0]
+
+    def act(self, state: np.ndarray, explore: bool = True) -> int:
+        if not explore:
+            return action_selection.greedy(self.q_values(state, explore=False))
+        if self.steps < self.hp.learning_starts:
+            return int(self.rng.integers(self.num_actions))
+        return action_selection.epsilon_greedy(self.q_values(state, True), self.epsilon(self.steps), self.rng)
+
+    def observe(self, last_state: np.ndarray, action: int, reward: float, state: np.ndarray, done: bool,
+                truncated: bool = False) -> None:
+        self.steps += 1
+        for transition in self.n_step.push(last_state, action, reward, state, done, truncated):
+            self.memory.add(*transition)
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        hp = self.hp
+        if self.steps <= hp.learning_starts or self.steps % hp.train_freq != 0 or len(self.memory) == 0:
+            return {}
+        self._sync_target()
+        if hp.memory == "prioritized":
+            # Priorities change after every gradient step, so each batch is drawn after the last update.
+            results = []
+            for _ in range(hp.gradient_steps):
+                batch = self.memory.sample(hp.batch_size, 1, beta=self.beta(self.steps))
+                results.append(self._learn_on(batch))
+                self.memory.update_priorities(batch["indices"], results[-1][1])
+            losses = np.concatenate([r[0] for r in results])
+            q_means = np.concatenate([r[2] for r in results])
+        else:
+            losses, _, q_means = self._learn_on(self.memory.sample(hp.batch_size, hp.gradient_steps))
+        self.acting_params = [p.numpy() for p in self.online]
+        self.last_learn_step = self.steps
+        return {"losses/td_loss": float(losses.mean()), "losses/q_values": float(q_means.mean())}
+
+    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        outputs = self._learn_compiled(batch["obs"], batch["action"], batch["reward"], batch["next_obs"],
+                                       batch["discount"], batch["weights"])
+        return tuple(o.numpy() for o in outputs)
+
+    def _sync_target(self) -> None:
+        """Apply the target updates due at every multiple of target_update_period since the last learn.
+
+        The online weights did not change in between, so k Polyak steps collapse into one.
+        """
+        period = self.hp.target_update_period
+        due = self.steps // period - self.last_learn_step // period
+        if due <= 0:
+            return
+        keep = (1.0 - self.hp.target_update_tau) ** due
+        for target, online in zip(self.target, self.online, strict=True):
+            target.assign(keep * target + (1.0 - keep) * online)
+
+    def _learn(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
+               discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """len(obs) gradient steps, one per batch, inside one compiled call."""
+        steps = tf.shape(obs)[0]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        td_errors = tf.TensorArray(tf.float32, size=steps)
+        q_means = tf.TensorArray(tf.float32, size=steps)
+        forward, net = self.network.forward, self.network
+        for i in tf.range(steps):
+            next_q = forward(self.target, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
+            if self.hp.double_q:
+                online_next_q = forward(self.online, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
+                next_value = tf.gather(next_q, tf.argmax(online_next_q, axis=1), batch_dims=1)
+            else:
+                next_value = tf.reduce_max(next_q, axis=1)
+            target = tf.stop_gradient(reward[i] + discount[i] * next_value)
+            online_noise = net.noise_tf(self.noise_generator)
+            with tf.GradientTape() as tape:
+                q = forward(self.online, obs[i], online_noise, TFOps)
+                q_taken = tf.gather(q, action[i], batch_dims=1)
+                td_error = target - q_taken
+                loss = tf.reduce_mean(weights[i] * self.loss(td_error))
+            gradients = tape.gradient(loss, self.online)
+            if self.hp.max_grad_norm > 0:
+                gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
+            self.optimizer.apply_gradients(zip(gradients, self.online, strict=True))
+            losses = losses.write(i, loss)
+            td_errors = td_errors.write(i, td_error)
+            q_means = q_means.write(i, tf.reduce_mean(q_taken))
+        return losses.stack(), td_errors.stack(), q_means.stack()
+
+    # -- logging and checkpoints ----------------------------------------------------------------
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.hp.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "online": [v.numpy() for v in self.online],
+            "target": [v.numpy() for v in self.target],
+            "optimizer": [v.numpy() for v in self.optimizer.variables],
+            "noise_generator": self.noise_generator.state.numpy(),
+            "rng": self.rng.bit_generator.state,
+            "steps": self.steps,
+            "last_learn_step": self.last_learn_step,
+            "memory": self.memory.state_dict(),
+            "n_step": self.n_step.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for variables, values in ((self.online, state["online"]), (self.target, state["target"]),
+                                  (self.optimizer.variables, state["optimizer"])):
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
+        self.noise_generator.state.assign(state["noise_generator"])
+        self.rng.bit_generator.state = state["rng"]
+        self.steps = state["steps"]
+        self.last_learn_step = state["last_learn_step"]
+        self.memory.load_state_dict(state["memory"])
+        self.n_step.load_state_dict(state["n_step"])
+        self.acting_params = [p.numpy() for p in self.online]

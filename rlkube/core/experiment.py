@@ -1,0 +1,105 @@
+"""An experiment is K copies of one run, each with its own seed in DIR/copy-<i>/.
+
+Copies run in parallel processes when there are cores for them. The parent forwards SIGTERM and
+SIGINT to them (in a container only PID 1 gets the signal) so every copy checkpoints before exit.
+"""
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rlkube.core.errors import UserError
+from rlkube.core.hparams import HParams
+from rlkube.core.runner import SUMMARY_FILE, RunOptions, Runner, StopRequested, aggregate, limit_threads
+
+EXIT_USER_ERROR = 2
+
+
+def copy_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / f"copy-{index}"
+
+
+def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int | None) -> int:
+    """A child process's whole life: run one copy, turn the outcome into an exit code."""
+    if threads is not None:
+        limit_threads(threads)
+    try:
+        Runner(hp, copy_dir(output_dir, index), options).run()
+    except UserError as error:
+        print(f"{options.log_prefix}error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except StopRequested as stop:
+        return 128 + stop.signum
+    return 0
+
+
+def _child(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int) -> None:
+    sys.exit(_run_copy(hp, output_dir, index, options, threads))
+
+
+def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOptions) -> dict[str, Any]:
+    """Run every copy to the end and return the summary across copies (also DIR/summary.json).
+
+    Raises StopRequested when a signal stopped the copies (after each wrote a checkpoint).
+    """
+    if copies == 1:
+        summaries = [Runner(hp, copy_dir(output_dir, 0), options).run()]
+    else:
+        _run_parallel(hp, output_dir, copies, options)
+        summaries = [json.loads((copy_dir(output_dir, i) / SUMMARY_FILE).read_text()) for i in range(copies)]
+    result = {**aggregate(summaries), "per_copy": summaries}
+    if options.training:
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions) -> None:
+    cores = os.cpu_count() or 1
+    parallel = min(copies, cores)
+    threads = max(1, cores // parallel)
+    context = multiprocessing.get_context("spawn")
+    pending = list(range(copies))
+    running: dict[int, multiprocessing.Process] = {}
+    codes: dict[int, int] = {}
+    stop: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop.append(signum)
+        for process in running.values():
+            if process.pid is not None:
+                os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and not stop:
+                index = pending.pop(0)
+                copy_options = replace(options, seed=options.seed + index, live_progress=False,
+                                       log_prefix=f"copy-{index} | ")
+                process = context.Process(target=_child, args=(hp, output_dir, index, copy_options, threads))
+                process.start()
+                running[index] = process
+            for index, process in list(running.items()):
+                if not process.is_alive():
+                    process.join()
+                    codes[index] = process.exitcode if process.exitcode is not None else 1
+                    del running[index]
+            if stop and not running:
+                break
+            time.sleep(0.05)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop:
+        raise StopRequested(stop[0], -1)
+    failed = {i: c for i, c in codes.items() if c != 0}
+    if failed:
+        if all(c == EXIT_USER_ERROR for c in failed.values()):
+            raise UserError(f"copies {sorted(failed)} stopped on bad input (see their messages above)")
+        raise RuntimeError(f"copies {sorted(failed)} failed with exit codes {sorted(set(failed.values()))}")

@@ -1,0 +1,24 @@
+"""Named hyperparameter sets as typed objects, with typed, range-checked overrides."""
+
+from rlkube.core.hparams import dqn as _dqn  # noqa: F401  (registers the DQN-family sets)
+from rlkube.core.hparams.base import (
+    HParams,
+    apply_overrides,
+    from_dict,
+    get_hparams,
+    hparams_registry,
+    param,
+    parse_overrides,
+    to_dict,
+)
+
+__all__ = [
+    "HParams",
+    "apply_overrides",
+    "from_dict",
+    "get_hparams",
+    "hparams_registry",
+    "param",
+    "parse_overrides",
+    "to_dict",
+]

@@ -1,0 +1,98 @@
+"""The DQN family's hparams and its named sets.
+
+Settings follow rl-baselines3-zoo where it has them, so results compare with Stable-Baselines3.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+from rlkube.core.hparams.base import HParams, hparams_registry, param
+
+
+@dataclass(frozen=True)
+class DQNHParams(HParams):
+    memory: str = param("uniform", choices=("uniform", "prioritized"))
+    memory_size: int = param(100_000, lo=1)
+    learning_starts: int = param(1_000, lo=0, doc="random-action steps before learning starts")
+    train_freq: int = param(4, lo=1, doc="environment steps between training phases")
+    gradient_steps: int = param(1, lo=1, doc="gradient steps per training phase")
+    target_update_period: int = param(10, lo=1, doc="environment steps between target updates")
+    target_update_tau: float = param(1.0, lo=0.0, hi=1.0, doc="1 copies (hard); below 1 is Polyak")
+    double_q: bool = param(False, doc="Double DQN: the online net picks, the target net rates")
+    dueling: bool = param(False, doc="separate value and advantage heads")
+    noisy: bool = param(False, doc="factorised-Gaussian noisy layers replace epsilon-greedy")
+    noisy_sigma0: float = param(0.5, lo=0.0)
+    n_step: int = param(1, lo=1, hi=100)
+    loss: str = param("huber", choices=("huber", "mse"))
+    epsilon_schedule: str = param("linear", choices=("linear", "exponential"))
+    epsilon_start: float = param(1.0, lo=0.0, hi=1.0)
+    epsilon_end: float = param(0.05, lo=0.0, hi=1.0)
+    exploration_fraction: float = param(0.1, lo=0.0, hi=1.0, doc="linear: share of train_steps to decay")
+    epsilon_decay: float = param(0.999, lo=0.0, hi=1.0, doc="exponential: factor per step")
+    per_alpha: float = param(0.6, lo=0.0, hi=1.0, doc="prioritization exponent")
+    per_beta_start: float = param(0.4, lo=0.0, hi=1.0, doc="importance-sampling exponent at start")
+    per_beta_end: float = param(1.0, lo=0.0, hi=1.0, doc="... annealed linearly to this by the end")
+    per_epsilon: float = param(1e-6, lo=0.0, doc="added to |TD error| so no priority is zero")
+
+
+@hparams_registry.register()
+def dqn_cartpole() -> DQNHParams:
+    """rl-baselines3-zoo's CartPole-v1 settings."""
+    return DQNHParams(
+        env="CartPole-v1", lr=2.3e-3, batch_size=64, memory_size=100_000, learning_starts=1_000,
+        gamma=0.99, target_update_period=10, train_freq=256, gradient_steps=128,
+        exploration_fraction=0.16, epsilon_end=0.04, hidden_sizes=(256, 256), train_steps=50_000,
+        eval_every=2_500, target_return=475.0,
+    )
+
+
+@hparams_registry.register()
+def double_dqn_cartpole() -> DQNHParams:
+    return dataclasses.replace(dqn_cartpole(), double_q=True)
+
+
+@hparams_registry.register()
+def dueling_dqn_cartpole() -> DQNHParams:
+    return dataclasses.replace(dqn_cartpole(), dueling=True)
+
+
+@hparams_registry.register()
+def noisy_dqn_cartpole() -> DQNHParams:
+    """Exploration comes from the noisy layers alone, so epsilon stays at zero."""
+    return dataclasses.replace(dqn_cartpole(), noisy=True, epsilon_start=0.0, epsilon_end=0.0)
+
+
+@hparams_registry.register()
+def prioritized_dqn_cartpole() -> DQNHParams:
+    return dataclasses.replace(dqn_cartpole(), memory="prioritized")
+
+
+@hparams_registry.register()
+def rainbow_cartpole() -> DQNHParams:
+    """Double, dueling, noisy, 3-step and prioritized DQN together (no distributional head)."""
+    return dataclasses.replace(
+        dqn_cartpole(), double_q=True, dueling=True, noisy=True, n_step=3, memory="prioritized",
+        epsilon_start=0.0, epsilon_end=0.0,
+    )
+
+
+@hparams_registry.register()
+def dqn_acrobot() -> DQNHParams:
+    """rl-baselines3-zoo's Acrobot-v1 settings."""
+    return DQNHParams(
+        env="Acrobot-v1", lr=6.3e-4, batch_size=128, memory_size=50_000, learning_starts=0,
+        gamma=0.99, target_update_period=250, train_freq=4, gradient_steps=4,
+        exploration_fraction=0.12, epsilon_end=0.1, hidden_sizes=(256, 256), train_steps=100_000,
+        eval_every=5_000, target_return=-100.0,
+    )
+
+
+@hparams_registry.register()
+def dqn_mountaincar() -> DQNHParams:
+    """rl-baselines3-zoo's MountainCar-v0 settings."""
+    return DQNHParams(
+        env="MountainCar-v0", lr=4e-3, batch_size=128, memory_size=10_000, learning_starts=1_000,
+        gamma=0.98, target_update_period=600, train_freq=16, gradient_steps=8,
+        exploration_fraction=0.2, epsilon_end=0.07, hidden_sizes=(256, 256), train_steps=120_000,
+        eval_every=10_000, target_return=-110.0,
+    )

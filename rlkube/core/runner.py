@@ -1,0 +1,286 @@
+"""The runner: one experiment copy, trained with the seed paper's loop and everything around it.
+
+The loop itself is act, step, observe, update. Around it the runner owns evaluation, testing,
+TensorBoard and metrics.jsonl, atomic checkpoints with exact resume (on a period and on SIGTERM or
+SIGINT), rendering and video.
+"""
+
+import json
+import os
+import pickle
+import signal
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from rlkube.core import checkpoint
+from rlkube.core.agents import Agent, make_agent
+from rlkube.core.envs import make_env
+from rlkube.core.errors import UserError
+from rlkube.core.hparams import HParams, from_dict, to_dict
+from rlkube.core.progress import Progress
+from rlkube.core.run_log import RunLog
+from rlkube.core.video import write_episode
+
+HPARAMS_FILE = "hparams.yaml"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+# Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
+EVAL_SEED_OFFSET = 1_000_000
+TEST_SEED_OFFSET = 2_000_000
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    eval_episodes: int = 10
+    test_episodes: int = 10
+    training: bool = True
+    render: bool = False
+    record_video: bool = False
+    live_progress: bool | None = None
+    log_prefix: str = ""
+
+
+@dataclass
+class LoopState:
+    """The runner's own counters; with the agent's state and the env's, all a resume needs."""
+
+    step: int = 0
+    episodes: int = 0
+    episode_return: float = 0.0
+    episode_length: int = 0
+    evaluations: int = 0
+    wall_seconds: float = 0.0
+    recent_returns: deque = field(default_factory=lambda: deque(maxlen=20))
+    last_eval: tuple[float, float] | None = None
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint was written before this was raised."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"stopped by signal {signum} at step {step}")
+        self.signum = signum
+        self.step = step
+
+
+def has_checkpoint(copy_dir: Path) -> bool:
+    return checkpoint.latest(copy_dir / CHECKPOINT_DIR) is not None
+
+
+def check_same_hparams(copy_dir: Path, hp: HParams) -> None:
+    """A run directory holds one experiment: refuse to resume it with different hparams."""
+    saved_path = copy_dir / HPARAMS_FILE
+    if not saved_path.exists():
+        return
+    saved = from_dict(yaml.safe_load(saved_path.read_text())["hparams"])
+    # train_steps may grow: continuing a finished run for longer is a resume, not a new experiment.
+    differ = [key for key, value in to_dict(hp).items()
+              if key != "train_steps" and to_dict(saved).get(key) != value]
+    if differ:
+        shown = ", ".join(f"{k}: {to_dict(saved).get(k)} -> {to_dict(hp)[k]}" for k in differ[:3])
+        raise UserError(f"{copy_dir} holds a run with other hparams ({shown}); "
+                        f"use a new --output-dir or the same hparams to resume")
+
+
+def _episode(env: gym.Env, agent: Agent, seed: int, record: bool) -> tuple[float, int, list[np.ndarray]]:
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()] if record else []
+    total, length, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(agent.act(obs, explore=False))
+        total += float(reward)
+        length += 1
+        done = terminated or truncated
+        if record:
+            frames.append(env.render())
+    return total, length, frames
+
+
+class Runner:
+    def __init__(self, hp: HParams, copy_dir: Path, options: RunOptions) -> None:
+        self.hp = hp
+        self.copy_dir = copy_dir
+        self.options = options
+        render_mode = "human" if options.render else "rgb_array" if options.record_video else None
+        # Everything that can reject the user's input happens before anything is written.
+        self.env = make_env(hp.env)
+        self.eval_env = make_env(hp.env, render_mode=render_mode)
+        self.agent = make_agent(hp, self.env.observation_space, self.env.action_space, options.seed)
+        check_same_hparams(copy_dir, hp)
+        self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
+        self.state = LoopState()
+        self.obs: Any = None
+        self.stop_signal: int | None = None
+
+    # -- the experiment -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train (or resume) to hp.train_steps, then test; or only test with --no-training."""
+        latest = checkpoint.latest(self.checkpoint_dir)
+        if not self.options.training and latest is None:
+            raise UserError(f"--no-training needs a checkpoint, and {self.checkpoint_dir} has none; "
+                            f"train first or point --output-dir at a trained run")
+        self.copy_dir.mkdir(parents=True, exist_ok=True)
+        restored = checkpoint.load(latest) if latest else None
+        self.log = RunLog(self.copy_dir, restored["logs"] if restored else None)
+        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress)
+        try:
+            if restored:
+                self._restore(restored)
+                self.progress.message(f"resumed from {latest} at step {self.state.step}")
+            else:
+                self._start()
+            if self.options.training:
+                self._train()
+            test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+            return self._summarise(test)
+        finally:
+            self.progress.close()
+            self.log.close()
+
+    def _start(self) -> None:
+        (self.copy_dir / HPARAMS_FILE).write_text(
+            yaml.safe_dump({"hparams": to_dict(self.hp), "seed": self.options.seed}, sort_keys=False))
+        self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
+        self.obs, _ = self.env.reset(seed=self.options.seed)
+        self.env.action_space.seed(self.options.seed)
+
+    def _train(self) -> None:
+        hp, state, agent = self.hp, self.state, self.agent
+        previous_handlers = self._catch_stop_signals()
+        last_log = (state.step, time.perf_counter())
+        started = time.perf_counter() - state.wall_seconds
+        try:
+            while state.step < hp.train_steps:
+                # The seed paper's loop: act, step, observe, update.
+                action = agent.act(self.obs)
+                next_obs, reward, terminated, truncated, _ = self.env.step(action)
+                agent.observe(self.obs, action, float(reward), next_obs, terminated, truncated)
+                learned = agent.update()
+                self.obs = next_obs
+
+                state.step += 1
+                state.episode_return += float(reward)
+                state.episode_length += 1
+                if terminated or truncated:
+                    self._end_episode()
+                if learned and state.step - last_log[0] >= hp.log_every:
+                    now = time.perf_counter()
+                    sps = (state.step - last_log[0]) / max(now - last_log[1], 1e-9)
+                    self.log.scalars(state.step, {**learned, **agent.scalars(), "charts/SPS": sps})
+                    last_log = (state.step, now)
+                state.wall_seconds = time.perf_counter() - started
+                if state.step % hp.eval_every == 0 or state.step == hp.train_steps:
+                    self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
+                if state.step % hp.checkpoint_every == 0 or state.step == hp.train_steps:
+                    self._save()
+                if self.stop_signal is not None:
+                    self._save()
+                    raise StopRequested(self.stop_signal, state.step)
+                self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None)
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+
+    def _end_episode(self) -> None:
+        state = self.state
+        state.episodes += 1
+        state.recent_returns.append(state.episode_return)
+        self.log.scalars(state.step, {"charts/episodic_return": state.episode_return,
+                                      "charts/episodic_length": state.episode_length})
+        state.episode_return, state.episode_length = 0.0, 0
+        self.obs, _ = self.env.reset()
+
+    def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
+        """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
+        if episodes <= 0:
+            return None
+        state = self.state
+        base = self.options.seed + seed_offset + state.evaluations * episodes
+        returns, lengths = [], []
+        for index in range(episodes):
+            record = self.options.record_video and index == 0
+            total, length, frames = _episode(self.eval_env, self.agent, base + index, record)
+            returns.append(total)
+            lengths.append(length)
+            if record:
+                name = f"{kind}-step{state.step}" if kind == "eval" else "test"
+                write_episode(frames, self.copy_dir / "videos" / name)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        if kind == "eval":
+            state.evaluations += 1
+            state.last_eval = (mean, std)
+            self.log.metrics({"step": state.step, "wall_seconds": round(state.wall_seconds, 3),
+                              "mean_return": mean, "std_return": std})
+        self.log.scalars(state.step, {f"{kind}/mean_return": mean, f"{kind}/std_return": std,
+                                      f"{kind}/mean_length": float(np.mean(lengths))})
+        self.progress.message(f"{kind} at step {state.step}: return {mean:.2f} ± {std:.2f}")
+        return mean, std
+
+    def _summarise(self, test: tuple[float, float] | None) -> dict[str, Any]:
+        state = self.state
+        summary = {
+            "hparams": self.hp.__class__.__name__, "env": self.hp.env, "seed": self.options.seed,
+            "total_steps": state.step, "episodes": state.episodes,
+            "wall_seconds": round(state.wall_seconds, 3),
+            "sps": round(state.step / state.wall_seconds, 1) if state.wall_seconds else None,
+            "eval_mean_return": state.last_eval[0] if state.last_eval else None,
+            "eval_std_return": state.last_eval[1] if state.last_eval else None,
+            "test_mean_return": test[0] if test else None,
+            "test_std_return": test[1] if test else None,
+        }
+        if self.options.training:
+            (self.copy_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        checkpoint.save(self.checkpoint_dir, self.state.step, {
+            "agent": self.agent.state_dict(),
+            "loop": self.state,
+            "obs": self.obs,
+            "env": pickle.dumps(self.env),
+            "logs": self.log.lengths(),
+        })
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.agent.load_state_dict(saved["agent"])
+        self.state = saved["loop"]
+        self.obs = saved["obs"]
+        self.env = pickle.loads(saved["env"])
+
+    def _catch_stop_signals(self) -> dict[int, Any]:
+        def request_stop(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std across copies of each copy's final numbers."""
+    result: dict[str, Any] = {"copies": len(summaries)}
+    for key in ("eval_mean_return", "test_mean_return", "wall_seconds", "sps", "total_steps"):
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        if values:
+            result[key] = {"mean": statistics.fmean(values),
+                           "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+    return result
+
+
+def limit_threads(threads: int) -> None:
+    """Keep parallel copies from fighting over cores: TF would give each one every core."""
+    import tensorflow as tf  # noqa: PLC0415  (imported here so the setting precedes any TF op)
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
