@@ -32,17 +32,24 @@ def cli() -> None:
 
 
 def _writable_output_dir(path: Path) -> Path:
-    """Check, without creating anything, that `path` could be created and written."""
+    """Check that `path` could be created and written, leaving nothing behind."""
+    import tempfile  # noqa: PLC0415
+
     from rlkube.core.errors import UserError  # noqa: PLC0415
 
-    path = path.expanduser().resolve()
+    path = path.expanduser().absolute()
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"--output-dir {path}: {existing} is a file, not a directory; choose another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--output-dir {path}: {existing} is not writable; choose a directory you can write")
+    try:
+        # os.access says yes to root even on a read-only filesystem, so really try.
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"--output-dir {path}: cannot write in {existing} ({error.strerror}); "
+                        f"choose a directory you can write") from None
     return path
 
 

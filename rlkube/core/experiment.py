@@ -16,7 +16,7 @@ from typing import Any
 
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams
-from rlkube.core.runner import SUMMARY_FILE, RunOptions, Runner, StopRequested, aggregate, limit_threads
+from rlkube.core.runner import SUMMARY_FILE, Runner, RunOptions, StopRequested, aggregate, limit_threads
 
 EXIT_USER_ERROR = 2
 

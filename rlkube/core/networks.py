@@ -6,6 +6,7 @@ learner runs the very same function inside its compiled update. Noise for noisy 
 input, drawn by the caller from numpy or from a TF generator.
 """
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class QNetwork:
     def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
                  dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
         sizes = [int(np.prod(obs_shape)), *hidden_sizes]
-        self.torso = [Dense(i, o, noisy, sigma0) for i, o in zip(sizes, sizes[1:], strict=False)]
+        self.torso = [Dense(i, o, noisy, sigma0) for i, o in itertools.pairwise(sizes)]
         self.dueling = dueling
         heads = [Dense(sizes[-1], 1, noisy, sigma0), Dense(sizes[-1], num_actions, noisy, sigma0)] \
             if dueling else [Dense(sizes[-1], num_actions, noisy, sigma0)]

@@ -58,6 +58,7 @@ class LoopState:
     episode_return: float = 0.0
     episode_length: int = 0
     evaluations: int = 0
+    last_log_step: int = 0
     wall_seconds: float = 0.0
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=20))
     last_eval: tuple[float, float] | None = None
@@ -157,7 +158,7 @@ class Runner:
     def _train(self) -> None:
         hp, state, agent = self.hp, self.state, self.agent
         previous_handlers = self._catch_stop_signals()
-        last_log = (state.step, time.perf_counter())
+        last_log_time = time.perf_counter()
         started = time.perf_counter() - state.wall_seconds
         try:
             while state.step < hp.train_steps:
@@ -173,11 +174,11 @@ class Runner:
                 state.episode_length += 1
                 if terminated or truncated:
                     self._end_episode()
-                if learned and state.step - last_log[0] >= hp.log_every:
+                if learned and state.step - state.last_log_step >= hp.log_every:
                     now = time.perf_counter()
-                    sps = (state.step - last_log[0]) / max(now - last_log[1], 1e-9)
+                    sps = (state.step - state.last_log_step) / max(now - last_log_time, 1e-9)
                     self.log.scalars(state.step, {**learned, **agent.scalars(), "charts/SPS": sps})
-                    last_log = (state.step, now)
+                    state.last_log_step, last_log_time = state.step, now
                 state.wall_seconds = time.perf_counter() - started
                 if state.step % hp.eval_every == 0 or state.step == hp.train_steps:
                     self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)

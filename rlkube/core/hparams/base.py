@@ -86,11 +86,11 @@ def validate(hp: HParams) -> HParams:
         lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
-            if v is None or isinstance(v, str) and choices is None:
+            if v is None or (isinstance(v, str) and choices is None):
                 continue
             if choices is not None and v not in choices:
                 raise UserError(f"hparam '{f.name}' must be one of {', '.join(choices)}, got '{v}'")
-            if lo is not None and v < lo or hi is not None and v > hi:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
                 bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
                 raise UserError(f"hparam '{f.name}' must be within {bounds}, got {v}")
     return hp

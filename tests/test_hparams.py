@@ -1,0 +1,66 @@
+"""Named sets, typed overrides and the registries' unknown-name errors."""
+
+import pytest
+
+from rlkube.core.envs import check_env_name
+from rlkube.core.errors import UserError
+from rlkube.core.hparams import from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
+from rlkube.core.memory import memory_registry
+
+DQN_FAMILY = ["dqn_cartpole", "double_dqn_cartpole", "dueling_dqn_cartpole", "noisy_dqn_cartpole",
+              "prioritized_dqn_cartpole", "rainbow_cartpole", "dqn_acrobot", "dqn_mountaincar"]
+
+
+def test_every_promised_dqn_set_is_registered() -> None:
+    assert set(DQN_FAMILY) <= set(hparams_registry.names())
+
+
+@pytest.mark.parametrize("name", sorted(hparams_registry.names()))
+def test_every_set_round_trips_through_its_saved_form(name: str) -> None:
+    hp = get_hparams(name)
+    assert from_dict(to_dict(hp)) == hp
+
+
+def test_overrides_are_parsed_to_each_fields_type() -> None:
+    hp = get_hparams("dqn_cartpole", "lr=1e-3,batch_size=32,double_q=true,hidden_sizes=64;32,"
+                                     "target_return=none")
+    assert hp.lr == 1e-3
+    assert hp.batch_size == 32
+    assert hp.double_q is True
+    assert hp.hidden_sizes == (64, 32)
+    assert hp.target_return is None
+
+
+def test_rainbow_combines_every_dqn_extension() -> None:
+    hp = get_hparams("rainbow_cartpole")
+    assert (hp.double_q, hp.dueling, hp.noisy, hp.n_step, hp.memory) == (True, True, True, 3, "prioritized")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("lr=abc", "hparam 'lr' must be float, got 'abc'"),
+    ("lr=2", "hparam 'lr' must be within [0.0, 1.0], got 2.0"),
+    ("batch_size=1.5", "hparam 'batch_size' must be int, got '1.5'"),
+    ("batch_size=0", "hparam 'batch_size' must be within"),
+    ("double_q=maybe", "hparam 'double_q' must be bool"),
+    ("memory=fifo", "hparam 'memory' must be one of uniform, prioritized, got 'fifo'"),
+    ("lrr=1e-3", "unknown hparam 'lrr'; did you mean lr?"),
+    ("lr", "bad override 'lr'; write key=value"),
+])
+def test_bad_overrides_say_what_is_wrong_and_what_would_be_right(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=None) as caught:
+        get_hparams("dqn_cartpole", override)
+    assert message in str(caught.value)
+
+
+def test_parse_overrides_splits_pairs_and_trims() -> None:
+    assert parse_overrides(" lr = 1e-3 , batch_size=64,") == {"lr": "1e-3", "batch_size": "64"}
+
+
+@pytest.mark.parametrize(("lookup", "name", "suggestion"), [
+    (get_hparams, "dqn_cartpol", "dqn_cartpole"),
+    (check_env_name, "CartPole-v2", "CartPole-v1"),
+    (lambda n: memory_registry[n], "prioritised", "prioritized"),
+])
+def test_unknown_names_suggest_close_matches(lookup, name: str, suggestion: str) -> None:
+    with pytest.raises(UserError, match=f"unknown .*'{name}'; did you mean .*{suggestion}"):
+        lookup(name)

@@ -1,0 +1,65 @@
+"""The runner's outputs: run layout, copies, --no-training, videos, and agent checkpoint round trips."""
+
+import json
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import run_rlkube, scalar_steps
+
+SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "2",
+         "--test-episodes", "2", "--hparam-override", "eval_every=750,log_every=256"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = run_rlkube(*SHORT, "--output-dir", str(run), "--copies", "2", "--record-video")
+    assert result.returncode == 0, result.stderr
+    assert f"TensorBoard logdir: {run}" in result.stderr
+    return run
+
+
+def test_copies_have_their_own_seed_and_directory(trained_run: Path) -> None:
+    seeds = [yaml.safe_load((trained_run / f"copy-{i}" / "hparams.yaml").read_text())["seed"] for i in (0, 1)]
+    assert seeds == [0, 1]
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["copies"] == 2
+    assert summary["total_steps"] == {"mean": 1500, "std": 0.0}
+    returns = [copy["eval_mean_return"] for copy in summary["per_copy"]]
+    assert summary["eval_mean_return"]["mean"] == pytest.approx(np.mean(returns))
+
+
+def test_each_copy_logs_the_shared_metric_vocabulary(trained_run: Path) -> None:
+    tags = set(scalar_steps(trained_run / "copy-0"))
+    assert {"charts/episodic_return", "charts/episodic_length", "charts/epsilon", "charts/learning_rate",
+            "charts/SPS", "losses/td_loss", "losses/q_values", "eval/mean_return", "eval/std_return",
+            "test/mean_return"} <= tags
+    records = [json.loads(line) for line in (trained_run / "copy-0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [750, 1500]
+    assert set(records[0]) == {"step", "wall_seconds", "mean_return", "std_return"}
+    summary = json.loads((trained_run / "copy-0" / "summary.json").read_text())
+    assert {"eval_mean_return", "eval_std_return", "test_mean_return", "test_std_return", "total_steps",
+            "wall_seconds", "sps"} <= set(summary)
+
+
+def test_videos_of_evaluation_and_test_episodes_are_written(trained_run: Path) -> None:
+    videos = trained_run / "copy-1" / "videos"
+    names = sorted(p.name for p in videos.iterdir())
+    assert names == ["eval-step1500.gif", "eval-step1500.mp4", "eval-step750.gif", "eval-step750.mp4",
+                     "test.gif", "test.mp4"]
+    frames = imageio.mimread(videos / "test.mp4", memtest=False)
+    assert len(frames) > 5
+    assert frames[0].ndim == 3
+
+
+def test_no_training_tests_the_checkpoint_with_frozen_weights(trained_run: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (trained_run / "copy-0" / "checkpoints").rglob("*")}
+    result = run_rlkube(*SHORT, "--output-dir", str(trained_run), "--copies", "2", "--no-training")
+    assert result.returncode == 0, result.stderr
+    assert "test at step 1500" in result.stderr
+    after = {p: p.stat().st_mtime_ns for p in (trained_run / "copy-0" / "checkpoints").rglob("*")}
+    assert before == after
