@@ -61,5 +61,17 @@ def test_no_training_tests_the_checkpoint_with_frozen_weights(trained_run: Path)
     result = run_rlkube(*SHORT, "--output-dir", str(trained_run), "--copies", "2", "--no-training")
     assert result.returncode == 0, result.stderr
     assert "test at step 1500" in result.stderr
+    tested = json.loads((trained_run / "test-summary.json").read_text())
+    assert tested["copies"] == 2
+    assert tested["test_mean_return"]["mean"] == pytest.approx(
+        np.mean([copy["test_mean_return"] for copy in tested["per_copy"]]))
     after = {p: p.stat().st_mtime_ns for p in (trained_run / "copy-0" / "checkpoints").rglob("*")}
     assert before == after
+
+
+def test_copy_index_runs_one_copy_with_its_seed(tmp_path: Path) -> None:
+    result = run_rlkube(*SHORT, "--output-dir", str(tmp_path), "--test-episodes", "0",
+                        env={"JOB_COMPLETION_INDEX": "3"})
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy-3"]
+    assert yaml.safe_load((tmp_path / "copy-3" / "hparams.yaml").read_text())["seed"] == 3

@@ -87,9 +87,11 @@ def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @train_options
 @click.option("--output-dir", type=click.Path(path_type=Path), required=True,
               help="Run directory; an existing one is resumed exactly.")
+@click.option("--copy-index", type=click.IntRange(min=0), default=None, envvar="JOB_COMPLETION_INDEX",
+              help="Run only copy I (seed+I, in DIR/copy-I); an Indexed Job's pods get it from JOB_COMPLETION_INDEX.")
 def train(hparams_name: str, overrides: str, env: str | None, train_steps: int | None, eval_episodes: int,
           test_episodes: int, training: bool, copies: int, seed: int, render: bool, record_video: bool,
-          output_dir: Path) -> None:
+          output_dir: Path, copy_index: int | None) -> None:
     """Train one experiment in this process (what a container runs)."""
     from rlkube.core.envs import check_env_name  # noqa: PLC0415
     from rlkube.core.errors import UserError  # noqa: PLC0415
@@ -106,20 +108,25 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
         from rlkube.core.experiment import copy_dir  # noqa: PLC0415
         from rlkube.core.runner import has_checkpoint  # noqa: PLC0415
 
-        missing = [i for i in range(copies) if not has_checkpoint(copy_dir(output_dir, i))]
+        indices = [copy_index] if copy_index is not None else range(copies)
+        missing = [i for i in indices if not has_checkpoint(copy_dir(output_dir, i))]
         if missing:
             raise UserError(f"--no-training needs a checkpoint, and {copy_dir(output_dir, missing[0])} has "
                             f"none; train first or point --output-dir at a trained run")
 
-    from rlkube.core.experiment import train_experiment  # noqa: PLC0415  (imports TensorFlow)
+    from rlkube.core.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
     from rlkube.core.runner import RunOptions, StopRequested  # noqa: PLC0415
 
-    click.echo(f"training {hparams_name} on {hp.env} -> {output_dir}  (copies: {copies})", err=True)
+    which = f"copy {copy_index}" if copy_index is not None else f"copies: {copies}"
+    click.echo(f"training {hparams_name} on {hp.env} -> {output_dir}  ({which})", err=True)
     click.echo(f"TensorBoard logdir: {output_dir}   (tensorboard --logdir {output_dir})", err=True)
     options = RunOptions(seed=seed, eval_episodes=eval_episodes, test_episodes=test_episodes,
                          training=training, render=render, record_video=record_video)
     try:
-        result = train_experiment(hp, output_dir, copies, options)
+        if copy_index is None:
+            result = train_experiment(hp, output_dir, copies, options)
+        else:
+            result = train_copy(hp, output_dir, copy_index, options)
     except StopRequested as stop:
         click.echo(f"stopped by signal {stop.signum}; checkpoint saved. Run the same command to resume.",
                    err=True)

@@ -16,7 +16,15 @@ from typing import Any
 
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams
-from rlkube.core.runner import SUMMARY_FILE, Runner, RunOptions, StopRequested, aggregate, limit_threads
+from rlkube.core.runner import (
+    SUMMARY_FILE,
+    TEST_SUMMARY_FILE,
+    Runner,
+    RunOptions,
+    StopRequested,
+    aggregate,
+    limit_threads,
+)
 
 EXIT_USER_ERROR = 2
 
@@ -48,15 +56,21 @@ def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOpt
 
     Raises StopRequested when a signal stopped the copies (after each wrote a checkpoint).
     """
+    name = SUMMARY_FILE if options.training else TEST_SUMMARY_FILE
     if copies == 1:
         summaries = [Runner(hp, copy_dir(output_dir, 0), options).run()]
     else:
         _run_parallel(hp, output_dir, copies, options)
-        summaries = [json.loads((copy_dir(output_dir, i) / SUMMARY_FILE).read_text()) for i in range(copies)]
+        summaries = [json.loads((copy_dir(output_dir, i) / name).read_text()) for i in range(copies)]
     result = {**aggregate(summaries), "per_copy": summaries}
-    if options.training:
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def train_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions) -> dict[str, Any]:
+    """Run copy `index` alone (one pod of an Indexed Job): seed+index, in DIR/copy-<index>/."""
+    summary = Runner(hp, copy_dir(output_dir, index), replace(options, seed=options.seed + index)).run()
+    return {**aggregate([summary]), "per_copy": [summary]}
 
 
 def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions) -> None:

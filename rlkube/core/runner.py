@@ -31,6 +31,7 @@ from rlkube.core.video import write_episode
 
 HPARAMS_FILE = "hparams.yaml"
 SUMMARY_FILE = "summary.json"
+TEST_SUMMARY_FILE = "test-summary.json"
 CHECKPOINT_DIR = "checkpoints"
 # Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
 EVAL_SEED_OFFSET = 1_000_000
@@ -239,8 +240,8 @@ class Runner:
             "test_mean_return": test[0] if test else None,
             "test_std_return": test[1] if test else None,
         }
-        if self.options.training:
-            (self.copy_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        name = SUMMARY_FILE if self.options.training else TEST_SUMMARY_FILE
+        (self.copy_dir / name).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""Render an experiment for Kubernetes: pure functions from spec and profile to API objects.
+
+Rendering goes through the Helm chart's values: `helm_values` turns a spec and profile into the
+values of helm/rlkube, and `render_values` builds the objects from those values exactly as the
+chart's templates do. A test holds the two renderers to the same output.
+"""
+
+import json
+from typing import Any
+
+import yaml
+
+from rlkube import __version__
+from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.spec import ExperimentSpec
+
+Object = dict[str, Any]
+
+CONFIG_MOUNT = "/etc/rlkube"
+RUN_AS_USER = 1000
+
+
+def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]:
+    """The helm/rlkube values that render this experiment on this cluster."""
+    accelerator: dict[str, Any] | None = None
+    if (tpu_slice := profile.tpu_slice) is not None:
+        accelerator = {"type": "tpu", "gkeAccelerator": tpu_slice.accelerator, "topology": tpu_slice.topology,
+                       "chipsPerHost": tpu_slice.chips_per_host, "hosts": tpu_slice.hosts}
+    elif profile.accelerator is not None:
+        accelerator = {"type": "gpu", "name": profile.accelerator.name, "count": profile.accelerator.count}
+    provenance = spec.provenance
+    return {
+        "experiment": spec.name,
+        "namespace": spec.namespace,
+        "copies": spec.copies,
+        "image": spec.image,
+        "version": __version__,
+        "args": [*spec.train.args(), "--output-dir", spec.output_dir],
+        "pvc": None if spec.output_dir.startswith(("gs://", "s3://")) else profile.pvc,
+        "pvcMountPath": profile.output,
+        "resources": {k: str(v) for k, v in profile.resources.items()},
+        "provider": profile.provider,
+        "accelerator": accelerator,
+        "spot": profile.spot,
+        "capacitySelector": profile.capacity_selector,
+        "serviceAccountAnnotations": dict(profile.service_account_annotations),
+        "nodeSelector": {k: str(v) for k, v in profile.node_selector.items()},
+        "tolerations": list(profile.tolerations),
+        "retriesPerCopy": profile.retries_per_copy,
+        "terminationGracePeriodSeconds": profile.termination_grace_seconds,
+        "queue": profile.queue,
+        "priorityClass": profile.priority_class,
+        "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
+                       "submitCommand": provenance.submit_command, "created": provenance.created},
+        "config": {
+            "hparams.yaml": yaml.safe_dump(spec.hparams, sort_keys=False),
+            "spec.json": json.dumps({k: v for k, v in spec.to_dict().items() if k != "hparams"}, indent=2,
+                                    sort_keys=True) + "\n",
+        },
+    }
+
+
+def labels(values: dict[str, Any]) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "rlkube",
+        "app.kubernetes.io/instance": values["experiment"],
+        "app.kubernetes.io/component": "trainer",
+        "app.kubernetes.io/managed-by": "rlkube",
+        "app.kubernetes.io/version": values["version"],
+        "rlkube.io/experiment": values["experiment"],
+    }
+
+
+def annotations(values: dict[str, Any]) -> dict[str, str]:
+    provenance = values["provenance"]
+    return {
+        "rlkube.io/git-commit": provenance["gitCommit"],
+        "rlkube.io/git-dirty": str(provenance["gitDirty"]).lower(),
+        "rlkube.io/image": values["image"],
+        "rlkube.io/version": values["version"],
+        "rlkube.io/submit-command": provenance["submitCommand"],
+        "rlkube.io/created": provenance["created"],
+    }
+
+
+def _metadata(values: dict[str, Any], name: str, extra_labels: dict[str, str] | None = None) -> Object:
+    return {"name": name, "namespace": values["namespace"], "labels": {**labels(values), **(extra_labels or {})},
+            "annotations": annotations(values)}
+
+
+def _scheduling(values: dict[str, Any]) -> tuple[dict[str, str], list[Object], dict[str, str]]:
+    """Node selector, tolerations and accelerator limits for the profile's hardware."""
+    selector: dict[str, str] = {}
+    tolerations: list[Object] = []
+    limits: dict[str, str] = {}
+    accelerator = values["accelerator"]
+    provider = values["provider"]
+    if accelerator and accelerator["type"] == "tpu":
+        selector["cloud.google.com/gke-tpu-accelerator"] = accelerator["gkeAccelerator"]
+        selector["cloud.google.com/gke-tpu-topology"] = accelerator["topology"]
+        tolerations.append({"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"})
+        limits["google.com/tpu"] = str(accelerator["chipsPerHost"])
+    elif accelerator and accelerator["type"] == "gpu":
+        if provider == "gke":
+            selector["cloud.google.com/gke-accelerator"] = accelerator["name"]
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        limits["nvidia.com/gpu"] = str(accelerator["count"])
+    if provider == "gke" and values["spot"]:
+        selector["cloud.google.com/gke-spot"] = "true"
+        tolerations.append({"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true",
+                            "effect": "NoSchedule"})
+    if provider == "eks":
+        if values["capacitySelector"] == "karpenter":
+            selector["karpenter.sh/capacity-type"] = "spot" if values["spot"] else "on-demand"
+        else:
+            selector["eks.amazonaws.com/capacityType"] = "SPOT" if values["spot"] else "ON_DEMAND"
+    selector.update(values["nodeSelector"])
+    tolerations.extend(values["tolerations"])
+    return selector, tolerations, limits
+
+
+def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) -> Object:
+    selector, tolerations, accelerator_limits = _scheduling(values)
+    resources = values["resources"]
+    requests = dict(resources)
+    limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **accelerator_limits}
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Object] = [{"name": "config", "configMap": {"name": values["experiment"]}},
+                             {"name": "tmp", "emptyDir": {}}]
+    if values["pvc"]:
+        mounts.append({"name": "runs", "mountPath": values["pvcMountPath"]})
+        volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})
+    container = {
+        "name": "trainer",
+        "image": values["image"],
+        "command": ["rlkube", "train"],
+        "args": args,
+        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, {"name": "HOME", "value": "/tmp"}],
+        "resources": {key: value for key, value in (("requests", requests), ("limits", limits)) if value},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    spec: Object = {
+        "restartPolicy": "Never",
+        "serviceAccountName": values["experiment"],
+        # Training needs no Kubernetes API access, so the pod gets no token.
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": values["terminationGracePeriodSeconds"],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER,
+                            "fsGroup": RUN_AS_USER, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if selector:
+        spec["nodeSelector"] = selector
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if values["priorityClass"]:
+        spec["priorityClassName"] = values["priorityClass"]
+    if subdomain:
+        spec["subdomain"] = subdomain
+    return spec
+
+
+def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra_labels: dict[str, str],
+         subdomain: str | None) -> Object:
+    metadata = _metadata(values, name, extra_labels)
+    if values["queue"]:
+        metadata["labels"]["kueue.x-k8s.io/queue-name"] = values["queue"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": indices,
+            "parallelism": indices,
+            # One failing index (a seed, or a slice's host) does not stop the others.
+            "backoffLimitPerIndex": values["retriesPerCopy"],
+            # A preempted or evicted pod is retried without counting as a failure.
+            "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+            "template": {"metadata": {"labels": {**labels(values), **extra_labels}},
+                         "spec": _pod_spec(values, args, subdomain)},
+        },
+    }
+
+
+def render_values(values: dict[str, Any]) -> list[Object]:
+    """The experiment's objects, in the order they are created."""
+    name = values["experiment"]
+    objects: list[Object] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {**_metadata(values, name),
+                      "annotations": {**annotations(values), **values["serviceAccountAnnotations"]}},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(values, name), "data": values["config"]},
+    ]
+    accelerator = values["accelerator"]
+    hosts = accelerator["hosts"] if accelerator and accelerator["type"] == "tpu" else 1
+    if hosts == 1:
+        # One Indexed Job: index i is copy i, read by `rlkube train` from JOB_COMPLETION_INDEX.
+        objects.append(_job(values, name, values["copies"], values["args"], {}, None))
+        return objects
+    # A multi-host slice per copy: an Indexed Job of `hosts` pods each, with stable hostnames
+    # <job>-<host>.<experiment> from a headless Service; the index is the host, the copy is fixed.
+    objects.append({"apiVersion": "v1", "kind": "Service", "metadata": _metadata(values, name),
+                    "spec": {"clusterIP": "None", "selector": {"rlkube.io/experiment": name}}})
+    objects.extend(_job(values, f"{name}-copy-{copy}", hosts, [*values["args"], "--copy-index", str(copy)],
+                        {"rlkube.io/copy": str(copy)}, name) for copy in range(values["copies"]))
+    return objects
+
+
+def render(spec: ExperimentSpec, profile: ClusterProfile) -> list[Object]:
+    return render_values(helm_values(spec, profile))
+
+
+def to_yaml(objects: list[Object]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False)
