@@ -1,0 +1,146 @@
+"""Rendering is a pure function of spec and profile, checked field by field and against golden files."""
+
+import dataclasses
+
+import pytest
+
+from rlkube.core.errors import UserError
+from rlkube.launch.clusters import get_profile, with_accelerator
+from rlkube.launch.render import render
+from rlkube.launch.spec import TrainFlags, build_spec, check_name
+from rlkube.launch.tpu import resolve
+from tests.rendered_examples import EXAMPLES_DIR, example_profiles, example_spec, rendered_examples
+
+
+def test_golden_examples_are_current() -> None:
+    expected = rendered_examples()
+    assert sorted(p.name for p in EXAMPLES_DIR.glob("*.yaml")) == sorted(expected)
+    for name, text in expected.items():
+        assert (EXAMPLES_DIR / name).read_text() == text, f"{name} is stale: python -m tests.rendered_examples"
+
+
+def pod_spec(job: dict) -> dict:
+    return job["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("profile_name", sorted(example_profiles()))
+def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_name: str) -> None:
+    profile = example_profiles()[profile_name]
+    objects = render(example_spec(profile), profile)
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:2] == ["ServiceAccount", "ConfigMap"]
+    for job in (o for o in objects if o["kind"] == "Job"):
+        spec = job["spec"]
+        assert spec["completionMode"] == "Indexed"
+        assert spec["completions"] == spec["parallelism"]
+        assert spec["backoffLimitPerIndex"] == profile.retries_per_copy
+        assert spec["podFailurePolicy"]["rules"] == [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        pod = pod_spec(job)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["terminationGracePeriodSeconds"] >= 60
+        assert pod["automountServiceAccountToken"] is False
+        assert job["metadata"]["labels"]["rlkube.io/experiment"] == f"example-{profile_name}"
+        assert {"rlkube.io/git-commit", "rlkube.io/git-dirty", "rlkube.io/image", "rlkube.io/version",
+                "rlkube.io/submit-command"} <= set(job["metadata"]["annotations"])
+
+
+@pytest.mark.parametrize("profile_name", sorted(example_profiles()))
+def test_no_credentials_in_configmaps_args_or_env(profile_name: str) -> None:
+    profile = example_profiles()[profile_name]
+    text = str(render(example_spec(profile), profile)).lower()
+    for secret_word in ("password", "secret_access_key", "private_key", "token:"):
+        assert secret_word not in text
+
+
+def test_single_host_tpu_selects_the_slice_and_requests_its_chips() -> None:
+    profile = get_profile("gke-tpu")
+    job = render(example_spec(profile), profile)[-1]
+    pod = pod_spec(job)
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                                   "cloud.google.com/gke-tpu-topology": "2x4"}
+    assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == "8"
+    assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert job["spec"]["completions"] == 5
+
+
+def test_multi_host_tpu_becomes_one_slice_per_copy_with_stable_hostnames() -> None:
+    profile = example_profiles()["gke-tpu-multihost"]
+    objects = render(example_spec(profile), profile)
+    service = next(o for o in objects if o["kind"] == "Service")
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert [j["metadata"]["name"] for j in jobs] == ["example-gke-tpu-multihost-copy-0",
+                                                     "example-gke-tpu-multihost-copy-1"]
+    for copy, job in enumerate(jobs):
+        assert job["spec"]["completions"] == 4  # v5litepod-16: 16 chips, 4 per host
+        pod = pod_spec(job)
+        assert pod["subdomain"] == service["metadata"]["name"]
+        assert pod["containers"][0]["args"][-2:] == ["--copy-index", str(copy)]
+        assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == "4"
+        assert pod["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "4x4"
+        assert pod["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
+
+
+def test_eks_selects_capacity_type_for_karpenter_and_managed_node_groups() -> None:
+    profiles = example_profiles()
+    karpenter = pod_spec(render(example_spec(profiles["eks"]), profiles["eks"])[-1])
+    managed = render(example_spec(profiles["eks-managed-ondemand"]), profiles["eks-managed-ondemand"])
+    assert karpenter["nodeSelector"] == {"karpenter.sh/capacity-type": "spot"}
+    assert pod_spec(managed[-1])["nodeSelector"] == {"eks.amazonaws.com/capacityType": "ON_DEMAND"}
+    assert managed[-1]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
+    assert pod_spec(managed[-1])["priorityClassName"] == "rl-batch"
+    service_account = render(example_spec(profiles["eks"]), profiles["eks"])[0]
+    assert service_account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_gke_gpu_selects_the_accelerator_label_and_gpu_limits() -> None:
+    profile = get_profile("gke-gpu")
+    pod = pod_spec(render(example_spec(profile), profile)[-1])
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize(("name", "accelerator", "topology", "chips", "hosts"), [
+    ("v5litepod-8", "tpu-v5-lite-podslice", "2x4", 8, 1),
+    ("v5litepod-16", "tpu-v5-lite-podslice", "4x4", 16, 4),
+    ("v4-8", "tpu-v4-podslice", "2x2x1", 4, 1),
+    ("v4-32", "tpu-v4-podslice", "2x2x4", 16, 4),
+    ("v5p-128", "tpu-v5p-slice", "4x4x4", 64, 16),
+    ("v6e-256", "tpu-v6e-slice", "16x16", 256, 64),
+])
+def test_familiar_tpu_names_map_to_gke_labels(name: str, accelerator: str, topology: str, chips: int,
+                                              hosts: int) -> None:
+    tpu = resolve(name)
+    assert (tpu.accelerator, tpu.topology, tpu.chips, tpu.hosts) == (accelerator, topology, chips, hosts)
+
+
+@pytest.mark.parametrize("name", ["v3-8", "v5litepod-12", "v4-6", "tpu-v5-lite-podslice", "v6e"])
+def test_unknown_tpu_names_get_a_clear_error(name: str) -> None:
+    with pytest.raises(UserError, match=f"unknown TPU type '{name}'"):
+        resolve(name)
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "-x", "x" * 41, "a.b"])
+def test_bad_experiment_names_are_refused(name: str) -> None:
+    with pytest.raises(UserError, match="bad experiment name"):
+        check_name(name)
+
+
+def test_spec_checks_hparams_before_rendering() -> None:
+    with pytest.raises(UserError, match="unknown hparams set"):
+        build_spec(get_profile("kube"), TrainFlags("dqn_pongg"), 1)
+    with pytest.raises(UserError, match="unknown TPU type"):
+        with_accelerator(get_profile("gke-tpu"), "v9-8").tpu_slice  # noqa: B018
+
+
+def test_output_goes_to_the_profiles_storage() -> None:
+    pvc = render(example_spec(get_profile("kube")), get_profile("kube"))[-1]
+    volumes = {v["name"]: v for v in pod_spec(pvc)["volumes"]}
+    assert volumes["runs"]["persistentVolumeClaim"]["claimName"] == "rlkube-runs"
+    assert "/runs/example-kube" in pod_spec(pvc)["containers"][0]["args"]
+    gcs = get_profile("gke-tpu")
+    args = pod_spec(render(example_spec(gcs), gcs)[-1])["containers"][0]["args"]
+    assert args[args.index("--output-dir") + 1] == "gs://BUCKET/rlkube/example-gke-tpu"
+    assert dataclasses.replace(gcs).pvc is None
