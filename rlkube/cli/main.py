@@ -137,6 +137,11 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
                err=True)
 
 
+from rlkube.cli import experiments  # noqa: E402  (the group must exist before its commands join it)
+
+experiments.register(cli)
+
+
 def _print_result(result: dict[str, Any]) -> None:
     def shown(key: str) -> str:
         value = result.get(key)

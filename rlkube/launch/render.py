@@ -216,3 +216,44 @@ def render(spec: ExperimentSpec, profile: ClusterProfile) -> list[Object]:
 
 def to_yaml(objects: list[Object]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
+
+
+TENSORBOARD_NAME = "rlkube-tensorboard"
+TENSORBOARD_PORT = 6006
+
+
+def tensorboard_objects(namespace: str, image: str, pvc: str | None, mount_path: str) -> list[Object]:
+    """An in-cluster TensorBoard over every experiment's run directory, shared by the namespace."""
+    meta_labels = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard",
+                   "app.kubernetes.io/managed-by": "rlkube"}
+    selector = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard"}
+    container: Object = {
+        "name": "tensorboard",
+        "image": image,
+        "command": ["tensorboard"],
+        "args": ["--logdir", mount_path, "--host", "0.0.0.0", "--port", str(TENSORBOARD_PORT), "--reload_multifile",
+                 "true"],
+        "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
+    if pvc:
+        container["volumeMounts"].append({"name": "runs", "mountPath": mount_path, "readOnly": True})
+        volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": pvc, "readOnly": True}})
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": TENSORBOARD_NAME, "namespace": namespace, "labels": meta_labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": selector},
+                  "template": {"metadata": {"labels": meta_labels},
+                               "spec": {"automountServiceAccountToken": False,
+                                        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER,
+                                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                                        "containers": [container], "volumes": volumes}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": TENSORBOARD_NAME, "namespace": namespace, "labels": meta_labels},
+         "spec": {"selector": selector, "ports": [{"name": "http", "port": TENSORBOARD_PORT,
+                                                   "targetPort": TENSORBOARD_PORT}]}},
+    ]

@@ -70,6 +70,10 @@ class ExperimentSpec:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
+        return cls(**{**data, "train": TrainFlags(**data["train"]), "provenance": Provenance(**data["provenance"])})
+
 
 def check_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):

@@ -1,0 +1,284 @@
+"""`rlkube submit / render / status / list / logs / cancel / tensorboard / clusters`.
+
+Thin: parse flags, build the spec, call the target (local processes or a Kubernetes cluster).
+None of these import TensorFlow.
+"""
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rlkube.core.errors import UserError
+
+DURATION = re.compile(r"^(\d+)([smhd])$")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What an experiment is and where it goes: shared by `submit` and `render`."""
+    options = [
+        click.option("--cluster", default="local", show_default=True, help="Cluster profile (rlkube clusters)."),
+        click.option("--hparams", "hparams_name", required=True, help="Named hparams set, e.g. dqn_cartpole."),
+        click.option("--hparam-override", "overrides", default="", help='e.g. "lr=1e-3,batch_size=64".'),
+        click.option("--env", default=None, help="Environment, replacing the set's."),
+        click.option("--train-steps", type=click.IntRange(min=1), default=None),
+        click.option("--eval-episodes", type=click.IntRange(min=0), default=10, show_default=True),
+        click.option("--test-episodes", type=click.IntRange(min=0), default=10, show_default=True),
+        click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+                     help="Independent seeds: the indices of one Indexed Job."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--record-video", is_flag=True),
+        click.option("--name", default=None, help="Experiment name (default: <hparams>-<time>)."),
+        click.option("--image", default=None, help="Container image (default: the profile's)."),
+        click.option("--tpu", default=None, help="TPU type for a TPU profile, e.g. v5litepod-16, v4-8."),
+        click.option("--context", default=None, help="kube context (default: the profile's, else current)."),
+        click.option("-n", "--namespace", default=None, help="Namespace (default: the profile's)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str | None, train_steps: int | None,
+                      eval_episodes: int, test_episodes: int, copies: int, seed: int, record_video: bool,
+                      name: str | None, image: str | None, tpu: str | None, context: str | None,
+                      namespace: str | None) -> tuple[Any, Any]:
+    from rlkube.launch.clusters import get_profile, with_accelerator  # noqa: PLC0415
+    from rlkube.launch.spec import TrainFlags, build_spec  # noqa: PLC0415
+
+    profile = get_profile(cluster)
+    if tpu:
+        if profile.accelerator is None or profile.accelerator.type != "tpu":
+            raise UserError(f"--tpu needs a TPU profile, and cluster '{cluster}' has none (try --cluster gke-tpu)")
+        profile = with_accelerator(profile, tpu)
+        profile.tpu_slice  # noqa: B018  (checks the name now, with a clear error)
+    changes = {k: v for k, v in (("context", context), ("namespace", namespace)) if v}
+    profile = dataclasses.replace(profile, **changes)
+    train = TrainFlags(hparams_name, overrides, env, train_steps, eval_episodes, test_episodes, seed, record_video)
+    return build_spec(profile, train, copies, name=name, image=image), profile
+
+
+@click.command()
+@submission_options
+@click.option("-o", "--output", "output_format", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True)
+@click.option("--format", "what", type=click.Choice(["manifests", "helm-values"]), default="manifests",
+              show_default=True, help="Kubernetes objects, or values for the helm/rlkube chart.")
+def render(output_format: str, what: str, **flags: Any) -> None:
+    """Print the Kubernetes objects (or Helm values) an experiment would create; submit nothing."""
+    import yaml  # noqa: PLC0415
+
+    from rlkube.launch.render import helm_values, render_values  # noqa: PLC0415
+
+    spec, profile = _spec_and_profile(**flags)
+    if profile.target != "kubernetes":
+        raise UserError(f"cluster '{profile.name}' runs local processes, which have no manifests; "
+                        f"render for a Kubernetes profile, e.g. --cluster kube")
+    values = helm_values(spec, profile)
+    data: Any = values if what == "helm-values" else render_values(values)
+    if output_format == "json":
+        click.echo(json.dumps(data, indent=2))
+    elif what == "helm-values":
+        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+    else:
+        click.echo(yaml.safe_dump_all(data, sort_keys=False), nl=False)
+
+
+@click.command()
+@submission_options
+@click.option("--dry-run", is_flag=True, help="Validate (server-side on Kubernetes) and create nothing.")
+@click.option("--follow", is_flag=True, help="Stream every copy's logs after submitting.")
+@click.option("--replace", is_flag=True, help="Cancel an experiment of the same name first.")
+def submit(dry_run: bool, follow: bool, replace: bool, **flags: Any) -> None:
+    """Submit an experiment: K copies on local processes or as one Indexed Job on a cluster."""
+    from rlkube.launch import store  # noqa: PLC0415
+
+    spec, profile = _spec_and_profile(**flags)
+    if profile.target == "local":
+        from rlkube.launch import local  # noqa: PLC0415
+
+        if dry_run:
+            click.echo(f"dry run: would start {spec.copies} local copies of {spec.train.hparams} in "
+                       f"{spec.output_dir}")
+            return
+        if store.exists(spec.name):
+            old = store.get(spec.name)
+            if not replace:
+                raise UserError(f"experiment '{spec.name}' exists already; choose another --name, or --replace it")
+            _target(old).cancel(old)
+        spec = local.submit(spec)
+    else:
+        from rlkube.launch import kube  # noqa: PLC0415
+
+        created = kube.submit(spec, profile, dry_run=dry_run, replace=replace)
+        if dry_run:
+            click.echo(f"dry run: the API server accepted {', '.join(created)}; nothing was created")
+            return
+    click.echo(f"submitted {spec.name} to {profile.name}: {spec.copies} "
+               f"{'copy' if spec.copies == 1 else 'copies'} of {spec.train.hparams}, output {spec.output_dir}")
+    click.echo(f"\nnext:\n  rlkube logs {spec.name}\n  rlkube status {spec.name}\n"
+               f"  rlkube tensorboard {spec.name}\n  rlkube cancel {spec.name}")
+    if follow:
+        record = store.get(spec.name)
+        _target(record).logs(record, click.echo, follow=True)
+
+
+def _target(record: Any) -> Any:
+    if record.target == "local":
+        from rlkube.launch import local  # noqa: PLC0415
+
+        return local
+    from rlkube.launch import kube  # noqa: PLC0415
+
+    return kube
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+def status(experiment: str, output_format: str) -> None:
+    """Per-copy phase, restarts, node, age and the last reported step and return."""
+    from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets import overall_phase  # noqa: PLC0415
+
+    record = store.get(experiment)
+    copies = _target(record).status(record)
+    if output_format == "json":
+        click.echo(json.dumps({"experiment": record.name, "cluster": record.cluster,
+                               "phase": overall_phase(copies), "copies": [dataclasses.asdict(c) for c in copies]},
+                              indent=2))
+        return
+    click.echo(f"{record.name}  cluster {record.cluster}  {overall_phase(copies)}  {record.spec.train.hparams}")
+    rows = [["COPY", "PHASE", "RESTARTS", "NODE", "AGE", "STEP", "RETURN"]]
+    rows += [[f"copy-{c.copy}", c.phase, str(c.restarts), c.node or "-", _age(c.age_seconds),
+              str(c.last_step) if c.last_step is not None else "-",
+              f"{c.last_return:.2f}" if c.last_return is not None else "-"] for c in copies]
+    click.echo(_table(rows))
+
+
+@click.command(name="list")
+@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+def list_experiments(output_format: str) -> None:
+    """Every submitted experiment, with its live state from its cluster."""
+    from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets import overall_phase  # noqa: PLC0415
+
+    records = store.all_records()
+    entries = []
+    for record in records:
+        try:
+            phase = overall_phase(_target(record).status(record))
+        except UserError as error:
+            phase = f"unreachable ({error})"
+        entries.append({"name": record.name, "cluster": record.cluster, "phase": phase,
+                        "hparams": record.spec.train.hparams, "copies": record.copies, "image": record.image,
+                        "git_commit": (record.git_commit or "")[:12], "created": record.created})
+    if output_format == "json":
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("no experiments yet; start one with: rlkube submit --hparams dqn_cartpole")
+        return
+    rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED"]]
+    rows += [[e["name"], e["cluster"], e["phase"], e["hparams"], str(e["copies"]), e["git_commit"] or "-",
+              e["created"]] for e in entries]
+    click.echo(_table(rows))
+
+
+def _seconds(duration: str | None) -> int | None:
+    if duration is None:
+        return None
+    match = DURATION.match(duration)
+    if not match:
+        raise UserError(f"bad --since '{duration}'; write a number and a unit, e.g. 30s, 10m, 2h, 1d")
+    return int(match.group(1)) * SECONDS[match.group(2)]
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--copy", "copy_index", type=click.IntRange(min=0), default=None, help="Only this copy.")
+@click.option("-f", "--follow/--no-follow", default=True, show_default=True,
+              help="Keep streaming until the experiment ends.")
+@click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines of history per copy.")
+@click.option("--since", default=None, help="Only newer lines (Kubernetes), e.g. 10m.")
+def logs(experiment: str, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
+    """Every copy's log, prefixed `copy-<i> |`, following until the experiment ends."""
+    from rlkube.launch import store  # noqa: PLC0415
+
+    record = store.get(experiment)
+    if copy_index is not None and copy_index >= record.copies:
+        raise UserError(f"--copy {copy_index} is out of range; {experiment} has copies 0..{record.copies - 1}")
+    since_seconds = _seconds(since)
+    target = _target(record)
+    if record.target == "local":
+        if since_seconds is not None:
+            raise UserError("--since needs timestamps, which local logs lack; use --tail N instead")
+        target.logs(record, click.echo, copy=copy_index, follow=follow, tail=tail)
+    else:
+        target.logs(record, click.echo, copy=copy_index, follow=follow, tail=tail, since_seconds=since_seconds)
+
+
+@click.command()
+@click.argument("experiment")
+def cancel(experiment: str) -> None:
+    """Stop every copy (each checkpoints first) and remove the experiment's objects; results are kept."""
+    from rlkube.launch import store  # noqa: PLC0415
+
+    record = store.get(experiment)
+    removed = _target(record).cancel(record)
+    click.echo(f"cancelled {experiment}: removed {', '.join(removed) if removed else 'nothing (it had ended)'}")
+    click.echo(f"results stay in {record.output_dir}")
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=0, help="Local port (default: a free one).")
+def tensorboard(experiment: str, port: int) -> None:
+    """Open TensorBoard on an experiment (local: its run directory; cluster: port-forwarded)."""
+    from rlkube.launch import store  # noqa: PLC0415
+
+    record = store.get(experiment)
+    _target(record).tensorboard(record, port, click.echo)
+
+
+@click.command()
+def clusters() -> None:
+    """The cluster profiles: shipped ones and yours (~/.config/rlkube/clusters.yaml, ./rlkube.yaml)."""
+    from rlkube.launch.clusters import config_files, load_profiles  # noqa: PLC0415
+
+    rows = [["NAME", "TARGET", "PROVIDER", "ACCELERATOR", "CONTEXT", "NAMESPACE", "OUTPUT"]]
+    for profile in load_profiles().values():
+        accelerator = profile.accelerator
+        rows.append([profile.name, profile.target, profile.provider if profile.target == "kubernetes" else "-",
+                     f"{accelerator.type} {accelerator.name}" if accelerator else "-",
+                     profile.context or ("(current)" if profile.target == "kubernetes" else "-"),
+                     profile.namespace if profile.target == "kubernetes" else "-", profile.output])
+    click.echo(_table(rows))
+    click.echo(f"\noverride or add profiles in: {', '.join(str(p) for p in config_files())}", err=True)
+
+
+COMMANDS = [submit, render, status, list_experiments, logs, cancel, tensorboard, clusters]
+
+
+def register(group: click.Group) -> None:
+    for command in COMMANDS:
+        group.add_command(command)

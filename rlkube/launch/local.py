@@ -1,0 +1,155 @@
+"""The `local` target: each copy is a detached process on this machine, with the run layout of a pod.
+
+Copy i runs `rlkube train ... --copy-index i` through `local_worker`, logging to
+DIR/copy-<i>/train.log and recording its exit code in DIR/copy-<i>/exit-code.
+"""
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rlkube.core.errors import UserError
+from rlkube.launch import store
+from rlkube.launch.spec import ExperimentSpec
+from rlkube.launch.targets import CopyStatus, age_seconds, free_port, last_progress, wait_for_http
+
+LOG_FILE = "train.log"
+EXIT_FILE = "exit-code"
+CANCEL_GRACE_SECONDS = 60.0
+
+
+def copy_dir(record_or_spec_dir: str, copy: int) -> Path:
+    return Path(record_or_spec_dir) / f"copy-{copy}"
+
+
+def _alive(pid: int, exit_file: Path) -> bool:
+    """Whether `pid` is still our worker (not a reused pid): its command line names our exit file."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
+
+
+def submit(spec: ExperimentSpec) -> ExperimentSpec:
+    """Start every copy; returns the spec with its output directory made absolute."""
+    output = Path(spec.output_dir).expanduser().absolute()
+    spec = dataclasses.replace(spec, output_dir=str(output))
+    try:
+        for index in range(spec.copies):
+            copy_dir(spec.output_dir, index).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the run directory {output} ({error.strerror}); "
+                        f"set output in the local profile to a writable path") from None
+    # Parallel copies share the cores instead of each taking all of them.
+    threads = str(max(1, (os.cpu_count() or 1) // spec.copies))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": threads,
+           "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+    pids = {}
+    for index in range(spec.copies):
+        directory = copy_dir(spec.output_dir, index)
+        (directory / EXIT_FILE).unlink(missing_ok=True)
+        command = [sys.executable, "-m", "rlkube.launch.local_worker", str(directory / EXIT_FILE), "--",
+                   sys.executable, "-m", "rlkube", "train", *spec.train.args(), "--output-dir", spec.output_dir,
+                   "--copy-index", str(index)]
+        with open(directory / LOG_FILE, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, env=env)
+        pids[str(index)] = process.pid
+    store.save(spec, "local", None, {"pids": pids, "cancelled": False})
+    return spec
+
+
+def status(record: store.Record) -> list[CopyStatus]:
+    copies = []
+    for index in range(record.copies):
+        directory = copy_dir(record.output_dir, index)
+        exit_file = directory / EXIT_FILE
+        log = directory / LOG_FILE
+        text = log.read_text(errors="replace") if log.exists() else ""
+        step, ret = last_progress(text)
+        if exit_file.exists():
+            code = int(exit_file.read_text().strip() or 1)
+            phase = "Succeeded" if code == 0 else "Cancelled" if record.backend.get("cancelled") else "Failed"
+        elif _alive(record.backend["pids"][str(index)], exit_file):
+            phase = "Running"
+        else:
+            phase = "Cancelled" if record.backend.get("cancelled") else "Failed"
+        copies.append(CopyStatus(index, phase, 0, socket.gethostname(), age_seconds(record.created), step, ret))
+    return copies
+
+
+def logs(record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = False,
+         tail: int | None = None) -> None:
+    """Every copy's log with a `copy-<i> | ` prefix; with follow, until every copy has ended."""
+    indices = [copy] if copy is not None else list(range(record.copies))
+    offsets = {}
+    for index in indices:
+        path = copy_dir(record.output_dir, index) / LOG_FILE
+        data = path.read_bytes() if path.exists() else b""
+        lines = data.decode(errors="replace").splitlines()
+        for line in lines[-tail:] if tail is not None else lines:
+            emit(f"copy-{index} | {line}")
+        offsets[index] = len(data) - (len(data) - data.rfind(b"\n") - 1 if b"\n" in data else len(data))
+    while follow:
+        running = {c.copy for c in status(record) if c.phase in ("Running", "Pending")}
+        for index in indices:
+            path = copy_dir(record.output_dir, index) / LOG_FILE
+            if not path.exists():
+                continue
+            with open(path, "rb") as handle:
+                handle.seek(offsets[index])
+                chunk = handle.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            for line in complete.decode(errors="replace").splitlines():
+                emit(f"copy-{index} | {line}")
+            offsets[index] += len(complete)
+        if not running.intersection(indices):
+            return
+        time.sleep(0.2)
+
+
+def cancel(record: store.Record) -> list[str]:
+    """Stop every running copy: SIGTERM (each checkpoints), then SIGKILL after the grace period."""
+    running = [c.copy for c in status(record) if c.phase == "Running"]
+    pids = [record.backend["pids"][str(i)] for i in running]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+    while time.monotonic() < deadline and any(
+            _alive(pid, copy_dir(record.output_dir, i) / EXIT_FILE) for pid, i in zip(pids, running, strict=True)):
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    store.update_backend(record.name, {**record.backend, "cancelled": True})
+    return [f"process copy-{i} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
+
+
+def tensorboard(record: store.Record, port: int, emit: Callable[[str], None]) -> None:
+    """Serve the run directory on 127.0.0.1 until interrupted."""
+    port = port or free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", record.output_dir,
+                                "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", 120, lambda: process.poll() is None)
+        emit(f"TensorBoard for {record.name}: http://127.0.0.1:{port}/   (Ctrl-C to stop)")
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        process.terminate()
+        process.wait()

@@ -1,0 +1,29 @@
+"""One local copy: runs `rlkube train ...`, forwards stop signals to it, and records its exit code.
+
+`rlkube submit --cluster local` starts this detached, one per copy; the exit-code file is what a
+later `rlkube status` reads once the process is gone.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    exit_file, separator, *command = argv
+    if separator != "--" or not command:
+        sys.exit("usage: python -m rlkube.launch.local_worker EXIT_FILE -- COMMAND...")
+    child = subprocess.Popen(command)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda received, _frame: child.send_signal(received))
+    code = child.wait()
+    temporary = Path(f"{exit_file}.tmp")
+    temporary.write_text(f"{code}\n")
+    os.replace(temporary, exit_file)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

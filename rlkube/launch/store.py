@@ -1,0 +1,116 @@
+"""The local metadata store: every submitted experiment, in SQLite under the user's data directory.
+
+It records what was submitted (resolved hparams, cluster, image, git commit, time) so `rlkube list`,
+`status`, `logs`, `cancel` and `tensorboard` can find an experiment by name, even after its pods
+are gone.
+"""
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlkube.core.errors import UserError, unknown_name
+from rlkube.launch.spec import ExperimentSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY,
+    cluster TEXT NOT NULL,
+    target TEXT NOT NULL,
+    context TEXT,
+    namespace TEXT NOT NULL,
+    copies INTEGER NOT NULL,
+    image TEXT NOT NULL,
+    output_dir TEXT NOT NULL,
+    git_commit TEXT,
+    created TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    backend TEXT NOT NULL DEFAULT '{}'
+)
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    cluster: str
+    target: str
+    context: str | None
+    namespace: str
+    copies: int
+    image: str
+    output_dir: str
+    git_commit: str | None
+    created: str
+    spec: ExperimentSpec
+    backend: dict[str, Any]  # what the target needs to find its objects again (local: process ids)
+
+
+def data_dir() -> Path:
+    base = os.environ.get("RLKUBE_DATA_DIR") or Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) \
+        / "rlkube"
+    return Path(base)
+
+
+@contextmanager
+def _connect() -> Iterator[sqlite3.Connection]:
+    directory = data_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(directory / "experiments.db", timeout=10)
+    except (OSError, sqlite3.Error) as error:
+        raise UserError(f"cannot open the experiment store in {directory} ({error}); set RLKUBE_DATA_DIR") from None
+    try:
+        connection.execute(SCHEMA)
+        with connection:
+            yield connection
+    finally:
+        connection.close()
+
+
+def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any]) -> None:
+    with _connect() as db:
+        db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+            spec.name, spec.cluster, target, context, spec.namespace, spec.copies, spec.image, spec.output_dir,
+            spec.provenance.git_commit, spec.provenance.created, json.dumps(spec.to_dict()), json.dumps(backend)))
+
+
+def _record(row: tuple) -> Record:
+    *head, spec, backend = row
+    return Record(*head, spec=ExperimentSpec.from_dict(json.loads(spec)), backend=json.loads(backend))
+
+
+def get(name: str) -> Record:
+    with _connect() as db:
+        row = db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [n for (n,) in db.execute("SELECT name FROM experiments")]
+            if not names:
+                raise UserError(f"unknown experiment '{name}'; none submitted yet (rlkube submit ...)")
+            raise unknown_name("experiment", name, names)
+    return _record(row)
+
+
+def update_backend(name: str, backend: dict[str, Any]) -> None:
+    with _connect() as db:
+        db.execute("UPDATE experiments SET backend = ? WHERE name = ?", (json.dumps(backend), name))
+
+
+def all_records() -> list[Record]:
+    with _connect() as db:
+        return [_record(row) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC, name")]
+
+
+def exists(name: str) -> bool:
+    with _connect() as db:
+        return db.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
+
+
+def delete(name: str) -> None:
+    with _connect() as db:
+        db.execute("DELETE FROM experiments WHERE name = ?", (name,))

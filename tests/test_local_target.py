@@ -1,0 +1,124 @@
+"""`--cluster local`: copies as detached processes, with status, logs, list, cancel and TensorBoard."""
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rlkube_command, run_rlkube
+
+QUICK = ["--hparams", "dqn_cartpole", "--eval-episodes", "2", "--test-episodes", "1",
+         "--hparam-override", "eval_every=1000,checkpoint_every=500"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def rlkube(*args: str) -> subprocess.CompletedProcess:
+    return run_rlkube(*args, env={"RLKUBE_DATA_DIR": os.environ["RLKUBE_DATA_DIR"]}, cwd=Path.cwd())
+
+
+def wait_for_phase(name: str, phases: set[str], timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = json.loads(rlkube("status", name, "-o", "json").stdout)
+        if state["phase"] in phases:
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"{name} never reached {phases}: {state}")
+
+
+def test_local_copies_run_to_completion_with_status_logs_and_list(workdir: Path) -> None:
+    submitted = rlkube("submit", *QUICK, "--train-steps", "2000", "--copies", "2", "--name", "two")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "rlkube logs two" in submitted.stdout
+
+    followed = rlkube("logs", "two")  # follows until both copies end
+    assert followed.returncode == 0, followed.stderr
+    for copy in (0, 1):
+        assert f"copy-{copy} | test at step 2000" in followed.stdout
+
+    state = wait_for_phase("two", {"Succeeded", "Failed"})
+    assert state["phase"] == "Succeeded"
+    assert [(c["copy"], c["last_step"]) for c in state["copies"]] == [(0, 2000), (1, 2000)]
+    for copy in (0, 1):
+        summary = json.loads((workdir / "runs" / "two" / f"copy-{copy}" / "summary.json").read_text())
+        assert summary["seed"] == copy
+
+    listed = json.loads(rlkube("list", "-o", "json").stdout)
+    assert [(e["name"], e["cluster"], e["phase"], e["copies"]) for e in listed] == [("two", "local", "Succeeded", 2)]
+    tail = rlkube("logs", "two", "--copy", "1", "--tail", "1", "--no-follow").stdout.splitlines()
+    assert len(tail) == 1
+    assert tail[0].startswith("copy-1 | ")
+
+
+def test_cancel_stops_every_copy_after_a_checkpoint_and_keeps_results(workdir: Path) -> None:
+    assert rlkube("submit", *QUICK, "--train-steps", "500000", "--copies", "2", "--name", "long").returncode == 0
+    deadline = time.monotonic() + 120
+    checkpoints = [workdir / "runs" / "long" / f"copy-{i}" / "checkpoints" for i in (0, 1)]
+    while not all(c.exists() and any(c.glob("ckpt-*")) for c in checkpoints):
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    cancelled = rlkube("cancel", "long")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "process copy-0" in cancelled.stdout
+    assert "process copy-1" in cancelled.stdout
+    state = json.loads(rlkube("status", "long", "-o", "json").stdout)
+    assert state["phase"] == "Cancelled"
+    log = (workdir / "runs" / "long" / "copy-0" / "train.log").read_text()
+    assert "checkpoint saved" in log
+
+
+@pytest.mark.usefixtures("workdir")
+def test_a_taken_name_is_refused_unless_replaced() -> None:
+    assert rlkube("submit", *QUICK, "--train-steps", "300", "--name", "same").returncode == 0
+    again = rlkube("submit", *QUICK, "--train-steps", "300", "--name", "same")
+    assert again.returncode == 2
+    assert "experiment 'same' exists already; choose another --name, or --replace it" in again.stderr
+    replaced = rlkube("submit", *QUICK, "--train-steps", "300", "--name", "same", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+
+
+@pytest.mark.usefixtures("workdir")
+def test_tensorboard_serves_the_experiments_scalars() -> None:
+    assert rlkube("submit", *QUICK, "--train-steps", "1000", "--name", "tb").returncode == 0
+    wait_for_phase("tb", {"Succeeded"})
+    server = subprocess.Popen(rlkube_command("tensorboard", "tb"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env={**os.environ})
+    try:
+        line = server.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert found, server.stderr.read() if server.poll() is not None else line
+        url = found.group(0)
+        with urllib.request.urlopen(f"{url}data/plugin/scalars/tags", timeout=30) as response:
+            tags = json.loads(response.read())
+        assert "eval/mean_return" in tags["copy-0"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["logs", "nope"], "unknown experiment 'nope'"),
+    (["submit", "--hparams", "dqn_cartpole", "--cluster", "gke-tpuu"], "unknown cluster 'gke-tpuu'; did you mean"),
+    (["submit", "--hparams", "dqn_cartpole", "--name", "Bad_Name"], "bad experiment name 'Bad_Name'"),
+    (["submit", "--hparams", "dqn_cartpole", "--cluster", "gke-tpu", "--tpu", "v5litepod-12"],
+     "unknown TPU type 'v5litepod-12'"),
+    (["submit", "--hparams", "dqn_cartpole", "--tpu", "v4-8"], "--tpu needs a TPU profile"),
+    (["render", "--hparams", "dqn_cartpole"], "runs local processes, which have no manifests"),
+])
+def test_bad_experiment_commands_get_one_clear_line(workdir: Path, args: list[str], message: str) -> None:
+    result = rlkube(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert message in result.stderr
+    assert not (workdir / "runs").exists()
