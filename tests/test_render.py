@@ -9,7 +9,14 @@ from rlkube.launch.clusters import get_profile, with_accelerator
 from rlkube.launch.render import render
 from rlkube.launch.spec import TrainFlags, build_spec, check_name
 from rlkube.launch.tpu import resolve
-from tests.rendered_examples import EXAMPLES_DIR, example_profiles, example_spec, rendered_examples
+from tests.rendered_examples import (
+    EXAMPLES_DIR,
+    TENSORBOARD_FILE,
+    example_profiles,
+    example_spec,
+    rendered_examples,
+    rendered_tensorboard,
+)
 
 
 def test_golden_examples_are_current() -> None:
@@ -17,6 +24,7 @@ def test_golden_examples_are_current() -> None:
     assert sorted(p.name for p in EXAMPLES_DIR.glob("*.yaml")) == sorted(expected)
     for name, text in expected.items():
         assert (EXAMPLES_DIR / name).read_text() == text, f"{name} is stale: python -m tests.rendered_examples"
+    assert TENSORBOARD_FILE.read_text() == rendered_tensorboard(), "stale: python -m tests.rendered_examples"
 
 
 def pod_spec(job: dict) -> dict:

@@ -72,7 +72,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     """Print the Kubernetes objects (or Helm values) an experiment would create; submit nothing."""
     import yaml  # noqa: PLC0415
 
-    from rlkube.launch.render import helm_values, render_values  # noqa: PLC0415
+    from rlkube.launch.render import helm_values, render_values, to_yaml  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
     if profile.target != "kubernetes":
@@ -85,7 +85,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     elif what == "helm-values":
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     else:
-        click.echo(yaml.safe_dump_all(data, sort_keys=False), nl=False)
+        click.echo(to_yaml(data), nl=False)
 
 
 @click.command()

@@ -214,8 +214,15 @@ def render(spec: ExperimentSpec, profile: ClusterProfile) -> list[Object]:
     return render_values(helm_values(spec, profile))
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes repeated dicts out in full: manifests are read by people, not only by parsers."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002  (yaml.SafeDumper's signature)
+        return True
+
+
 def to_yaml(objects: list[Object]) -> str:
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    return yaml.dump_all(objects, Dumper=_PlainDumper, sort_keys=False)
 
 
 TENSORBOARD_NAME = "rlkube-tensorboard"
