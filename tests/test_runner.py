@@ -1,5 +1,6 @@
 """The runner's outputs: run layout, copies, --no-training, videos, and agent checkpoint round trips."""
 
+import io
 import json
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rlkube.core.progress import Progress
 from tests.conftest import run_rlkube, scalar_steps
 
 SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "2",
@@ -44,6 +47,30 @@ def test_each_copy_logs_the_shared_metric_vocabulary(trained_run: Path) -> None:
     summary = json.loads((trained_run / "copy-0" / "summary.json").read_text())
     assert {"eval_mean_return", "eval_std_return", "test_mean_return", "test_std_return", "total_steps",
             "wall_seconds", "sps"} <= set(summary)
+
+
+def test_resolved_hparams_are_recorded_and_shown_in_tensorboard(trained_run: Path) -> None:
+    saved = yaml.safe_load((trained_run / "copy-0" / "hparams.yaml").read_text())
+    assert saved["hparams"]["lr"] == 2.3e-3
+    assert saved["hparams"]["_type"] == "DQNHParams"
+    accumulator = EventAccumulator(str(trained_run / "copy-0"))
+    accumulator.Reload()
+    assert "_hparams_/session_start_info" in accumulator.PluginTagToContent("hparams")
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    terminal, pod_log = io.StringIO(), io.StringIO()
+    for stream, live in ((terminal, True), (pod_log, False)):
+        progress = Progress(100, stream=stream, live=live)
+        progress.update(50, 12.5)
+        progress.message("eval at step 50: return 12.50")
+        progress.update(100, 20.0)
+        progress.close()
+    assert "\r[############............] 50/100" in terminal.getvalue()
+    assert "\r" not in pod_log.getvalue()
+    assert pod_log.getvalue().splitlines() == [
+        line for line in pod_log.getvalue().splitlines() if line.startswith(("step ", "eval "))]
+    assert "step 100/100" in pod_log.getvalue()
 
 
 def test_videos_of_evaluation_and_test_episodes_are_written(trained_run: Path) -> None:
