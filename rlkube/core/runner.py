@@ -28,6 +28,7 @@ from rlkube.core.hparams import HParams, from_dict, to_dict
 from rlkube.core.progress import Progress
 from rlkube.core.run_log import RunLog
 from rlkube.core.video import write_episode
+from rlkube.core.viewer import Viewer
 
 HPARAMS_FILE = "hparams.yaml"
 SUMMARY_FILE = "summary.json"
@@ -93,17 +94,27 @@ def check_same_hparams(copy_dir: Path, hp: HParams) -> None:
                         f"use a new --output-dir or the same hparams to resume")
 
 
-def _episode(env: gym.Env, agent: Agent, seed: int, record: bool) -> tuple[float, int, list[np.ndarray]]:
+def _episode(env: gym.Env, agent: Agent, seed: int, record: bool,
+             viewer: Viewer | None) -> tuple[float, int, list[np.ndarray]]:
+    frames: list[np.ndarray] = []
+
+    def frame() -> None:
+        if record or viewer:
+            image = env.render()
+            if record:
+                frames.append(image)
+            if viewer:
+                viewer.show(image)
+
     obs, _ = env.reset(seed=seed)
-    frames = [env.render()] if record else []
+    frame()
     total, length, done = 0.0, 0, False
     while not done:
         obs, reward, terminated, truncated, _ = env.step(agent.act(obs, explore=False))
         total += float(reward)
         length += 1
         done = terminated or truncated
-        if record:
-            frames.append(env.render())
+        frame()
     return total, length, frames
 
 
@@ -112,7 +123,7 @@ class Runner:
         self.hp = hp
         self.copy_dir = copy_dir
         self.options = options
-        render_mode = "human" if options.render else "rgb_array" if options.record_video else None
+        render_mode = "rgb_array" if options.render or options.record_video else None
         # Everything that can reject the user's input happens before anything is written.
         self.env = make_env(hp.env)
         self.eval_env = make_env(hp.env, render_mode=render_mode)
@@ -135,6 +146,7 @@ class Runner:
         restored = checkpoint.load(latest) if latest else None
         self.log = RunLog(self.copy_dir, restored["logs"] if restored else None)
         self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress)
+        self.viewer = Viewer(f"rlkube: {self.hp.env} ({self.copy_dir.name})") if self.options.render else None
         try:
             if restored:
                 self._restore(restored)
@@ -148,6 +160,8 @@ class Runner:
         finally:
             self.progress.close()
             self.log.close()
+            if self.viewer:
+                self.viewer.close()
 
     def _start(self) -> None:
         (self.copy_dir / HPARAMS_FILE).write_text(
@@ -211,7 +225,7 @@ class Runner:
         returns, lengths = [], []
         for index in range(episodes):
             record = self.options.record_video and index == 0
-            total, length, frames = _episode(self.eval_env, self.agent, base + index, record)
+            total, length, frames = _episode(self.eval_env, self.agent, base + index, record, self.viewer)
             returns.append(total)
             lengths.append(length)
             if record:
