@@ -70,9 +70,7 @@ def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str 
               show_default=True, help="Kubernetes objects, or values for the helm/rlkube chart.")
 def render(output_format: str, what: str, **flags: Any) -> None:
     """Print the Kubernetes objects (or Helm values) an experiment would create; submit nothing."""
-    import yaml  # noqa: PLC0415
-
-    from rlkube.launch.render import helm_values, render_values, to_yaml  # noqa: PLC0415
+    from rlkube.launch.render import helm_values, render_values, to_yaml, values_to_yaml  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
     if profile.target != "kubernetes":
@@ -83,7 +81,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     if output_format == "json":
         click.echo(json.dumps(data, indent=2))
     elif what == "helm-values":
-        click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+        click.echo(values_to_yaml(data), nl=False)
     else:
         click.echo(to_yaml(data), nl=False)
 

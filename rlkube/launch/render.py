@@ -221,8 +221,24 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
+# YAML 1.1 words that Helm's parser reads as booleans where PyYAML writes them as plain strings.
+_YAML11_BOOLEANS = {"y", "n", "yes", "no", "on", "off", "true", "false"}
+
+
+def _quote_ambiguous(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if text.lower() in _YAML11_BOOLEANS else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_PlainDumper.add_representer(str, _quote_ambiguous)
+
+
 def to_yaml(objects: list[Object]) -> str:
     return yaml.dump_all(objects, Dumper=_PlainDumper, sort_keys=False)
+
+
+def values_to_yaml(values: dict[str, Any]) -> str:
+    return yaml.dump(values, Dumper=_PlainDumper, sort_keys=False)
 
 
 TENSORBOARD_NAME = "rlkube-tensorboard"

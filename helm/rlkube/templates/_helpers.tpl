@@ -1,0 +1,261 @@
+{{/*
+Helpers of the rlkube chart. The objects must equal those of rlkube/launch/render.py (render_values) for the
+same values, field for field and type for type, so every scalar is written with toJson (a JSON string is a YAML
+double-quoted string that reads back exactly, multi-line strings included) and every count with int64.
+Helpers that compute a map or list return it as JSON, read back with fromJson.
+*/}}
+
+{{/*
+rlkube.validate: what the schema leaves to the templates; called for every object.
+*/}}
+{{- define "rlkube.validate" -}}
+{{- if not (index .Values "experiment") -}}
+{{- fail "values: experiment is required: name the experiment, e.g. --set experiment=dqn-pong-1 (at most 40 lowercase letters, digits and '-', starting and ending with a letter or digit)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+rlkube.labels: the labels of every object and pod (JSON). managed-by is rlkube, also when Helm installs.
+*/}}
+{{- define "rlkube.labels" -}}
+{{- toJson (dict
+  "app.kubernetes.io/name" "rlkube"
+  "app.kubernetes.io/instance" .Values.experiment
+  "app.kubernetes.io/component" "trainer"
+  "app.kubernetes.io/managed-by" "rlkube"
+  "app.kubernetes.io/version" .Values.version
+  "rlkube.io/experiment" .Values.experiment) -}}
+{{- end -}}
+
+{{/*
+rlkube.annotations: the provenance annotations of every object (JSON).
+*/}}
+{{- define "rlkube.annotations" -}}
+{{- $provenance := .Values.provenance -}}
+{{- toJson (dict
+  "rlkube.io/git-commit" $provenance.gitCommit
+  "rlkube.io/git-dirty" ($provenance.gitDirty | toString | lower)
+  "rlkube.io/image" .Values.image
+  "rlkube.io/version" .Values.version
+  "rlkube.io/submit-command" $provenance.submitCommand
+  "rlkube.io/created" $provenance.created) -}}
+{{- end -}}
+
+{{/*
+rlkube.mapping: a map as block YAML, one `"key": "value"` line per entry in key order; {} when empty.
+*/}}
+{{- define "rlkube.mapping" -}}
+{{- if . -}}
+{{- $lines := list -}}
+{{- range $key, $value := . -}}
+{{- $lines = append $lines (printf "%s: %s" (toJson $key) (toJson $value)) -}}
+{{- end -}}
+{{- join "\n" $lines -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{/*
+rlkube.sequence: a list as block YAML, one `- item` line per item (objects as JSON flow mappings); [] when empty.
+*/}}
+{{- define "rlkube.sequence" -}}
+{{- if . -}}
+{{- $lines := list -}}
+{{- range . -}}
+{{- $lines = append $lines (printf "- %s" (toJson .)) -}}
+{{- end -}}
+{{- join "\n" $lines -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
+{{/*
+rlkube.metadata: name, namespace (from values, not the release), labels and annotations of an object.
+Takes a dict: root (the chart's context), name, labels and annotations (added to, and overriding, the common ones).
+*/}}
+{{- define "rlkube.metadata" -}}
+{{- $root := .root -}}
+{{- include "rlkube.validate" $root -}}
+{{- $labels := include "rlkube.labels" $root | fromJson -}}
+{{- range $key, $value := .labels }}{{ $_ := set $labels $key $value }}{{ end -}}
+{{- $annotations := include "rlkube.annotations" $root | fromJson -}}
+{{- range $key, $value := .annotations }}{{ $_ := set $annotations $key $value }}{{ end -}}
+name: {{ toJson .name }}
+namespace: {{ toJson $root.Values.namespace }}
+labels:
+  {{- include "rlkube.mapping" $labels | nindent 2 }}
+annotations:
+  {{- include "rlkube.mapping" $annotations | nindent 2 }}
+{{- end -}}
+
+{{/*
+rlkube.hosts: pods per copy, the hosts of a TPU slice or 1. More than 1 makes one Job per copy.
+*/}}
+{{- define "rlkube.hosts" -}}
+{{- $accelerator := index .Values "accelerator" -}}
+{{- if and $accelerator (eq (toString $accelerator.type) "tpu") -}}
+{{- int64 $accelerator.hosts -}}
+{{- else -}}
+1
+{{- end -}}
+{{- end -}}
+
+{{/*
+rlkube.scheduling: node selector, tolerations and accelerator limits for the hardware (JSON):
+  tpu: GKE's TPU accelerator and topology labels, the google.com/tpu taint, chipsPerHost TPU chips;
+  gpu: GKE's accelerator label (gke only), the nvidia.com/gpu taint, count GPUs;
+  spot on gke: the gke-spot label and taint; eks: spot or on-demand capacity by karpenter or managed node groups;
+then values.nodeSelector over the selector, and values.tolerations after the tolerations.
+*/}}
+{{- define "rlkube.scheduling" -}}
+{{- $values := .Values -}}
+{{- $selector := dict -}}
+{{- $tolerations := list -}}
+{{- $limits := dict -}}
+{{- $accelerator := index $values "accelerator" -}}
+{{- if and $accelerator (eq (toString $accelerator.type) "tpu") -}}
+{{- $_ := set $selector "cloud.google.com/gke-tpu-accelerator" $accelerator.gkeAccelerator -}}
+{{- $_ = set $selector "cloud.google.com/gke-tpu-topology" $accelerator.topology -}}
+{{- $tolerations = append $tolerations (dict "key" "google.com/tpu" "operator" "Exists" "effect" "NoSchedule") -}}
+{{- $_ = set $limits "google.com/tpu" (int64 $accelerator.chipsPerHost | toString) -}}
+{{- else if and $accelerator (eq (toString $accelerator.type) "gpu") -}}
+{{- if eq $values.provider "gke" -}}
+{{- $_ := set $selector "cloud.google.com/gke-accelerator" $accelerator.name -}}
+{{- end -}}
+{{- $tolerations = append $tolerations (dict "key" "nvidia.com/gpu" "operator" "Exists" "effect" "NoSchedule") -}}
+{{- $_ := set $limits "nvidia.com/gpu" (int64 $accelerator.count | toString) -}}
+{{- end -}}
+{{- if and (eq $values.provider "gke") $values.spot -}}
+{{- $_ := set $selector "cloud.google.com/gke-spot" "true" -}}
+{{- $tolerations = append $tolerations (dict "key" "cloud.google.com/gke-spot" "operator" "Equal" "value" "true" "effect" "NoSchedule") -}}
+{{- end -}}
+{{- if eq $values.provider "eks" -}}
+{{- if eq $values.capacitySelector "karpenter" -}}
+{{- $_ := set $selector "karpenter.sh/capacity-type" (ternary "spot" "on-demand" (not (not $values.spot))) -}}
+{{- else -}}
+{{- $_ := set $selector "eks.amazonaws.com/capacityType" (ternary "SPOT" "ON_DEMAND" (not (not $values.spot))) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $value := $values.nodeSelector }}{{ $_ := set $selector $key $value }}{{ end -}}
+{{- $tolerations = concat $tolerations $values.tolerations -}}
+{{- toJson (dict "nodeSelector" $selector "tolerations" $tolerations "limits" $limits) -}}
+{{- end -}}
+
+{{/*
+rlkube.job: an Indexed Job of `indices` pods. Takes a dict: root, name, indices, args, labels (added to the
+common ones, on the Job and its pods) and subdomain ("" for none). One failing index does not stop the others
+(backoffLimitPerIndex), and a preempted or evicted pod is retried without counting as a failure.
+*/}}
+{{- define "rlkube.job" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values -}}
+{{- $podLabels := include "rlkube.labels" $root | fromJson -}}
+{{- range $key, $value := .labels }}{{ $_ := set $podLabels $key $value }}{{ end -}}
+{{- $jobLabels := deepCopy .labels -}}
+{{- with index $values "queue" }}{{ $_ := set $jobLabels "kueue.x-k8s.io/queue-name" . }}{{ end -}}
+{{- $scheduling := include "rlkube.scheduling" $root | fromJson -}}
+{{- $requests := $values.resources -}}
+{{- $limits := dict -}}
+{{- if hasKey $requests "memory" }}{{ $_ := set $limits "memory" $requests.memory }}{{ end -}}
+{{- range $key, $value := $scheduling.limits }}{{ $_ := set $limits $key $value }}{{ end -}}
+{{- $pvc := index $values "pvc" -}}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  {{- include "rlkube.metadata" (dict "root" $root "name" .name "labels" $jobLabels "annotations" (dict)) | nindent 2 }}
+spec:
+  completionMode: Indexed
+  completions: {{ int64 .indices }}
+  parallelism: {{ int64 .indices }}
+  backoffLimitPerIndex: {{ int64 $values.retriesPerCopy }}
+  podFailurePolicy:
+    rules:
+      - action: Ignore
+        onPodConditions:
+          - type: DisruptionTarget
+  template:
+    metadata:
+      labels:
+        {{- include "rlkube.mapping" $podLabels | nindent 8 }}
+    spec:
+      restartPolicy: Never
+      serviceAccountName: {{ toJson $values.experiment }}
+      # Training needs no Kubernetes API access, so the pod gets no token.
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: {{ int64 $values.terminationGracePeriodSeconds }}
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 1000
+        runAsGroup: 1000
+        fsGroup: 1000
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: trainer
+          image: {{ toJson $values.image }}
+          command:
+            - rlkube
+            - train
+          args:
+            {{- include "rlkube.sequence" .args | nindent 12 }}
+          env:
+            - name: RLKUBE_EXPERIMENT
+              value: {{ toJson $values.experiment }}
+            - name: HOME
+              value: /tmp
+          {{- if or $requests $limits }}
+          resources:
+            {{- if $requests }}
+            requests:
+              {{- include "rlkube.mapping" $requests | nindent 14 }}
+            {{- end }}
+            {{- if $limits }}
+            limits:
+              {{- include "rlkube.mapping" $limits | nindent 14 }}
+            {{- end }}
+          {{- else }}
+          resources: {}
+          {{- end }}
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities:
+              drop:
+                - ALL
+          volumeMounts:
+            - name: config
+              mountPath: /etc/rlkube
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+            {{- if $pvc }}
+            - name: runs
+              mountPath: {{ toJson $values.pvcMountPath }}
+            {{- end }}
+      volumes:
+        - name: config
+          configMap:
+            name: {{ toJson $values.experiment }}
+        - name: tmp
+          emptyDir: {}
+        {{- if $pvc }}
+        - name: runs
+          persistentVolumeClaim:
+            claimName: {{ toJson $pvc }}
+        {{- end }}
+      {{- with $scheduling.nodeSelector }}
+      nodeSelector:
+        {{- include "rlkube.mapping" . | nindent 8 }}
+      {{- end }}
+      {{- with $scheduling.tolerations }}
+      tolerations:
+        {{- include "rlkube.sequence" . | nindent 8 }}
+      {{- end }}
+      {{- with index $values "priorityClass" }}
+      priorityClassName: {{ toJson . }}
+      {{- end }}
+      {{- with .subdomain }}
+      subdomain: {{ toJson . }}
+      {{- end }}
+{{- end -}}

@@ -1,0 +1,243 @@
+"""The Helm chart helm/rlkube renders exactly the objects of rlkube/launch/render.py, and rejects bad values.
+
+Each test writes helm_values(...) to a values file, runs the real `helm template` (or `helm lint`), and compares
+the parsed objects with render_values(...) of the same values, whole object for whole object.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rlkube.launch.clusters import Accelerator, ClusterProfile, with_accelerator
+from rlkube.launch.render import helm_values, render_values, values_to_yaml
+from rlkube.launch.spec import ExperimentSpec, Provenance, TrainFlags, build_spec
+from tests.rendered_examples import PROVENANCE, example_profiles, example_spec
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "helm" / "rlkube"
+RELEASE = "rlkube-test"
+SCHEMA_ERROR = "values don't meet the specifications of the schema"
+
+Values = dict[str, Any]
+Object = dict[str, Any]
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
+
+
+def find_helm() -> str | None:
+    """$RLKUBE_HELM, else the newest helm that tools/testcluster/build.sh cached, else helm on PATH."""
+    if from_env := os.environ.get("RLKUBE_HELM"):
+        return from_env
+    testbin = Path(os.environ.get("RLKUBE_TESTBIN", Path.home() / ".cache" / "rlkube" / "testbin"))
+    # helm-<version>.tmp/ is a build in progress (build.sh renames it into place when done).
+    cached = [p for p in testbin.glob("helm-*/helm") if not p.parent.name.endswith(".tmp") and os.access(p, os.X_OK)]
+    if cached:
+        return str(max(cached, key=_version_key))
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    binary = find_helm()
+    if binary is None or not os.access(binary, os.X_OK):
+        pytest.fail(f"no helm binary ({binary or 'none found'}): run tools/testcluster/build.sh (it installs helm "
+                    f"into ~/.cache/rlkube/testbin), or point RLKUBE_HELM at one")
+    return binary
+
+
+def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def write_values(path: Path, values: Values) -> Path:
+    # As `rlkube render --format helm-values` writes them, so strings Helm would misread (y, no) are covered.
+    path.write_text(values_to_yaml(values))
+    return path
+
+
+def helm_template(helm: str, values_file: Path) -> list[Object]:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(values_file))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def by_kind_and_name(objects: list[Object]) -> dict[tuple[str, str], Object]:
+    keyed = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    assert len(keyed) == len(objects), f"duplicate objects: {sorted(keyed)}"
+    return keyed
+
+
+def assert_chart_renders_like_python(helm: str, values: Values, tmp_path: Path) -> None:
+    rendered = helm_template(helm, write_values(tmp_path / "values.yaml", values))
+    expected = render_values(values)
+    assert by_kind_and_name(rendered) == by_kind_and_name(expected)
+
+
+@pytest.mark.parametrize("profile_name", sorted(example_profiles()))
+def test_chart_renders_the_same_objects_as_render_py_for_every_example(helm: str, profile_name: str,
+                                                                       tmp_path: Path) -> None:
+    profile = example_profiles()[profile_name]
+    assert_chart_renders_like_python(helm, helm_values(example_spec(profile), profile), tmp_path)
+
+
+def _spec(profile: ClusterProfile, copies: int = 3, name: str | None = None, provenance: Provenance = PROVENANCE,
+          train: TrainFlags | None = None) -> ExperimentSpec:
+    return build_spec(profile, train or TrainFlags("dqn_cartpole", seed=7), copies,
+                      name=name or f"variant-{profile.name}", image=f"registry.example/rlkube:{profile.name}",
+                      provenance=provenance)
+
+
+def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]]:
+    """Profiles and specs beyond the examples: every branch of render.py, and strings that YAML reads as others."""
+    profiles = example_profiles()
+    kube, gke_gpu, gke_tpu, eks = profiles["kube"], profiles["gke-gpu"], profiles["gke-tpu"], profiles["eks"]
+
+    def kube_extras() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(
+            kube, name="kube-extras", resources={"cpu": "500m"}, node_selector={"pool": "y", "disk": "1:20"},
+            tolerations=[{"key": "dedicated", "operator": "Equal", "value": "no", "effect": "NoExecute",
+                          "tolerationSeconds": 300}, {"operator": "Exists"}],
+            retries_per_copy=0, termination_grace_seconds=1_000_000, queue="team-a", priority_class="low")
+        return _spec(profile), profile
+
+    def no_resources_one_copy() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(kube, name="bare", resources={})
+        return _spec(profile, copies=1, name="no"), profile
+
+    def dirty_tree_and_odd_strings() -> tuple[ExperimentSpec, ClusterProfile]:
+        provenance = Provenance(git_commit=None, git_dirty=True, rlkube_version="x",
+                                submit_command="rlkube submit --hparam-override 'lr=1e-3,gamma=0.9' # é ✓ \"q\" <&>",
+                                created="2026-02-03T04:05:06+00:00")
+        train = TrainFlags("dqn_cartpole", overrides="lr=1e-3,gamma=0.9", train_steps=1000, eval_episodes=0,
+                           record_video=True)
+        return _spec(kube, name="123", provenance=provenance, train=train), kube
+
+    def gke_gpu_spot() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(gke_gpu, name="gke-gpu-spot", spot=True,
+                                      accelerator=Accelerator("gpu", "nvidia-h100-80gb", 8))
+        return _spec(profile), profile
+
+    def generic_gpu() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(kube, name="generic-gpu", accelerator=Accelerator("gpu", "any", 2))
+        return _spec(profile), profile
+
+    def gke_tpu_3d_multihost_spot_label_overridden() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(with_accelerator(gke_tpu, "v4-16"), name="tpu-v4-16", spot=True,
+                                      node_selector={"cloud.google.com/gke-spot": ""}, queue="tpu")
+        return _spec(profile, copies=3), profile
+
+    def eks_managed_spot() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(eks, name="eks-managed-spot", capacity_selector="managed", spot=True)
+        return _spec(profile), profile
+
+    def eks_karpenter_on_demand_cpu() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(eks, name="eks-cpu", accelerator=None, spot=False)
+        return _spec(profile), profile
+
+    return {f.__name__: f for f in (kube_extras, no_resources_one_copy, dirty_tree_and_odd_strings, gke_gpu_spot,
+                                    generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
+                                    eks_karpenter_on_demand_cpu)}
+
+
+@pytest.mark.parametrize("variant", sorted(_variants()))
+def test_chart_renders_the_same_objects_as_render_py_for_every_branch(helm: str, variant: str,
+                                                                      tmp_path: Path) -> None:
+    spec, profile = _variants()[variant]()
+    assert_chart_renders_like_python(helm, helm_values(spec, profile), tmp_path)
+
+
+def chart_defaults() -> Values:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def test_chart_defaults_render_a_cpu_experiment_on_a_pvc_like_render_py(helm: str, tmp_path: Path) -> None:
+    values = {**chart_defaults(), "experiment": "demo"}
+    assert_chart_renders_like_python(helm, values, tmp_path)
+    job = next(o for o in helm_template(helm, write_values(tmp_path / "values.yaml", values)) if o["kind"] == "Job")
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "runs", "persistentVolumeClaim": {"claimName": "rlkube-runs"}} in volumes
+
+
+def test_chart_values_yaml_has_every_key_of_helm_values() -> None:
+    profile = example_profiles()["kube"]
+    assert set(chart_defaults()) == set(helm_values(example_spec(profile), profile))
+
+
+@pytest.mark.parametrize("profile_name", sorted(example_profiles()))
+def test_helm_lint_strict_passes_for_every_example(helm: str, profile_name: str, tmp_path: Path) -> None:
+    profile = example_profiles()[profile_name]
+    values_file = write_values(tmp_path / "values.yaml", helm_values(example_spec(profile), profile))
+    result = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def example_values() -> Values:
+    profile = example_profiles()["kube"]
+    return helm_values(example_spec(profile), profile)
+
+
+@pytest.mark.parametrize("experiment", [None, ""])
+def test_chart_without_an_experiment_name_fails_asking_for_one(helm: str, experiment: str | None,
+                                                               tmp_path: Path) -> None:
+    values = example_values()
+    if experiment is None:
+        del values["experiment"]  # the chart's default, ""
+    else:
+        values["experiment"] = experiment
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(write_values(tmp_path / "values.yaml", values)))
+    assert result.returncode != 0
+    assert "experiment is required" in result.stderr
+
+
+def _without_output_dir(values: Values) -> None:
+    index = values["args"].index("--output-dir")
+    del values["args"][index:index + 2]
+
+
+def _tpu_on_eks(values: Values) -> None:
+    values["provider"] = "eks"
+    values["accelerator"] = {"type": "tpu", "gkeAccelerator": "tpu-v5-lite-podslice", "topology": "2x4",
+                             "chipsPerHost": 8, "hosts": 1}
+
+
+BAD_VALUES: dict[str, tuple[Callable[[Values], Any], str]] = {
+    "unknown provider": (lambda v: v.update(provider="azure"), "/provider"),
+    "no copies": (lambda v: v.update(copies=0), "/copies"),
+    "fractional copies": (lambda v: v.update(copies=1.5), "/copies"),
+    "copies as a string": (lambda v: v.update(copies="5"), "/copies"),
+    "experiment null": (lambda v: v.update(experiment=None), "experiment"),
+    "experiment not a DNS label": (lambda v: v.update(experiment="DQN_pong"), "/experiment"),
+    "experiment over 40 characters": (lambda v: v.update(experiment="a" * 41), "/experiment"),
+    "unknown capacity selector": (lambda v: v.update(capacitySelector="fargate"), "/capacitySelector"),
+    "unknown accelerator type": (lambda v: v.update(accelerator={"type": "fpga", "name": "x", "count": 1}),
+                                 "/accelerator"),
+    "gpu without a count": (lambda v: v.update(accelerator={"type": "gpu", "name": "nvidia-l4"}), "/accelerator"),
+    "tpu on eks": (_tpu_on_eks, "/provider"),
+    "resource quantity as a number": (lambda v: v["resources"].update(cpu=2), "/resources/cpu"),
+    "negative retries": (lambda v: v.update(retriesPerCopy=-1), "/retriesPerCopy"),
+    "bad toleration operator": (lambda v: v.update(tolerations=[{"key": "a", "operator": "In"}]), "/tolerations/0"),
+    "args without --output-dir": (_without_output_dir, "/args"),
+    "misspelt key": (lambda v: v.update(copy=3), "copy"),
+    "git dirty as a string": (lambda v: v["provenance"].update(gitDirty="false"), "/provenance/gitDirty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_schema_rejects_bad_values_naming_the_key(helm: str, case: str, tmp_path: Path) -> None:
+    change, where = BAD_VALUES[case]
+    values = example_values()
+    change(values)
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(write_values(tmp_path / "values.yaml", values)))
+    assert result.returncode != 0
+    assert SCHEMA_ERROR in result.stderr
+    assert where in result.stderr
