@@ -107,7 +107,8 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
             kube, name="kube-extras", resources={"cpu": "500m"}, node_selector={"pool": "y", "disk": "1:20"},
             tolerations=[{"key": "dedicated", "operator": "Equal", "value": "no", "effect": "NoExecute",
                           "tolerationSeconds": 300}, {"operator": "Exists"}],
-            retries_per_copy=0, termination_grace_seconds=1_000_000, queue="team-a", priority_class="low")
+            retries_per_copy=0, termination_grace_seconds=1_000_000, queue="team-a", priority_class="low",
+            labels={"team": "rl", "cost-center": "on", "rlkube.io/experiment": "cannot-override"})
         return _spec(profile), profile
 
     def no_resources_one_copy() -> tuple[ExperimentSpec, ClusterProfile]:

@@ -152,3 +152,13 @@ def test_output_goes_to_the_profiles_storage() -> None:
     args = pod_spec(render(example_spec(gcs), gcs)[-1])["containers"][0]["args"]
     assert args[args.index("--output-dir") + 1] == "gs://BUCKET/rlkube/example-gke-tpu"
     assert dataclasses.replace(gcs).pvc is None
+
+
+def test_profile_labels_reach_every_object_but_cannot_replace_rlkubes() -> None:
+    profile = dataclasses.replace(get_profile("kube"), labels={"team": "rl", "rlkube.io/experiment": "other"})
+    for obj in render(example_spec(profile), profile):
+        assert obj["metadata"]["labels"]["team"] == "rl"
+        assert obj["metadata"]["labels"]["rlkube.io/experiment"] == "example-kube"
+    assert pod_spec(render(example_spec(profile), profile)[-1]) is not None
+    job = render(example_spec(profile), profile)[-1]
+    assert job["spec"]["template"]["metadata"]["labels"]["team"] == "rl"

@@ -46,6 +46,7 @@ class ClusterProfile:
     spot: bool = False
     capacity_selector: str = "karpenter"
     service_account_annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # extra labels on every object, e.g. team or cost-center
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     retries_per_copy: int = 3
@@ -122,7 +123,7 @@ def _check(profile: ClusterProfile, where: str) -> None:
     for key, allowed in choices.items():
         if getattr(profile, key) not in allowed:
             raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, got '{getattr(profile, key)}'")
-    for key in ("resources", "service_account_annotations", "node_selector"):
+    for key in ("resources", "service_account_annotations", "node_selector", "labels"):
         value = getattr(profile, key)
         if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
             raise UserError(f"{where}: {key} must map names to values")

@@ -44,6 +44,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "spot": profile.spot,
         "capacitySelector": profile.capacity_selector,
         "serviceAccountAnnotations": dict(profile.service_account_annotations),
+        "labels": {k: str(v) for k, v in profile.labels.items()},
         "nodeSelector": {k: str(v) for k, v in profile.node_selector.items()},
         "tolerations": list(profile.tolerations),
         "retriesPerCopy": profile.retries_per_copy,
@@ -61,7 +62,9 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
 
 
 def labels(values: dict[str, Any]) -> dict[str, str]:
+    """The profile's extra labels, then rlkube's own (which an extra label cannot replace)."""
     return {
+        **values["labels"],
         "app.kubernetes.io/name": "rlkube",
         "app.kubernetes.io/instance": values["experiment"],
         "app.kubernetes.io/component": "trainer",

@@ -15,16 +15,17 @@ rlkube.validate: what the schema leaves to the templates; called for every objec
 {{- end -}}
 
 {{/*
-rlkube.labels: the labels of every object and pod (JSON). managed-by is rlkube, also when Helm installs.
+rlkube.labels: the labels of every object and pod (JSON): the extra .Values.labels, then rlkube's own, which
+win. managed-by is rlkube, also when Helm installs.
 */}}
 {{- define "rlkube.labels" -}}
-{{- toJson (dict
+{{- toJson (merge (dict
   "app.kubernetes.io/name" "rlkube"
   "app.kubernetes.io/instance" .Values.experiment
   "app.kubernetes.io/component" "trainer"
   "app.kubernetes.io/managed-by" "rlkube"
   "app.kubernetes.io/version" .Values.version
-  "rlkube.io/experiment" .Values.experiment) -}}
+  "rlkube.io/experiment" .Values.experiment) (.Values.labels | default dict)) -}}
 {{- end -}}
 
 {{/*
