@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint benchmark
+.PHONY: run test lint testtools benchmark
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+# The test tools: a real Kubernetes control plane, kwok and helm built from Go modules (cached in
+# ~/.cache/rlkube/testbin by version: ~11 minutes the first time, instant after), and Xvfb for --render.
+testtools:
+	bash tools/testcluster/build.sh
+	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \
+		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
+
+test: lint testtools
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/dqn_cartpole.py

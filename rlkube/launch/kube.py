@@ -6,11 +6,14 @@ creation fails, what was created is deleted again, so a failed submission leaves
 
 import contextlib
 import json
+import math
+import os
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
@@ -26,6 +29,8 @@ from rlkube.launch.spec import ExperimentSpec
 from rlkube.launch.targets import CopyStatus, age_seconds, free_port, last_progress
 
 REQUEST_TIMEOUT = 15
+# A followed log that says nothing for this long is reopened if its pod still runs (see _stream_pod).
+FOLLOW_IDLE_SECONDS = 5
 GONE_TIMEOUT = 60.0
 # kind -> (API class, method suffix): create_namespaced_<suffix>, delete_namespaced_<suffix>, ...
 KINDS: dict[str, tuple[type, str]] = {
@@ -63,14 +68,16 @@ def api_errors(action: str, host: str = "") -> Iterator[None]:
 
 def connect(context: str | None) -> client.ApiClient:
     try:
-        api = config.new_client_from_config(context=context)
+        # The client reads $KUBECONFIG once, at import; read it now (it may list several files, ':'-separated).
+        api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
     except config.ConfigException as error:
         where = f"context '{context}'" if context else "the current context"
         raise UserError(f"cannot use {where} from the kubeconfig ({error}); set KUBECONFIG or pass "
                         f"--context") from None
     except OSError as error:
         raise UserError(f"cannot read the kubeconfig ({error.strerror}); set KUBECONFIG") from None
-    api.configuration.retries = 1
+    # No silent retries: a timed-out log read is reopened by _stream_pod, anything else is reported at once.
+    api.configuration.retries = False
     return api
 
 
@@ -257,9 +264,87 @@ def status(record: store.Record) -> list[CopyStatus]:
     return copies
 
 
+def _pod_finished(core: client.CoreV1Api, pod: client.V1Pod) -> bool:
+    try:
+        current = core.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return current.status.phase in ("Succeeded", "Failed") or current.metadata.deletion_timestamp is not None
+
+
+def _stamp(text: str) -> tuple[str, int]:
+    """An RFC 3339 timestamp as (seconds part, nanoseconds), comparable whatever its fraction's width."""
+    seconds, _, fraction = text.rstrip("Z").partition(".")
+    return seconds, int(fraction.ljust(9, "0")[:9] or 0)
+
+
+def _shut_when_finished(core: client.CoreV1Api, pod: client.V1Pod, response: Any, stop: threading.Event,
+                        done: threading.Event) -> None:
+    """Shut a followed stream once its pod has finished or is gone, so following ends with the pod."""
+
+    def watch() -> None:
+        while not stop.wait(1.0) and not done.is_set():
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+                if _pod_finished(core, pod):
+                    time.sleep(1.0)  # let the last lines through
+                    break
+        # close() would wait for the blocked read; shutdown() ends it (urllib3 >= 2.3).
+        with contextlib.suppress(Exception):
+            response.shutdown()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stream_pod(core: client.CoreV1Api, pod: client.V1Pod, emit: Callable[[str], None], follow: bool,
+                tail: int | None, since_seconds: int | None, stop: threading.Event) -> None:
+    """One pod's log. A followed stream is read with a timeout and reopened while the pod runs.
+
+    A kubelet ends the stream when the container stops, but a connection can also stall (a lost node, a
+    proxy in between): reconnecting from the last line's timestamp, and skipping what was already shown,
+    keeps `logs` from hanging and from repeating lines.
+    """
+    last: tuple[tuple[str, int], str] | None = None  # (timestamp, line) of the last line shown
+    while not stop.is_set():
+        options: dict[str, Any] = {"follow": follow, "timestamps": True}
+        if last is not None:
+            shown_at = datetime.fromisoformat(last[0][0]).replace(tzinfo=UTC)
+            options["since_seconds"] = max(1, math.ceil((datetime.now(UTC) - shown_at).total_seconds()) + 1)
+        else:
+            options.update({k: v for k, v in (("tail_lines", tail), ("since_seconds", since_seconds)) if v})
+        done = threading.Event()
+        try:
+            response = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, _preload_content=False,
+                                                    _request_timeout=(REQUEST_TIMEOUT, FOLLOW_IDLE_SECONDS),
+                                                    **options)
+            if follow:
+                _shut_when_finished(core, pod, response, stop, done)
+            buffer = b""
+            for chunk in response.stream(4096):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    stamp, _, text = raw.decode(errors="replace").partition(" ")
+                    if last is not None and (_stamp(stamp), text) <= last:
+                        continue
+                    emit(text)
+                    last = (_stamp(stamp), text)
+                if stop.is_set():
+                    return
+            if buffer:
+                emit(buffer.decode(errors="replace").partition(" ")[2])
+            return
+        except (urllib3.exceptions.HTTPError, OSError):
+            if not follow or _pod_finished(core, pod):
+                return
+        finally:
+            done.set()
+
+
 def _stream_copy(api: client.ApiClient, record: store.Record, index: int, emit: Callable[[str], None],
                  follow: bool, tail: int | None, since_seconds: int | None, stop: threading.Event) -> None:
-    """One copy's log; with follow, waiting for its pod and following it across retries until it ends."""
+    """One copy's log; with follow, waiting for its pod and following it across retries until the copy ends."""
     core = client.CoreV1Api(api)
     streamed: set[str] = set()
     while not stop.is_set():
@@ -269,23 +354,8 @@ def _stream_copy(api: client.ApiClient, record: store.Record, index: int, emit: 
         if ready:
             pod = ready[0]
             streamed.add(pod.metadata.name)
-            options: dict[str, Any] = {"follow": follow and pod.status.phase == "Running"}
-            if tail is not None:
-                options["tail_lines"] = tail
-            if since_seconds is not None:
-                options["since_seconds"] = since_seconds
-            response = core.read_namespaced_pod_log(pod.metadata.name, record.namespace, _preload_content=False,
-                                                    **options)
-            buffer = b""
-            for chunk in response.stream(1024):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    emit(f"copy-{index} | {line.decode(errors='replace')}")
-                if stop.is_set():
-                    return
-            if buffer:
-                emit(f"copy-{index} | {buffer.decode(errors='replace')}")
+            _stream_pod(core, pod, lambda line: emit(f"copy-{index} | {line}"),
+                        follow and pod.status.phase == "Running", tail, since_seconds, stop)
             continue
         if not follow or (index in _job_states(api, record) and not pending):
             return

@@ -51,8 +51,10 @@ command -v go >/dev/null || { log "go is required (https://go.dev/dl/)"; exit 1;
 mkdir -p "$TESTBIN"
 
 # Serialise concurrent callers (e.g. several pytest-xdist workers); the loser re-checks after the winner is done.
-exec 9>"$TESTBIN/.build.lock"
-flock 9
+if command -v flock >/dev/null; then
+  exec 9>"$TESTBIN/.build.lock"
+  flock 9
+fi
 if all_present; then
   echo "$BIN_DIR"
   exit 0
@@ -124,7 +126,7 @@ build_kubernetes_and_etcd() {
   ((need_etcd)) && pkgs+=(go.etcd.io/etcd/server/v3)
   rm -rf "$out"
   mkdir -p "$out"
-  log "building ${pkgs[*]} (cold: ~15-20 min on 2 cores)"
+  log "building ${pkgs[*]} (cold: ~12 min on 2 cores)"
   (cd "$src" && go build -mod=mod -trimpath -ldflags "${ldflags[*]}" -o "$out/" "${pkgs[@]}")
   if ((need_k8s)); then
     begin_dir "$K8S_DIR"
