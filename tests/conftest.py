@@ -1,6 +1,8 @@
 """Shared helpers: run the real `rlkube` command in a subprocess, read TensorBoard event files."""
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -32,6 +34,28 @@ def scalar_steps(run_dir: Path) -> dict[str, list[int]]:
     return steps
 
 
-@pytest.fixture
-def quiet_tf() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
+
+
+def find_helm() -> str | None:
+    """$RLKUBE_HELM, else the newest helm that tools/testcluster/build.sh cached, else helm on PATH."""
+    if from_env := os.environ.get("RLKUBE_HELM"):
+        return from_env
+    testbin = Path(os.environ.get("RLKUBE_TESTBIN", Path.home() / ".cache" / "rlkube" / "testbin"))
+    # helm-<version>.tmp/ is a build in progress (build.sh renames it into place when done).
+    cached = [p for p in testbin.glob("helm-*/helm") if not p.parent.name.endswith(".tmp") and os.access(p, os.X_OK)]
+    if cached:
+        return str(max(cached, key=_version_key))
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    binary = find_helm()
+    if binary is None or not os.access(binary, os.X_OK):
+        pytest.fail(f"no helm binary ({binary or 'none found'}): run tools/testcluster/build.sh (it installs helm "
+                    f"into ~/.cache/rlkube/testbin), or point RLKUBE_HELM at one")
+    return binary

@@ -5,9 +5,6 @@ the parsed objects with render_values(...) of the same values, whole object for 
 """
 
 import dataclasses
-import os
-import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -28,31 +25,6 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema"
 
 Values = dict[str, Any]
 Object = dict[str, Any]
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
-
-
-def find_helm() -> str | None:
-    """$RLKUBE_HELM, else the newest helm that tools/testcluster/build.sh cached, else helm on PATH."""
-    if from_env := os.environ.get("RLKUBE_HELM"):
-        return from_env
-    testbin = Path(os.environ.get("RLKUBE_TESTBIN", Path.home() / ".cache" / "rlkube" / "testbin"))
-    # helm-<version>.tmp/ is a build in progress (build.sh renames it into place when done).
-    cached = [p for p in testbin.glob("helm-*/helm") if not p.parent.name.endswith(".tmp") and os.access(p, os.X_OK)]
-    if cached:
-        return str(max(cached, key=_version_key))
-    return shutil.which("helm")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    binary = find_helm()
-    if binary is None or not os.access(binary, os.X_OK):
-        pytest.fail(f"no helm binary ({binary or 'none found'}): run tools/testcluster/build.sh (it installs helm "
-                    f"into ~/.cache/rlkube/testbin), or point RLKUBE_HELM at one")
-    return binary
 
 
 def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:

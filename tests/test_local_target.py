@@ -122,3 +122,12 @@ def test_bad_experiment_commands_get_one_clear_line(workdir: Path, args: list[st
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
     assert message in result.stderr
     assert not (workdir / "runs").exists()
+
+
+@pytest.mark.usefixtures("workdir")
+def test_submit_follow_streams_until_the_copies_end() -> None:
+    followed = rlkube("submit", *QUICK, "--train-steps", "600", "--copies", "2", "--name", "follow", "--follow")
+    assert followed.returncode == 0, followed.stderr
+    for copy in (0, 1):
+        assert f"copy-{copy} | test at step 600" in followed.stdout
+    assert json.loads(rlkube("status", "follow", "-o", "json").stdout)["phase"] == "Succeeded"

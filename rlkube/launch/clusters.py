@@ -133,7 +133,10 @@ def _check(profile: ClusterProfile, where: str) -> None:
         if profile.accelerator.type == "tpu":
             if profile.provider != "gke":
                 raise UserError(f"{where}: TPUs need provider gke")
-            tpu.resolve(profile.accelerator.name)
+            try:
+                tpu.resolve(profile.accelerator.name)
+            except UserError as error:
+                raise UserError(f"{where}: {error}") from None
         if not isinstance(profile.accelerator.count, int) or profile.accelerator.count < 1:
             raise UserError(f"{where}: accelerator count must be a positive integer")
     for key in ("retries_per_copy", "termination_grace_seconds"):
