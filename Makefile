@@ -23,10 +23,11 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The test tools: a real Kubernetes control plane, kwok and helm built from Go modules (cached in
-# ~/.cache/rlkube/testbin by version: ~11 minutes the first time, instant after), and Xvfb for --render.
+# The test tools: a real Kubernetes control plane, kwok, helm and a GCS emulator built from Go modules
+# (cached in ~/.cache/rlkube/testbin by version: ~12 minutes the first time, instant after), and Xvfb.
 testtools:
 	bash tools/testcluster/build.sh
+	bash tools/teststorage/build.sh
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
 

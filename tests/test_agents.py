@@ -1,5 +1,7 @@
 """Every registered DQN-family set: checkpoint round trips and same-seed determinism."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -11,32 +13,25 @@ SMALL = "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,ba
 DQN_SETS = [name for name in hparams_registry.names() if get_hparams(name).agent == "dqn"]
 
 
+def run_steps(agent, env, obs, steps: int) -> tuple[object, list[float]]:
+    """The runner's loop for `steps` steps; returns the last observation and the losses learned."""
+    losses = []
+    for _ in range(steps):
+        action = agent.act(obs)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
+        if learned := agent.update():
+            losses.append(learned["losses/td_loss"])
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return obs, losses
+
+
 def trained_agent(name: str, seed: int = 0, steps: int = 200):
     hp = get_hparams(name, SMALL)
     env = gym.make(hp.env)
     agent = make_agent(hp, env.observation_space, env.action_space, seed)
-    obs, _ = env.reset(seed=seed)
-    losses = []
-    for _ in range(steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
-        if learned := agent.update():
-            losses.append(learned["losses/td_loss"])
-        obs = env.reset()[0] if terminated or truncated else next_obs
+    obs, losses = run_steps(agent, env, env.reset(seed=seed)[0], steps)
     return agent, env, obs, losses
-
-
-def continue_training(agent, env, obs, steps: int = 100) -> list[float]:
-    losses = []
-    for _ in range(steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
-        if learned := agent.update():
-            losses.append(learned["losses/td_loss"])
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    return losses
 
 
 @pytest.mark.parametrize("name", DQN_SETS)
@@ -50,13 +45,13 @@ def test_same_seed_gives_the_same_losses(name: str) -> None:
 def test_checkpoint_round_trip_continues_identically(name: str) -> None:
     agent, env, obs, _ = trained_agent(name)
     state = agent.state_dict()
-    env_copy = __import__("copy").deepcopy(env)
+    env_copy = copy.deepcopy(env)
 
     restored, *_ = trained_agent(name, seed=123, steps=0)
     restored.load_state_dict(state)
     for mine, theirs in zip(agent.online + agent.target, restored.online + restored.target, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
-    assert continue_training(restored, env_copy, obs) == continue_training(agent, env, obs)
+    assert run_steps(restored, env_copy, obs, 100)[1] == run_steps(agent, env, obs, 100)[1]
 
 
 def test_soft_target_updates_collapse_missed_polyak_steps() -> None:

@@ -8,6 +8,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 from tests.conftest import rlkube_command, run_rlkube
@@ -131,3 +133,19 @@ def test_submit_follow_streams_until_the_copies_end() -> None:
     for copy in (0, 1):
         assert f"copy-{copy} | test at step 600" in followed.stdout
     assert json.loads(rlkube("status", "follow", "-o", "json").stdout)["phase"] == "Succeeded"
+
+
+def test_results_summarise_copies_and_plot_their_curves(workdir: Path) -> None:
+    assert rlkube("submit", *QUICK, "--train-steps", "2000", "--copies", "2", "--name", "res").returncode == 0
+    wait_for_phase("res", {"Succeeded"})
+    table = rlkube("results", "res", "--plot", str(workdir / "curves.png"))
+    assert table.returncode == 0, table.stderr
+    assert "eval return across 2 copies:" in table.stdout
+    data = json.loads(rlkube("results", "res", "-o", "json").stdout)
+    finals = [c["summary"]["eval_mean_return"] for c in data["copies"]]
+    assert data["across_copies"]["eval_mean_return"][0] == pytest.approx(sum(finals) / 2)
+    assert [len(c["evaluations"]) for c in data["copies"]] == [2, 2]
+    image = imageio.imread(workdir / "curves.png")
+    assert image.shape[0] > 300
+    assert image.shape[1] > 500
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 20  # curves and a band, not a blank canvas

@@ -91,11 +91,23 @@ def render(output_format: str, what: str, **flags: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate (server-side on Kubernetes) and create nothing.")
 @click.option("--follow", is_flag=True, help="Stream every copy's logs after submitting.")
 @click.option("--replace", is_flag=True, help="Cancel an experiment of the same name first.")
-def submit(dry_run: bool, follow: bool, replace: bool, **flags: Any) -> None:
+@click.option("--build", "build_target", type=click.Choice(["cpu", "gpu", "tpu"]), default=None,
+              help="Build and push this image first, then submit it by digest.")
+def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None, **flags: Any) -> None:
     """Submit an experiment: K copies on local processes or as one Indexed Job on a cluster."""
     from rlkube.launch import store  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
+    if build_target:
+        from pathlib import Path  # noqa: PLC0415
+
+        from rlkube.launch import images  # noqa: PLC0415
+
+        if profile.target == "local":
+            raise UserError("--build makes an image for a cluster; local copies run this checkout directly")
+        image = images.build(build_target, images.default_registry(profile.default_image), True, Path.cwd(),
+                             lambda line: click.echo(line, err=True))
+        spec = dataclasses.replace(spec, image=image)
     if profile.target == "local":
         from rlkube.launch import local  # noqa: PLC0415
 
@@ -250,12 +262,77 @@ def cancel(experiment: str) -> None:
 @click.command()
 @click.argument("experiment")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0, help="Local port (default: a free one).")
-def tensorboard(experiment: str, port: int) -> None:
-    """Open TensorBoard on an experiment (local: its run directory; cluster: port-forwarded)."""
+@click.option("--in-cluster", is_flag=True, help="Use the in-cluster TensorBoard through a port-forward.")
+def tensorboard(experiment: str, port: int, in_cluster: bool) -> None:
+    """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster."""
+    from rlkube.core.storage import is_remote  # noqa: PLC0415
     from rlkube.launch import store  # noqa: PLC0415
 
     record = store.get(experiment)
-    _target(record).tensorboard(record, port, click.echo)
+    if in_cluster and record.target != "kubernetes":
+        raise UserError(f"--in-cluster needs an experiment on a cluster, and {experiment} ran on {record.cluster}")
+    if is_remote(record.output_dir) and not in_cluster:
+        from rlkube.launch.tensorboard import from_bucket  # noqa: PLC0415
+
+        from_bucket(record, port, click.echo)
+    else:
+        # A run on a cluster's volume is only reachable from inside the cluster.
+        _target(record).tensorboard(record, port, click.echo)
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write learning curves (mean ± std band across copies) to this PNG.")
+@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+def results(experiment: str, plot_path: str | None, output_format: str) -> None:
+    """Final evaluation and test returns of every copy, and mean ± std across copies."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.results import across, collect, final_returns, plot  # noqa: PLC0415
+
+    record = store.get(experiment)
+    copies = collect(record)
+    summary = {key: across(final_returns(copies, key)) for key in ("eval_mean_return", "test_mean_return")}
+    if output_format == "json":
+        click.echo(json.dumps({"experiment": experiment, "copies": copies, "across_copies": summary}, indent=2))
+    else:
+        rows = [["COPY", "STEPS", "EVAL RETURN", "TEST RETURN"]]
+        for copy in copies:
+            done = copy["summary"]
+            last = copy["evaluations"][-1] if copy["evaluations"] else None
+            rows.append([f"copy-{copy['copy']}", str(done["total_steps"] if done else last["step"] if last else "-"),
+                         _pm(done.get("eval_mean_return"), done.get("eval_std_return")) if done
+                         else (_pm(last["mean_return"], last["std_return"]) + " (running)" if last else "-"),
+                         _pm(done.get("test_mean_return"), done.get("test_std_return")) if done else "-"])
+        click.echo(_table(rows))
+        for key, label in (("eval_mean_return", "eval"), ("test_mean_return", "test")):
+            if summary[key]:
+                n = len(final_returns(copies, key))
+                click.echo(f"{label} return across {n} {'copy' if n == 1 else 'copies'}: "
+                           f"{summary[key][0]:.2f} ± {summary[key][1]:.2f}")
+    if plot_path:
+        plot(record, copies, Path(plot_path))
+        click.echo(f"learning curves: {plot_path}", err=True)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
+
+
+@click.command()
+@click.option("--target", type=click.Choice(["cpu", "gpu", "tpu"]), default="cpu", show_default=True)
+@click.option("--push", is_flag=True, help="Push to the registry, and print the image by digest.")
+@click.option("--registry", default=None, help="e.g. us-docker.pkg.dev/PROJECT/rlkube (default: none, local tag).")
+def build(target: str, push: bool, registry: str | None) -> None:
+    """Build a container image from images/<target>.Dockerfile, tagged by the git commit."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from rlkube.launch import images  # noqa: PLC0415
+
+    image = images.build(target, registry, push, Path.cwd(), lambda line: click.echo(line, err=True))
+    click.echo(image)
 
 
 @click.command()
@@ -274,7 +351,7 @@ def clusters() -> None:
     click.echo(f"\noverride or add profiles in: {', '.join(str(p) for p in config_files())}", err=True)
 
 
-COMMANDS = [submit, render, status, list_experiments, logs, cancel, tensorboard, clusters]
+COMMANDS = [submit, render, status, list_experiments, logs, cancel, tensorboard, results, build, clusters]
 
 
 def register(group: click.Group) -> None:

@@ -85,13 +85,15 @@ def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @cli.command()
 @train_options
-@click.option("--output-dir", type=click.Path(path_type=Path), required=True,
-              help="Run directory; an existing one is resumed exactly.")
+@click.option("--output-dir", required=True,
+              help="Run directory, local or gs://… / s3://…; an existing one is resumed exactly.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu", "tpu"]), default="auto", show_default=True,
+              help="Where the learner runs; actors always act on the CPU.")
 @click.option("--copy-index", type=click.IntRange(min=0), default=None, envvar="JOB_COMPLETION_INDEX",
               help="Run only copy I (seed+I, in DIR/copy-I); an Indexed Job's pods get it from JOB_COMPLETION_INDEX.")
 def train(hparams_name: str, overrides: str, env: str | None, train_steps: int | None, eval_episodes: int,
           test_episodes: int, training: bool, copies: int, seed: int, render: bool, record_video: bool,
-          output_dir: Path, copy_index: int | None) -> None:
+          output_dir: str, device: str, copy_index: int | None) -> None:
     """Train one experiment in this process (what a container runs)."""
     from rlkube.core.envs import check_env_name  # noqa: PLC0415
     from rlkube.core.errors import UserError  # noqa: PLC0415
@@ -101,10 +103,18 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
     flag_values = {"env": env, "train_steps": str(train_steps) if train_steps else None}
     hp = apply_overrides(hp, {k: v for k, v in flag_values.items() if v is not None})
     check_env_name(hp.env)
-    output_dir = _writable_output_dir(output_dir)
+    from rlkube.core.storage import is_remote  # noqa: PLC0415
+
+    remote = output_dir.rstrip("/") if is_remote(output_dir) else None
+    if remote:
+        from rlkube.core.experiment import local_mirror  # noqa: PLC0415
+
+        output_dir = local_mirror(remote)
+    else:
+        output_dir = _writable_output_dir(Path(output_dir))
     if render:
         _check_display()
-    if not training:
+    if not training and not remote:
         from rlkube.core.experiment import copy_dir  # noqa: PLC0415
         from rlkube.core.runner import has_checkpoint  # noqa: PLC0415
 
@@ -118,23 +128,24 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
     from rlkube.core.runner import RunOptions, StopRequested  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {copies}"
-    click.echo(f"training {hparams_name} on {hp.env} -> {output_dir}  ({which})", err=True)
-    click.echo(f"TensorBoard logdir: {output_dir}   (tensorboard --logdir {output_dir})", err=True)
+    where = f"{remote} (working in {output_dir})" if remote else output_dir
+    click.echo(f"training {hparams_name} on {hp.env} -> {where}  ({which})", err=True)
+    click.echo(f"TensorBoard logdir: {remote or output_dir}   (tensorboard --logdir {output_dir})", err=True)
     options = RunOptions(seed=seed, eval_episodes=eval_episodes, test_episodes=test_episodes,
-                         training=training, render=render, record_video=record_video)
+                         training=training, render=render, record_video=record_video, device=device)
     try:
         if copy_index is None:
-            result = train_experiment(hp, output_dir, copies, options)
+            result = train_experiment(hp, output_dir, copies, options, remote)
         else:
-            result = train_copy(hp, output_dir, copy_index, options)
+            result = train_copy(hp, output_dir, copy_index, options, remote)
     except StopRequested as stop:
         click.echo(f"stopped by signal {stop.signum}; checkpoint saved. Run the same command to resume.",
                    err=True)
         sys.exit(128 + stop.signum)
     _print_result(result)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
-               f"  rlkube train --hparams {hparams_name} --output-dir {output_dir} --no-training --record-video",
-               err=True)
+               f"  rlkube train --hparams {hparams_name} --output-dir {remote or output_dir} --no-training "
+               f"--record-video", err=True)
 
 
 from rlkube.cli import experiments  # noqa: E402  (the group must exist before its commands join it)

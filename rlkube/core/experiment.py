@@ -7,6 +7,7 @@ SIGINT to them (in a container only PID 1 gets the signal) so every copy checkpo
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rlkube.core import storage
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams
 from rlkube.core.runner import (
@@ -33,12 +35,29 @@ def copy_dir(output_dir: Path, index: int) -> Path:
     return output_dir / f"copy-{index}"
 
 
-def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int | None) -> int:
+def local_mirror(remote_url: str) -> Path:
+    """Where a run directory in a bucket is worked on: the runner writes here and syncs to the bucket."""
+    base = Path(os.environ.get("RLKUBE_CACHE_DIR", Path.home() / ".cache" / "rlkube" / "runs"))
+    return base / re.sub(r"[^A-Za-z0-9._-]+", "_", remote_url.rstrip("/"))
+
+
+def _copy_runner(hp: HParams, output_dir: Path, index: int, options: RunOptions, remote: str | None) -> Runner:
+    """The runner of one copy; with a bucket, it first pulls the newest complete checkpoint from there."""
+    directory = copy_dir(output_dir, index)
+    if remote is not None:
+        remote_copy = f"{remote.rstrip('/')}/copy-{index}"
+        storage.pull_latest_checkpoint(remote_copy, directory)
+        options = replace(options, remote_dir=remote_copy)
+    return Runner(hp, directory, options)
+
+
+def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int | None,
+              remote: str | None) -> int:
     """A child process's whole life: run one copy, turn the outcome into an exit code."""
     if threads is not None:
         limit_threads(threads)
     try:
-        Runner(hp, copy_dir(output_dir, index), options).run()
+        _copy_runner(hp, output_dir, index, options, remote).run()
     except UserError as error:
         print(f"{options.log_prefix}error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -47,33 +66,35 @@ def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, th
     return 0
 
 
-def _child(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int) -> None:
-    sys.exit(_run_copy(hp, output_dir, index, options, threads))
+def _child(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int, remote: str | None) -> None:
+    sys.exit(_run_copy(hp, output_dir, index, options, threads, remote))
 
 
-def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOptions) -> dict[str, Any]:
+def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOptions,
+                     remote: str | None = None) -> dict[str, Any]:
     """Run every copy to the end and return the summary across copies (also DIR/summary.json).
 
     Raises StopRequested when a signal stopped the copies (after each wrote a checkpoint).
     """
     name = SUMMARY_FILE if options.training else TEST_SUMMARY_FILE
     if copies == 1:
-        summaries = [Runner(hp, copy_dir(output_dir, 0), options).run()]
+        summaries = [_copy_runner(hp, output_dir, 0, options, remote).run()]
     else:
-        _run_parallel(hp, output_dir, copies, options)
+        _run_parallel(hp, output_dir, copies, options, remote)
         summaries = [json.loads((copy_dir(output_dir, i) / name).read_text()) for i in range(copies)]
     result = {**aggregate(summaries), "per_copy": summaries}
     (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def train_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions) -> dict[str, Any]:
+def train_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions,
+               remote: str | None = None) -> dict[str, Any]:
     """Run copy `index` alone (one pod of an Indexed Job): seed+index, in DIR/copy-<index>/."""
-    summary = Runner(hp, copy_dir(output_dir, index), replace(options, seed=options.seed + index)).run()
+    summary = _copy_runner(hp, output_dir, index, replace(options, seed=options.seed + index), remote).run()
     return {**aggregate([summary]), "per_copy": [summary]}
 
 
-def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions) -> None:
+def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions, remote: str | None) -> None:
     cores = os.cpu_count() or 1
     parallel = min(copies, cores)
     threads = max(1, cores // parallel)
@@ -96,7 +117,8 @@ def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOption
                 index = pending.pop(0)
                 copy_options = replace(options, seed=options.seed + index, live_progress=False,
                                        log_prefix=f"copy-{index} | ")
-                process = context.Process(target=_child, args=(hp, output_dir, index, copy_options, threads))
+                process = context.Process(target=_child,
+                                          args=(hp, output_dir, index, copy_options, threads, remote))
                 process.start()
                 running[index] = process
             for index, process in list(running.items()):

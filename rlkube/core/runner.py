@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
-from rlkube.core import checkpoint
+from rlkube.core import checkpoint, devices, storage
 from rlkube.core.agents import Agent, make_agent
 from rlkube.core.envs import make_env
 from rlkube.core.errors import UserError
@@ -34,6 +34,8 @@ HPARAMS_FILE = "hparams.yaml"
 SUMMARY_FILE = "summary.json"
 TEST_SUMMARY_FILE = "test-summary.json"
 CHECKPOINT_DIR = "checkpoints"
+# Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
+SYNC_INTERVAL_S = 60.0
 # Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
 EVAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
@@ -49,6 +51,9 @@ class RunOptions:
     record_video: bool = False
     live_progress: bool | None = None
     log_prefix: str = ""
+    # The copy's directory in a bucket (gs://, s3://): the runner works in copy_dir and mirrors it there.
+    remote_dir: str | None = None
+    device: str = "auto"  # where the learner runs (rlkube.core.devices)
 
 
 @dataclass
@@ -127,12 +132,14 @@ class Runner:
         # Everything that can reject the user's input happens before anything is written.
         self.env = make_env(hp.env)
         self.eval_env = make_env(hp.env, render_mode=render_mode)
-        self.agent = make_agent(hp, self.env.observation_space, self.env.action_space, options.seed)
+        self.agent = make_agent(hp, self.env.observation_space, self.env.action_space, options.seed,
+                                devices.strategy_for(options.device))
         check_same_hparams(copy_dir, hp)
         self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
         self.state = LoopState()
         self.obs: Any = None
         self.stop_signal: int | None = None
+        self.last_sync = time.monotonic()
 
     # -- the experiment -------------------------------------------------------------------------
 
@@ -156,7 +163,10 @@ class Runner:
             if self.options.training:
                 self._train()
             test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
-            return self._summarise(test)
+            summary = self._summarise(test)
+            self.log.lengths()  # flushes the event file before the last sync
+            self._sync()
+            return summary
         finally:
             self.progress.close()
             self.log.close()
@@ -194,9 +204,14 @@ class Runner:
                     sps = (state.step - state.last_log_step) / max(now - last_log_time, 1e-9)
                     self.log.scalars(state.step, {**learned, **agent.scalars(), "charts/SPS": sps})
                     state.last_log_step, last_log_time = state.step, now
+                    if self.options.remote_dir and time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
+                        self.log.lengths()
+                        self._sync()
                 state.wall_seconds = time.perf_counter() - started
                 if state.step % hp.eval_every == 0 or state.step == hp.train_steps:
                     self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
+                    self.log.lengths()
+                    self._sync()
                 if state.step % hp.checkpoint_every == 0 or state.step == hp.train_steps:
                     self._save()
                 if self.stop_signal is not None:
@@ -268,6 +283,13 @@ class Runner:
             "env": pickle.dumps(self.env),
             "logs": self.log.lengths(),
         })
+        self._sync()
+
+    def _sync(self) -> None:
+        """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
+        if self.options.remote_dir:
+            storage.sync_up(self.copy_dir, self.options.remote_dir)
+            self.last_sync = time.monotonic()
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.agent.load_state_dict(saved["agent"])

@@ -15,18 +15,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rlkube.core import storage
 from rlkube.core.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.launch.targets import CopyStatus, age_seconds, free_port, last_progress, wait_for_http
+from rlkube.launch.targets import CopyStatus, age_seconds, last_progress
 
 LOG_FILE = "train.log"
 EXIT_FILE = "exit-code"
 CANCEL_GRACE_SECONDS = 60.0
 
 
-def copy_dir(record_or_spec_dir: str, copy: int) -> Path:
-    return Path(record_or_spec_dir) / f"copy-{copy}"
+def copy_dir(output_dir: str, copy: int) -> Path:
+    """Where a local copy keeps its log and exit code: the run directory, or its mirror for a bucket."""
+    base = storage.local_mirror(output_dir) if storage.is_remote(output_dir) else Path(output_dir)
+    return base / f"copy-{copy}"
 
 
 def _alive(pid: int, exit_file: Path) -> bool:
@@ -44,8 +47,9 @@ def _alive(pid: int, exit_file: Path) -> bool:
 
 def submit(spec: ExperimentSpec) -> ExperimentSpec:
     """Start every copy; returns the spec with its output directory made absolute."""
-    output = Path(spec.output_dir).expanduser().absolute()
-    spec = dataclasses.replace(spec, output_dir=str(output))
+    if not storage.is_remote(spec.output_dir):
+        spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).expanduser().absolute()))
+    output = copy_dir(spec.output_dir, 0).parent
     try:
         for index in range(spec.copies):
             copy_dir(spec.output_dir, index).mkdir(parents=True, exist_ok=True)
@@ -140,16 +144,6 @@ def cancel(record: store.Record) -> list[str]:
 
 def tensorboard(record: store.Record, port: int, emit: Callable[[str], None]) -> None:
     """Serve the run directory on 127.0.0.1 until interrupted."""
-    port = port or free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", record.output_dir,
-                                "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", 120, lambda: process.poll() is None)
-        emit(f"TensorBoard for {record.name}: http://127.0.0.1:{port}/   (Ctrl-C to stop)")
-        process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        process.terminate()
-        process.wait()
+    from rlkube.launch.tensorboard import serve  # noqa: PLC0415
+
+    serve(Path(record.output_dir), port, emit, record.name)

@@ -44,8 +44,12 @@ class Agent(ABC):
 agent_registry: Registry[type[Agent]] = Registry("agent")
 
 
-def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Space, seed: int) -> Agent:
-    """The agent named by `hp.agent`, or a UserError if it cannot drive this env's action space."""
+def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Space, seed: int,
+               strategy: Any = None) -> Agent:
+    """The agent named by `hp.agent`, or a UserError if it cannot drive this env's action space.
+
+    `strategy` (a tf.distribute.Strategy, see rlkube.core.devices) places the learner; None is the default.
+    """
     cls = agent_registry[hp.agent]
     if not isinstance(action_space, cls.action_spaces):
         wanted = " or ".join(space.__name__ for space in cls.action_spaces)
@@ -53,4 +57,4 @@ def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Spac
         hint = f"; agents for it: {', '.join(fits)}" if fits else ""
         raise UserError(f"agent '{hp.agent}' needs a {wanted} action space, but env '{hp.env}' has "
                         f"{type(action_space).__name__}{hint}")
-    return cls(hp, observation_space, action_space, seed)
+    return cls(hp, observation_space, action_space, seed, strategy)

@@ -24,18 +24,20 @@ class DQNAgent(Agent):
     action_spaces = (gym.spaces.Discrete,)
 
     def __init__(self, hp: DQNHParams, observation_space: gym.Space, action_space: gym.Space,
-                 seed: int) -> None:
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
         self.hp = hp
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.num_actions = int(action_space.n)
         self.network = model_registry[hp.model](
             observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
             noisy=hp.noisy, sigma0=hp.noisy_sigma0)
         initial = self.network.initial_params(seed)
-        self.online = [tf.Variable(p) for p in initial]
-        self.target = [tf.Variable(p) for p in initial]
-        self.optimizer = tf.keras.optimizers.Adam(hp.lr)
-        self.optimizer.build(self.online)
-        self.noise_generator = tf.random.Generator.from_seed(seed)
+        with self.strategy.scope():  # the learner's state lives on the --device
+            self.online = [tf.Variable(p) for p in initial]
+            self.target = [tf.Variable(p) for p in initial]
+            self.optimizer = tf.keras.optimizers.Adam(hp.lr)
+            self.optimizer.build(self.online)
+            self.noise_generator = tf.random.Generator.from_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.memory = memory_registry[hp.memory](
             hp.memory_size, observation_space.shape, observation_space.dtype, (), np.int64, seed + 1,
@@ -52,8 +54,9 @@ class DQNAgent(Agent):
         self.acting_params = [p.numpy() for p in self.online]
         obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
         batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
+        learn_on_device = tf.function(self._learn, jit_compile=True)
         self._learn_compiled = tf.function(
-            self._learn, jit_compile=True,
+            lambda *batch: self.strategy.run(learn_on_device, args=batch),
             input_signature=[obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec,
                              batch_spec, batch_spec])
 

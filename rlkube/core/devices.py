@@ -1,0 +1,58 @@
+"""Where the learner runs: `--device auto|cpu|gpu|tpu` picks a TensorFlow distribution strategy.
+
+Actors always act on the CPU, in numpy. The learner gets one replica: DQN-sized batches (tens to
+hundreds of samples) gain nothing from being split across accelerators, so a multi-GPU machine or a
+TPU slice runs the update on its first device (on a TPU, one core of the slice).
+"""
+
+import glob
+import os
+from typing import Any
+
+from rlkube.core.errors import UserError
+
+DEVICES = ("auto", "cpu", "gpu", "tpu")
+
+
+def tpu_present() -> bool:
+    """A Cloud TPU VM shows its chips as /dev/accel* (or /dev/vfio for v5e+), and GKE sets TPU_* variables."""
+    return bool(glob.glob("/dev/accel*") or os.environ.get("TPU_WORKER_ID") or os.environ.get("TPU_NAME")
+                or os.environ.get("TPU_ACCELERATOR_TYPE"))
+
+
+def resolve(device: str) -> str:
+    """`auto` becomes tpu, gpu or cpu by what this machine has."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if device not in DEVICES:
+        raise UserError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}")
+    if device != "auto":
+        return device
+    if tpu_present():
+        return "tpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def strategy_for(device: str) -> Any:
+    """A one-replica tf.distribute strategy on the chosen device, or a UserError saying what is missing."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    chosen = resolve(device)
+    if chosen == "cpu":
+        # Without a GPU the default strategy is the CPU already, and keeps the hot path exactly as it is.
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy("/cpu:0") if gpus else tf.distribute.get_strategy()
+    if chosen == "gpu":
+        if not tf.config.list_physical_devices("GPU"):
+            raise UserError("--device gpu: TensorFlow sees no GPU here (is this the gpu image, with the NVIDIA "
+                            "driver and a GPU limit on the pod?); use --device cpu or auto")
+        return tf.distribute.OneDeviceStrategy("/gpu:0")
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+        tf.config.experimental_connect_to_cluster(resolver)
+        topology = tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise UserError(f"--device tpu: no TPU found ({str(error).splitlines()[0][:120]}); run on a TPU VM or "
+                        f"GKE TPU node with the tpu image, or use --device cpu") from None
+    assignment = tf.tpu.experimental.DeviceAssignment.build(topology, num_replicas=1)
+    return tf.distribute.TPUStrategy(resolver, experimental_device_assignment=assignment)

@@ -1,0 +1,93 @@
+"""An experiment's results across copies: final numbers as mean ± std, and learning curves with a band.
+
+Works for any experiment in the store whose run directory is reachable from here: a local path, or a
+bucket (gs://, s3://), synced into the local cache first. A run on a cluster's PVC is not reachable.
+"""
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlkube.core import storage
+from rlkube.core.errors import UserError
+from rlkube.launch.store import Record
+
+SUMMARY_FILES = ("summary.json", "metrics.jsonl")
+
+
+def experiment_cache(name: str) -> Path:
+    """Where bucket-backed experiments are synced for results and TensorBoard: <cache>/<EXP>/copy-<i>."""
+    return storage.cache_root() / "experiments" / name
+
+
+def local_run_dir(record: Record, include: Any = None) -> Path:
+    """The experiment's run directory on this machine, syncing it from its bucket first if it has one."""
+    if storage.is_remote(record.output_dir):
+        target = experiment_cache(record.name)
+        for index in range(record.copies):
+            storage.sync_down(f"{record.output_dir}/copy-{index}", target / f"copy-{index}", include=include)
+        return target
+    if record.target == "kubernetes":
+        raise UserError(f"{record.name} writes to {record.output_dir} on the cluster's volume, which is not reachable "
+                        f"from here; use a profile with a gs:// or s3:// output, or rlkube tensorboard {record.name}")
+    return Path(record.output_dir)
+
+
+def collect(record: Record) -> list[dict[str, Any]]:
+    """Per copy: its summary (if it finished) and its evaluations."""
+    run_dir = local_run_dir(record, include=lambda path: path.endswith(SUMMARY_FILES))
+    copies = []
+    for index in range(record.copies):
+        directory = run_dir / f"copy-{index}"
+        summary_path, metrics_path = directory / "summary.json", directory / "metrics.jsonl"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        evaluations = [json.loads(line) for line in metrics_path.read_text().splitlines()] \
+            if metrics_path.exists() else []
+        copies.append({"copy": index, "summary": summary, "evaluations": evaluations})
+    return copies
+
+
+def across(values: list[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def final_returns(copies: list[dict[str, Any]], key: str) -> list[float]:
+    return [c["summary"][key] for c in copies if c["summary"] and c["summary"].get(key) is not None]
+
+
+def plot(record: Record, copies: list[dict[str, Any]], path: Path) -> None:
+    """Learning curves: each copy thin, the mean across copies bold, a ±1 std band around it."""
+    import matplotlib  # noqa: PLC0415  (only --plot needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    curves = {}
+    for copy in copies:
+        if copy["evaluations"]:
+            steps = [e["step"] for e in copy["evaluations"]]
+            returns = [e["mean_return"] for e in copy["evaluations"]]
+            curves[copy["copy"]] = dict(zip(steps, returns, strict=True))
+            axes.plot(steps, returns, linewidth=0.8, alpha=0.45, label=f"copy-{copy['copy']}")
+    if not curves:
+        raise UserError(f"{record.name} has no evaluations yet; try again once a copy has evaluated")
+    shared = sorted(set.intersection(*(set(c) for c in curves.values())))
+    if shared:
+        table = np.array([[curve[step] for step in shared] for curve in curves.values()])
+        mean, std = table.mean(axis=0), table.std(axis=0)
+        axes.plot(shared, mean, color="black", linewidth=2, label=f"mean of {len(curves)}")
+        axes.fill_between(shared, mean - std, mean + std, color="black", alpha=0.15, label="±1 std")
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("mean evaluation return")
+    axes.set_title(f"{record.name}: {record.spec.train.hparams}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

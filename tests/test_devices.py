@@ -1,0 +1,41 @@
+"""--device picks the learner's strategy; on this CPU machine, auto is the CPU and accelerators are refused."""
+
+import pytest
+import tensorflow as tf
+
+from rlkube.core import devices
+from rlkube.core.errors import UserError
+from tests.conftest import run_rlkube
+
+
+def test_auto_is_the_cpu_without_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("TPU_WORKER_ID", "TPU_NAME", "TPU_ACCELERATOR_TYPE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert devices.resolve("auto") == "cpu"
+    strategy = devices.strategy_for("auto")
+    with strategy.scope():
+        variable = tf.Variable(1.0)
+    assert "CPU" in variable.device.upper()
+
+
+def test_auto_prefers_a_tpu_where_gke_announces_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No TPU exists here: GKE's TPU_WORKER_ID stands in for one, to check what auto picks.
+    monkeypatch.setenv("TPU_WORKER_ID", "0")
+    assert devices.resolve("auto") == "tpu"
+
+
+@pytest.mark.parametrize(("device", "message"), [("gpu", "--device gpu: TensorFlow sees no GPU"),
+                                                 ("tpu", "--device tpu: no TPU found")])
+def test_missing_accelerators_get_one_clear_line(device: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        devices.strategy_for(device)
+
+
+def test_training_on_the_chosen_device_learns_and_a_missing_one_is_refused(tmp_path) -> None:
+    args = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "1",
+            "--test-episodes", "1", "--hparam-override", "eval_every=1500"]
+    assert run_rlkube(*args, "--device", "cpu", "--output-dir", str(tmp_path / "cpu")).returncode == 0
+    refused = run_rlkube(*args, "--device", "gpu", "--output-dir", str(tmp_path / "gpu"))
+    assert refused.returncode == 2
+    assert "error: --device gpu: TensorFlow sees no GPU" in refused.stderr
+    assert not (tmp_path / "gpu").exists()
