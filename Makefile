@@ -32,7 +32,7 @@ testtools:
 		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
 
 test: lint testtools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/dqn_cartpole.py

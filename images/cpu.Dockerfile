@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+#
+# rlkube on CPUs: TensorFlow 2.21 (tensorflow-cpu) on slim Python 3.11.
+#
+#   rlkube build --target cpu [--push --registry REGISTRY]
+#   docker buildx build -f images/cpu.Dockerfile -t rlkube-cpu .      (context: the repository root)
+#
+# The entrypoint is `rlkube train` (what every training pod runs); the same image serves the
+# in-cluster TensorBoard with command `tensorboard`. Layers go from slowest-changing to fastest:
+# the dependencies are installed from pyproject.toml alone, rlkube itself last, so a code change
+# rebuilds only the last layer, in seconds.
+
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/rlkube \
+    PATH=/opt/rlkube/bin:$PATH
+
+# The user rlkube's pods run as (runAsUser, runAsGroup and fsGroup 1000), with a writable home.
+RUN groupadd --gid 1000 rlkube \
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/rlkube --shell /bin/bash rlkube
+
+RUN python -m venv "$VIRTUAL_ENV"
+
+WORKDIR /opt/rlkube-src
+
+# `rlkube build` (the Docker SDK's classic builder, which has no cache mounts) sets this to 1 so
+# pip's cache does not end up in a layer; BuildKit leaves it unset and caches in the mount.
+ARG PIP_NO_CACHE_DIR
+
+# 1. TensorFlow for this image, on its own: the biggest layer, and rebuilt only when this pin changes.
+#    The same requirement as pyproject.toml's (a test holds them equal): tensorflow-cpu on x86-64,
+#    elsewhere the plain build, which is the CPU one there.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install "tensorflow-cpu~=2.21.0; platform_machine == 'x86_64'" \
+                "tensorflow~=2.21.0; platform_machine != 'x86_64'"
+
+# 2. The other dependencies, from pyproject.toml alone: rebuilt only when they change. EXCLUDE names
+#    dependencies this image replaces (none here: pyproject's TensorFlow is the one installed above).
+ARG EXCLUDE=""
+COPY pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -c 'import os, re, tomllib; drop = set(os.environ.get("EXCLUDE", "").split()); deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; print("\n".join(d for d in deps if re.match(r"[A-Za-z0-9._-]+", d)[0].lower() not in drop))' > requirements.txt \
+ && pip install -r requirements.txt
+
+# 3. rlkube itself, without dependencies (they are all above): a code change rebuilds only this.
+COPY README.md ./
+COPY rlkube ./rlkube
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --no-deps . \
+ && rm -rf build
+
+# Declared last: a new commit or build time changes only the metadata below, never a layer above.
+ARG VERSION=dev
+ARG GIT_COMMIT=unknown
+ARG CREATED=unknown
+ARG SOURCE=https://github.com/rlkube/rlkube
+LABEL org.opencontainers.image.title="rlkube-cpu" \
+      org.opencontainers.image.description="rlkube: TF2 reinforcement learning, CPU image (tensorflow-cpu 2.21)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
+
+ENV HOME=/home/rlkube
+USER 1000:1000
+WORKDIR /home/rlkube
+ENTRYPOINT ["rlkube", "train"]
+CMD ["--help"]
