@@ -294,8 +294,8 @@ def test_tensorboard_deploys_in_cluster_and_port_forwards_through_the_api_server
 
     # Output in a bucket: this test cluster has no volume provisioner for the runs PVC.
     assert rlkube("submit", "--cluster", "test-tpu", "--hparams", "dqn_cartpole", "--name", "tb").returncode == 0
-    process = subprocess.Popen([*RLKUBE, "tensorboard", "tb"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=os.environ.copy())
+    process = subprocess.Popen([*RLKUBE, "tensorboard", "tb", "--in-cluster"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         line = process.stdout.readline()
         assert "http://127.0.0.1:" in line, process.stderr.read() if process.poll() is not None else line
