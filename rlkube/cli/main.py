@@ -103,15 +103,10 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
     flag_values = {"env": env, "train_steps": str(train_steps) if train_steps else None}
     hp = apply_overrides(hp, {k: v for k, v in flag_values.items() if v is not None})
     check_env_name(hp.env)
-    from rlkube.core.storage import is_remote  # noqa: PLC0415
+    from rlkube.core.storage import is_remote, local_mirror  # noqa: PLC0415
 
     remote = output_dir.rstrip("/") if is_remote(output_dir) else None
-    if remote:
-        from rlkube.core.experiment import local_mirror  # noqa: PLC0415
-
-        output_dir = local_mirror(remote)
-    else:
-        output_dir = _writable_output_dir(Path(output_dir))
+    output_dir = local_mirror(remote) if remote else _writable_output_dir(Path(output_dir))
     if render:
         _check_display()
     if not training and not remote:

@@ -7,7 +7,6 @@ SIGINT to them (in a container only PID 1 gets the signal) so every copy checkpo
 import json
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import time
@@ -33,12 +32,6 @@ EXIT_USER_ERROR = 2
 
 def copy_dir(output_dir: Path, index: int) -> Path:
     return output_dir / f"copy-{index}"
-
-
-def local_mirror(remote_url: str) -> Path:
-    """Where a run directory in a bucket is worked on: the runner writes here and syncs to the bucket."""
-    base = Path(os.environ.get("RLKUBE_CACHE_DIR", Path.home() / ".cache" / "rlkube" / "runs"))
-    return base / re.sub(r"[^A-Za-z0-9._-]+", "_", remote_url.rstrip("/"))
 
 
 def _copy_runner(hp: HParams, output_dir: Path, index: int, options: RunOptions, remote: str | None) -> Runner:
