@@ -164,7 +164,6 @@ class Runner:
                 self._train()
             test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
             summary = self._summarise(test)
-            self.log.lengths()  # flushes the event file before the last sync
             self._sync()
             return summary
         finally:
@@ -204,13 +203,11 @@ class Runner:
                     sps = (state.step - state.last_log_step) / max(now - last_log_time, 1e-9)
                     self.log.scalars(state.step, {**learned, **agent.scalars(), "charts/SPS": sps})
                     state.last_log_step, last_log_time = state.step, now
-                    if self.options.remote_dir and time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
-                        self.log.lengths()
+                    if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
                         self._sync()
                 state.wall_seconds = time.perf_counter() - started
                 if state.step % hp.eval_every == 0 or state.step == hp.train_steps:
                     self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
-                    self.log.lengths()
                     self._sync()
                 if state.step % hp.checkpoint_every == 0 or state.step == hp.train_steps:
                     self._save()
@@ -288,6 +285,7 @@ class Runner:
     def _sync(self) -> None:
         """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
         if self.options.remote_dir:
+            self.log.lengths()  # flushes the event file
             storage.sync_up(self.copy_dir, self.options.remote_dir)
             self.last_sync = time.monotonic()
 
