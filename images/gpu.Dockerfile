@@ -26,13 +26,17 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --gid 1000 rlkube \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/rlkube --shell /bin/bash rlkube
 
-RUN python -m venv "$VIRTUAL_ENV"
-
-WORKDIR /opt/rlkube-src
-
 # `rlkube build` (the Docker SDK's classic builder, which has no cache mounts) sets this to 1 so
 # pip's cache does not end up in a layer; BuildKit leaves it unset and caches in the mount.
 ARG PIP_NO_CACHE_DIR
+
+# A current pip in the virtualenv: older resolvers (such as the 23.0 that Debian's venv bundles) can
+# backtrack for many minutes through botocore's daily releases (s3fs -> aiobotocore -> botocore).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv "$VIRTUAL_ENV" \
+ && pip install --upgrade "pip>=25.1"
+
+WORKDIR /opt/rlkube-src
 
 # 1. TensorFlow for this image, on its own: the biggest layer (several GB of CUDA libraries), and
 #    rebuilt only when this pin changes. Same version as pyproject.toml's tensorflow-cpu.

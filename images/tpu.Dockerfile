@@ -28,7 +28,15 @@ ENV PYTHONUNBUFFERED=1 \
 RUN groupadd --gid 1000 rlkube \
  && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/rlkube --shell /bin/bash rlkube
 
-RUN python -m venv "$VIRTUAL_ENV"
+# `rlkube build` (the Docker SDK's classic builder, which has no cache mounts) sets this to 1 so
+# pip's cache does not end up in a layer; BuildKit leaves it unset and caches in the mount.
+ARG PIP_NO_CACHE_DIR
+
+# A current pip in the virtualenv: older resolvers (such as the 23.0 that Debian's venv bundles) can
+# backtrack for many minutes through botocore's daily releases (s3fs -> aiobotocore -> botocore).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv "$VIRTUAL_ENV" \
+ && pip install --upgrade "pip>=25.1"
 
 # Where there is no TPU (the in-cluster TensorBoard's node, `--device cpu`, a laptop), importing this
 # TensorFlow loads libtpu, which asks the GCE metadata server for the TPU's settings, 30 tries per
@@ -38,10 +46,6 @@ RUN python -m venv "$VIRTUAL_ENV"
 RUN python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'rlkube-no-tpu.pth').write_text('import glob, os; glob.glob(\"/dev/accel*\") or glob.glob(\"/dev/vfio/[0-9]*\") or any(os.environ.get(name) for name in (\"TPU_WORKER_ID\", \"TPU_NAME\", \"TPU_ACCELERATOR_TYPE\")) or os.environ.setdefault(\"TPU_LOAD_LIBRARY\", \"0\")\n')"
 
 WORKDIR /opt/rlkube-src
-
-# `rlkube build` (the Docker SDK's classic builder, which has no cache mounts) sets this to 1 so
-# pip's cache does not end up in a layer; BuildKit leaves it unset and caches in the mount.
-ARG PIP_NO_CACHE_DIR
 
 # 1. TensorFlow for this image, on its own: the biggest layer, and rebuilt only when these pins change.
 RUN --mount=type=cache,target=/root/.cache/pip \

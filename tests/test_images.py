@@ -114,6 +114,12 @@ def installs(target: str) -> list[tuple[int, Instruction]]:
     return [(i, ins) for i, ins in enumerate(dockerfile(target)) if ins.keyword == "RUN" and "pip install" in ins.value]
 
 
+def tensorflow_install(target: str) -> Instruction:
+    """The RUN that installs the image's TensorFlow build (its first install that names one)."""
+    return next(ins for _, ins in installs(target) if any(
+        Requirement(r).name.startswith("tensorflow") for r in pip_requirements(ins.value)))
+
+
 def pyproject_dependencies() -> list[Requirement]:
     import tomllib  # noqa: PLC0415
 
@@ -252,14 +258,14 @@ def test_pip_installs_use_the_buildkit_cache_mount(target: str) -> None:
 
 
 def test_cpu_image_installs_the_same_tensorflow_as_pyproject() -> None:
-    tf_install = installs("cpu")[0][1]
+    tf_install = tensorflow_install("cpu")
     in_image = {(r.name, str(r.specifier)) for r in map(Requirement, pip_requirements(tf_install.value))}
     in_pyproject = {(r.name, str(r.specifier)) for r in pyproject_dependencies() if r.name.startswith("tensorflow")}
     assert in_image == in_pyproject
 
 
 def test_gpu_image_installs_cuda_tensorflow_of_pyprojects_version() -> None:
-    (requirement,) = map(Requirement, pip_requirements(installs("gpu")[0][1].value))
+    (requirement,) = map(Requirement, pip_requirements(tensorflow_install("gpu").value))
     cpu_build = next(r for r in pyproject_dependencies() if r.name == "tensorflow-cpu")
     assert requirement.name == "tensorflow"
     assert requirement.extras == {"and-cuda"}
@@ -267,10 +273,27 @@ def test_gpu_image_installs_cuda_tensorflow_of_pyprojects_version() -> None:
 
 
 def test_tpu_image_pins_tensorflow_tpu_2_20_and_libtpu() -> None:
-    requirements = pip_requirements(installs("tpu")[0][1].value)
+    requirements = pip_requirements(tensorflow_install("tpu").value)
     assert "tensorflow-tpu==2.20.*" in requirements
     (libtpu,) = [Requirement(r) for r in requirements if r.startswith("libtpu")]
     assert str(libtpu.specifier).startswith("==")  # tensorflow-tpu's own libtpu~=0.0.14 would float to any 0.0.x
+
+
+@pytest.mark.parametrize(("tpu_variables", "loads_libtpu"), [({}, "0"), ({"TPU_WORKER_ID": "0"}, None)])
+def test_tpu_image_skips_libtpu_where_there_is_no_tpu(tpu_variables: dict[str, str], loads_libtpu: str | None,
+                                                      tmp_path: Path) -> None:
+    """Without it, importing TensorFlow in the tpu image off a TPU (the in-cluster TensorBoard) hangs for minutes."""
+    if Path("/dev/accel0").exists() or list(Path("/dev").glob("vfio/[0-9]*")):
+        pytest.skip("this machine has a TPU")
+    hook = next(ins for ins in dockerfile("tpu") if ins.keyword == "RUN" and ".pth" in ins.value)
+    venv = tmp_path / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
+    path = f"{venv}/bin:/usr/bin:/bin"
+    subprocess.run(["/bin/sh", "-c", hook.value], env={"PATH": path}, check=True)
+    shown = subprocess.run([venv / "bin" / "python", "-c", "import os; print(os.environ.get('TPU_LOAD_LIBRARY'))"],
+                           env={"PATH": path, **tpu_variables}, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == str(loads_libtpu)
 
 
 @pytest.mark.parametrize(("target", "dropped"), [
