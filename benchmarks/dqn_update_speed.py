@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from rlkube.core.agents import make_agent
 from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps, TFOps
+from rlkube.core.agents.tf_ops import TFOps
+from rlkube.core.networks import NumpyOps
 
 
 def per_second(run: callable, repeats: int) -> float:
@@ -30,7 +31,8 @@ def main() -> None:
     obs, _ = env.reset(seed=0)
     for _ in range(5_000):
         next_obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-        agent.observe(obs, 0, float(reward), next_obs, terminated, truncated)
+        agent.observe(obs[None], np.zeros(1, np.int64), np.array([reward]), next_obs[None], np.array([terminated]),
+                      np.array([truncated]), {})
         obs = env.reset()[0] if terminated or truncated else next_obs
 
     steps = hp.gradient_steps
@@ -43,8 +45,8 @@ def main() -> None:
     single = obs[None].astype(np.float32)
     forward_tf = tf.function(lambda x: agent.network.forward(agent.online, x, None, TFOps))
     tf_act_us = 1e6 / per_second(lambda: forward_tf(single).numpy(), 2_000)
-    numpy_act_us = 1e6 / per_second(lambda: agent.act(obs, explore=False), 20_000)
-    numpy_forward_us = 1e6 / per_second(lambda: agent.network.forward(agent.acting_params, single, None, NumpyOps),
+    numpy_act_us = 1e6 / per_second(lambda: agent.act(single, explore=False), 20_000)
+    numpy_forward_us = 1e6 / per_second(lambda: agent.network.forward(agent.policy.params, single, None, NumpyOps),
                                         20_000)
     env.reset(seed=0)
     env_step_us = 1e6 / per_second(lambda: env.step(0) if not env.step(1)[2] else env.reset(), 20_000) / 2

@@ -17,9 +17,10 @@ def run_steps(agent, env, obs, steps: int) -> tuple[object, list[float]]:
     """The runner's loop for `steps` steps; returns the last observation and the losses learned."""
     losses = []
     for _ in range(steps):
-        action = agent.act(obs)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        agent.observe(obs, action, float(reward), next_obs, terminated, truncated)
+        actions, extras = agent.act(obs[None])
+        next_obs, reward, terminated, truncated, _ = env.step(actions[0])
+        agent.observe(obs[None], actions, np.array([reward]), next_obs[None], np.array([terminated]),
+                      np.array([truncated]), extras)
         if learned := agent.update():
             losses.append(learned["losses/td_loss"])
         obs = env.reset()[0] if terminated or truncated else next_obs

@@ -4,9 +4,11 @@ Registered names get the wrappers they need (Atari preprocessing, say). Any othe
 itself knows also works, so a user's own registered env runs without touching rlkube.
 """
 
+import functools
 from collections.abc import Callable
 
 import gymnasium as gym
+import numpy as np
 
 from rlkube.core.errors import UserError, unknown_name
 from rlkube.core.registry import Registry
@@ -43,3 +45,26 @@ def make_env(name: str, render_mode: str | None = None) -> gym.Env:
         return factory(render_mode=render_mode)
     except gym.error.DependencyNotInstalled as error:
         raise UserError(f"env '{name}' needs an extra: {error}") from None
+
+
+def make_vector_env(name: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
+    """`num_envs` copies of env `name`, stepped together: in this process (sync) or one process each (async).
+
+    Episodes reset in the same step they end (gymnasium's SAME_STEP autoreset), with the last
+    observation in `info["final_obs"]`; `learning_next_obs` puts it back for the learner.
+    """
+    check_env_name(name)
+    make_one = functools.partial(make_env, name)
+    make_one().close()  # reject a missing extra here, in one line, rather than inside a worker process
+    vector_class = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
+    return vector_class([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def learning_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """What each env's action led to: `next_obs`, except the final observation where an episode ended."""
+    if not done.any():
+        return next_obs
+    result = next_obs.copy()
+    for index in np.flatnonzero(done):
+        result[index] = info["final_obs"][index]
+    return result

@@ -1,9 +1,12 @@
 """Networks as parameter lists plus one pure forward function that runs on numpy or TensorFlow.
 
 Acting must not pay a TensorFlow call per environment step (~300 us against ~8 us for the same
-matmuls in numpy), so the actor runs `forward` on numpy copies of the learner's variables, and the
+matmuls in numpy), so actors run `forward` on numpy copies of the learner's variables, and the
 learner runs the very same function inside its compiled update. Noise for noisy layers is an
 input, drawn by the caller from numpy or from a TF generator.
+
+This module imports no TensorFlow: actor processes (`--num-workers`) act with it alone. The learner
+passes `rlkube.core.agents.tf_ops.TFOps` where actors pass `NumpyOps`.
 """
 
 import itertools
@@ -13,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from rlkube.core.registry import Registry
 
@@ -22,20 +24,18 @@ model_registry: Registry[type["QNetwork"]] = Registry("model")
 
 class NumpyOps:
     relu = staticmethod(lambda x: np.maximum(x, 0.0))
+    tanh = staticmethod(np.tanh)
+    exp = staticmethod(np.exp)
     mean = staticmethod(lambda x, axis: x.mean(axis=axis, keepdims=True))
     sign = staticmethod(np.sign)
     sqrt = staticmethod(np.sqrt)
     abs = staticmethod(np.abs)
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
+    flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
+    concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
 
 
-class TFOps:
-    relu = staticmethod(tf.nn.relu)
-    mean = staticmethod(lambda x, axis: tf.reduce_mean(x, axis=axis, keepdims=True))
-    sign = staticmethod(tf.sign)
-    sqrt = staticmethod(tf.sqrt)
-    abs = staticmethod(tf.abs)
-    float32 = staticmethod(lambda x: tf.cast(x, tf.float32))
+ACTIVATIONS = ("relu", "tanh")
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,13 @@ class Dense:
     fan_out: int
     noisy: bool = False
     sigma0: float = 0.5
+    scale: float = 1.0  # shrinks the initial weights, e.g. 0.01 for a policy's output layer
 
     def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
         # PyTorch's default Linear init, so results compare with Stable-Baselines3.
         bound = 1.0 / math.sqrt(self.fan_in)
-        weights = rng.uniform(-bound, bound, (self.fan_in, self.fan_out)).astype(np.float32)
-        bias = rng.uniform(-bound, bound, (self.fan_out,)).astype(np.float32)
+        weights = (self.scale * rng.uniform(-bound, bound, (self.fan_in, self.fan_out))).astype(np.float32)
+        bias = (self.scale * rng.uniform(-bound, bound, (self.fan_out,))).astype(np.float32)
         if not self.noisy:
             return [weights, bias]
         sigma = self.sigma0 / math.sqrt(self.fan_in)
@@ -70,44 +71,35 @@ class Dense:
         return 4 if self.noisy else 2
 
 
-@model_registry.register("mlp")
-class QNetwork:
-    """An MLP torso with a Q head, or dueling value and advantage heads."""
+class MLP:
+    """Dense layers with an activation between them (none after the last)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
-                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
-        sizes = [int(np.prod(obs_shape)), *hidden_sizes]
-        self.torso = [Dense(i, o, noisy, sigma0) for i, o in itertools.pairwise(sizes)]
-        self.dueling = dueling
-        heads = [Dense(sizes[-1], 1, noisy, sigma0), Dense(sizes[-1], num_actions, noisy, sigma0)] \
-            if dueling else [Dense(sizes[-1], num_actions, noisy, sigma0)]
-        self.layers = [*self.torso, *heads]
+    def __init__(self, in_size: int, hidden_sizes: Sequence[int], out_size: int, activation: str = "relu",
+                 out_scale: float = 1.0, noisy: bool = False, sigma0: float = 0.5) -> None:
+        sizes = [in_size, *hidden_sizes, out_size]
+        self.layers = [Dense(i, o, noisy, sigma0) for i, o in itertools.pairwise(sizes[:-1])]
+        self.layers.append(Dense(sizes[-2], out_size, noisy, sigma0, scale=out_scale))
+        self.activation = activation
         self.noisy = noisy
 
-    def initial_params(self, seed: int) -> list[np.ndarray]:
-        rng = np.random.default_rng(seed)
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.layers)
+
+    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
         return [p for layer in self.layers for p in layer.initial_params(rng)]
 
-    def forward(self, params: Sequence[Any], obs: Any, noise: Sequence[tuple[Any, Any]] | None,
-                ops: Any) -> Any:
-        """Q-values for a batch of observations; `noise` is None for the noise-free (mean) network."""
-        x = ops.float32(obs)
-        x = x if len(x.shape) == 2 else x.reshape(x.shape[0], -1) if ops is NumpyOps \
-            else tf.reshape(x, (tf.shape(x)[0], -1))
-        outputs = []
+    def forward(self, params: Sequence[Any], x: Any, ops: Any, noise: Sequence[Any] | None = None,
+                last_activation: bool = False) -> Any:
+        activate = getattr(ops, self.activation)
         offset = 0
         for index, layer in enumerate(self.layers):
-            layer_params = params[offset: offset + layer.num_params]
+            x = layer.apply(params[offset: offset + layer.num_params], x,
+                            noise[index] if noise is not None else None, ops)
             offset += layer.num_params
-            layer_noise = noise[index] if noise is not None else None
-            if index < len(self.torso):
-                x = ops.relu(layer.apply(layer_params, x, layer_noise, ops))
-            else:
-                outputs.append(layer.apply(layer_params, x, layer_noise, ops))
-        if self.dueling:
-            value, advantage = outputs
-            return value + advantage - ops.mean(advantage, 1)
-        return outputs[0]
+            if index < len(self.layers) - 1 or last_activation:
+                x = activate(x)
+        return x
 
     def noise_numpy(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]] | None:
         if not self.noisy:
@@ -115,7 +107,55 @@ class QNetwork:
         return [(rng.standard_normal(layer.fan_in, np.float32), rng.standard_normal(layer.fan_out, np.float32))
                 for layer in self.layers]
 
-    def noise_tf(self, generator: tf.random.Generator) -> list[tuple[tf.Tensor, tf.Tensor]] | None:
+    def noise_tf(self, generator: Any) -> list[tuple[Any, Any]] | None:
+        """The same draw from a tf.random.Generator, inside the learner's graph."""
         if not self.noisy:
             return None
         return [(generator.normal([layer.fan_in]), generator.normal([layer.fan_out])) for layer in self.layers]
+
+
+@model_registry.register("mlp")
+class QNetwork:
+    """An MLP torso with a Q head, or dueling value and advantage heads."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
+                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
+        in_size = int(np.prod(obs_shape))
+        # Dueling: one stack whose last layer has 1 + num_actions outputs is not the same network as two
+        # heads on a shared torso (the heads' noise differs), so the heads are separate layers.
+        self.torso = MLP(in_size, hidden_sizes[:-1], hidden_sizes[-1], noisy=noisy, sigma0=sigma0) \
+            if hidden_sizes else None
+        width = hidden_sizes[-1] if hidden_sizes else in_size
+        self.heads = [MLP(width, (), 1, noisy=noisy, sigma0=sigma0), MLP(width, (), num_actions, noisy=noisy,
+                                                                         sigma0=sigma0)] \
+            if dueling else [MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)]
+        self.parts = [*([self.torso] if self.torso else []), *self.heads]
+        self.dueling = dueling
+        self.noisy = noisy
+
+    def initial_params(self, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return [p for part in self.parts for p in part.initial_params(rng)]
+
+    def forward(self, params: Sequence[Any], obs: Any, noise: Sequence[Any] | None, ops: Any) -> Any:
+        """Q-values for a batch of observations; `noise` is None for the noise-free (mean) network."""
+        x = ops.flatten(ops.float32(obs))
+        offset, outputs = 0, []
+        for index, part in enumerate(self.parts):
+            part_params = params[offset: offset + part.num_params]
+            offset += part.num_params
+            part_noise = noise[index] if noise is not None else None
+            if part is self.torso:
+                x = part.forward(part_params, x, ops, part_noise, last_activation=True)
+            else:
+                outputs.append(part.forward(part_params, x, ops, part_noise))
+        if self.dueling:
+            value, advantage = outputs
+            return value + advantage - ops.mean(advantage, 1)
+        return outputs[0]
+
+    def noise_numpy(self, rng: np.random.Generator) -> list[Any] | None:
+        return [part.noise_numpy(rng) for part in self.parts] if self.noisy else None
+
+    def noise_tf(self, generator: Any) -> list[Any] | None:
+        return [part.noise_tf(generator) for part in self.parts] if self.noisy else None

@@ -22,11 +22,12 @@ import yaml
 
 from rlkube.core import checkpoint, devices, storage
 from rlkube.core.agents import Agent, make_agent
-from rlkube.core.envs import make_env
+from rlkube.core.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams, from_dict, to_dict
 from rlkube.core.progress import Progress
 from rlkube.core.run_log import RunLog
+from rlkube.core.schedules import multiples_between
 from rlkube.core.video import write_episode
 from rlkube.core.viewer import Viewer
 
@@ -60,10 +61,10 @@ class RunOptions:
 class LoopState:
     """The runner's own counters; with the agent's state and the env's, all a resume needs."""
 
-    step: int = 0
+    step: int = 0  # environment steps, summed over the vector's environments
     episodes: int = 0
-    episode_return: float = 0.0
-    episode_length: int = 0
+    episode_returns: np.ndarray | None = None  # per environment, for the episodes under way
+    episode_lengths: np.ndarray | None = None
     evaluations: int = 0
     last_log_step: int = 0
     wall_seconds: float = 0.0
@@ -115,7 +116,8 @@ def _episode(env: gym.Env, agent: Agent, seed: int, record: bool,
     frame()
     total, length, done = 0.0, 0, False
     while not done:
-        obs, reward, terminated, truncated, _ = env.step(agent.act(obs, explore=False))
+        actions, _ = agent.act(obs[None], explore=False)
+        obs, reward, terminated, truncated, _ = env.step(actions[0])
         total += float(reward)
         length += 1
         done = terminated or truncated
@@ -130,10 +132,10 @@ class Runner:
         self.options = options
         render_mode = "rgb_array" if options.render or options.record_video else None
         # Everything that can reject the user's input happens before anything is written.
-        self.env = make_env(hp.env)
         self.eval_env = make_env(hp.env, render_mode=render_mode)
-        self.agent = make_agent(hp, self.env.observation_space, self.env.action_space, options.seed,
+        self.agent = make_agent(hp, self.eval_env.observation_space, self.eval_env.action_space, options.seed,
                                 devices.strategy_for(options.device))
+        self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode)
         check_same_hparams(copy_dir, hp)
         self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
         self.state = LoopState()
@@ -169,6 +171,7 @@ class Runner:
         finally:
             self.progress.close()
             self.log.close()
+            self.envs.close()
             if self.viewer:
                 self.viewer.close()
 
@@ -176,8 +179,9 @@ class Runner:
         (self.copy_dir / HPARAMS_FILE).write_text(
             yaml.safe_dump({"hparams": to_dict(self.hp), "seed": self.options.seed}, sort_keys=False))
         self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
-        self.obs, _ = self.env.reset(seed=self.options.seed)
-        self.env.action_space.seed(self.options.seed)
+        self.obs, _ = self.envs.reset(seed=self.options.seed)
+        self.state.episode_returns = np.zeros(self.hp.num_envs)
+        self.state.episode_lengths = np.zeros(self.hp.num_envs, np.int64)
 
     def _train(self) -> None:
         hp, state, agent = self.hp, self.state, self.agent
@@ -186,18 +190,20 @@ class Runner:
         started = time.perf_counter() - state.wall_seconds
         try:
             while state.step < hp.train_steps:
-                # The seed paper's loop: act, step, observe, update.
-                action = agent.act(self.obs)
-                next_obs, reward, terminated, truncated, _ = self.env.step(action)
-                agent.observe(self.obs, action, float(reward), next_obs, terminated, truncated)
+                # The seed paper's loop: act, step, observe, update (here for a vector of environments).
+                actions, extras = agent.act(self.obs)
+                next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+                done = terminated | truncated
+                agent.observe(self.obs, actions, rewards, learning_next_obs(next_obs, done, info), terminated,
+                              truncated, extras)
                 learned = agent.update()
                 self.obs = next_obs
 
-                state.step += 1
-                state.episode_return += float(reward)
-                state.episode_length += 1
-                if terminated or truncated:
-                    self._end_episode()
+                before, state.step = state.step, state.step + hp.num_envs
+                state.episode_returns += rewards
+                state.episode_lengths += 1
+                for index in np.flatnonzero(done):
+                    self._end_episode(index)
                 if learned and state.step - state.last_log_step >= hp.log_every:
                     now = time.perf_counter()
                     sps = (state.step - state.last_log_step) / max(now - last_log_time, 1e-9)
@@ -206,10 +212,11 @@ class Runner:
                     if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
                         self._sync()
                 state.wall_seconds = time.perf_counter() - started
-                if state.step % hp.eval_every == 0 or state.step == hp.train_steps:
+                finished = state.step >= hp.train_steps
+                if multiples_between(before, state.step, hp.eval_every) or finished:
                     self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
                     self._sync()
-                if state.step % hp.checkpoint_every == 0 or state.step == hp.train_steps:
+                if multiples_between(before, state.step, hp.checkpoint_every) or finished:
                     self._save()
                 if self.stop_signal is not None:
                     self._save()
@@ -219,14 +226,14 @@ class Runner:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
 
-    def _end_episode(self) -> None:
+    def _end_episode(self, index: int) -> None:
+        """Environment `index` finished an episode (the vector env has reset it already)."""
         state = self.state
         state.episodes += 1
-        state.recent_returns.append(state.episode_return)
-        self.log.scalars(state.step, {"charts/episodic_return": state.episode_return,
-                                      "charts/episodic_length": state.episode_length})
-        state.episode_return, state.episode_length = 0.0, 0
-        self.obs, _ = self.env.reset()
+        state.recent_returns.append(float(state.episode_returns[index]))
+        self.log.scalars(state.step, {"charts/episodic_return": float(state.episode_returns[index]),
+                                      "charts/episodic_length": int(state.episode_lengths[index])})
+        state.episode_returns[index], state.episode_lengths[index] = 0.0, 0
 
     def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
         """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
@@ -277,7 +284,7 @@ class Runner:
             "agent": self.agent.state_dict(),
             "loop": self.state,
             "obs": self.obs,
-            "env": pickle.dumps(self.env),
+            "envs": self._pickled_envs(),
             "logs": self.log.lengths(),
         })
         self._sync()
@@ -293,7 +300,20 @@ class Runner:
         self.agent.load_state_dict(saved["agent"])
         self.state = saved["loop"]
         self.obs = saved["obs"]
-        self.env = pickle.loads(saved["env"])
+        if saved["envs"] is not None:
+            self.envs.close()
+            self.envs = pickle.loads(saved["envs"])
+        else:
+            # Async envs live in their processes and cannot be saved: the resumed run starts new episodes.
+            self.obs, _ = self.envs.reset(seed=self.options.seed + self.state.step)
+            self.state.episode_returns[:] = 0.0
+            self.state.episode_lengths[:] = 0
+
+    def _pickled_envs(self) -> bytes | None:
+        """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""
+        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
+            return None
+        return pickle.dumps(self.envs)
 
     def _catch_stop_signals(self) -> dict[int, Any]:
         def request_stop(signum: int, _frame: Any) -> None:

@@ -28,3 +28,8 @@ class ExponentialSchedule:
 
     def __call__(self, step: int) -> float:
         return self.end + (self.start - self.end) * self.decay ** max(step, 0)
+
+
+def multiples_between(before: int, after: int, period: int) -> int:
+    """How many multiples of `period` lie in (before, after]: steps advance by num_envs, not by one."""
+    return after // period - before // period

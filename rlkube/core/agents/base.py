@@ -1,29 +1,47 @@
-"""The agent interface from the seed paper, and the agent registry."""
+"""The agent interface from the seed paper, and the agent registry.
+
+An agent has two halves. Its `policy` (rlkube.core.policies) acts: numpy only, picklable, so an
+actor process (`--num-workers`) runs a copy of it without TensorFlow. The agent itself learns: it
+observes what the policy's actions led to and updates its variables, then hands the policy fresh
+parameters.
+
+Everything is batched over a vector of environments: `obs` is [num_envs, ...], one action per row.
+"""
 
 from abc import ABC, abstractmethod
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams
+from rlkube.core.policies import Extras, Policy
 from rlkube.core.registry import Registry
-
 
 class Agent(ABC):
     """act, observe, update: the whole contract between the runner's loop and an algorithm."""
 
     # Which gymnasium action spaces the algorithm can drive.
     action_spaces: tuple[type[gym.Space], ...] = ()
+    # True when learning needs data from the current policy (PPO, VPG); actors then send whole rollouts.
+    on_policy: bool = False
+
+    policy: Policy
+    steps: int = 0  # environment steps observed, summed over environments
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> tuple[np.ndarray, Extras]:
+        """Actions for a batch of observations; `explore=False` is the evaluation policy."""
+        return self.policy.act(obs, explore, self.steps)
 
     @abstractmethod
-    def act(self, state: Any, explore: bool = True) -> Any:
-        """The action for one observation; `explore=False` is the evaluation policy."""
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        """One step of every environment.
 
-    @abstractmethod
-    def observe(self, last_state: Any, action: Any, reward: float, state: Any, done: bool,
-                truncated: bool = False) -> None:
-        """One transition; `done` is a true terminal (no bootstrap), `truncated` a time limit."""
+        `next_obs` is what each action led to, also where an episode ended (the env has reset since);
+        `terminated` is a true terminal (no bootstrap), `truncated` a time limit (bootstrap).
+        """
 
     @abstractmethod
     def update(self) -> dict[str, float]:
@@ -44,17 +62,23 @@ class Agent(ABC):
 agent_registry: Registry[type[Agent]] = Registry("agent")
 
 
+def check_action_space(hp: HParams, action_space: gym.Space) -> None:
+    """A UserError, naming the agents that would fit, unless `hp.agent` can drive this action space."""
+    cls = agent_registry[hp.agent]
+    if isinstance(action_space, cls.action_spaces):
+        return
+    wanted = " or ".join(space.__name__ for space in cls.action_spaces)
+    fits = [name for name in agent_registry if isinstance(action_space, agent_registry[name].action_spaces)]
+    hint = f"; agents for it: {', '.join(fits)}" if fits else ""
+    raise UserError(f"agent '{hp.agent}' needs a {wanted} action space, but env '{hp.env}' has "
+                    f"{type(action_space).__name__}{hint}")
+
+
 def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Space, seed: int,
                strategy: Any = None) -> Agent:
-    """The agent named by `hp.agent`, or a UserError if it cannot drive this env's action space.
+    """The agent named by `hp.agent` for one environment's spaces (not the vector env's batched ones).
 
     `strategy` (a tf.distribute.Strategy, see rlkube.core.devices) places the learner; None is the default.
     """
-    cls = agent_registry[hp.agent]
-    if not isinstance(action_space, cls.action_spaces):
-        wanted = " or ".join(space.__name__ for space in cls.action_spaces)
-        fits = [name for name in agent_registry if isinstance(action_space, agent_registry[name].action_spaces)]
-        hint = f"; agents for it: {', '.join(fits)}" if fits else ""
-        raise UserError(f"agent '{hp.agent}' needs a {wanted} action space, but env '{hp.env}' has "
-                        f"{type(action_space).__name__}{hint}")
-    return cls(hp, observation_space, action_space, seed, strategy)
+    check_action_space(hp, action_space)
+    return agent_registry[hp.agent](hp, observation_space, action_space, seed, strategy)

@@ -1,6 +1,6 @@
 """The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
 
-Acting runs in numpy on a copy of the weights; learning runs many gradient steps inside one
+Acting runs in numpy on a copy of the weights (rlkube.core.policies.QPolicy); learning runs many gradient steps inside one
 XLA-compiled graph call. The update, `_learn`, reads top to bottom like the paper's pseudo-code.
 """
 
@@ -10,13 +10,14 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core import action_selection
 from rlkube.core.agents.base import Agent, agent_registry
+from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.dqn import DQNHParams
 from rlkube.core.losses import loss_registry
 from rlkube.core.memory import NStepBuilder, memory_registry
-from rlkube.core.networks import NumpyOps, TFOps, model_registry
-from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
+from rlkube.core.networks import model_registry
+from rlkube.core.policies import Extras, QPolicy
+from rlkube.core.schedules import ExponentialSchedule, LinearSchedule, multiples_between
 
 
 @agent_registry.register("dqn")
@@ -38,11 +39,11 @@ class DQNAgent(Agent):
             self.optimizer = tf.keras.optimizers.Adam(hp.lr)
             self.optimizer.build(self.online)
             self.noise_generator = tf.random.Generator.from_seed(seed)
-        self.rng = np.random.default_rng(seed)
         self.memory = memory_registry[hp.memory](
             hp.memory_size, observation_space.shape, observation_space.dtype, (), np.int64, seed + 1,
             alpha=hp.per_alpha, epsilon=hp.per_epsilon)
-        self.n_step = NStepBuilder(hp.n_step, hp.gamma)
+        # One n-step builder per environment stream (an actor's envs have their own indices).
+        self.n_step: dict[int, NStepBuilder] = {}
         self.loss = loss_registry[hp.loss]
         decay_steps = int(hp.exploration_fraction * hp.train_steps)
         self.epsilon = LinearSchedule(hp.epsilon_start, hp.epsilon_end, decay_steps) \
@@ -50,8 +51,10 @@ class DQNAgent(Agent):
                                                                          hp.epsilon_decay)
         self.beta = LinearSchedule(hp.per_beta_start, hp.per_beta_end, hp.train_steps)
         self.steps = 0
+        self.previous_steps = 0
         self.last_learn_step = 0
-        self.acting_params = [p.numpy() for p in self.online]
+        self.policy = QPolicy(self.network, [p.numpy() for p in self.online], self.num_actions, self.epsilon,
+                              hp.learning_starts, seed)
         obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
         batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
         learn_on_device = tf.function(self._learn, jit_compile=True)
@@ -60,44 +63,38 @@ class DQNAgent(Agent):
             input_signature=[obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec,
                              batch_spec, batch_spec])
 
-    # -- acting ---------------------------------------------------------------------------------
-
-    def q_values(self, state: np.ndarray, explore: bool) -> np.ndarray:
-        noise = self.network.noise_numpy(self.rng) if explore else None
-        return self.network.forward(self.acting_params, state[None], noise, NumpyOps)[0]
-
-    def act(self, state: np.ndarray, explore: bool = True) -> int:
-        if not explore:
-            return action_selection.greedy(self.q_values(state, explore=False))
-        if self.steps < self.hp.learning_starts:
-            return int(self.rng.integers(self.num_actions))
-        return action_selection.epsilon_greedy(self.q_values(state, True), self.epsilon(self.steps), self.rng)
-
-    def observe(self, last_state: np.ndarray, action: int, reward: float, state: np.ndarray, done: bool,
-                truncated: bool = False) -> None:
-        self.steps += 1
-        for transition in self.n_step.push(last_state, action, reward, state, done, truncated):
-            self.memory.add(*transition)
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        self.previous_steps, self.steps = self.steps, self.steps + len(obs)
+        streams = extras.get("env_index", range(len(obs)))
+        for row, stream in enumerate(streams):
+            builder = self.n_step.setdefault(int(stream), NStepBuilder(self.hp.n_step, self.hp.gamma))
+            for transition in builder.push(obs[row], actions[row], float(rewards[row]), next_obs[row],
+                                           bool(terminated[row]), bool(truncated[row])):
+                self.memory.add(*transition)
 
     # -- learning -------------------------------------------------------------------------------
 
     def update(self) -> dict[str, float]:
         hp = self.hp
-        if self.steps <= hp.learning_starts or self.steps % hp.train_freq != 0 or len(self.memory) == 0:
+        phases = multiples_between(self.previous_steps, self.steps, hp.train_freq)
+        self.previous_steps = self.steps
+        if self.steps <= hp.learning_starts or phases == 0 or len(self.memory) == 0:
             return {}
+        gradient_steps = phases * hp.gradient_steps
         self._sync_target()
         if hp.memory == "prioritized":
             # Priorities change after every gradient step, so each batch is drawn after the last update.
             results = []
-            for _ in range(hp.gradient_steps):
+            for _ in range(gradient_steps):
                 batch = self.memory.sample(hp.batch_size, 1, beta=self.beta(self.steps))
                 results.append(self._learn_on(batch))
                 self.memory.update_priorities(batch["indices"], results[-1][1])
             losses = np.concatenate([r[0] for r in results])
             q_means = np.concatenate([r[2] for r in results])
         else:
-            losses, _, q_means = self._learn_on(self.memory.sample(hp.batch_size, hp.gradient_steps))
-        self.acting_params = [p.numpy() for p in self.online]
+            losses, _, q_means = self._learn_on(self.memory.sample(hp.batch_size, gradient_steps))
+        self.policy.params = [p.numpy() for p in self.online]
         self.last_learn_step = self.steps
         return {"losses/td_loss": float(losses.mean()), "losses/q_values": float(q_means.mean())}
 
@@ -161,11 +158,12 @@ class DQNAgent(Agent):
             "target": [v.numpy() for v in self.target],
             "optimizer": [v.numpy() for v in self.optimizer.variables],
             "noise_generator": self.noise_generator.state.numpy(),
-            "rng": self.rng.bit_generator.state,
+            "policy": self.policy.state_dict(),
             "steps": self.steps,
+            "previous_steps": self.previous_steps,
             "last_learn_step": self.last_learn_step,
             "memory": self.memory.state_dict(),
-            "n_step": self.n_step.state_dict(),
+            "n_step": {stream: builder.state_dict() for stream, builder in self.n_step.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -174,9 +172,13 @@ class DQNAgent(Agent):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
         self.noise_generator.state.assign(state["noise_generator"])
-        self.rng.bit_generator.state = state["rng"]
+        self.policy.load_state_dict(state["policy"])
         self.steps = state["steps"]
+        self.previous_steps = state["previous_steps"]
         self.last_learn_step = state["last_learn_step"]
         self.memory.load_state_dict(state["memory"])
-        self.n_step.load_state_dict(state["n_step"])
-        self.acting_params = [p.numpy() for p in self.online]
+        self.n_step = {}
+        for stream, builder_state in state["n_step"].items():
+            self.n_step[stream] = NStepBuilder(self.hp.n_step, self.hp.gamma)
+            self.n_step[stream].load_state_dict(builder_state)
+        self.policy.params = [p.numpy() for p in self.online]

@@ -1,0 +1,16 @@
+"""TensorFlow's side of the networks' ops (see rlkube.core.networks.NumpyOps), used inside the learner's graph."""
+
+import tensorflow as tf
+
+
+class TFOps:
+    relu = staticmethod(tf.nn.relu)
+    tanh = staticmethod(tf.tanh)
+    exp = staticmethod(tf.exp)
+    mean = staticmethod(lambda x, axis: tf.reduce_mean(x, axis=axis, keepdims=True))
+    sign = staticmethod(tf.sign)
+    sqrt = staticmethod(tf.sqrt)
+    abs = staticmethod(tf.abs)
+    float32 = staticmethod(lambda x: tf.cast(x, tf.float32))
+    flatten = staticmethod(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
+    concat = staticmethod(lambda xs: tf.concat(xs, axis=-1))

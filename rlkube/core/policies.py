@@ -1,0 +1,67 @@
+"""Policies: the acting half of each agent (see rlkube.core.agents.base).
+
+A policy is a function of numpy parameters plus its own random state. It imports no TensorFlow and
+pickles, so actor processes (`--num-workers`) run copies of it and the learner sends them fresh
+parameters now and then.
+"""
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from rlkube.core import action_selection
+from rlkube.core.networks import NumpyOps, QNetwork
+from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
+
+Extras = dict[str, np.ndarray]
+
+
+class Policy(ABC):
+    """Acts on a batch of observations, one row per environment."""
+
+    params: list[np.ndarray]
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
+        """Actions for a batch of observations, and what learning needs from acting (log-probs, values).
+
+        `step` is the learner's environment step count, for exploration schedules.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state and exploration-noise state; the parameters travel separately."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+class QPolicy(Policy):
+    """DQN's: epsilon-greedy on Q-values (or greedy on a noisy network's), random before learning starts."""
+
+    def __init__(self, network: QNetwork, params: list[np.ndarray], num_actions: int,
+                 epsilon: LinearSchedule | ExponentialSchedule, random_steps: int, seed: int) -> None:
+        self.network = network
+        self.params = params
+        self.num_actions = num_actions
+        self.epsilon = epsilon
+        self.random_steps = random_steps
+        self.rng = np.random.default_rng(seed)
+
+    def q_values(self, obs: np.ndarray, explore: bool) -> np.ndarray:
+        noise = self.network.noise_numpy(self.rng) if explore else None
+        return self.network.forward(self.params, obs, noise, NumpyOps)
+
+    def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
+        if not explore:
+            return action_selection.greedy(self.q_values(obs, explore=False)), {}
+        if step < self.random_steps:
+            return self.rng.integers(self.num_actions, size=len(obs)), {}
+        return action_selection.epsilon_greedy(self.q_values(obs, True), self.epsilon(step), self.rng), {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
