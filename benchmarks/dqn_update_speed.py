@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.core.agents import make_agent
-from rlkube.core.hparams import get_hparams
 from rlkube.core.agents.tf_ops import TFOps
+from rlkube.core.hparams import get_hparams
 from rlkube.core.networks import NumpyOps
 
 

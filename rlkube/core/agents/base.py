@@ -19,6 +19,7 @@ from rlkube.core.hparams import HParams
 from rlkube.core.policies import Extras, Policy
 from rlkube.core.registry import Registry
 
+
 class Agent(ABC):
     """act, observe, update: the whole contract between the runner's loop and an algorithm."""
 

@@ -1,7 +1,8 @@
 """The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
 
-Acting runs in numpy on a copy of the weights (rlkube.core.policies.QPolicy); learning runs many gradient steps inside one
-XLA-compiled graph call. The update, `_learn`, reads top to bottom like the paper's pseudo-code.
+Acting runs in numpy on a copy of the weights (rlkube.core.policies.QPolicy); learning runs many
+gradient steps inside one XLA-compiled graph call.
+The update, `_learn`, reads top to bottom like the paper's pseudo-code.
 """
 
 from typing import Any
