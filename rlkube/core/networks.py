@@ -19,7 +19,8 @@ import numpy as np
 
 from rlkube.core.registry import Registry
 
-model_registry: Registry[type["QNetwork"]] = Registry("model")
+# Torsos by hparam `model`: observations in, a feature vector of `out_size` out, for any head to use.
+model_registry: Registry[Any] = Registry("model")
 
 
 class NumpyOps:
@@ -115,21 +116,48 @@ class MLP:
 
 
 @model_registry.register("mlp")
-class QNetwork:
-    """An MLP torso with a Q head, or dueling value and advantage heads."""
+class MLPTorso:
+    """Flattened observations through dense layers, activated at the end: features for any head."""
 
-    def __init__(self, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
-                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
+    def __init__(self, obs_shape: tuple[int, ...], hidden_sizes: Sequence[int], noisy: bool = False,
+                 sigma0: float = 0.5, activation: str = "relu") -> None:
         in_size = int(np.prod(obs_shape))
+        self.mlp = MLP(in_size, hidden_sizes[:-1], hidden_sizes[-1], activation, noisy=noisy, sigma0=sigma0) \
+            if hidden_sizes else None
+        self.out_size = hidden_sizes[-1] if hidden_sizes else in_size
+        self.noisy = noisy
+
+    @property
+    def num_params(self) -> int:
+        return self.mlp.num_params if self.mlp else 0
+
+    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.mlp.initial_params(rng) if self.mlp else []
+
+    def forward(self, params: Sequence[Any], obs: Any, ops: Any, noise: Any = None) -> Any:
+        x = ops.flatten(ops.float32(obs))
+        return self.mlp.forward(params, x, ops, noise, last_activation=True) if self.mlp else x
+
+    def noise_numpy(self, rng: np.random.Generator) -> Any:
+        return self.mlp.noise_numpy(rng) if self.mlp else None
+
+    def noise_tf(self, generator: Any) -> Any:
+        return self.mlp.noise_tf(generator) if self.mlp else None
+
+
+class QNetwork:
+    """A torso (hp.model: mlp, or a CNN for pixels) with a Q head, or dueling value and advantage heads."""
+
+    def __init__(self, model: str, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
+                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
+        self.torso = model_registry[model](obs_shape, hidden_sizes, noisy=noisy, sigma0=sigma0)
+        width = self.torso.out_size
         # Dueling: one stack whose last layer has 1 + num_actions outputs is not the same network as two
         # heads on a shared torso (the heads' noise differs), so the heads are separate layers.
-        self.torso = MLP(in_size, hidden_sizes[:-1], hidden_sizes[-1], noisy=noisy, sigma0=sigma0) \
-            if hidden_sizes else None
-        width = hidden_sizes[-1] if hidden_sizes else in_size
         self.heads = [MLP(width, (), 1, noisy=noisy, sigma0=sigma0), MLP(width, (), num_actions, noisy=noisy,
                                                                          sigma0=sigma0)] \
             if dueling else [MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)]
-        self.parts = [*([self.torso] if self.torso else []), *self.heads]
+        self.parts = [self.torso, *self.heads]
         self.dueling = dueling
         self.noisy = noisy
 
@@ -139,16 +167,12 @@ class QNetwork:
 
     def forward(self, params: Sequence[Any], obs: Any, noise: Sequence[Any] | None, ops: Any) -> Any:
         """Q-values for a batch of observations; `noise` is None for the noise-free (mean) network."""
-        x = ops.flatten(ops.float32(obs))
-        offset, outputs = 0, []
-        for index, part in enumerate(self.parts):
-            part_params = params[offset: offset + part.num_params]
-            offset += part.num_params
-            part_noise = noise[index] if noise is not None else None
-            if part is self.torso:
-                x = part.forward(part_params, x, ops, part_noise, last_activation=True)
-            else:
-                outputs.append(part.forward(part_params, x, ops, part_noise))
+        features = self.torso.forward(params[:self.torso.num_params], obs, ops, noise[0] if noise else None)
+        offset, outputs = self.torso.num_params, []
+        for index, head in enumerate(self.heads, start=1):
+            outputs.append(head.forward(params[offset: offset + head.num_params], features, ops,
+                                        noise[index] if noise else None))
+            offset += head.num_params
         if self.dueling:
             value, advantage = outputs
             return value + advantage - ops.mean(advantage, 1)

@@ -16,7 +16,7 @@ from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.dqn import DQNHParams
 from rlkube.core.losses import loss_registry
 from rlkube.core.memory import NStepBuilder, memory_registry
-from rlkube.core.networks import model_registry
+from rlkube.core.networks import QNetwork
 from rlkube.core.policies import Extras, QPolicy
 from rlkube.core.schedules import ExponentialSchedule, LinearSchedule, multiples_between
 
@@ -30,8 +30,8 @@ class DQNAgent(Agent):
         self.hp = hp
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_actions = int(action_space.n)
-        self.network = model_registry[hp.model](
-            observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
+        self.network = QNetwork(
+            hp.model, observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
             noisy=hp.noisy, sigma0=hp.noisy_sigma0)
         initial = self.network.initial_params(seed)
         with self.strategy.scope():  # the learner's state lives on the --device

@@ -1,40 +1,13 @@
-"""Policies: the acting half of each agent (see rlkube.core.agents.base).
+"""DQN's policy: epsilon-greedy on Q-values."""
 
-A policy is a function of numpy parameters plus its own random state. It imports no TensorFlow and
-pickles, so actor processes (`--num-workers`) run copies of it and the learner sends them fresh
-parameters now and then.
-"""
-
-from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
 from rlkube.core import action_selection
 from rlkube.core.networks import NumpyOps, QNetwork
+from rlkube.core.policies.base import Extras, Policy
 from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
-
-Extras = dict[str, np.ndarray]
-
-
-class Policy(ABC):
-    """Acts on a batch of observations, one row per environment."""
-
-    params: list[np.ndarray]
-
-    @abstractmethod
-    def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
-        """Actions for a batch of observations, and what learning needs from acting (log-probs, values).
-
-        `step` is the learner's environment step count, for exploration schedules.
-        """
-
-    def state_dict(self) -> dict[str, Any]:
-        """Random state and exploration-noise state; the parameters travel separately."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        del state
 
 
 class QPolicy(Policy):
