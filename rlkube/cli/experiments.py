@@ -32,6 +32,8 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Independent seeds: the indices of one Indexed Job."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--record-video", is_flag=True),
+        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Actor processes stepping their own envs while this process learns; 0 acts in-process."),
         click.option("--name", default=None, help="Experiment name (default: <hparams>-<time>)."),
         click.option("--image", default=None, help="Container image (default: the profile's)."),
         click.option("--tpu", default=None, help="TPU type for a TPU profile, e.g. v5litepod-16, v4-8."),
@@ -45,7 +47,7 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str | None, train_steps: int | None,
                       eval_episodes: int, test_episodes: int, copies: int, seed: int, record_video: bool,
-                      name: str | None, image: str | None, tpu: str | None, context: str | None,
+                      num_workers: int, name: str | None, image: str | None, tpu: str | None, context: str | None,
                       namespace: str | None) -> tuple[Any, Any]:
     from rlkube.launch.clusters import get_profile, with_accelerator  # noqa: PLC0415
     from rlkube.launch.spec import TrainFlags, build_spec  # noqa: PLC0415
@@ -58,7 +60,8 @@ def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str 
         profile.tpu_slice  # noqa: B018  (checks the name now, with a clear error)
     changes = {k: v for k, v in (("context", context), ("namespace", namespace)) if v}
     profile = dataclasses.replace(profile, **changes)
-    train = TrainFlags(hparams_name, overrides, env, train_steps, eval_episodes, test_episodes, seed, record_video)
+    train = TrainFlags(hparams_name, overrides, env, train_steps, eval_episodes, test_episodes, seed, record_video,
+                       num_workers)
     return build_spec(profile, train, copies, name=name, image=image), profile
 
 

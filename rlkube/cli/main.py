@@ -79,6 +79,8 @@ def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of copy 0; copy i gets seed+i."),
         click.option("--render", is_flag=True, help="Show evaluation episodes in a window."),
         click.option("--record-video", is_flag=True, help="Write mp4 and GIF of evaluation and test episodes."),
+        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Actor processes stepping their own envs while this process learns; 0 acts in-process."),
     ]
     return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
@@ -93,7 +95,7 @@ def train_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Run only copy I (seed+I, in DIR/copy-I); an Indexed Job's pods get it from JOB_COMPLETION_INDEX.")
 def train(hparams_name: str, overrides: str, env: str | None, train_steps: int | None, eval_episodes: int,
           test_episodes: int, training: bool, copies: int, seed: int, render: bool, record_video: bool,
-          output_dir: str, device: str, copy_index: int | None) -> None:
+          num_workers: int, output_dir: str, device: str, copy_index: int | None) -> None:
     """Train one experiment in this process (what a container runs)."""
     from rlkube.core.envs import check_env_name  # noqa: PLC0415
     from rlkube.core.errors import UserError  # noqa: PLC0415
@@ -127,7 +129,8 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
     click.echo(f"training {hparams_name} on {hp.env} -> {where}  ({which})", err=True)
     click.echo(f"TensorBoard logdir: {remote or output_dir}   (tensorboard --logdir {output_dir})", err=True)
     options = RunOptions(seed=seed, eval_episodes=eval_episodes, test_episodes=test_episodes,
-                         training=training, render=render, record_video=record_video, device=device)
+                         training=training, render=render, record_video=record_video, device=device,
+                         num_workers=num_workers)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, copies, options, remote)

@@ -30,6 +30,7 @@ from rlkube.core.run_log import RunLog
 from rlkube.core.schedules import multiples_between
 from rlkube.core.video import write_episode
 from rlkube.core.viewer import Viewer
+from rlkube.core.workers import OFF_POLICY_CHUNK, ActorPool
 
 HPARAMS_FILE = "hparams.yaml"
 SUMMARY_FILE = "summary.json"
@@ -55,6 +56,7 @@ class RunOptions:
     # The copy's directory in a bucket (gs://, s3://): the runner works in copy_dir and mirrors it there.
     remote_dir: str | None = None
     device: str = "auto"  # where the learner runs (rlkube.core.devices)
+    num_workers: int = 0  # actor processes (rlkube.core.workers); 0 acts in this process
 
 
 @dataclass
@@ -135,7 +137,8 @@ class Runner:
         self.eval_env = make_env(hp.env, render_mode=render_mode)
         self.agent = make_agent(hp, self.eval_env.observation_space, self.eval_env.action_space, options.seed,
                                 devices.strategy_for(options.device))
-        self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode)
+        # With workers, the actors own the training environments.
+        self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode) if not options.num_workers else None
         check_same_hparams(copy_dir, hp)
         self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
         self.state = LoopState()
@@ -171,7 +174,8 @@ class Runner:
         finally:
             self.progress.close()
             self.log.close()
-            self.envs.close()
+            if self.envs is not None:
+                self.envs.close()
             if self.viewer:
                 self.viewer.close()
 
@@ -179,61 +183,89 @@ class Runner:
         (self.copy_dir / HPARAMS_FILE).write_text(
             yaml.safe_dump({"hparams": to_dict(self.hp), "seed": self.options.seed}, sort_keys=False))
         self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
-        self.obs, _ = self.envs.reset(seed=self.options.seed)
+        if self.envs is not None:
+            self.obs, _ = self.envs.reset(seed=self.options.seed)
         self.state.episode_returns = np.zeros(self.hp.num_envs)
         self.state.episode_lengths = np.zeros(self.hp.num_envs, np.int64)
 
     def _train(self) -> None:
-        hp, state, agent = self.hp, self.state, self.agent
         previous_handlers = self._catch_stop_signals()
-        last_log_time = time.perf_counter()
-        started = time.perf_counter() - state.wall_seconds
+        self.last_log_time = time.perf_counter()
+        self.started = time.perf_counter() - self.state.wall_seconds
         try:
-            while state.step < hp.train_steps:
-                # The seed paper's loop: act, step, observe, update (here for a vector of environments).
-                actions, extras = agent.act(self.obs)
-                next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
-                done = terminated | truncated
-                agent.observe(self.obs, actions, rewards, learning_next_obs(next_obs, done, info), terminated,
-                              truncated, extras)
-                learned = agent.update()
-                self.obs = next_obs
-
-                before, state.step = state.step, state.step + hp.num_envs
-                state.episode_returns += rewards
-                state.episode_lengths += 1
-                for index in np.flatnonzero(done):
-                    self._end_episode(index)
-                if learned and state.step - state.last_log_step >= hp.log_every:
-                    now = time.perf_counter()
-                    sps = (state.step - state.last_log_step) / max(now - last_log_time, 1e-9)
-                    self.log.scalars(state.step, {**learned, **agent.scalars(), "charts/SPS": sps})
-                    state.last_log_step, last_log_time = state.step, now
-                    if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
-                        self._sync()
-                state.wall_seconds = time.perf_counter() - started
-                finished = state.step >= hp.train_steps
-                if multiples_between(before, state.step, hp.eval_every) or finished:
-                    self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
-                    self._sync()
-                if multiples_between(before, state.step, hp.checkpoint_every) or finished:
-                    self._save()
-                if self.stop_signal is not None:
-                    self._save()
-                    raise StopRequested(self.stop_signal, state.step)
-                self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None)
+            if self.options.num_workers:
+                self._train_with_workers()
+            else:
+                self._train_in_process()
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
 
-    def _end_episode(self, index: int) -> None:
-        """Environment `index` finished an episode (the vector env has reset it already)."""
-        state = self.state
-        state.episodes += 1
-        state.recent_returns.append(float(state.episode_returns[index]))
-        self.log.scalars(state.step, {"charts/episodic_return": float(state.episode_returns[index]),
-                                      "charts/episodic_length": int(state.episode_lengths[index])})
-        state.episode_returns[index], state.episode_lengths[index] = 0.0, 0
+    def _train_in_process(self) -> None:
+        hp, state, agent = self.hp, self.state, self.agent
+        while state.step < hp.train_steps:
+            # The seed paper's loop: act, step, observe, update (here for a vector of environments).
+            actions, extras = agent.act(self.obs)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            done = terminated | truncated
+            agent.observe(self.obs, actions, rewards, learning_next_obs(next_obs, done, info), terminated,
+                          truncated, extras)
+            learned = agent.update()
+            self.obs = next_obs
+
+            state.episode_returns += rewards
+            state.episode_lengths += 1
+            ended = [(float(state.episode_returns[i]), int(state.episode_lengths[i])) for i in np.flatnonzero(done)]
+            state.episode_returns[done], state.episode_lengths[done] = 0.0, 0
+            self._after_steps(hp.num_envs, learned, ended)
+
+    def _train_with_workers(self) -> None:
+        """The same observe and update, fed by actor processes' rollouts (rlkube.core.workers)."""
+        hp, state, agent = self.hp, self.state, self.agent
+        rollout_steps = getattr(hp, "n_steps", OFF_POLICY_CHUNK) if agent.on_policy else OFF_POLICY_CHUNK
+        pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, agent.policy, self.options.num_workers,
+                         self.options.seed + state.step, rollout_steps, agent.on_policy, self.progress.message)
+        try:
+            for rollout in pool.rollouts_to_learn():
+                steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
+                learned: dict[str, float] = {}
+                for t in range(steps):
+                    agent.observe(*rollout.step(t), rollout.step_extras(t))
+                    learned = agent.update() or learned
+                pool.publish(agent.policy.params, agent.steps)
+                ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
+                self._after_steps(steps * hp.num_envs, learned, ended)
+                if state.step >= hp.train_steps:
+                    break
+        finally:
+            pool.close()
+
+    def _after_steps(self, count: int, learned: dict[str, float], ended: list[tuple[float, int]]) -> None:
+        """Everything around learning once `count` more environment steps are in: logs, evaluation, checkpoints."""
+        hp, state = self.hp, self.state
+        before, state.step = state.step, state.step + count
+        for episode_return, length in ended:
+            state.episodes += 1
+            state.recent_returns.append(episode_return)
+            self.log.scalars(state.step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
+        if learned and state.step - state.last_log_step >= hp.log_every:
+            now = time.perf_counter()
+            sps = (state.step - state.last_log_step) / max(now - self.last_log_time, 1e-9)
+            self.log.scalars(state.step, {**learned, **self.agent.scalars(), "charts/SPS": sps})
+            state.last_log_step, self.last_log_time = state.step, now
+            if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
+                self._sync()
+        state.wall_seconds = time.perf_counter() - self.started
+        finished = state.step >= hp.train_steps
+        if multiples_between(before, state.step, hp.eval_every) or finished:
+            self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
+            self._sync()
+        if multiples_between(before, state.step, hp.checkpoint_every) or finished:
+            self._save()
+        if self.stop_signal is not None:
+            self._save()
+            raise StopRequested(self.stop_signal, state.step)
+        self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None)
 
     def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
         """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
@@ -300,6 +332,8 @@ class Runner:
         self.agent.load_state_dict(saved["agent"])
         self.state = saved["loop"]
         self.obs = saved["obs"]
+        if self.envs is None:
+            return  # the actors start new episodes
         if saved["envs"] is not None:
             self.envs.close()
             self.envs = pickle.loads(saved["envs"])
@@ -311,7 +345,7 @@ class Runner:
 
     def _pickled_envs(self) -> bytes | None:
         """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""
-        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
+        if self.envs is None or isinstance(self.envs, gym.vector.AsyncVectorEnv):
             return None
         return pickle.dumps(self.envs)
 

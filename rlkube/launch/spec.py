@@ -32,6 +32,7 @@ class TrainFlags:
     test_episodes: int = 10
     seed: int = 0
     record_video: bool = False
+    num_workers: int = 0
 
     def args(self) -> list[str]:
         args = ["--hparams", self.hparams]
@@ -43,6 +44,8 @@ class TrainFlags:
             args += ["--train-steps", str(self.train_steps)]
         args += ["--eval-episodes", str(self.eval_episodes), "--test-episodes", str(self.test_episodes),
                  "--seed", str(self.seed)]
+        if self.num_workers:
+            args += ["--num-workers", str(self.num_workers)]
         return [*args, "--record-video"] if self.record_video else args
 
 

@@ -25,6 +25,16 @@ class Policy(ABC):
         `step` is the learner's environment step count, for exploration schedules.
         """
 
+    rng: np.random.Generator
+
+    def seed(self, seed: int) -> None:
+        """Reseed acting's randomness: every actor process draws its own exploration."""
+        self.rng = np.random.default_rng(seed)
+
+    def episodes_ended(self, done: np.ndarray) -> None:
+        """Forget per-environment exploration state (e.g. Ornstein-Uhlenbeck noise) where `done`."""
+        del done
+
     def state_dict(self) -> dict[str, Any]:
         """Random state and exploration-noise state; the parameters travel separately."""
         return {}

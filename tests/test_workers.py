@@ -1,0 +1,121 @@
+"""`--num-workers`: actor processes feed the learner, survive being killed, and the run resumes after SIGKILL."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlkube.core.workers import ParameterBoard, Rollout
+from tests.conftest import rlkube_command, run_rlkube
+
+WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]
+
+
+def actor_pids(parent: int) -> list[int]:
+    """The actor processes of a run: its spawned children (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    return [pid for pid in pids if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def wait_for(condition, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_rollout_gives_observe_the_final_observation_where_an_episode_ended() -> None:
+    obs = np.arange(3 * 2, dtype=np.float32).reshape(3, 2, 1)  # T=2 steps of 2 envs, plus the last obs
+    final = np.array([99.0], np.float32)
+    rollout = Rollout(worker=1, version=4, first_env_index=2, obs=obs, actions=np.zeros((2, 2), np.int64),
+                      rewards=np.ones((2, 2), np.float32), terminated=np.array([[False, True], [False, False]]),
+                      truncated=np.zeros((2, 2), bool), extras={"value": np.full((2, 2), 0.5)},
+                      final_obs={(0, 1): final})
+    first = rollout.step(0)
+    np.testing.assert_array_equal(first[0], obs[0])
+    np.testing.assert_array_equal(first[3], [obs[1][0], final])  # env 1 ended: its reset obs is not next_obs
+    np.testing.assert_array_equal(rollout.step(1)[3], obs[2])
+    extras = rollout.step_extras(0)
+    np.testing.assert_array_equal(extras["env_index"], [2, 3])
+    np.testing.assert_array_equal(extras["value"], [0.5, 0.5])
+
+
+def _read_board(board: ParameterBoard, results: multiprocessing.Queue) -> None:
+    results.put(board.fetch_newer(0))
+
+
+def test_parameter_board_hands_the_newest_parameters_to_another_process() -> None:
+    context = multiprocessing.get_context("spawn")
+    params = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
+    board = ParameterBoard(params, context)
+    assert board.fetch_newer(board.version.value) is None
+    newest = [np.arange(6, dtype=np.float32).reshape(2, 3), np.full(4, 7.0, np.float32)]
+    board.publish(newest, learner_step=1234)
+    results = context.Queue()
+    reader = context.Process(target=_read_board, args=(board, results))
+    reader.start()
+    version, received, step = results.get(timeout=60)
+    reader.join()
+    assert (version, step) == (2, 1234)
+    for got, sent in zip(received, newest, strict=True):
+        np.testing.assert_array_equal(got, sent)
+
+
+@pytest.mark.learning
+def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
+    result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--output-dir", str(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stderr
+    evaluations = [json.loads(line) for line in (tmp_path / "copy-0" / "metrics.jsonl").read_text().splitlines()]
+    best = max(e["mean_return"] for e in evaluations)
+    assert best >= 400, f"two workers reached only {best}: {evaluations}"
+
+
+def test_a_killed_actor_is_restarted_and_the_run_finishes(tmp_path: Path) -> None:
+    process = subprocess.Popen(rlkube_command("train", "--hparams", "dqn_cartpole", "--train-steps", "12000",
+                                              *WORKERS, "--output-dir", str(tmp_path)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "copy-0" / "metrics.jsonl"
+    assert wait_for(lambda: len(actor_pids(process.pid)) == 2 and metrics.exists()), "no actors, or no progress"
+    victim = actor_pids(process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert "exited with code -9; restarting it" in stderr
+    summary = json.loads((tmp_path / "copy-0" / "summary.json").read_text())
+    assert summary["total_steps"] == 12000
+
+
+def test_sigkill_of_the_whole_run_stops_its_actors_and_a_rerun_resumes(tmp_path: Path) -> None:
+    train = ["train", "--hparams", "dqn_cartpole", "--train-steps", "12000", *WORKERS,
+             "--hparam-override", "checkpoint_every=2000", "--output-dir", str(tmp_path)]
+    process = subprocess.Popen(rlkube_command(*train), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "copy-0" / "checkpoints"
+    assert wait_for(lambda: checkpoints.exists() and any(checkpoints.glob("ckpt-*"))), "no checkpoint was written"
+    actors = actor_pids(process.pid)
+    assert len(actors) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert wait_for(lambda: not any(alive(pid) for pid in actors), timeout=30), "actors outlived their learner"
+
+    resumed = run_rlkube(*train)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    summary = json.loads((tmp_path / "copy-0" / "summary.json").read_text())
+    assert summary["total_steps"] == 12000
