@@ -16,8 +16,8 @@ DEVICES = ("auto", "cpu", "gpu", "tpu")
 
 def tpu_present() -> bool:
     """A Cloud TPU VM shows its chips as /dev/accel* (or /dev/vfio for v5e+), and GKE sets TPU_* variables."""
-    return bool(glob.glob("/dev/accel*") or os.environ.get("TPU_WORKER_ID") or os.environ.get("TPU_NAME")
-                or os.environ.get("TPU_ACCELERATOR_TYPE"))
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+                or any(os.environ.get(name) for name in ("TPU_WORKER_ID", "TPU_NAME", "TPU_ACCELERATOR_TYPE")))
 
 
 def resolve(device: str) -> str:
