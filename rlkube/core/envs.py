@@ -1,7 +1,11 @@
 """The environment registry: names map to factories that build a wrapped gymnasium env.
 
-Registered names get the wrappers they need (Atari preprocessing, say). Any other id that gymnasium
-itself knows also works, so a user's own registered env runs without touching rlkube.
+Registered names get the wrappers they need, and Atari ids (`ALE/<Game>-v5`, `<Game>NoFrameskip-v4`) get
+rlkube.core.atari's preprocessing. Any other id that gymnasium itself knows also works, so a user's own
+registered env runs without touching rlkube.
+
+Training envs may differ from evaluation envs: a factory's `training=True` adds what only learning wants
+(Atari: episodic lives, clipped rewards), while evaluation sees the real task.
 """
 
 import functools
@@ -10,6 +14,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+from rlkube.core import atari
 from rlkube.core.errors import UserError, unknown_name
 from rlkube.core.registry import Registry
 
@@ -19,7 +24,8 @@ env_registry: Registry[EnvFactory] = Registry("env")
 
 
 def _plain(env_id: str) -> EnvFactory:
-    def make(render_mode: str | None = None) -> gym.Env:
+    def make(render_mode: str | None = None, training: bool = False) -> gym.Env:
+        del training  # these envs train as they evaluate
         return gym.make(env_id, render_mode=render_mode)
 
     make.__name__ = env_id
@@ -32,29 +38,43 @@ for _env_id in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "M
 
 def check_env_name(name: str) -> None:
     """Raise a UserError unless `name` is a registered env or a gymnasium id."""
-    if name in env_registry or name in gym.envs.registry:
+    if name in env_registry:
+        return
+    if atari.is_atari_id(name) and not atari.register_ale_ids():
+        return  # no ale-py here (a laptop submitting to a cluster, say): the run's own ale-py judges the name
+    if name in gym.envs.registry:
         return
     raise unknown_name("env", name, [*env_registry.names(), *gym.envs.registry.keys()])
 
 
-def make_env(name: str, render_mode: str | None = None) -> gym.Env:
-    """Build the env named `name`; `render_mode` is gymnasium's ('rgb_array', 'human' or None)."""
+def _factory(name: str) -> EnvFactory:
+    if name in env_registry:
+        return env_registry[name]
+    if atari.is_atari_id(name):
+        return functools.partial(atari.make_atari, name)
+    return _plain(name)
+
+
+def make_env(name: str, render_mode: str | None = None, training: bool = False) -> gym.Env:
+    """Build the env named `name`; `render_mode` is gymnasium's ('rgb_array', 'human' or None).
+
+    `training=True` builds the env that learning steps through; the default is the one evaluation scores.
+    """
     check_env_name(name)
-    factory = env_registry[name] if name in env_registry else _plain(name)
     try:
-        return factory(render_mode=render_mode)
+        return _factory(name)(render_mode=render_mode, training=training)
     except gym.error.DependencyNotInstalled as error:
         raise UserError(f"env '{name}' needs an extra: {error}") from None
 
 
 def make_vector_env(name: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
-    """`num_envs` copies of env `name`, stepped together: in this process (sync) or one process each (async).
+    """`num_envs` training copies of env `name`, stepped together: in this process (sync) or one process each (async).
 
     Episodes reset in the same step they end (gymnasium's SAME_STEP autoreset), with the last
     observation in `info["final_obs"]`; `learning_next_obs` puts it back for the learner.
     """
     check_env_name(name)
-    make_one = functools.partial(make_env, name)
+    make_one = functools.partial(make_env, name, training=True)
     make_one().close()  # reject a missing extra here, in one line, rather than inside a worker process
     vector_class = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
     return vector_class([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

@@ -16,14 +16,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from rlkube.core.errors import UserError
 from rlkube.core.registry import Registry
 
 # Torsos by hparam `model`: observations in, a feature vector of `out_size` out, for any head to use.
 model_registry: Registry[Any] = Registry("model")
 
 
+def conv2d_numpy(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """tf.nn.conv2d with VALID padding: [batch, height, width, in] * [kh, kw, in, out] -> [batch, h', w', out].
+
+    The strided windows are a view; tensordot copies them into one matrix (im2col) for a single matmul.
+    """
+    windows = sliding_window_view(x, kernel.shape[:2], axis=(1, 2))[:, ::stride, ::stride]  # [b, h', w', in, kh, kw]
+    return np.tensordot(windows, kernel, axes=([4, 5, 3], [0, 1, 2]))
+
+
 class NumpyOps:
+    conv2d = staticmethod(conv2d_numpy)
     relu = staticmethod(lambda x: np.maximum(x, 0.0))
     tanh = staticmethod(np.tanh)
     exp = staticmethod(np.exp)
@@ -143,6 +155,78 @@ class MLPTorso:
 
     def noise_tf(self, generator: Any) -> Any:
         return self.mlp.noise_tf(generator) if self.mlp else None
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """A convolution without padding, its kernel laid out [height, width, in, out] as TensorFlow's."""
+
+    in_channels: int
+    filters: int
+    size: int
+    stride: int
+
+    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
+        # PyTorch's default Conv2d init, like Dense's.
+        bound = 1.0 / math.sqrt(self.in_channels * self.size * self.size)
+        kernel = rng.uniform(-bound, bound, (self.size, self.size, self.in_channels, self.filters))
+        return [kernel.astype(np.float32), rng.uniform(-bound, bound, (self.filters,)).astype(np.float32)]
+
+    def apply(self, params: Sequence[Any], x: Any, ops: Any) -> Any:
+        return ops.conv2d(x, params[0], self.stride) + params[1]
+
+    def output_size(self, size: int) -> int:
+        return (size - self.size) // self.stride + 1
+
+
+@model_registry.register("nature_cnn")
+class NatureCNN:
+    """Mnih et al. (2015)'s torso for stacked frames: three convolutions, then dense layers (512 in the paper).
+
+    Observations are [height, width, channels] pixels, uint8 up to here and scaled to [0, 1] inside.
+    Weights start like PyTorch's defaults (uniform within 1/sqrt(fan_in)), as in Stable-Baselines3's DQN.
+    Noisy nets make only the dense layers noisy, as Rainbow (Hessel et al. 2018) does.
+    """
+
+    CONVOLUTIONS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, size, stride)
+
+    def __init__(self, obs_shape: tuple[int, ...], hidden_sizes: Sequence[int], noisy: bool = False,
+                 sigma0: float = 0.5, activation: str = "relu") -> None:
+        if len(obs_shape) != 3:
+            raise UserError(f"model 'nature_cnn' needs image observations [height, width, channels], "
+                            f"not shape {tuple(obs_shape)}; use model=mlp")
+        height, width, channels = obs_shape
+        self.convolutions = []
+        for filters, size, stride in self.CONVOLUTIONS:
+            layer = Conv2D(channels, filters, size, stride)
+            self.convolutions.append(layer)
+            height, width, channels = layer.output_size(height), layer.output_size(width), filters
+        if height < 1 or width < 1:
+            raise UserError(f"model 'nature_cnn' needs images of at least 36x36 pixels, not {obs_shape[:2]}")
+        self.dense = MLPTorso((height, width, channels), hidden_sizes, noisy, sigma0, activation)
+        self.out_size = self.dense.out_size
+        self.activation = activation
+        self.noisy = noisy
+
+    @property
+    def num_params(self) -> int:
+        return 2 * len(self.convolutions) + self.dense.num_params
+
+    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
+        return [p for layer in self.convolutions for p in layer.initial_params(rng)] + self.dense.initial_params(rng)
+
+    def forward(self, params: Sequence[Any], obs: Any, ops: Any, noise: Any = None) -> Any:
+        activate = getattr(ops, self.activation)
+        x = ops.float32(obs) * (1.0 / 255.0)
+        for index, layer in enumerate(self.convolutions):
+            x = activate(layer.apply(params[2 * index: 2 * index + 2], x, ops))
+        return self.dense.forward(params[2 * len(self.convolutions):], x, ops, noise)
+
+    def noise_numpy(self, rng: np.random.Generator) -> Any:
+        return self.dense.noise_numpy(rng)
+
+    def noise_tf(self, generator: Any) -> Any:
+        return self.dense.noise_tf(generator)
 
 
 class QNetwork:

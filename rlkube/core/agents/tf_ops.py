@@ -4,6 +4,7 @@ import tensorflow as tf
 
 
 class TFOps:
+    conv2d = staticmethod(lambda x, kernel, stride: tf.nn.conv2d(x, kernel, stride, "VALID"))
     relu = staticmethod(tf.nn.relu)
     tanh = staticmethod(tf.tanh)
     exp = staticmethod(tf.exp)

@@ -96,3 +96,38 @@ def dqn_mountaincar() -> DQNHParams:
         exploration_fraction=0.2, epsilon_end=0.07, hidden_sizes=(256, 256), train_steps=120_000,
         eval_every=10_000, target_return=-110.0,
     )
+
+
+@hparams_registry.register()
+def dqn_pong() -> DQNHParams:
+    """rl-baselines3-zoo's Atari settings (Nature CNN, 10M steps) on ALE/Pong-v5, which has sticky actions.
+
+    The zoo's Pong score, 20.9, was measured on PongNoFrameskip-v4, without sticky actions: override
+    env=PongNoFrameskip-v4 to compare like with like. The memory holds 100k transitions, as SB3's does:
+    obs and next_obs are 28 KB each as uint8, so it grows to 5.6 GB. Every checkpoint writes it whole,
+    hence checkpoints every 500k steps rather than every 10k.
+    """
+    return DQNHParams(
+        env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), lr=1e-4, batch_size=32, memory_size=100_000,
+        learning_starts=100_000, gamma=0.99, target_update_period=1_000, train_freq=4, gradient_steps=1,
+        exploration_fraction=0.1, epsilon_end=0.01, train_steps=10_000_000, eval_every=250_000,
+        checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+    )
+
+
+@hparams_registry.register()
+def double_dqn_pong() -> DQNHParams:
+    return dataclasses.replace(dqn_pong(), double_q=True)
+
+
+@hparams_registry.register()
+def rainbow_pong() -> DQNHParams:
+    """Double, dueling, noisy, 3-step and prioritized DQN with Hessel et al. (2018)'s Atari settings.
+
+    Their learning rate, priority exponent and start of learning (80k frames); their target period of
+    32k frames (8k steps). The memory stays at dqn_pong's 100k rather than their 1M (56 GB here).
+    """
+    return dataclasses.replace(
+        dqn_pong(), double_q=True, dueling=True, noisy=True, n_step=3, memory="prioritized", per_alpha=0.5,
+        lr=6.25e-5, learning_starts=20_000, target_update_period=8_000, epsilon_start=0.0, epsilon_end=0.0,
+    )
