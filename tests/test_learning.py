@@ -1,7 +1,8 @@
-"""Learning is tested by learning: each DQN-family set trains through the real CLI.
+"""Learning is tested by learning: each set trains through the real CLI.
 
-`dqn_cartpole` must reach the published 475. The other sets get shorter budgets and must clearly
-beat a random policy (CartPole ~22, Acrobot -500, MountainCar -200: random never reaches the flag).
+`dqn_cartpole` and `ppo_cartpole` must reach the published 475. The other sets get shorter budgets and
+must clearly beat a random policy (CartPole ~22, Acrobot -500, MountainCar -200: random never reaches
+the flag).
 """
 
 import json
@@ -21,12 +22,14 @@ CASES = [
     ("rainbow_cartpole", 20_000, 100.0),
     ("dqn_acrobot", 30_000, -200.0),
     ("dqn_mountaincar", 120_000, -190.0),
+    ("ppo_cartpole", 100_000, 475.0),
+    ("vpg_cartpole", 50_000, 200.0),
 ]
 
 
 @pytest.mark.learning
 @pytest.mark.parametrize(("hparams", "steps", "threshold"), CASES, ids=[case[0] for case in CASES])
-def test_dqn_family_learns(tmp_path: Path, hparams: str, steps: int, threshold: float) -> None:
+def test_set_learns(tmp_path: Path, hparams: str, steps: int, threshold: float) -> None:
     result = run_rlkube("train", "--hparams", hparams, "--train-steps", str(steps), "--test-episodes", "0",
                         "--output-dir", str(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr

@@ -46,6 +46,13 @@ class NumpyOps:
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
     flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
     concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
+    sum = staticmethod(lambda x: x.sum(axis=-1))
+    take = staticmethod(lambda x, indices: x[np.arange(len(x)), indices])
+
+    @staticmethod
+    def log_softmax(x: np.ndarray) -> np.ndarray:
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 ACTIVATIONS = ("relu", "tanh")
@@ -267,3 +274,82 @@ class QNetwork:
 
     def noise_tf(self, generator: Any) -> list[Any] | None:
         return [part.noise_tf(generator) for part in self.parts] if self.noisy else None
+
+
+def unflatten(flat: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """A flat parameter vector as the list of arrays `shapes` describes (views, not copies)."""
+    arrays, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        arrays.append(flat[start:start + size].reshape(shape))
+        start += size
+    return arrays
+
+
+def orthogonal(shape: tuple[int, ...], gain: float, rng: np.random.Generator) -> np.ndarray:
+    """A (semi-)orthogonal weight matrix times `gain` (Saxe et al. 2014); kernels are flattened to [fan_in, out]."""
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q *= np.sign(np.diag(r))  # makes the draw uniform over orthogonal matrices
+    return (gain * (q if rows >= cols else q.T)).reshape(shape).astype(np.float32)
+
+
+class ActorCriticNetwork:
+    """A policy (its distribution's parameters) and a state-value estimate, for policy-gradient agents.
+
+    Separate torsos for the two, like Stable-Baselines3's MlpPolicy, or one shared torso under both
+    heads, like its CnnPolicy (pixels). Initialised like SB3 too, whatever the torso: orthogonal
+    weights with gain sqrt(2) in torsos, 0.01 on the policy head (near-uniform first actions) and 1 on
+    the value head, zero biases. A Gaussian policy's log-std is one learned vector, not a head.
+    """
+
+    def __init__(self, model: str, obs_shape: tuple[int, ...], distribution: Any, hidden_sizes: Sequence[int],
+                 shared_torso: bool, activation: str, log_std_init: float | None) -> None:
+        self.distribution = distribution
+        self.policy_torso = model_registry[model](obs_shape, hidden_sizes, activation=activation)
+        self.value_torso = self.policy_torso if shared_torso else model_registry[model](
+            obs_shape, hidden_sizes, activation=activation)
+        self.policy_head = MLP(self.policy_torso.out_size, (), distribution.num_outputs)
+        self.value_head = MLP(self.value_torso.out_size, (), 1)
+        self.shared_torso = shared_torso
+        self.log_std_init = log_std_init  # None: the distribution has no learned scale (Categorical)
+        gains = {"policy_torso": math.sqrt(2.0), "policy_head": 0.01, "value_torso": math.sqrt(2.0), "value_head": 1.0}
+        if shared_torso:
+            del gains["value_torso"]
+        self.gains = gains
+        # Where each part's parameters lie in the flat list (by name: the network is pickled to actors).
+        self.slices, offset = {}, 0
+        for name in gains:
+            size = getattr(self, name).num_params
+            self.slices[name], offset = slice(offset, offset + size), offset + size
+        self.slices["value_torso"] = self.slices["policy_torso"] if shared_torso else self.slices["value_torso"]
+
+    def initial_params(self, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        params = [orthogonal(p.shape, gain, rng) if p.ndim > 1 else np.zeros_like(p)
+                  for name, gain in self.gains.items() for p in getattr(self, name).initial_params(rng)]
+        if self.log_std_init is not None:
+            params.append(np.full(self.distribution.num_outputs, self.log_std_init, np.float32))
+        return params
+
+    def _run(self, name: str, params: Sequence[Any], x: Any, ops: Any) -> Any:
+        return getattr(self, name).forward(params[self.slices[name]], x, ops)
+
+    def _distribution_params(self, params: Sequence[Any], features: Any, ops: Any) -> tuple[Any, ...]:
+        outputs = self._run("policy_head", params, features, ops)
+        return (outputs,) if self.log_std_init is None else (outputs, params[-1])
+
+    def policy(self, params: Sequence[Any], obs: Any, ops: Any) -> tuple[Any, ...]:
+        """The action distribution's parameters for a batch of observations."""
+        return self._distribution_params(params, self._run("policy_torso", params, obs, ops), ops)
+
+    def value(self, params: Sequence[Any], obs: Any, ops: Any) -> Any:
+        """V(obs), one per row."""
+        return self._run("value_head", params, self._run("value_torso", params, obs, ops), ops)[:, 0]
+
+    def forward(self, params: Sequence[Any], obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any]:
+        """Both at once; a shared torso runs once."""
+        policy_features = self._run("policy_torso", params, obs, ops)
+        value_features = policy_features if self.shared_torso else self._run("value_torso", params, obs, ops)
+        values = self._run("value_head", params, value_features, ops)[:, 0]
+        return self._distribution_params(params, policy_features, ops), values

@@ -2,5 +2,6 @@
 
 from rlkube.core.policies.base import Extras, Policy
 from rlkube.core.policies.q import QPolicy
+from rlkube.core.policies.stochastic import StochasticPolicy
 
-__all__ = ["Extras", "Policy", "QPolicy"]
+__all__ = ["Extras", "Policy", "QPolicy", "StochasticPolicy"]
