@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rlkube.core import atari
 from rlkube.core.agents import make_agent
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.envs import check_env_name, make_env, make_vector_env
@@ -108,6 +109,13 @@ def test_atari_names_are_checked_with_close_matches() -> None:
     check_env_name("BreakoutNoFrameskip-v4")
     with pytest.raises(UserError, match="ALE/Pong-v5"):
         check_env_name("ALE/Pogn-v5")
+
+
+def test_a_missing_atari_extra_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(atari, "register_ale_ids", lambda: False)
+    check_env_name("ALE/Pong-v5")  # submitting from a machine without ale-py: the run's image judges the name
+    with pytest.raises(UserError, match=r"pip install 'rlkube\[atari\]'"):
+        make_env("ALE/Pong-v5")
 
 
 @pytest.mark.parametrize(("shape", "kernel_size", "stride"), [((2, 84, 84, 4), 8, 4), ((3, 20, 20, 32), 4, 2),
