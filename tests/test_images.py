@@ -750,7 +750,7 @@ def cpu_image_venv() -> Iterator[ImageVenv]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.slow  # replays the image build into a fresh virtualenv: ~1 GB of wheels without a warm cache
+# Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
 @pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
 def test_image_entrypoint_trains_in_a_fresh_virtualenv(cpu_image_venv: ImageVenv) -> None:
     venv = cpu_image_venv
@@ -783,7 +783,7 @@ def test_image_entrypoint_trains_in_a_fresh_virtualenv(cpu_image_venv: ImageVenv
         assert (output / "copy-0").stat().st_uid == venv.run_as
 
 
-@pytest.mark.slow  # replays the image build into a fresh virtualenv: ~1 GB of wheels without a warm cache
+# Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
 @pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
 def test_image_serves_tensorboard_with_the_same_environment(cpu_image_venv: ImageVenv) -> None:
     venv = cpu_image_venv
