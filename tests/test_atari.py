@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkube.core import atari
 from rlkube.core.agents import make_agent
@@ -17,9 +18,17 @@ from rlkube.core.envs import check_env_name, make_env, make_vector_env
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import get_hparams
 from rlkube.core.networks import NumpyOps, QNetwork, conv2d_numpy
-from tests.conftest import run_rlkube, scalar_steps
+from tests.conftest import run_rlkube
 
 FRAMES = (84, 84, 4)
+LEARNING_TAGS = ("losses/td_loss", "losses/q_values")
+
+
+def logged(copy_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Each TensorBoard scalar's (step, value) pairs."""
+    events = EventAccumulator(str(copy_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
 
 
 def random_steps(env, steps: int, seed: int) -> Iterator[tuple]:
@@ -169,7 +178,7 @@ def test_uint8_frames_survive_the_replay_memory() -> None:
         np.testing.assert_array_equal(agent.memory.data["next_obs"][index], stored[index][1])
 
 
-SMOKE = ("memory_size=2000,learning_starts=500,train_freq=20,batch_size=16,target_update_period=100,"
+SMOKE = ("memory_size=2000,learning_starts=500,train_freq=50,batch_size=16,target_update_period=100,"
          "eval_every=1500,checkpoint_every=1500,log_every=100")
 
 
@@ -184,13 +193,26 @@ def test_dqn_pong_starts_learning_through_the_cli(tmp_path: Path) -> None:
     assert evaluation["step"] == 1500
     assert -21 <= evaluation["mean_return"] <= 21
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
-
-    events = EventAccumulator(str(copy_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    losses = [e.value for e in events.Scalars("losses/td_loss")]
-    q_values = [e.value for e in events.Scalars("losses/q_values")]
+    scalars = logged(copy_dir, LEARNING_TAGS)
+    steps = [step for step, _ in scalars["losses/td_loss"]]
+    losses, q_values = ([value for _, value in scalars[tag]] for tag in LEARNING_TAGS)
     assert len(losses) >= 5
     assert all(math.isfinite(v) for v in losses + q_values)
     assert len(set(q_values)) == len(q_values), "Q-values must move as the network learns"
-    assert min(scalar_steps(copy_dir)["losses/td_loss"]) > 500, "no learning before learning_starts"
+    assert min(steps) > 500, "no learning before learning_starts"
+
+
+@pytest.mark.slow
+def test_dqn_pong_resumed_from_a_checkpoint_continues_mid_game_exactly(tmp_path: Path) -> None:
+    """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns."""
+    overrides = ("memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,target_update_period=100,"
+                 "checkpoint_every=500,log_every=50,epsilon_start=0.2,epsilon_end=0.2")
+    common = ("train", "--hparams", "dqn_pong", "--hparam-override", overrides, "--eval-episodes", "0",
+              "--test-episodes", "0")
+    for steps, run_dir in (("1000", "straight"), ("500", "resumed"), ("1000", "resumed")):
+        result = run_rlkube(*common, "--train-steps", steps, "--output-dir", str(tmp_path / run_dir), timeout=300)
+        assert result.returncode == 0, result.stderr
+    tags = (*LEARNING_TAGS, "charts/episodic_return")
+    straight, resumed = (logged(tmp_path / run_dir / "copy-0", tags) for run_dir in ("straight", "resumed"))
+    assert any(step > 500 for step, _ in straight["losses/td_loss"])
+    assert straight == resumed
