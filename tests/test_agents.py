@@ -17,8 +17,10 @@ from rlkube.core.hparams import get_hparams, hparams_registry
 
 # Per agent, overrides that make any of its sets learn early and often on a small network.
 SMALL = {
+    "ddpg": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
     "dqn": "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=500",
     "ppo": "hidden_sizes=16;16,n_steps=16,batch_size=32,n_epochs=2",
+    "sac": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
     "vpg": "hidden_sizes=16;16,n_steps=16,batch_size=128",
 }
 CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")

@@ -32,7 +32,11 @@ def _plain(env_id: str) -> EnvFactory:
     return make
 
 
-for _env_id in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0"):
+CLASSIC_CONTROL_IDS = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0")
+# These need the mujoco extra (pip install rlkube[mujoco]); make_env says so in one line where it is missing.
+MUJOCO_IDS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5", "Swimmer-v5",
+              "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5")
+for _env_id in CLASSIC_CONTROL_IDS + MUJOCO_IDS:
     env_registry.register(_env_id)(_plain(_env_id))
 
 

@@ -46,6 +46,8 @@ class NumpyOps:
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
     flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
     concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
+    clip = staticmethod(np.clip)
+    softplus = staticmethod(lambda x: np.logaddexp(0.0, x))
     sum = staticmethod(lambda x: x.sum(axis=-1))
     take = staticmethod(lambda x, indices: x[np.arange(len(x)), indices])
 

@@ -11,18 +11,19 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core.agents.base import Agent, agent_registry
+from rlkube.core.agents.base import agent_registry
+from rlkube.core.agents.off_policy import OffPolicyAgent, compile_learner
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.dqn import DQNHParams
 from rlkube.core.losses import loss_registry
-from rlkube.core.memory import NStepBuilder, memory_registry
+from rlkube.core.memory import NStepBuilder
 from rlkube.core.networks import QNetwork
 from rlkube.core.policies import Extras, QPolicy
-from rlkube.core.schedules import ExponentialSchedule, LinearSchedule, multiples_between
+from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
 
 
 @agent_registry.register("dqn")
-class DQNAgent(Agent):
+class DQNAgent(OffPolicyAgent):
     action_spaces = (gym.spaces.Discrete,)
 
     def __init__(self, hp: DQNHParams, observation_space: gym.Space, action_space: gym.Space,
@@ -40,9 +41,7 @@ class DQNAgent(Agent):
             self.optimizer = tf.keras.optimizers.Adam(hp.lr)
             self.optimizer.build(self.online)
             self.noise_generator = tf.random.Generator.from_seed(seed)
-        self.memory = memory_registry[hp.memory](
-            hp.memory_size, observation_space.shape, observation_space.dtype, (), np.int64, seed + 1,
-            alpha=hp.per_alpha, epsilon=hp.per_epsilon)
+        self._make_memory(observation_space, (), np.int64, seed + 1)
         # One n-step builder per environment stream (an actor's envs have their own indices).
         self.n_step: dict[int, NStepBuilder] = {}
         self.loss = loss_registry[hp.loss]
@@ -50,19 +49,14 @@ class DQNAgent(Agent):
         self.epsilon = LinearSchedule(hp.epsilon_start, hp.epsilon_end, decay_steps) \
             if hp.epsilon_schedule == "linear" else ExponentialSchedule(hp.epsilon_start, hp.epsilon_end,
                                                                          hp.epsilon_decay)
-        self.beta = LinearSchedule(hp.per_beta_start, hp.per_beta_end, hp.train_steps)
-        self.steps = 0
-        self.previous_steps = 0
         self.last_learn_step = 0
         self.policy = QPolicy(self.network, [p.numpy() for p in self.online], self.num_actions, self.epsilon,
                               hp.learning_starts, seed)
         obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
         batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
-        learn_on_device = tf.function(self._learn, jit_compile=True)
-        self._learn_compiled = tf.function(
-            lambda *batch: self.strategy.run(learn_on_device, args=batch),
-            input_signature=[obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec,
-                             batch_spec, batch_spec])
+        self._learn_compiled = compile_learner(
+            self.strategy, self._learn,
+            [obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec, batch_spec, batch_spec])
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
                 terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
@@ -77,32 +71,19 @@ class DQNAgent(Agent):
     # -- learning -------------------------------------------------------------------------------
 
     def update(self) -> dict[str, float]:
-        hp = self.hp
-        phases = multiples_between(self.previous_steps, self.steps, hp.train_freq)
-        self.previous_steps = self.steps
-        if self.steps <= hp.learning_starts or phases == 0 or len(self.memory) == 0:
+        gradient_steps = self._gradient_steps_due()
+        if gradient_steps == 0:
             return {}
-        gradient_steps = phases * hp.gradient_steps
         self._sync_target()
-        if hp.memory == "prioritized":
-            # Priorities change after every gradient step, so each batch is drawn after the last update.
-            results = []
-            for _ in range(gradient_steps):
-                batch = self.memory.sample(hp.batch_size, 1, beta=self.beta(self.steps))
-                results.append(self._learn_on(batch))
-                self.memory.update_priorities(batch["indices"], results[-1][1])
-            losses = np.concatenate([r[0] for r in results])
-            q_means = np.concatenate([r[2] for r in results])
-        else:
-            losses, _, q_means = self._learn_on(self.memory.sample(hp.batch_size, gradient_steps))
+        scalars = self._replay(gradient_steps, self._learn_on)
         self.policy.params = [p.numpy() for p in self.online]
         self.last_learn_step = self.steps
-        return {"losses/td_loss": float(losses.mean()), "losses/q_values": float(q_means.mean())}
+        return scalars
 
-    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        outputs = self._learn_compiled(batch["obs"], batch["action"], batch["reward"], batch["next_obs"],
-                                       batch["discount"], batch["weights"])
-        return tuple(o.numpy() for o in outputs)
+    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        losses, td_errors, q_means = self._learn_compiled(batch["obs"], batch["action"], batch["reward"],
+                                                          batch["next_obs"], batch["discount"], batch["weights"])
+        return td_errors, {"losses/td_loss": losses, "losses/q_values": q_means}
 
     def _sync_target(self) -> None:
         """Apply the target updates due at every multiple of target_update_period since the last learn.
@@ -160,10 +141,8 @@ class DQNAgent(Agent):
             "optimizer": [v.numpy() for v in self.optimizer.variables],
             "noise_generator": self.noise_generator.state.numpy(),
             "policy": self.policy.state_dict(),
-            "steps": self.steps,
-            "previous_steps": self.previous_steps,
+            **self._replay_state(),
             "last_learn_step": self.last_learn_step,
-            "memory": self.memory.state_dict(),
             "n_step": {stream: builder.state_dict() for stream, builder in self.n_step.items()},
         }
 
@@ -174,10 +153,8 @@ class DQNAgent(Agent):
                 variable.assign(value)
         self.noise_generator.state.assign(state["noise_generator"])
         self.policy.load_state_dict(state["policy"])
-        self.steps = state["steps"]
-        self.previous_steps = state["previous_steps"]
+        self._load_replay_state(state)
         self.last_learn_step = state["last_learn_step"]
-        self.memory.load_state_dict(state["memory"])
         self.n_step = {}
         for stream, builder_state in state["n_step"].items():
             self.n_step[stream] = NStepBuilder(self.hp.n_step, self.hp.gamma)

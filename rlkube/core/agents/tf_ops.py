@@ -15,6 +15,8 @@ class TFOps:
     float32 = staticmethod(lambda x: tf.cast(x, tf.float32))
     flatten = staticmethod(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
     concat = staticmethod(lambda xs: tf.concat(xs, axis=-1))
+    clip = staticmethod(tf.clip_by_value)
+    softplus = staticmethod(tf.nn.softplus)
     sum = staticmethod(lambda x: tf.reduce_sum(x, axis=-1))
     take = staticmethod(lambda x, indices: tf.gather(x, indices, batch_dims=1))
     log_softmax = staticmethod(tf.nn.log_softmax)

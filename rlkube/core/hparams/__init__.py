@@ -1,5 +1,6 @@
 """Named hyperparameter sets as typed objects, with typed, range-checked overrides."""
 
+from rlkube.core.hparams import continuous as _continuous  # noqa: F401  (DDPG, TD3 and SAC sets)
 from rlkube.core.hparams import dqn as _dqn  # noqa: F401  (registers the DQN-family sets)
 from rlkube.core.hparams import policy_gradient as _policy_gradient  # noqa: F401  (VPG and PPO sets)
 from rlkube.core.hparams.base import (

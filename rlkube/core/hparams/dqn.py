@@ -6,16 +6,12 @@ Settings follow rl-baselines3-zoo where it has them, so results compare with Sta
 import dataclasses
 from dataclasses import dataclass
 
-from rlkube.core.hparams.base import HParams, hparams_registry, param
+from rlkube.core.hparams.base import hparams_registry, param
+from rlkube.core.hparams.off_policy import OffPolicyHParams
 
 
 @dataclass(frozen=True)
-class DQNHParams(HParams):
-    memory: str = param("uniform", choices=("uniform", "prioritized"))
-    memory_size: int = param(100_000, lo=1)
-    learning_starts: int = param(1_000, lo=0, doc="random-action steps before learning starts")
-    train_freq: int = param(4, lo=1, doc="environment steps between training phases")
-    gradient_steps: int = param(1, lo=1, doc="gradient steps per training phase")
+class DQNHParams(OffPolicyHParams):
     target_update_period: int = param(10, lo=1, doc="environment steps between target updates")
     target_update_tau: float = param(1.0, lo=0.0, hi=1.0, doc="1 copies (hard); below 1 is Polyak")
     double_q: bool = param(False, doc="Double DQN: the online net picks, the target net rates")
@@ -29,10 +25,6 @@ class DQNHParams(HParams):
     epsilon_end: float = param(0.05, lo=0.0, hi=1.0)
     exploration_fraction: float = param(0.1, lo=0.0, hi=1.0, doc="linear: share of train_steps to decay")
     epsilon_decay: float = param(0.999, lo=0.0, hi=1.0, doc="exponential: factor per step")
-    per_alpha: float = param(0.6, lo=0.0, hi=1.0, doc="prioritization exponent")
-    per_beta_start: float = param(0.4, lo=0.0, hi=1.0, doc="importance-sampling exponent at start")
-    per_beta_end: float = param(1.0, lo=0.0, hi=1.0, doc="... annealed linearly to this by the end")
-    per_epsilon: float = param(1e-6, lo=0.0, doc="added to |TD error| so no priority is zero")
 
 
 @hparams_registry.register()

@@ -1,0 +1,173 @@
+"""What DDPG, TD3 and SAC share: actions scaled to [-1, 1], Q critics on (obs, action), Polyak-averaged targets.
+
+Acting runs in numpy (rlkube.core.policies.continuous) on copies of the actor's weights. Every learning
+call returns those copies with its losses, so refreshing the policy after each gradient step costs no
+extra reads. Learning is one XLA-compiled graph call per update, however many gradient steps it takes.
+"""
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlkube.core.agents.off_policy import OffPolicyAgent, compile_learner
+from rlkube.core.agents.tf_ops import TFOps
+from rlkube.core.errors import UserError
+from rlkube.core.hparams.continuous import ContinuousControlHParams
+from rlkube.core.networks import MLP
+from rlkube.core.policies import Extras
+from rlkube.core.policies.continuous import BoxScale, ContinuousPolicy
+
+
+class ContinuousControlAgent(OffPolicyAgent):
+    action_spaces = (gym.spaces.Box,)
+    hp: ContinuousControlHParams
+    # What each gradient step reports, in the order `_gradient_step` returns it.
+    scalar_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, hp: ContinuousControlHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
+        if hp.model != "mlp":
+            raise UserError(f"agent '{hp.agent}' supports model=mlp only, got '{hp.model}'")
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise UserError(f"agent '{hp.agent}' needs a bounded Box action space; env '{hp.env}' has "
+                            f"[{action_space.low}, {action_space.high}]")
+        self.hp = hp
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.action_size = int(np.prod(action_space.shape))
+        self.scale = BoxScale(action_space.low, action_space.high)
+        obs_size = int(np.prod(observation_space.shape))
+        self.actor = MLP(obs_size, hp.hidden_sizes, self.actor_outputs)
+        self.critic = MLP(obs_size + self.action_size, hp.hidden_sizes, 1)
+        rng = np.random.default_rng(seed)
+        actor_initial = self.actor.initial_params(rng)
+        critics_initial = [p for _ in range(self.num_critics) for p in self.critic.initial_params(rng)]
+        with self.strategy.scope():  # the learner's state lives on the --device
+            self.actor_vars = [tf.Variable(p) for p in actor_initial]
+            self.critic_vars = [tf.Variable(p) for p in critics_initial]
+            self.target_critic_vars = [tf.Variable(p) for p in critics_initial]
+            self.actor_optimizer = tf.keras.optimizers.Adam(hp.lr)
+            self.actor_optimizer.build(self.actor_vars)
+            self.critic_optimizer = tf.keras.optimizers.Adam(hp.lr)
+            self.critic_optimizer.build(self.critic_vars)
+            self.generator = tf.random.Generator.from_seed(seed)
+        self._make_memory(observation_space, (self.action_size,), np.float32, seed + 1)
+        self.policy = self._make_policy([p.copy() for p in actor_initial], seed)
+
+        obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
+        batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
+        action_spec = tf.TensorSpec([None, hp.batch_size, self.action_size], tf.float32)
+        self._learn_compiled = compile_learner(self.strategy, self._learn,
+                                               [obs_spec, action_spec, batch_spec, obs_spec, batch_spec, batch_spec])
+
+    # -- what each algorithm supplies --------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def actor_outputs(self) -> int:
+        """Width of the actor's last layer."""
+
+    @property
+    @abstractmethod
+    def num_critics(self) -> int: ...
+
+    @abstractmethod
+    def _make_policy(self, actor_params: list[np.ndarray], seed: int) -> ContinuousPolicy: ...
+
+    @abstractmethod
+    def _gradient_step(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
+                       discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One update on one batch; returns the batch's |TD errors| (its priorities) and the scalars."""
+
+    def _variables(self) -> dict[str, list[tf.Variable]]:
+        """Every variable a checkpoint holds, by name."""
+        return {"actor": self.actor_vars, "critic": self.critic_vars, "target_critic": self.target_critic_vars,
+                "actor_optimizer": self.actor_optimizer.variables,
+                "critic_optimizer": self.critic_optimizer.variables}
+
+    # -- acting and observing ----------------------------------------------------------------------
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        del extras  # one-step transitions need nothing from acting
+        self.steps += len(obs)
+        unit_actions = self.scale.to_unit(actions)
+        discounts = self.hp.gamma * (1.0 - np.asarray(terminated, np.float32))
+        for row in range(len(obs)):
+            self.memory.add(obs[row], unit_actions[row], float(rewards[row]), next_obs[row], float(discounts[row]))
+        self.policy.episodes_ended(np.logical_or(terminated, truncated))
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        gradient_steps = self._gradient_steps_due()
+        if gradient_steps == 0:
+            return {}
+        return self._replay(gradient_steps, self._learn_on)
+
+    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[tf.Tensor, dict[str, np.ndarray]]:
+        td_errors, scalars, actor = self._learn_compiled(batch["obs"], batch["action"], batch["reward"],
+                                                         batch["next_obs"], batch["discount"], batch["weights"])
+        self.policy.params = [p.numpy() for p in actor]
+        scalars = scalars.numpy()
+        return td_errors, {name: scalars[:, index] for index, name in enumerate(self.scalar_names)}
+
+    def _learn(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
+               discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """len(obs) gradient steps, one per batch, inside one compiled call; then the actor's new weights."""
+        steps = tf.shape(obs)[0]
+        td_errors = tf.TensorArray(tf.float32, size=steps)
+        scalars = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            step_td_errors, step_scalars = self._gradient_step(
+                self.inputs(obs[i]), action[i], reward[i], self.inputs(next_obs[i]), discount[i], weights[i])
+            td_errors = td_errors.write(i, step_td_errors)
+            scalars = scalars.write(i, step_scalars)
+        return td_errors.stack(), scalars.stack(), [tf.identity(v) for v in self.actor_vars]
+
+    @staticmethod
+    def inputs(obs: tf.Tensor) -> tf.Tensor:
+        return TFOps.flatten(TFOps.float32(obs))
+
+    def critic_values(self, params: list[Any], obs: tf.Tensor, action: tf.Tensor,
+                      count: int | None = None) -> tf.Tensor:
+        """Q(obs, action) of the first `count` critics (all by default), stacked as [critic, batch]."""
+        x = tf.concat([obs, action], axis=-1)
+        size = self.critic.num_params
+        return tf.stack([self.critic.forward(params[c * size:(c + 1) * size], x, TFOps)[:, 0]
+                         for c in range(count or self.num_critics)])
+
+    def _apply(self, optimizer: tf.keras.optimizers.Optimizer, gradients: list[tf.Tensor],
+               variables: list[tf.Variable]) -> None:
+        if self.hp.max_grad_norm > 0:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+    def _polyak(self, targets: list[tf.Variable], sources: list[tf.Variable]) -> None:
+        tau = self.hp.tau
+        for target, source in zip(targets, sources, strict=True):
+            target.assign((1.0 - tau) * target + tau * source)
+
+    # -- logging and checkpoints -------------------------------------------------------------------
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/learning_rate": self.hp.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "variables": {name: [v.numpy() for v in variables] for name, variables in self._variables().items()},
+            "generator": self.generator.state.numpy(),
+            "policy": self.policy.state_dict(),
+            **self._replay_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, variables in self._variables().items():
+            for variable, value in zip(variables, state["variables"][name], strict=True):
+                variable.assign(value)
+        self.generator.state.assign(state["generator"])
+        self.policy.load_state_dict(state["policy"])
+        self._load_replay_state(state)
+        self.policy.params = [v.numpy() for v in self.actor_vars]

@@ -1,0 +1,253 @@
+"""DDPG, TD3 and SAC piece by piece: the squashed Gaussian, exploration noise, target smoothing, prioritized replay."""
+
+import copy
+import math
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rlkube.core.agents import make_agent
+from rlkube.core.agents.tf_ops import TFOps
+from rlkube.core.errors import UserError
+from rlkube.core.hparams import get_hparams
+from rlkube.core.networks import NumpyOps
+from rlkube.core.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise, squashed_gaussian_log_prob
+
+SMALL = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
+PENDULUM_SETS = ["ddpg_pendulum", "td3_pendulum", "sac_pendulum"]
+
+
+def run_steps(agent, env, obs, steps: int) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """The runner's loop for `steps` steps; returns the last observation and what each update reported."""
+    reports = []
+    for _ in range(steps):
+        actions, extras = agent.act(obs[None])
+        next_obs, reward, terminated, truncated, _ = env.step(actions[0])
+        agent.observe(obs[None], actions, np.array([reward]), next_obs[None], np.array([terminated]),
+                      np.array([truncated]), extras)
+        if learned := agent.update():
+            reports.append(learned)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return obs, reports
+
+
+def trained_agent(name: str, overrides: str = SMALL, seed: int = 0, steps: int = 120):
+    hp = get_hparams(name, overrides)
+    env = gym.make(hp.env)
+    agent = make_agent(hp, env.observation_space, env.action_space, seed)
+    obs, reports = run_steps(agent, env, env.reset(seed=seed)[0], steps)
+    return agent, env, obs, reports
+
+
+# -- the squashed Gaussian --------------------------------------------------------------------------
+
+def test_squashed_gaussian_log_prob_matches_the_change_of_variables_on_numpy_and_tensorflow() -> None:
+    rng = np.random.default_rng(0)
+    mean = rng.normal(0.0, 1.5, (64, 3))
+    log_std = rng.uniform(-2.0, 0.5, (64, 3))
+    noise = rng.standard_normal((64, 3))
+    pre_tanh = mean + np.exp(log_std) * noise
+    # log N(u; mean, std) - log |d tanh(u) / du|, term by term in float64.
+    std = np.exp(log_std)
+    expected = (-0.5 * ((pre_tanh - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi))
+                - np.log(1.0 - np.tanh(pre_tanh) ** 2)).sum(axis=-1)
+    on_numpy = squashed_gaussian_log_prob(noise, log_std, pre_tanh, NumpyOps)
+    on_tf = squashed_gaussian_log_prob(*(tf.constant(x, tf.float32) for x in (noise, log_std, pre_tanh)), TFOps)
+    np.testing.assert_allclose(on_numpy, expected, rtol=1e-9)
+    np.testing.assert_allclose(on_tf.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_squashed_gaussian_density_integrates_to_one_and_matches_samples() -> None:
+    mean, log_std = 0.7, math.log(0.8)
+    actions = np.linspace(-1.0, 1.0, 200_001)[1:-1]
+    pre_tanh = np.arctanh(actions)
+    noise = (pre_tanh - mean) / math.exp(log_std)
+    density = np.exp(squashed_gaussian_log_prob(noise[:, None], np.full((len(actions), 1), log_std),
+                                                pre_tanh[:, None], NumpyOps))
+    step = actions[1] - actions[0]
+    assert density.sum() * step == pytest.approx(1.0, abs=1e-3)
+    samples = np.tanh(mean + math.exp(log_std) * np.random.default_rng(1).standard_normal(400_000))
+    assert (actions * density).sum() * step == pytest.approx(samples.mean(), abs=3e-3)
+
+
+def test_squashed_gaussian_log_prob_stays_finite_where_tanh_saturates() -> None:
+    pre_tanh = np.array([[30.0], [-30.0]], np.float32)
+    log_prob = squashed_gaussian_log_prob(np.zeros_like(pre_tanh), np.zeros_like(pre_tanh), pre_tanh, NumpyOps)
+    # log(1 - tanh(u)^2) ~ log 4 - 2|u| for large |u|; the naive formula gives log(0) here.
+    expected = -0.5 * math.log(2 * math.pi) - (math.log(4.0) - 60.0)
+    np.testing.assert_allclose(log_prob, [expected, expected], rtol=1e-5)
+
+
+# -- exploration noise ------------------------------------------------------------------------------
+
+def test_ornstein_uhlenbeck_noise_has_its_stationary_variance_and_correlation() -> None:
+    std, theta, dt = 0.5, 0.15, 0.01
+    noise = OrnsteinUhlenbeckNoise(std, theta, dt)
+    rng = np.random.default_rng(0)
+    decay = 1.0 - theta * dt
+    for _ in range(3_000):  # many times 1 / (theta dt) steps: the start is forgotten
+        noise.sample((4_000, 1), rng)
+    before = noise.state.copy()
+    after = noise.sample((4_000, 1), rng)
+    stationary_variance = std**2 * dt / (1.0 - decay**2)
+    assert after.mean() == pytest.approx(0.0, abs=4 * math.sqrt(stationary_variance / 4_000))
+    assert after.var() == pytest.approx(stationary_variance, rel=0.08)
+    assert np.corrcoef(before[:, 0], after[:, 0])[0, 1] == pytest.approx(decay, abs=0.01)
+
+
+def test_ornstein_uhlenbeck_noise_restarts_only_the_rows_whose_episode_ended() -> None:
+    noise = OrnsteinUhlenbeckNoise(0.5, 0.15, 0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        noise.sample((3, 2), rng)
+    kept = noise.state.copy()
+    noise.reset(np.array([False, True, False]))
+    np.testing.assert_array_equal(noise.state[1], 0.0)
+    np.testing.assert_array_equal(noise.state[[0, 2]], kept[[0, 2]])
+
+
+def test_agent_restarts_the_noise_of_environments_whose_episode_ended() -> None:
+    hp = get_hparams("ddpg_mountaincar_continuous", SMALL)
+    env = gym.make(hp.env)
+    agent = make_agent(hp, env.observation_space, env.action_space, 0)
+    agent.steps = hp.learning_starts  # past the random actions, so the noise runs
+    obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
+    actions, extras = agent.act(obs)
+    noise_before = agent.policy.noise.state.copy()
+    assert np.all(noise_before != 0.0)
+    agent.observe(obs, actions, np.zeros(3), obs, np.array([False, True, False]), np.array([False, False, True]),
+                  extras)
+    np.testing.assert_array_equal(agent.policy.noise.state[1:], 0.0)
+    np.testing.assert_array_equal(agent.policy.noise.state[0], noise_before[0])
+
+
+# -- acting -----------------------------------------------------------------------------------------
+
+def test_box_scale_maps_unit_actions_onto_the_bounds_and_back() -> None:
+    scale = BoxScale(np.array([-2.0, 0.0]), np.array([2.0, 10.0]))
+    unit = np.array([[-1.0, -1.0], [0.0, 0.5], [1.0, 1.0]], np.float32)
+    np.testing.assert_allclose(scale.to_env(unit), [[-2.0, 0.0], [0.0, 7.5], [2.0, 10.0]])
+    np.testing.assert_allclose(scale.to_unit(scale.to_env(unit)), unit, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", PENDULUM_SETS)
+def test_actions_are_uniform_before_learning_starts_and_then_the_actors(name: str) -> None:
+    hp = get_hparams(name, SMALL)
+    env = gym.make(hp.env)
+    agent = make_agent(hp, env.observation_space, env.action_space, 0)
+    obs = np.zeros((5_000, 3), np.float32)
+    random_actions, _ = agent.act(obs)
+    assert random_actions.min() < -1.9
+    assert random_actions.max() > 1.9
+    assert abs(random_actions.mean()) < 0.1
+    agent.steps = hp.learning_starts
+    greedy, _ = agent.act(obs[:2], explore=False)
+    np.testing.assert_array_equal(greedy[0], greedy[1])  # one observation, one deterministic action
+    explored, _ = agent.act(obs)
+    if hp.agent == "ddpg":  # Gaussian noise around the actor's action, std 0.1 of the half-range
+        assert (explored - greedy[0]).std() == pytest.approx(2.0 * hp.action_noise_std, rel=0.1)
+    else:  # a sample from the squashed Gaussian
+        assert len(np.unique(explored)) > 4_000
+
+
+# -- learning ---------------------------------------------------------------------------------------
+
+def test_td3_target_smoothing_noise_is_clipped() -> None:
+    hp = get_hparams("td3_pendulum", SMALL + ",target_policy_noise=5.0,target_noise_clip=0.3")
+    env = gym.make(hp.env)
+    agent = make_agent(hp, env.observation_space, env.action_space, 0)
+    next_obs = tf.constant(np.random.default_rng(0).normal(size=(1_000, 3)), tf.float32)
+    plain = agent.policy_actions(agent.target_actor_vars, next_obs).numpy()
+    smoothed = agent.target_actions(next_obs).numpy()
+    shift = smoothed - plain
+    assert np.all(np.abs(shift) <= 0.3 + 1e-6)
+    inside = np.abs(plain) < 0.7  # where clipping to [-1, 1] cannot interfere
+    # With std 5 nearly every draw is beyond the clip, so the shift is +-0.3 but for a few.
+    assert np.mean(np.isclose(np.abs(shift[inside]), 0.3, atol=1e-6)) > 0.9
+    assert np.all(np.abs(smoothed) <= 1.0)
+
+
+@pytest.mark.parametrize("name", PENDULUM_SETS)
+def test_zero_importance_weight_removes_a_samples_influence(name: str) -> None:
+    """A prioritized batch's IS weights scale each sample's critic loss: weight 0, no influence at all."""
+    agent, *_ = trained_agent(name, SMALL + ",memory=prioritized")
+    start = agent.state_dict()
+    batch = agent.memory.sample(agent.hp.batch_size, 1, beta=0.4)
+    batch["weights"][0, 0] = 0.0
+
+    def variables_after(reward_of_first: float) -> list[np.ndarray]:
+        agent.load_state_dict(start)
+        changed = copy.deepcopy(batch)
+        changed["reward"][0, 0] = reward_of_first
+        agent._learn_on(changed)
+        return [v.numpy() for variables in agent._variables().values() for v in variables]
+
+    for mine, theirs in zip(variables_after(0.0), variables_after(1_000.0), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    batch["weights"][0, 0] = 1.0
+    assert any(not np.array_equal(a, b) for a, b in zip(variables_after(0.0), variables_after(1_000.0), strict=True))
+
+
+@pytest.mark.parametrize("name", PENDULUM_SETS)
+def test_priorities_become_the_critics_td_errors_after_each_gradient_step(name: str) -> None:
+    agent, env, obs, _ = trained_agent(name, SMALL + ",memory=prioritized")
+    memory, calls = agent.memory, []
+    update_priorities = memory.update_priorities
+    memory.update_priorities = lambda indices, td_errors: (calls.append((indices.copy(), td_errors.copy())),
+                                                           update_priorities(indices, td_errors))
+    run_steps(agent, env, obs, 1)
+    assert len(calls) == 1
+    indices, td_errors = calls[0]
+    assert td_errors.shape == (1, agent.hp.batch_size)
+    assert np.all(td_errors >= 0)
+    assert np.any(td_errors > 0)
+    last = {int(i): float(e) for i, e in zip(indices.ravel(), td_errors.ravel(), strict=True)}  # repeats: last wins
+    expected = (np.array(list(last.values())) + agent.hp.per_epsilon) ** agent.hp.per_alpha
+    np.testing.assert_allclose(memory.sums[np.array(list(last))], expected, rtol=1e-6)
+
+
+# -- determinism and checkpoints --------------------------------------------------------------------
+
+CHECKPOINTED_SETS = [*PENDULUM_SETS, "ddpg_mountaincar_continuous"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINTED_SETS)
+def test_same_seed_gives_the_same_updates(name: str) -> None:
+    first = trained_agent(name)[3]
+    assert first, "the agent never learned"
+    assert trained_agent(name)[3] == first
+
+
+@pytest.mark.parametrize("name", CHECKPOINTED_SETS)
+def test_checkpoint_round_trip_continues_identically(name: str) -> None:
+    agent, env, obs, _ = trained_agent(name)
+    state = agent.state_dict()
+    env_copy = copy.deepcopy(env)
+    restored, *_ = trained_agent(name, seed=123, steps=0)
+    restored.load_state_dict(state)
+    assert run_steps(restored, env_copy, obs, 60)[1] == run_steps(agent, env, obs, 60)[1]
+
+
+# -- what the user can get wrong ----------------------------------------------------------------------
+
+def test_continuous_agents_reject_unbounded_action_spaces() -> None:
+    hp = get_hparams("sac_pendulum", SMALL)
+    unbounded = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    with pytest.raises(UserError, match="needs a bounded Box action space"):
+        make_agent(hp, gym.spaces.Box(-1.0, 1.0, (3,), np.float32), unbounded, 0)
+
+
+def test_a_mujoco_env_without_mujoco_is_a_one_line_user_error() -> None:
+    script = ("import sys; sys.modules['mujoco'] = None\n"
+              "from rlkube.core.envs import make_env\n"
+              "from rlkube.core.errors import UserError\n"
+              "try:\n    make_env('HalfCheetah-v5')\nexcept UserError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    message = result.stdout.strip()
+    assert message.startswith("env 'HalfCheetah-v5' needs an extra")
+    assert "mujoco" in message
+    assert "\n" not in message
