@@ -25,12 +25,12 @@ SB3_PYTHON = Path(os.environ.get("RLKUBE_SB3_VENV", Path.home() / ".cache/rlkube
 HERE = Path(__file__).resolve().parent
 
 
-def run_rlkube(seed: int, workdir: Path) -> dict[str, Any]:
+def run_rlkube(seed: int, workdir: Path, hparams: str = "dqn_cartpole", eval_every: int = EVAL_EVERY) -> dict[str, Any]:
     out = workdir / f"rlkube-seed{seed}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", "dqn_cartpole", "--seed", str(seed),
+    subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", hparams, "--seed", str(seed),
                     "--output-dir", str(out), "--test-episodes", "0",
-                    "--hparam-override", f"eval_every={EVAL_EVERY}"],
+                    "--hparam-override", f"eval_every={eval_every}"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process_wall = time.perf_counter() - started
     summary = json.loads((out / "copy-0" / "summary.json").read_text())
@@ -43,9 +43,9 @@ def run_rlkube(seed: int, workdir: Path) -> dict[str, Any]:
             "wall_s_to_target": reached["wall_seconds"] if reached else None}
 
 
-def run_sb3(seed: int) -> dict[str, Any]:
-    result = subprocess.run([str(SB3_PYTHON), str(HERE / "sb3_reference.py"), "--algo", "dqn", "--seeds", str(seed),
-                             "--eval-every", str(EVAL_EVERY), "--eval-episodes", "10"],
+def run_sb3(seed: int, algo: str = "dqn", eval_every: int = EVAL_EVERY) -> dict[str, Any]:
+    result = subprocess.run([str(SB3_PYTHON), str(HERE / "sb3_reference.py"), "--algo", algo, "--seeds", str(seed),
+                             "--eval-every", str(eval_every), "--eval-episodes", "10"],
                             check=True, capture_output=True, text=True)
     record = json.loads(result.stdout.splitlines()[0])
     return {"framework": "sb3", **{k: record.get(k) for k in ("seed", "wall_s", "sps", "final_eval_mean",
@@ -61,8 +61,10 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             if reached else None}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(hparams: str = "dqn_cartpole", algo: str = "dqn", eval_every: int = EVAL_EVERY,
+         description: str = __doc__) -> None:
+    """Run `hparams` with rlkube (and, with --sb3, `algo` with SB3) on each seed, both evaluating every `eval_every`."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 side by side")
     args = parser.parse_args()
@@ -71,10 +73,10 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {"rlkube": [], "sb3": []}
     with tempfile.TemporaryDirectory() as workdir:
         for seed in (int(s) for s in args.seeds.split(",")):
-            results["rlkube"].append(run_rlkube(seed, Path(workdir)))
+            results["rlkube"].append(run_rlkube(seed, Path(workdir), hparams, eval_every))
             print(json.dumps(results["rlkube"][-1]), flush=True)
             if args.sb3:
-                results["sb3"].append(run_sb3(seed))
+                results["sb3"].append(run_sb3(seed, algo, eval_every))
                 print(json.dumps(results["sb3"][-1]), flush=True)
     for records in results.values():
         if records:

@@ -25,6 +25,7 @@ CASES = [
     ("dqn_mountaincar", 120_000, -190.0),
     ("ppo_cartpole", 100_000, 475.0),
     ("vpg_cartpole", 50_000, 200.0),
+    ("ppo_pendulum", 100_000, -300.0),
     ("ddpg_pendulum", 20_000, -200.0),
     ("td3_pendulum", 20_000, -200.0),
     ("sac_pendulum", 20_000, -200.0),

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from rlkube.core.agents import make_agent
+from rlkube.core.agents.on_policy import standardized
 from rlkube.core.agents.ppo import clipped_surrogate_loss
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.distributions import Categorical, DiagonalGaussian
@@ -123,6 +124,11 @@ def test_clipped_surrogate_takes_the_pessimistic_bound(ratio: float, advantage: 
     # d loss / d log_prob = d loss / d ratio * ratio.
     assert value.numpy() == pytest.approx(loss, rel=1e-6)
     assert tape.gradient(value, log_prob).numpy()[0] == pytest.approx(gradient, rel=1e-6, abs=1e-7)
+
+
+def test_advantages_are_standardised_with_the_sample_standard_deviation() -> None:
+    # mean 2, sample std sqrt(((-1)^2 + 0 + 1^2) / 2) = 1, as SB3's torch.std gives.
+    np.testing.assert_allclose(standardized(tf.constant([1.0, 2.0, 3.0])).numpy(), [-1.0, 0.0, 1.0], rtol=1e-6)
 
 
 def cartpole_agent(name: str, overrides: str = ""):

@@ -69,10 +69,12 @@ class OnPolicyAgent(Agent):
                         "return": vector}
         coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self.coefficients()}
         # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
+        # Traced here, once; calling the concrete function skips tf.function's matching of every call's arguments.
         learn_on_device = tf.function(self._learn, jit_compile=True, autograph=False)
         self._learn_compiled = tf.function(
             lambda *args: self.strategy.run(learn_on_device, args=args), autograph=False,
-            input_signature=[rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec])
+            input_signature=[rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
+        ).get_concrete_function()
 
     def coefficients(self) -> dict[str, float]:
         """Scheduled values for the next update, as of the current step; logged as charts/<name>."""
@@ -128,9 +130,7 @@ class OnPolicyAgent(Agent):
         def gradient_step(i: tf.Tensor, totals: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
             minibatch = {name: tf.gather(values, indices[i]) for name, values in rollout.items()}
             if self.hp.normalize_advantage:
-                advantage = minibatch["advantage"]
-                minibatch["advantage"] = (advantage - tf.reduce_mean(advantage)) / (tf.math.reduce_std(advantage)
-                                                                                   + 1e-8)
+                minibatch["advantage"] = standardized(minibatch["advantage"])
             with tf.GradientTape() as tape:
                 params, values = self.network.forward(self._layer_params(), minibatch["obs"], TFOps)
                 log_prob = distribution.log_prob(params, minibatch["action"], TFOps)
@@ -186,6 +186,13 @@ class OnPolicyAgent(Agent):
         self.steps = state["steps"]
         self.buffer.load_state_dict(state["rollout"])
         self.policy.params = unflatten(self.params.numpy(), self.param_shapes)
+
+
+def standardized(x: tf.Tensor) -> tf.Tensor:
+    """(x - mean) / (std + 1e-8), with the sample (n - 1) standard deviation as Stable-Baselines3's torch.std."""
+    centered = x - tf.reduce_mean(x)
+    count = tf.cast(tf.size(x), tf.float32)
+    return centered / (tf.sqrt(tf.reduce_sum(tf.square(centered)) / tf.maximum(count - 1.0, 1.0)) + 1e-8)
 
 
 def annealed(value: float, schedule: str, train_steps: int) -> LinearSchedule:
