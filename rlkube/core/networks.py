@@ -198,6 +198,7 @@ class NatureCNN:
     """
 
     CONVOLUTIONS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, size, stride)
+    convolutional = True  # see rlkube.core.agents.compiled.xla_suits
 
     def __init__(self, obs_shape: tuple[int, ...], hidden_sizes: Sequence[int], noisy: bool = False,
                  sigma0: float = 0.5, activation: str = "relu") -> None:

@@ -12,7 +12,8 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core.agents.off_policy import OffPolicyAgent, compile_learner
+from rlkube.core.agents.compiled import compile_learner
+from rlkube.core.agents.off_policy import OffPolicyAgent
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.errors import UserError
 from rlkube.core.hparams.continuous import ContinuousControlHParams

@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.core.agents.base import agent_registry
-from rlkube.core.agents.off_policy import OffPolicyAgent, compile_learner
+from rlkube.core.agents.compiled import compile_learner, xla_suits
+from rlkube.core.agents.off_policy import OffPolicyAgent
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.dqn import DQNHParams
 from rlkube.core.losses import loss_registry
@@ -56,7 +57,8 @@ class DQNAgent(OffPolicyAgent):
         batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
         self._learn_compiled = compile_learner(
             self.strategy, self._learn,
-            [obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec, batch_spec, batch_spec])
+            [obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec, batch_spec, batch_spec],
+            jit_compile=xla_suits(hp.model, self.strategy))
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
                 terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:

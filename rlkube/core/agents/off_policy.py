@@ -9,7 +9,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import tensorflow as tf
 
 from rlkube.core.agents.base import Agent
 from rlkube.core.hparams.off_policy import OffPolicyHParams
@@ -18,35 +17,6 @@ from rlkube.core.schedules import LinearSchedule, multiples_between
 
 # One compiled learning call: the batches' TD errors ([count, batch], for priorities) and per-step scalars.
 Learn = Callable[[Batch], tuple[Any, dict[str, Any]]]
-
-
-def compile_learner(strategy: tf.distribute.Strategy, learn: Callable[..., Any],
-                    input_signature: list[tf.TensorSpec], autograph: bool = True) -> Callable[..., Any]:
-    """`learn` XLA-compiled and run on the strategy's device, traced once for `input_signature`.
-
-    One compiled function is the whole call: a plain tf.function around an XLA one costs a graph
-    executor's round trip (~0.5 ms) per call. TPUStrategy.run compiles for the TPU itself and must
-    sit in a plain tf.function. `autograph=False` traces faster (up to a second), for a `learn` whose
-    Python has no loops or branches on tensors.
-    """
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        learn_on_device = tf.function(learn, jit_compile=True, autograph=autograph)
-        compiled = tf.function(lambda *args: strategy.run(learn_on_device, args=args), autograph=autograph,
-                               input_signature=input_signature)
-    else:
-        compiled = tf.function(lambda *args: strategy.run(learn, args=args), jit_compile=True, autograph=autograph,
-                               input_signature=input_signature)
-    concrete = None
-
-    def call(*arrays: np.ndarray) -> Any:
-        # The one concrete function, traced on first use: calling it skips tf.function's argument
-        # binding (~0.4 ms a call), and tf.constant converts numpy five times faster than the call would.
-        nonlocal concrete
-        if concrete is None:
-            concrete = compiled.get_concrete_function()
-        return concrete(*(tf.constant(array) for array in arrays))
-
-    return call
 
 
 class OffPolicyAgent(Agent):

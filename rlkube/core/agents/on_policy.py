@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.core.agents.base import Agent
+from rlkube.core.agents.compiled import compile_learner, xla_suits
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.distributions import Categorical, DiagonalGaussian
 from rlkube.core.errors import UserError
@@ -70,11 +71,9 @@ class OnPolicyAgent(Agent):
         coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self.coefficients()}
         # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
         # Traced here, once; calling the concrete function skips tf.function's matching of every call's arguments.
-        learn_on_device = tf.function(self._learn, jit_compile=True, autograph=False)
-        self._learn_compiled = tf.function(
-            lambda *args: self.strategy.run(learn_on_device, args=args), autograph=False,
-            input_signature=[rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
-        ).get_concrete_function()
+        self._learn_compiled = compile_learner(
+            self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
+            autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
 
     def coefficients(self) -> dict[str, float]:
         """Scheduled values for the next update, as of the current step; logged as charts/<name>."""
