@@ -70,7 +70,6 @@ class OnPolicyAgent(Agent):
                         "return": vector}
         coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self.coefficients()}
         # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
-        # Traced here, once; calling the concrete function skips tf.function's matching of every call's arguments.
         self._learn_compiled = compile_learner(
             self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
             autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
