@@ -232,6 +232,14 @@ def test_checkpoint_round_trip_continues_identically(name: str) -> None:
     assert run_steps(restored, env_copy, obs, 60)[1] == run_steps(agent, env, obs, 60)[1]
 
 
+@pytest.mark.parametrize("name", ["sac_halfcheetah", "td3_halfcheetah"])
+def test_halfcheetah_sets_learn_from_float64_mujoco_observations(name: str) -> None:
+    agent, *_, reports = trained_agent(name, SMALL.replace("memory_size=500", "memory_size=200"), steps=60)
+    assert reports
+    assert all(np.isfinite(value) for report in reports for value in report.values())
+    assert agent.memory.data["obs"].dtype == np.float64  # stored as the env gives it, cast inside the graph
+
+
 # -- what the user can get wrong ----------------------------------------------------------------------
 
 def test_continuous_agents_reject_unbounded_action_spaces() -> None:
