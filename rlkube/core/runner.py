@@ -232,7 +232,9 @@ class Runner:
                 for t in range(steps):
                     agent.observe(*rollout.step(t), rollout.step_extras(t))
                     learned = agent.update() or learned
-                pool.publish(agent.policy.params, agent.steps)
+                # On-policy actors wait for a new version after each rollout, so they always get one.
+                changed = learned or agent.on_policy
+                pool.publish(agent.policy.params if changed else None, agent.steps)
                 ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
                 self._after_steps(steps * hp.num_envs, learned, ended)
                 if state.step >= hp.train_steps:

@@ -87,7 +87,11 @@ class ParameterBoard:
         self.lock = context.Lock()
         self.publish(params, 0)
 
-    def publish(self, params: list[np.ndarray], learner_step: int) -> None:
+    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
+        """New parameters (None: unchanged, which spares copying megabytes of a CNN) and the step count."""
+        if params is None:
+            self.learner_step.value = learner_step
+            return
         flat = np.frombuffer(self.buffer, np.float32)
         with self.lock:
             np.concatenate([p.ravel() for p in params], out=flat)
@@ -113,7 +117,7 @@ def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: P
     envs = make_vector_env(env_name, num_envs, vector_mode)
     obs, _ = envs.reset(seed=seed)
     policy.seed(seed)
-    version, learner_step = 0, 0
+    version = 0
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
     while os.getppid() == parent_pid:
         newer = board.fetch_newer(version)
@@ -121,8 +125,8 @@ def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: P
             time.sleep(0.001)  # on-policy: wait for the learner to learn from our last rollout
             continue
         if newer is not None:
-            version, policy.params, learner_step = newer
-        rollout = _collect(envs, policy, obs, rollout_steps, learner_step, returns, lengths)
+            version, policy.params, _ = newer
+        rollout = _collect(envs, policy, obs, rollout_steps, board.learner_step.value, returns, lengths)
         rollout.worker, rollout.version, rollout.first_env_index = index, version, index * num_envs
         obs = rollout.obs[-1]
         while os.getppid() == parent_pid:
@@ -188,7 +192,7 @@ class ActorPool:
         process.start()
         return process
 
-    def publish(self, params: list[np.ndarray], learner_step: int) -> None:
+    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
         self.board.publish(params, learner_step)
 
     def rollouts_to_learn(self) -> Iterator[Rollout]:
