@@ -79,9 +79,10 @@ def make_vector_env(name: str, num_envs: int, mode: str = "sync") -> gym.vector.
     """
     check_env_name(name)
     make_one = functools.partial(make_env, name, training=True)
+    if mode == "sync":
+        return gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     make_one().close()  # reject a missing extra here, in one line, rather than inside a worker process
-    vector_class = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
-    return vector_class([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    return gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
 def learning_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:

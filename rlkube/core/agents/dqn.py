@@ -62,7 +62,7 @@ class DQNAgent(OffPolicyAgent):
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
                 terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
-        self.previous_steps, self.steps = self.steps, self.steps + len(obs)
+        self.steps += len(obs)
         streams = extras.get("env_index", range(len(obs)))
         for row, stream in enumerate(streams):
             builder = self.n_step.setdefault(int(stream), NStepBuilder(self.hp.n_step, self.hp.gamma))
