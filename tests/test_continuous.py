@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from rlkube.core import devices
 from rlkube.core.agents import make_agent
+from rlkube.core.agents.compiled import hidden_dtype
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import get_hparams
@@ -259,3 +261,27 @@ def test_a_mujoco_env_without_mujoco_is_a_one_line_user_error() -> None:
     assert message.startswith("env 'HalfCheetah-v5' needs an extra")
     assert "mujoco" in message
     assert "\n" not in message
+
+
+# -- matmul precision --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", PENDULUM_SETS)
+def test_bfloat16_hidden_layers_learn_like_float32(name: str) -> None:
+    """bfloat16 matmuls change the numbers (so the switch is wired) but not what the first updates learn."""
+    reports = {precision: trained_agent(name, f"{SMALL},matmul_precision={precision}")[3]
+               for precision in ("float32", "bfloat16")}
+    assert reports["float32"] != reports["bfloat16"]
+    for key in reports["float32"][0]:
+        first = np.array([r[key] for r in reports["float32"][:5]])
+        np.testing.assert_allclose([r[key] for r in reports["bfloat16"][:5]], first, rtol=0.05, atol=0.02, err_msg=key)
+
+
+@pytest.mark.parametrize(("matrix_unit", "expected"), [(True, tf.bfloat16), (False, tf.float32)])
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_a_bfloat16_matrix_unit(monkeypatch, matrix_unit: bool,
+                                                                              expected: tf.DType) -> None:
+    # Whether this machine's CPU has AMX is fixed, so the probe is replaced to see both answers.
+    monkeypatch.setattr(devices, "bfloat16_matrix_unit", lambda: matrix_unit)
+    strategy = tf.distribute.get_strategy()
+    assert hidden_dtype("auto", strategy) == expected
+    assert hidden_dtype("float32", strategy) == tf.float32
+    assert hidden_dtype("bfloat16", strategy) == tf.bfloat16

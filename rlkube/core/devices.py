@@ -7,6 +7,7 @@ TPU slice runs the update on its first device (on a TPU, one core of the slice).
 
 import glob
 import os
+from pathlib import Path
 from typing import Any
 
 from rlkube.core.errors import UserError
@@ -18,6 +19,14 @@ def tpu_present() -> bool:
     """A Cloud TPU VM shows its chips as /dev/accel* (or /dev/vfio for v5e+), and GKE sets TPU_* variables."""
     return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
                 or any(os.environ.get(name) for name in ("TPU_WORKER_ID", "TPU_NAME", "TPU_ACCELERATOR_TYPE")))
+
+
+def bfloat16_matrix_unit() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: Intel AMX (Sapphire Rapids and later)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux
+        return False
 
 
 def resolve(device: str) -> str:

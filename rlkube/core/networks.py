@@ -112,13 +112,20 @@ class MLP:
         return [p for layer in self.layers for p in layer.initial_params(rng)]
 
     def forward(self, params: Sequence[Any], x: Any, ops: Any, noise: Sequence[Any] | None = None,
-                last_activation: bool = False) -> Any:
+                last_activation: bool = False, hidden_dtype: Any = None) -> Any:
+        """The network's output; with `hidden_dtype` (e.g. bfloat16) the layers before the output compute in it."""
         activate = getattr(ops, self.activation)
         offset = 0
         for index, layer in enumerate(self.layers):
-            x = layer.apply(params[offset: offset + layer.num_params], x,
-                            noise[index] if noise is not None else None, ops)
+            layer_params = params[offset: offset + layer.num_params]
             offset += layer.num_params
+            if hidden_dtype is not None:
+                # The output layer stays float32: values and log-probabilities need its precision.
+                output_layer = index == len(self.layers) - 1
+                x = ops.float32(x) if output_layer else ops.cast(x, hidden_dtype)
+                if not output_layer:
+                    layer_params = [ops.cast(p, hidden_dtype) for p in layer_params]
+            x = layer.apply(layer_params, x, noise[index] if noise is not None else None, ops)
             if index < len(self.layers) - 1 or last_activation:
                 x = activate(x)
         return x

@@ -5,7 +5,17 @@ from typing import Any
 
 import tensorflow as tf
 
+from rlkube.core import devices
 from rlkube.core.networks import model_registry
+
+
+def on_accelerator(strategy: tf.distribute.Strategy) -> bool:
+    """Whether the strategy's learner runs on a GPU or a TPU rather than the CPU."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
+    return bool(tf.config.list_logical_devices("GPU"))  # the default strategy uses a GPU where there is one
 
 
 def xla_suits(model: str, strategy: tf.distribute.Strategy) -> bool:
@@ -15,13 +25,29 @@ def xla_suits(model: str, strategy: tf.distribute.Strategy) -> bool:
     gradient-step loop about 30x slower than plain TensorFlow (930 ms against 32 ms for one Nature
     CNN step of dqn_pong, benchmarks/atari_sps.py).
     """
-    if not getattr(model_registry[model], "convolutional", False):
-        return True
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return True
-    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
-        return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
-    return bool(tf.config.list_logical_devices("GPU"))  # the default strategy uses a GPU where there is one
+    return not getattr(model_registry[model], "convolutional", False) or on_accelerator(strategy)
+
+
+def hidden_dtype(matmul_precision: str, strategy: tf.distribute.Strategy) -> tf.DType:
+    """The dtype of hidden layers' matmuls: `auto` is bfloat16 on a CPU with a bfloat16 matrix unit, else float32.
+
+    Like TensorFloat-32 on a GPU (TensorFlow's default there), AMX multiplies bfloat16 inputs into
+    float32 sums, several times faster than float32 arithmetic.
+    """
+    if matmul_precision == "auto":
+        use_bfloat16 = not on_accelerator(strategy) and devices.bfloat16_matrix_unit()
+        return tf.bfloat16 if use_bfloat16 else tf.float32
+    return tf.as_dtype(matmul_precision)
+
+
+def fused_on_cpu(update: Callable[..., None], strategy: tf.distribute.Strategy) -> Callable[..., None]:
+    """`update`, which only assigns variables, as one XLA call inside a CPU learner's plain graph; as is elsewhere.
+
+    A learner on a CPU runs its graph without XLA, whose matmuls there are slower than oneDNN's
+    and never use a bfloat16 matrix unit; but XLA fuses an optimizer's and Polyak averaging's
+    dozens of element-wise ops per variable into a few loops. On a GPU or TPU the whole step is XLA already.
+    """
+    return update if on_accelerator(strategy) else tf.function(update, jit_compile=True, autograph=False)
 
 
 def compile_learner(strategy: tf.distribute.Strategy, learn: Callable[..., Any], input_signature: list[Any],

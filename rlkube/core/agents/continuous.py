@@ -2,7 +2,9 @@
 
 Acting runs in numpy (rlkube.core.policies.continuous) on copies of the actor's weights. Every learning
 call returns those copies with its losses, so refreshing the policy after each gradient step costs no
-extra reads. Learning is one XLA-compiled graph call per update, however many gradient steps it takes.
+extra reads. Learning is one compiled graph call per update, however many gradient steps it takes: all
+XLA on a GPU or TPU; on a CPU, oneDNN's matmuls (bfloat16 where the CPU has a matrix unit for it) with
+each update of variables one fused XLA call (rlkube.core.agents.compiled).
 """
 
 from abc import abstractmethod
@@ -12,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core.agents.compiled import compile_learner
+from rlkube.core.agents.compiled import compile_learner, fused_on_cpu, hidden_dtype, on_accelerator
 from rlkube.core.agents.off_policy import OffPolicyAgent
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.errors import UserError
@@ -54,6 +56,10 @@ class ContinuousControlAgent(OffPolicyAgent):
             self.critic_optimizer = tf.keras.optimizers.Adam(hp.lr)
             self.critic_optimizer.build(self.critic_vars)
             self.generator = tf.random.Generator.from_seed(seed)
+        dtype = hidden_dtype(hp.matmul_precision, self.strategy)
+        self.hidden_dtype = None if dtype == tf.float32 else dtype
+        self._update_critics = fused_on_cpu(self._update_critics, self.strategy)
+        self._update_actor = fused_on_cpu(self._update_actor, self.strategy)
         self._make_memory(observation_space, (self.action_size,), np.float32, seed + 1)
         self.policy = self._make_policy([p.copy() for p in actor_initial], seed)
 
@@ -63,10 +69,13 @@ class ContinuousControlAgent(OffPolicyAgent):
         width = sum(self.columns)
         # Zoo settings take one gradient step per call, which compiles without a loop: a second faster,
         # and XLA then spreads TD3's conditional actor step over every core, which it does not inside a loop.
+        xla = on_accelerator(self.strategy)
         self._learn_one = compile_learner(self.strategy, self._learn_batch,
-                                          [tf.TensorSpec([hp.batch_size, width], tf.float32)], autograph=False)
+                                          [tf.TensorSpec([hp.batch_size, width], tf.float32)], autograph=False,
+                                          jit_compile=xla)
         self._learn_many = compile_learner(self.strategy, self._learn_batches,
-                                           [tf.TensorSpec([None, hp.batch_size, width], tf.float32)])
+                                           [tf.TensorSpec([None, hp.batch_size, width], tf.float32)],
+                                           jit_compile=xla)
 
     # -- what each algorithm supplies --------------------------------------------------------------
 
@@ -144,13 +153,27 @@ class ContinuousControlAgent(OffPolicyAgent):
             scalars = scalars.write(i, step_scalars)
         return td_errors.stack(), scalars.stack(), [tf.identity(v) for v in self.actor_vars]
 
+    def actor_output(self, params: list[Any], obs: tf.Tensor) -> tf.Tensor:
+        return self.actor.forward(params, obs, TFOps, hidden_dtype=self.hidden_dtype)
+
     def critic_values(self, params: list[Any], obs: tf.Tensor, action: tf.Tensor,
                       count: int | None = None) -> tf.Tensor:
         """Q(obs, action) of the first `count` critics (all by default), stacked as [critic, batch]."""
         x = tf.concat([obs, action], axis=-1)
         size = self.critic.num_params
-        return tf.stack([self.critic.forward(params[c * size:(c + 1) * size], x, TFOps)[:, 0]
+        return tf.stack([self.critic.forward(params[c * size:(c + 1) * size], x, TFOps,
+                                             hidden_dtype=self.hidden_dtype)[:, 0]
                          for c in range(count or self.num_critics)])
+
+    # Each update of variables is one XLA call on a CPU learner (see fused_on_cpu); on a GPU or TPU, inline.
+
+    def _update_critics(self, gradients: list[tf.Tensor]) -> None:
+        self._apply(self.critic_optimizer, gradients, self.critic_vars)
+
+    def _update_actor(self, gradients: list[tf.Tensor]) -> None:
+        """The actor's step; then the critics' targets follow."""
+        self._apply(self.actor_optimizer, gradients, self.actor_vars)
+        self._polyak(self.target_critic_vars, self.critic_vars)
 
     def _apply(self, optimizer: tf.keras.optimizers.Optimizer, gradients: list[tf.Tensor],
                variables: list[tf.Variable]) -> None:

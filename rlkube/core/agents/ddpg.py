@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from rlkube.core.agents.base import agent_registry
 from rlkube.core.agents.continuous import ContinuousControlAgent
-from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.continuous import DDPGHParams
 from rlkube.core.policies.continuous import DeterministicPolicy, GaussianNoise, OrnsteinUhlenbeckNoise
 
@@ -49,7 +48,7 @@ class DDPGAgent(ContinuousControlAgent):
                 "counters": [self.critic_updates, self.last_actor_loss]}
 
     def policy_actions(self, params: list[tf.Variable], obs: tf.Tensor) -> tf.Tensor:
-        return tf.tanh(self.actor.forward(params, obs, TFOps))
+        return tf.tanh(self.actor_output(params, obs))
 
     def target_actions(self, next_obs: tf.Tensor) -> tf.Tensor:
         """The target actor's actions; TD3 smooths them with clipped noise, so the target is an average."""
@@ -73,7 +72,7 @@ class DDPGAgent(ContinuousControlAgent):
             td_errors = target - q
             # Importance-sampling weights (all 1 without prioritized replay) scale each sample's loss.
             critic_loss = tf.reduce_sum(tf.reduce_mean(weights * td_errors * td_errors, axis=1))
-        self._apply(self.critic_optimizer, tape.gradient(critic_loss, self.critic_vars), self.critic_vars)
+        self._update_critics(tape.gradient(critic_loss, self.critic_vars))
 
         self.critic_updates.assign_add(1)
         if hp.policy_delay == 1:
@@ -91,8 +90,10 @@ class DDPGAgent(ContinuousControlAgent):
             tape.watch(self.actor_vars)
             actor_loss = -tf.reduce_mean(self.critic_values(self.critic_vars, obs,
                                                             self.policy_actions(self.actor_vars, obs), count=1))
-        self._apply(self.actor_optimizer, tape.gradient(actor_loss, self.actor_vars), self.actor_vars)
-        self._polyak(self.target_actor_vars, self.actor_vars)
-        self._polyak(self.target_critic_vars, self.critic_vars)
+        self._update_actor(tape.gradient(actor_loss, self.actor_vars))
         self.last_actor_loss.assign(actor_loss)
         return actor_loss
+
+    def _update_actor(self, gradients: list[tf.Tensor]) -> None:
+        super()._update_actor(gradients)
+        self._polyak(self.target_actor_vars, self.actor_vars)

@@ -50,7 +50,7 @@ class SACAgent(ContinuousControlAgent):
 
     def sample_actions(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised actions from the current actor and their log-probabilities."""
-        mean, log_std = squashed_gaussian(self.actor.forward(self.actor_vars, obs, TFOps), self.action_size, TFOps)
+        mean, log_std = squashed_gaussian(self.actor_output(self.actor_vars, obs), self.action_size, TFOps)
         noise = self.generator.normal(tf.shape(mean))
         pre_tanh = mean + tf.exp(log_std) * noise
         return tf.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh, TFOps)
@@ -65,8 +65,6 @@ class SACAgent(ContinuousControlAgent):
                 # -mean(log_alpha * (log_prob + target_entropy)), differentiated by hand.
                 entropy_gap = tf.stop_gradient(log_prob) + self.target_entropy
                 alpha_loss = -self.log_alpha * tf.reduce_mean(entropy_gap)
-                if self.hp.auto_entropy:
-                    self.alpha_optimizer.apply_gradients([(-tf.reduce_mean(entropy_gap), self.log_alpha)])
 
                 next_action, next_log_prob = self.sample_actions(next_obs)
                 next_value = tf.reduce_min(self.critic_values(self.target_critic_vars, next_obs, next_action), axis=0)
@@ -77,12 +75,16 @@ class SACAgent(ContinuousControlAgent):
                     td_errors = target - q
                     # Importance-sampling weights (all 1 without prioritized replay) scale each sample's loss.
                     critic_loss = 0.5 * tf.reduce_sum(tf.reduce_mean(weights * td_errors * td_errors, axis=1))
-                self._apply(self.critic_optimizer, critic_tape.gradient(critic_loss, self.critic_vars),
-                            self.critic_vars)
+                self._update_critics(critic_tape.gradient(critic_loss, self.critic_vars), -tf.reduce_mean(entropy_gap))
             policy_value = tf.reduce_min(self.critic_values(self.critic_vars, obs, policy_action), axis=0)
             actor_loss = tf.reduce_mean(alpha * log_prob - policy_value)
-        self._apply(self.actor_optimizer, actor_tape.gradient(actor_loss, self.actor_vars), self.actor_vars)
-        self._polyak(self.target_critic_vars, self.critic_vars)
+        self._update_actor(actor_tape.gradient(actor_loss, self.actor_vars))
         scalars = tf.stack([critic_loss, actor_loss, tf.reduce_mean(q[0]), alpha, alpha_loss])
         # Priorities: the larger of the critics' errors.
         return tf.reduce_max(tf.abs(td_errors), axis=0), scalars
+
+    def _update_critics(self, gradients: list[tf.Tensor], alpha_gradient: tf.Tensor | None = None) -> None:
+        """The entropy coefficient's step, as Stable-Baselines3 orders it, then the critics'."""
+        if self.hp.auto_entropy:
+            self.alpha_optimizer.apply_gradients([(alpha_gradient, self.log_alpha)])
+        super()._update_critics(gradients)

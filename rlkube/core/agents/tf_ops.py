@@ -13,6 +13,7 @@ class TFOps:
     sqrt = staticmethod(tf.sqrt)
     abs = staticmethod(tf.abs)
     float32 = staticmethod(lambda x: tf.cast(x, tf.float32))
+    cast = staticmethod(tf.cast)
     flatten = staticmethod(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))
     concat = staticmethod(lambda xs: tf.concat(xs, axis=-1))
     clip = staticmethod(tf.clip_by_value)

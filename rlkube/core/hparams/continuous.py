@@ -10,6 +10,7 @@ from rlkube.core.hparams.base import hparams_registry, param
 from rlkube.core.hparams.off_policy import OffPolicyHParams
 
 ACTION_NOISES = ("gaussian", "ornstein_uhlenbeck")
+MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class ContinuousControlHParams(OffPolicyHParams):
     learning_starts: int = param(100, lo=0, doc="uniform-random-action steps before learning starts")
     train_freq: int = param(1, lo=1, doc="environment steps between training phases")
     tau: float = param(0.005, lo=0.0, hi=1.0, doc="Polyak factor of the target networks; 1 copies")
+    matmul_precision: str = param("auto", choices=MATMUL_PRECISIONS,
+                                  doc="hidden layers' matmuls; auto: bfloat16 on a CPU with a bfloat16 matrix unit "
+                                      "(Intel AMX), else float32. Outputs, losses and optimizers stay float32")
 
 
 @dataclass(frozen=True)
