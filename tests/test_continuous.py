@@ -13,6 +13,7 @@ import tensorflow as tf
 from rlkube.core import devices
 from rlkube.core.agents import make_agent
 from rlkube.core.agents.compiled import hidden_dtype
+from rlkube.core.agents.fused import Adam, polyak
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import get_hparams
@@ -285,3 +286,25 @@ def test_auto_precision_is_bfloat16_only_on_a_cpu_with_a_bfloat16_matrix_unit(mo
     assert hidden_dtype("auto", strategy) == expected
     assert hidden_dtype("float32", strategy) == tf.float32
     assert hidden_dtype("bfloat16", strategy) == tf.bfloat16
+
+
+# -- fused updates -----------------------------------------------------------------------------------
+
+def test_fused_adam_takes_the_same_steps_as_keras_adam() -> None:
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)]
+    fused_vars, keras_vars = [tf.Variable(p) for p in start], [tf.Variable(p) for p in start]
+    fused, keras = Adam(fused_vars, 1e-2), tf.keras.optimizers.Adam(1e-2)
+    for _ in range(5):
+        gradients = [tf.constant(rng.normal(size=p.shape).astype(np.float32)) for p in start]
+        fused.apply(gradients, fused_vars)
+        keras.apply_gradients(zip(gradients, keras_vars, strict=True))
+    for mine, theirs, first in zip(fused_vars, keras_vars, start, strict=True):
+        assert not np.allclose(mine.numpy(), first)
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_polyak_moves_each_target_tau_of_the_way_to_its_source() -> None:
+    target, source = tf.Variable([0.0, 10.0]), tf.Variable([1.0, 0.0])
+    polyak([target], [source], 0.25)
+    np.testing.assert_allclose(target.numpy(), [0.25, 7.5])

@@ -222,7 +222,7 @@ class Runner:
     def _train_with_workers(self) -> None:
         """The same observe and update, fed by actor processes' rollouts (rlkube.core.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
-        rollout_steps = getattr(hp, "n_steps", OFF_POLICY_CHUNK) if agent.on_policy else OFF_POLICY_CHUNK
+        rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
         pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, agent.policy, self.options.num_workers,
                          self.options.seed + state.step, rollout_steps, agent.on_policy, self.progress.message)
         try:

@@ -31,6 +31,11 @@ class Agent(ABC):
     policy: Policy
     steps: int = 0  # environment steps observed, summed over environments
 
+    @property
+    def rollout_steps(self) -> int | None:
+        """Vector steps per rollout that an on-policy agent learns from; None when any amount will do."""
+        return None
+
     def act(self, obs: np.ndarray, explore: bool = True) -> tuple[np.ndarray, Extras]:
         """Actions for a batch of observations; `explore=False` is the evaluation policy."""
         return self.policy.act(obs, explore, self.steps)

@@ -40,16 +40,6 @@ def hidden_dtype(matmul_precision: str, strategy: tf.distribute.Strategy) -> tf.
     return tf.as_dtype(matmul_precision)
 
 
-def fused_on_cpu(update: Callable[..., None], strategy: tf.distribute.Strategy) -> Callable[..., None]:
-    """`update`, which only assigns variables, as one XLA call inside a CPU learner's plain graph; as is elsewhere.
-
-    A learner on a CPU runs its graph without XLA, whose matmuls there are slower than oneDNN's
-    and never use a bfloat16 matrix unit; but XLA fuses an optimizer's and Polyak averaging's
-    dozens of element-wise ops per variable into a few loops. On a GPU or TPU the whole step is XLA already.
-    """
-    return update if on_accelerator(strategy) else tf.function(update, jit_compile=True, autograph=False)
-
-
 def compile_learner(strategy: tf.distribute.Strategy, learn: Callable[..., Any], input_signature: list[Any],
                     autograph: bool = True, jit_compile: bool = True) -> Callable[..., Any]:
     """`learn` compiled (XLA unless `jit_compile=False`) on the strategy's device, traced once for the signature.

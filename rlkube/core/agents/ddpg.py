@@ -72,7 +72,7 @@ class DDPGAgent(ContinuousControlAgent):
             td_errors = target - q
             # Importance-sampling weights (all 1 without prioritized replay) scale each sample's loss.
             critic_loss = tf.reduce_sum(tf.reduce_mean(weights * td_errors * td_errors, axis=1))
-        self._update_critics(tape.gradient(critic_loss, self.critic_vars))
+        self._apply(self.critic_optimizer, tape.gradient(critic_loss, self.critic_vars), self.critic_vars)
 
         self.critic_updates.assign_add(1)
         if hp.policy_delay == 1:
@@ -90,10 +90,8 @@ class DDPGAgent(ContinuousControlAgent):
             tape.watch(self.actor_vars)
             actor_loss = -tf.reduce_mean(self.critic_values(self.critic_vars, obs,
                                                             self.policy_actions(self.actor_vars, obs), count=1))
-        self._update_actor(tape.gradient(actor_loss, self.actor_vars))
+        self._apply(self.actor_optimizer, tape.gradient(actor_loss, self.actor_vars), self.actor_vars)
+        self._polyak(self.target_actor_vars, self.actor_vars)
+        self._polyak(self.target_critic_vars, self.critic_vars)
         self.last_actor_loss.assign(actor_loss)
         return actor_loss
-
-    def _update_actor(self, gradients: list[tf.Tensor]) -> None:
-        super()._update_actor(gradients)
-        self._polyak(self.target_actor_vars, self.actor_vars)

@@ -74,6 +74,10 @@ class OnPolicyAgent(Agent):
             self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
             autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
 
+    @property
+    def rollout_steps(self) -> int:
+        return self.hp.n_steps
+
     def coefficients(self) -> dict[str, float]:
         """Scheduled values for the next update, as of the current step; logged as charts/<name>."""
         return {"learning_rate": self.lr(self.steps)}

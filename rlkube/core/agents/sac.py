@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from rlkube.core.agents.base import agent_registry
 from rlkube.core.agents.continuous import ContinuousControlAgent
+from rlkube.core.agents.fused import Adam
 from rlkube.core.agents.tf_ops import TFOps
 from rlkube.core.hparams.continuous import SACHParams
 from rlkube.core.policies.continuous import SquashedGaussianPolicy, squashed_gaussian, squashed_gaussian_log_prob
@@ -30,8 +31,7 @@ class SACAgent(ContinuousControlAgent):
         self.target_entropy = -float(self.action_size) if hp.target_entropy is None else hp.target_entropy
         with self.strategy.scope():
             self.log_alpha = tf.Variable(math.log(hp.init_ent_coef))
-            self.alpha_optimizer = tf.keras.optimizers.Adam(hp.lr)
-            self.alpha_optimizer.build([self.log_alpha])
+            self.alpha_optimizer = Adam([self.log_alpha], hp.lr)
 
     @property
     def actor_outputs(self) -> int:
@@ -65,6 +65,8 @@ class SACAgent(ContinuousControlAgent):
                 # -mean(log_alpha * (log_prob + target_entropy)), differentiated by hand.
                 entropy_gap = tf.stop_gradient(log_prob) + self.target_entropy
                 alpha_loss = -self.log_alpha * tf.reduce_mean(entropy_gap)
+                if self.hp.auto_entropy:
+                    self.alpha_optimizer.apply([-tf.reduce_mean(entropy_gap)], [self.log_alpha])
 
                 next_action, next_log_prob = self.sample_actions(next_obs)
                 next_value = tf.reduce_min(self.critic_values(self.target_critic_vars, next_obs, next_action), axis=0)
@@ -75,16 +77,12 @@ class SACAgent(ContinuousControlAgent):
                     td_errors = target - q
                     # Importance-sampling weights (all 1 without prioritized replay) scale each sample's loss.
                     critic_loss = 0.5 * tf.reduce_sum(tf.reduce_mean(weights * td_errors * td_errors, axis=1))
-                self._update_critics(critic_tape.gradient(critic_loss, self.critic_vars), -tf.reduce_mean(entropy_gap))
+                self._apply(self.critic_optimizer, critic_tape.gradient(critic_loss, self.critic_vars),
+                            self.critic_vars)
             policy_value = tf.reduce_min(self.critic_values(self.critic_vars, obs, policy_action), axis=0)
             actor_loss = tf.reduce_mean(alpha * log_prob - policy_value)
-        self._update_actor(actor_tape.gradient(actor_loss, self.actor_vars))
+        self._apply(self.actor_optimizer, actor_tape.gradient(actor_loss, self.actor_vars), self.actor_vars)
+        self._polyak(self.target_critic_vars, self.critic_vars)
         scalars = tf.stack([critic_loss, actor_loss, tf.reduce_mean(q[0]), alpha, alpha_loss])
         # Priorities: the larger of the critics' errors.
         return tf.reduce_max(tf.abs(td_errors), axis=0), scalars
-
-    def _update_critics(self, gradients: list[tf.Tensor], alpha_gradient: tf.Tensor | None = None) -> None:
-        """The entropy coefficient's step, as Stable-Baselines3 orders it, then the critics'."""
-        if self.hp.auto_entropy:
-            self.alpha_optimizer.apply_gradients([(alpha_gradient, self.log_alpha)])
-        super()._update_critics(gradients)
