@@ -131,7 +131,8 @@ class ContinuousControlAgent(OffPolicyAgent):
         else:
             td_errors, scalars, actor = self._learn_many(packed)
             td_errors, scalars = td_errors.numpy(), scalars.numpy()
-        self.policy.params = [p.numpy() for p in actor]
+        # Views of the call's outputs, not copies (.numpy() copies): acting only reads them.
+        self.policy.params = [np.asarray(p) for p in actor]
         return td_errors, {name: scalars[:, index] for index, name in enumerate(self.scalar_names)}
 
     def _learn_batch(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
