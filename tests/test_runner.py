@@ -10,7 +10,11 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rlkube.core.agents import make_agent
+from rlkube.core.envs import make_env
+from rlkube.core.hparams import get_hparams
 from rlkube.core.progress import Progress
+from rlkube.core.runner import _episodes
 from tests.conftest import run_rlkube, scalar_steps
 
 SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "2",
@@ -102,3 +106,17 @@ def test_copy_index_runs_one_copy_with_its_seed(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy-3"]
     assert yaml.safe_load((tmp_path / "copy-3" / "hparams.yaml").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("name", ["dqn_cartpole", "ppo_pendulum"])
+def test_evaluation_side_by_side_scores_each_episode_as_if_it_ran_alone(name: str) -> None:
+    hp = get_hparams(name)
+    envs = [make_env(hp.env) for _ in range(3)]
+    agent = make_agent(hp, envs[0].observation_space, envs[0].action_space, 0)
+    seeds = [11, 12, 13]
+    returns, lengths, _ = _episodes(envs, agent, seeds, record=False, viewer=None)
+    alone = [_episodes(envs[:1], agent, [seed], record=False, viewer=None) for seed in seeds]
+    # A batch's matmul may round differently from a single row's; nothing else differs.
+    assert returns == pytest.approx([result[0][0] for result in alone], rel=1e-6)
+    assert lengths == [result[1][0] for result in alone]
+    assert len(set(returns)) > 1  # different seeds, different episodes

@@ -102,29 +102,39 @@ def check_same_hparams(copy_dir: Path, hp: HParams) -> None:
                         f"use a new --output-dir or the same hparams to resume")
 
 
-def _episode(env: gym.Env, agent: Agent, seed: int, record: bool,
-             viewer: Viewer | None) -> tuple[float, int, list[np.ndarray]]:
+def _episodes(envs: list[gym.Env], agent: Agent, seeds: list[int], record: bool,
+              viewer: Viewer | None) -> tuple[list[float], list[int], list[np.ndarray]]:
+    """One greedy episode on each env from its seed, acting on all running ones as one batch.
+
+    Greedy acting draws no randomness, so each episode is what it would be on its own. Frames are the first env's.
+    """
     frames: list[np.ndarray] = []
 
     def frame() -> None:
         if record or viewer:
-            image = env.render()
+            image = envs[0].render()
             if record:
                 frames.append(image)
             if viewer:
                 viewer.show(image)
 
-    obs, _ = env.reset(seed=seed)
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
     frame()
-    total, length, done = 0.0, 0, False
-    while not done:
-        actions, _ = agent.act(obs[None], explore=False)
-        obs, reward, terminated, truncated, _ = env.step(actions[0])
-        total += float(reward)
-        length += 1
-        done = terminated or truncated
-        frame()
-    return total, length, frames
+    returns, lengths = [0.0] * len(envs), [0] * len(envs)
+    running = list(range(len(envs)))
+    while running:
+        actions, _ = agent.act(np.stack([obs[i] for i in running]), explore=False)
+        still_running = []
+        for i, action in zip(running, actions, strict=True):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += float(reward)
+            lengths[i] += 1
+            if i == 0:
+                frame()
+            if not (terminated or truncated):
+                still_running.append(i)
+        running = still_running
+    return returns, lengths, frames
 
 
 class Runner:
@@ -135,6 +145,7 @@ class Runner:
         render_mode = "rgb_array" if options.render or options.record_video else None
         # Everything that can reject the user's input happens before anything is written.
         self.eval_env = make_env(hp.env, render_mode=render_mode)
+        self.eval_envs = [self.eval_env]  # the first renders; the rest are made when evaluation needs them
         self.agent = make_agent(hp, self.eval_env.observation_space, self.eval_env.action_space, options.seed,
                                 devices.strategy_for(options.device))
         # With workers, the actors own the training environments.
@@ -176,6 +187,8 @@ class Runner:
             self.log.close()
             if self.envs is not None:
                 self.envs.close()
+            for env in self.eval_envs:
+                env.close()
             if self.viewer:
                 self.viewer.close()
 
@@ -275,12 +288,19 @@ class Runner:
             return None
         state = self.state
         base = self.options.seed + seed_offset + state.evaluations * episodes
+        # Episodes run side by side on copies of the evaluation env, except when someone watches (--render).
+        batch = 1 if self.viewer else episodes
+        while len(self.eval_envs) < batch:
+            self.eval_envs.append(make_env(self.hp.env))
         returns, lengths = [], []
-        for index in range(episodes):
-            record = self.options.record_video and index == 0
-            total, length, frames = _episode(self.eval_env, self.agent, base + index, record, self.viewer)
-            returns.append(total)
-            lengths.append(length)
+        for first in range(0, episodes, batch):
+            count = min(batch, episodes - first)
+            record = self.options.record_video and first == 0
+            totals, steps, frames = _episodes(self.eval_envs[:count], self.agent,
+                                              [base + index for index in range(first, first + count)], record,
+                                              self.viewer)
+            returns += totals
+            lengths += steps
             if record:
                 name = f"{kind}-step{state.step}" if kind == "eval" else "test"
                 write_episode(frames, self.copy_dir / "videos" / name)
