@@ -267,14 +267,25 @@ def test_a_mujoco_env_without_mujoco_is_a_one_line_user_error() -> None:
 # -- matmul precision --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", PENDULUM_SETS)
-def test_bfloat16_hidden_layers_learn_like_float32(name: str) -> None:
-    """bfloat16 matmuls change the numbers (so the switch is wired) but not what the first updates learn."""
-    reports = {precision: trained_agent(name, f"{SMALL},matmul_precision={precision}")[3]
-               for precision in ("float32", "bfloat16")}
-    assert reports["float32"] != reports["bfloat16"]
-    for key in reports["float32"][0]:
-        first = np.array([r[key] for r in reports["float32"][:5]])
-        np.testing.assert_allclose([r[key] for r in reports["bfloat16"][:5]], first, rtol=0.05, atol=0.02, err_msg=key)
+def test_bfloat16_hidden_layers_stay_within_a_percent_of_float32(name: str) -> None:
+    """bfloat16 changes the numbers (so the switch is wired) but only by bfloat16's rounding.
+
+    Learning with it is what tests/test_learning.py checks: on a CPU with AMX its Pendulum runs use it.
+    """
+    agent = trained_agent(name, f"{SMALL},matmul_precision=bfloat16")[0]
+    batch = agent.memory.sample(64)
+    obs, action = tf.constant(batch["obs"][0]), tf.constant(batch["action"][0])
+
+    def outputs() -> tuple[np.ndarray, np.ndarray]:
+        return (agent.critic_values(agent.critic_vars, obs, action).numpy(),
+                agent.actor_output(agent.actor_vars, obs).numpy())
+
+    assert agent.hidden_dtype == tf.bfloat16
+    in_bfloat16 = outputs()
+    agent.hidden_dtype = None
+    for low, full in zip(in_bfloat16, outputs(), strict=True):
+        assert not np.array_equal(low, full)
+        np.testing.assert_allclose(low, full, rtol=0.01, atol=0.01 * np.abs(full).max())
 
 
 @pytest.mark.parametrize(("matrix_unit", "expected"), [(True, tf.bfloat16), (False, tf.float32)])
