@@ -2,9 +2,9 @@
 
 Acting runs in numpy (rlkube.core.policies.continuous) on copies of the actor's weights. Every learning
 call returns those copies with its losses, so refreshing the policy after each gradient step costs no
-extra reads. Learning is one compiled graph call per update, however many gradient steps it takes: XLA
-on a GPU or TPU; on a CPU a plain graph, whose matmuls are oneDNN's (bfloat16 where the CPU has a matrix
-unit for it) and whose updates are fused kernels (rlkube.core.agents.fused).
+extra reads. Learning is one compiled graph call per update, however many gradient steps it takes: XLA,
+except on a CPU with a bfloat16 matrix unit, where a plain graph runs the hidden layers' matmuls on it
+through oneDNN. The updates are fused kernels either way (rlkube.core.agents.fused).
 """
 
 from abc import abstractmethod
