@@ -144,9 +144,9 @@ class Runner:
         self.options = options
         render_mode = "rgb_array" if options.render or options.record_video else None
         # Everything that can reject the user's input happens before anything is written.
-        self.eval_env = make_env(hp.env, render_mode=render_mode)
-        self.eval_envs = [self.eval_env]  # the first renders; the rest are made when evaluation needs them
-        self.agent = make_agent(hp, self.eval_env.observation_space, self.eval_env.action_space, options.seed,
+        eval_env = make_env(hp.env, render_mode=render_mode)
+        self.eval_envs = [eval_env]  # the first renders; the rest are made when evaluation needs them
+        self.agent = make_agent(hp, eval_env.observation_space, eval_env.action_space, options.seed,
                                 devices.strategy_for(options.device))
         # With workers, the actors own the training environments.
         self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode) if not options.num_workers else None
