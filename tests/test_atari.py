@@ -159,7 +159,7 @@ def test_nature_cnn_rejects_flat_observations() -> None:
         QNetwork("nature_cnn", (4,), 2, (512,))
 
 
-def test_uint8_frames_survive_the_replay_memory() -> None:
+def test_replay_stores_each_uint8_frame_once_and_samples_the_stacks_added() -> None:
     env = make_env("ALE/Pong-v5")
     hp = get_hparams("dqn_pong", "memory_size=64,batch_size=8")
     agent = make_agent(hp, env.observation_space, env.action_space, seed=0)
@@ -170,12 +170,13 @@ def test_uint8_frames_survive_the_replay_memory() -> None:
                       np.array([truncated]), {})
         stored.append((obs, next_obs))
         obs = next_obs
-    assert agent.memory.data["obs"].dtype == agent.memory.data["next_obs"].dtype == np.uint8
     batch = agent.memory.sample(8, 2)
     assert batch["obs"].dtype == batch["next_obs"].dtype == np.uint8
-    for index in batch["indices"].ravel()[:4]:
-        np.testing.assert_array_equal(agent.memory.data["obs"][index], stored[index][0])
-        np.testing.assert_array_equal(agent.memory.data["next_obs"][index], stored[index][1])
+    for row, index in enumerate(batch["indices"].ravel()):
+        np.testing.assert_array_equal(batch["obs"].reshape(16, *obs.shape)[row], stored[index][0])
+        np.testing.assert_array_equal(batch["next_obs"].reshape(16, *obs.shape)[row], stored[index][1])
+    # The first stack's 4 frames, then one new frame a step: not 8 frames a transition.
+    assert agent.memory.observations.used == 4 + 40
 
 
 SMOKE = ("memory_size=2000,learning_starts=500,train_freq=50,batch_size=16,target_update_period=100,"

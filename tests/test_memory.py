@@ -133,3 +133,61 @@ def test_memory_state_round_trips(cls: type[ReplayMemory]) -> None:
     for key in memory.data:
         np.testing.assert_array_equal(copy.data[key], memory.data[key])
     np.testing.assert_array_equal(copy.sample(5)["indices"], memory.sample(5)["indices"])
+
+
+def stacked_frame_transitions(streams: int, steps: int, n_step: int, seed: int = 0):
+    """(stream, transition) pairs from envs whose observations stack their last 4 frames, channels last.
+
+    Episodes start with the reset frame 4 times (gymnasium's FrameStackObservation padding), end at
+    random (terminated or truncated), and the streams interleave in chunks, as actors' rollouts do.
+    Frames are drawn from few values so that equal frames in different places also occur.
+    """
+    rng = np.random.default_rng(seed)
+    stacks = [np.repeat(rng.integers(0, 3, (5, 6, 1), np.uint8), 4, axis=-1) for _ in range(streams)]
+    builders = [NStepBuilder(n_step, 0.9) for _ in range(streams)]
+    for _ in range(steps):
+        stream = int(rng.integers(streams))
+        for _ in range(int(rng.integers(1, 5))):
+            obs = stacks[stream]
+            next_obs = np.concatenate([obs[..., 1:], rng.integers(0, 3, (5, 6, 1), np.uint8)], axis=-1)
+            ended = rng.random() < 0.05
+            for transition in builders[stream].push(obs, int(rng.integers(6)), float(rng.random()), next_obs,
+                                                     terminated=ended and rng.random() < 0.5, truncated=ended):
+                yield stream, transition
+            stacks[stream] = np.repeat(rng.integers(0, 3, (5, 6, 1), np.uint8), 4, axis=-1) if ended else next_obs
+
+
+@pytest.mark.parametrize("cls", [ReplayMemory, PrioritizedReplayMemory])
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_stacked_frames_stored_once_sample_exactly_what_was_added(cls: type[ReplayMemory], n_step: int) -> None:
+    whole = cls(50, (5, 6, 4), np.uint8, (), np.int64, seed=0)
+    deduplicated = cls(50, (5, 6, 4), np.uint8, (), np.int64, seed=0, frame_axis=-1)
+    for stream, transition in stacked_frame_transitions(streams=3, steps=400, n_step=n_step):
+        whole.add(*transition, stream=stream)
+        deduplicated.add(*transition, stream=stream)
+    expected, got = whole.sample(32, count=4), deduplicated.sample(32, count=4)
+    np.testing.assert_array_equal(got["indices"], expected["indices"])
+    for key in ("obs", "next_obs", "action", "reward", "discount"):
+        np.testing.assert_array_equal(got[key], expected[key])
+    # Whole stacks take 8 frames a transition. Shared frames take about 1 (n=1: next_obs's newest) or
+    # 2 (n>1: obs and next_obs each move on by one), plus 4 at each episode start (every ~20 steps here).
+    store = deduplicated.observations
+    live_frames = np.count_nonzero(store.references[: store.used])
+    assert live_frames <= (2 if n_step == 1 else 3) * 50
+    assert store.used < len(store.frames)  # the ring wrapped many times, reusing freed frames
+
+
+def test_stacked_frame_memory_state_round_trips() -> None:
+    memory = ReplayMemory(30, (5, 6, 4), np.uint8, (), np.int64, seed=0, frame_axis=-1)
+    transitions = list(stacked_frame_transitions(streams=2, steps=200, n_step=3))
+    for stream, transition in transitions[:150]:
+        memory.add(*transition, stream=stream)
+    copy = ReplayMemory(30, (5, 6, 4), np.uint8, (), np.int64, seed=0, frame_axis=-1)
+    copy.load_state_dict(memory.state_dict())
+    for stream, transition in transitions[150:]:  # streams continue where they were, reusing remembered frames
+        memory.add(*transition, stream=stream)
+        copy.add(*transition, stream=stream)
+    expected, got = memory.sample(30), copy.sample(30)
+    for key in ("obs", "next_obs", "indices"):
+        np.testing.assert_array_equal(got[key], expected[key])
+    assert copy.observations.used == memory.observations.used

@@ -31,6 +31,7 @@ NOOP_MAX = 30
 FRAME_SKIP = 4
 SCREEN_SIZE = 84
 FRAME_STACK = 4
+FRAME_AXIS = -1  # observations are [height, width, stack]: see channels_last
 NEEDS_EXTRA = "needs the atari extra: pip install 'rlkube[atari]'"
 
 

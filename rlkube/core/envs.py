@@ -85,6 +85,11 @@ def make_vector_env(name: str, num_envs: int, mode: str = "sync") -> gym.vector.
     return gym.vector.AsyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+def stacked_frame_axis(name: str) -> int | None:
+    """The axis along which env `name`'s observations stack frames (Atari's last 4), or None."""
+    return atari.FRAME_AXIS if atari.is_atari_id(name) else None
+
+
 def learning_next_obs(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
     """What each env's action led to: `next_obs`, except the final observation where an episode ended."""
     if not done.any():

@@ -68,7 +68,7 @@ class DQNAgent(OffPolicyAgent):
             builder = self.n_step.setdefault(int(stream), NStepBuilder(self.hp.n_step, self.hp.gamma))
             for transition in builder.push(obs[row], actions[row], float(rewards[row]), next_obs[row],
                                            bool(terminated[row]), bool(truncated[row])):
-                self.memory.add(*transition)
+                self.memory.add(*transition, stream=int(stream))
 
     # -- learning -------------------------------------------------------------------------------
 

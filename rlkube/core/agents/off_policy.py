@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlkube.core.agents.base import Agent
+from rlkube.core.envs import stacked_frame_axis
 from rlkube.core.hparams.off_policy import OffPolicyHParams
 from rlkube.core.memory import Batch, memory_registry
 from rlkube.core.schedules import LinearSchedule, multiples_between
@@ -27,7 +28,7 @@ class OffPolicyAgent(Agent):
         hp = self.hp
         self.memory = memory_registry[hp.memory](
             hp.memory_size, observation_space.shape, observation_space.dtype, action_shape, action_dtype, seed,
-            alpha=hp.per_alpha, epsilon=hp.per_epsilon)
+            frame_axis=stacked_frame_axis(hp.env), alpha=hp.per_alpha, epsilon=hp.per_epsilon)
         self.beta = LinearSchedule(hp.per_beta_start, hp.per_beta_end, hp.train_steps)
         self.steps = 0
         self.previous_steps = 0  # where the last update call found self.steps

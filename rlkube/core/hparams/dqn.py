@@ -95,9 +95,9 @@ def dqn_pong() -> DQNHParams:
     """rl-baselines3-zoo's Atari settings (Nature CNN, 10M steps) on ALE/Pong-v5, which has sticky actions.
 
     The zoo's Pong score, 20.9, was measured on PongNoFrameskip-v4, without sticky actions: override
-    env=PongNoFrameskip-v4 to compare like with like. The memory holds 100k transitions, as SB3's does:
-    obs and next_obs are 28 KB each as uint8, so it grows to 5.6 GB. Every checkpoint writes it whole,
-    hence checkpoints every 500k steps rather than every 10k.
+    env=PongNoFrameskip-v4 to compare like with like. The memory holds 100k transitions, as SB3's does.
+    It stores each 7 KB frame once rather than in 8 stacks, so it grows to ~0.7 GB, not 5.6 GB. Every
+    checkpoint writes it whole, hence checkpoints every 500k steps rather than every 10k.
     """
     return DQNHParams(
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), lr=1e-4, batch_size=32, memory_size=100_000,
@@ -117,7 +117,8 @@ def rainbow_pong() -> DQNHParams:
     """Double, dueling, noisy, 3-step and prioritized DQN with Hessel et al. (2018)'s Atari settings.
 
     Their learning rate, priority exponent and start of learning (80k frames); their target period of
-    32k frames (8k steps). The memory stays at dqn_pong's 100k rather than their 1M (56 GB here).
+    32k frames (8k steps). The memory stays at dqn_pong's 100k rather than their 1M, which would take
+    ~14 GB (with 3-step returns a transition keeps ~2 frames of its own).
     """
     return dataclasses.replace(
         dqn_pong(), double_q=True, dueling=True, noisy=True, n_step=3, memory="prioritized", per_alpha=0.5,
