@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlkube.core.workers import ParameterBoard, Rollout
+from rlkube.core.workers import ObservationSlots, ParameterBoard, Rollout
 from tests.conftest import rlkube_command, run_rlkube
 
 WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]
@@ -79,6 +79,38 @@ def test_parameter_board_hands_the_newest_parameters_to_another_process() -> Non
 
 
 @pytest.mark.learning
+def pixel_rollout(index: int) -> Rollout:
+    obs = np.full((3, 1, 4, 4), index, np.uint8)
+    return Rollout(worker=0, version=index, first_env_index=0, obs=obs, actions=np.zeros((2, 1), np.int64),
+                   rewards=np.zeros((2, 1), np.float32), terminated=np.zeros((2, 1), bool),
+                   truncated=np.zeros((2, 1), bool), extras={})
+
+
+def _send_rollouts(slots: ObservationSlots, rollouts: multiprocessing.Queue, count: int) -> None:
+    for index in range(count):
+        rollout = pixel_rollout(index)
+        assert slots.send(rollout, lambda: True)
+        rollouts.put(rollout)
+
+
+def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process() -> None:
+    context = multiprocessing.get_context("spawn")
+    slots = ObservationSlots(context, 2, (3, 1, 4, 4), np.uint8)
+    rollouts = context.Queue()
+    actor = context.Process(target=_send_rollouts, args=(slots, rollouts, 7))
+    actor.start()
+    for index in range(7):  # the actor can only go on as the learner frees slots
+        rollout = rollouts.get(timeout=60)
+        assert rollout.obs is None and rollout.obs_slot in (0, 1)
+        slots.receive(rollout)
+        np.testing.assert_array_equal(rollout.obs, pixel_rollout(index).obs)
+    actor.join(timeout=60)
+    assert actor.exitcode == 0
+    # With every slot taken and the learner gone, an actor gives up rather than wait forever.
+    assert slots.send(pixel_rollout(0), lambda: True) and slots.send(pixel_rollout(1), lambda: True)
+    assert not slots.send(pixel_rollout(2), lambda: False)
+
+
 def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
     result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--output-dir", str(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr

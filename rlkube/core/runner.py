@@ -236,8 +236,10 @@ class Runner:
         """The same observe and update, fed by actor processes' rollouts (rlkube.core.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
         rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
-        pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, agent.policy, self.options.num_workers,
-                         self.options.seed + state.step, rollout_steps, agent.on_policy, self.progress.message)
+        observation_space = self.eval_envs[0].observation_space
+        pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
+                         agent.policy, self.options.num_workers, self.options.seed + state.step, rollout_steps,
+                         agent.on_policy, self.progress.message)
         try:
             for rollout in pool.rollouts_to_learn():
                 steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))

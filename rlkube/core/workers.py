@@ -19,12 +19,14 @@ workers. After learning from a rollout the learner publishes its policy paramete
   worker run resumes exactly as far as learning goes, not bit-for-bit like the in-process loop.
 """
 
+import ctypes
+import math
 import multiprocessing
 import os
 import queue
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,7 @@ class Rollout:
     worker: int
     version: int  # the policy version that acted
     first_env_index: int  # the actor's environments are first_env_index + row
-    obs: np.ndarray  # [T + 1, num_envs, ...]: the observations before each step, and after the last
+    obs: np.ndarray | None  # [T + 1, num_envs, ...]: the observations before each step, and after the last
     actions: np.ndarray  # [T, num_envs, ...]
     rewards: np.ndarray  # [T, num_envs]
     terminated: np.ndarray
@@ -55,6 +57,8 @@ class Rollout:
     extras: Extras  # each [T, num_envs, ...]
     final_obs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (t, row) where an episode ended
     episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (t, return, length) of ended episodes
+    incarnation: int = -1  # which start of the actor sent it
+    obs_slot: int = -1  # in transit, obs is None and lies in this slot of the actor's ObservationSlots
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -110,8 +114,44 @@ class ParameterBoard:
         return version, params, step
 
 
+class ObservationSlots:
+    """Shared memory that one actor writes its rollouts' observations into, a few rollouts' worth.
+
+    Pickled through the queue's pipe, 64 KB at a time, Atari observations cost the learner more
+    system time than everything else it does for a step. Instead the actor writes them into a free
+    slot, sends the slot's number, and the learner copies them out and frees the slot.
+    """
+
+    def __init__(self, context: Any, count: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.buffers = [context.RawArray(ctypes.c_ubyte, math.prod(shape) * self.dtype.itemsize)
+                        for _ in range(count)]
+        self.free = context.RawArray(ctypes.c_bool, [True] * count)  # each flag flips between the two sides
+
+    def view(self, slot: int) -> np.ndarray:
+        return np.frombuffer(self.buffers[slot], self.dtype).reshape(self.shape)
+
+    def send(self, rollout: Rollout, learner_alive: Callable[[], bool]) -> bool:
+        """Move rollout.obs into a free slot (waiting for one); False if the learner died meanwhile."""
+        while learner_alive():
+            slot = next((slot for slot, free in enumerate(self.free) if free), None)
+            if slot is not None:
+                self.free[slot] = False
+                self.view(slot)[:] = rollout.obs
+                rollout.obs, rollout.obs_slot = None, slot
+                return True
+            time.sleep(0.001)
+        return False
+
+    def receive(self, rollout: Rollout) -> None:
+        """Put the observations back into `rollout` and free their slot."""
+        rollout.obs = self.view(rollout.obs_slot).copy()
+        self.free[rollout.obs_slot] = True
+
+
 def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: Policy, board: ParameterBoard,
-           rollouts: Any, seed: int, rollout_steps: int, on_policy: bool, parent_pid: int) -> None:
+           slots: ObservationSlots, incarnation: int, rollouts: Any, seed: int, rollout_steps: int, on_policy: bool,
+           parent_pid: int) -> None:
     """One actor process's life: act, step, and send, until the learner is gone or stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle; it stops us
     envs = make_vector_env(env_name, num_envs, vector_mode)
@@ -119,7 +159,11 @@ def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: P
     policy.seed(seed)
     version = 0
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
-    while os.getppid() == parent_pid:
+
+    def learner_alive() -> bool:
+        return os.getppid() == parent_pid
+
+    while learner_alive():
         newer = board.fetch_newer(version)
         if newer is None and on_policy and version > 0:
             time.sleep(0.001)  # on-policy: wait for the learner to learn from our last rollout
@@ -128,8 +172,11 @@ def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: P
             version, policy.params, _ = newer
         rollout = _collect(envs, policy, obs, rollout_steps, board.learner_step.value, returns, lengths)
         rollout.worker, rollout.version, rollout.first_env_index = index, version, index * num_envs
-        obs = rollout.obs[-1]
-        while os.getppid() == parent_pid:
+        rollout.incarnation = incarnation
+        obs = rollout.obs[-1].copy()
+        if not slots.send(rollout, learner_alive):
+            return
+        while learner_alive():
             try:
                 rollouts.put(rollout, timeout=1.0)
                 break
@@ -166,8 +213,9 @@ def _collect(envs: Any, policy: Policy, obs: np.ndarray, steps: int, learner_ste
 class ActorPool:
     """N actor processes, restarted when they die, and the queue their rollouts arrive on."""
 
-    def __init__(self, env_name: str, num_envs: int, vector_mode: str, policy: Policy, num_workers: int, seed: int,
-                 rollout_steps: int, on_policy: bool, on_message: Any = print) -> None:
+    def __init__(self, env_name: str, num_envs: int, vector_mode: str, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 policy: Policy, num_workers: int, seed: int, rollout_steps: int, on_policy: bool,
+                 on_message: Any = print) -> None:
         self.context = multiprocessing.get_context("spawn")
         self.args = (env_name, num_envs, vector_mode)
         self.policy = policy
@@ -177,18 +225,28 @@ class ActorPool:
         self.on_message = on_message
         self.board = ParameterBoard(policy.params, self.context)
         self.rollouts = self.context.Queue(maxsize=QUEUED_PER_WORKER * num_workers)
+        # An actor may fill the whole queue, and writes one more rollout meanwhile.
+        self.slots_per_actor = QUEUED_PER_WORKER * num_workers + 1
+        self.slots_shape = (rollout_steps + 1, num_envs, *obs_shape)
+        self.obs_dtype = obs_dtype
+        self.slots: dict[int, ObservationSlots] = {}  # by incarnation: the living actors' starts
+        self.incarnations: dict[int, int] = {}  # actor index -> its current incarnation
         self.starts = 0
         self.failed_starts = [0] * num_workers  # deaths in a row without a rollout in between
         self.processes = [self._start(index) for index in range(num_workers)]
 
     def _start(self, index: int) -> Any:
         # Every start, restarts included, gets its own seed: a restarted actor must not replay its episodes.
-        seed = self.seed + 10_007 * (self.starts + 1)
+        incarnation = self.starts
+        seed = self.seed + 10_007 * (incarnation + 1)
         self.starts += 1
+        self.slots[incarnation] = ObservationSlots(self.context, self.slots_per_actor, self.slots_shape,
+                                                   self.obs_dtype)
         process = self.context.Process(
             target=_actor, name=f"rlkube-actor-{index}", daemon=True,
-            args=(index, *self.args, self.policy, self.board, self.rollouts, seed, self.rollout_steps,
-                  self.on_policy, os.getpid()))
+            args=(index, *self.args, self.policy, self.board, self.slots[incarnation], incarnation, self.rollouts,
+                  seed, self.rollout_steps, self.on_policy, os.getpid()))
+        self.incarnations[index] = incarnation
         process.start()
         return process
 
@@ -203,6 +261,9 @@ class ActorPool:
             except queue.Empty:
                 self._restart_dead()
                 continue
+            if rollout.incarnation not in self.slots:
+                continue  # sent by an actor that has died since: its slots went with it
+            self.slots[rollout.incarnation].receive(rollout)
             self.failed_starts[rollout.worker] = 0
             self._restart_dead()
             if self.on_policy and self.board.version.value - rollout.version > MAX_POLICY_LAG:
@@ -217,6 +278,7 @@ class ActorPool:
                     raise RuntimeError(f"actor {index} keeps dying before it sends anything (exit code "
                                        f"{process.exitcode}); see its traceback above")
                 self.on_message(f"actor {index} exited with code {process.exitcode}; restarting it")
+                del self.slots[self.incarnations[index]]
                 self.processes[index] = self._start(index)
 
     def close(self) -> None:
