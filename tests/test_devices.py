@@ -1,5 +1,8 @@
 """--device picks the learner's strategy; on this CPU machine, auto is the CPU and accelerators are refused."""
 
+import subprocess
+import sys
+
 import pytest
 import tensorflow as tf
 
@@ -39,3 +42,13 @@ def test_training_on_the_chosen_device_learns_and_a_missing_one_is_refused(tmp_p
     assert refused.returncode == 2
     assert "error: --device gpu: TensorFlow sees no GPU" in refused.stderr
     assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize(("model", "threads"), [("mlp", 1), ("nature_cnn", 0)])
+def test_a_cpu_learner_of_dense_networks_runs_each_op_on_one_thread(model: str, threads: int) -> None:
+    # A fresh process: TensorFlow takes thread settings only before its runtime starts. 0 is its default.
+    script = ("import tensorflow as tf; from rlkube.core import devices; from rlkube.core.networks import "
+              f"is_convolutional; devices.strategy_for('cpu', dense_learner=not is_convolutional('{model}')); "
+              "tf.constant(1.0); print(tf.config.threading.get_intra_op_parallelism_threads())")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split()[-1] == str(threads)

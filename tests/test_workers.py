@@ -101,13 +101,15 @@ def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process
     actor.start()
     for index in range(7):  # the actor can only go on as the learner frees slots
         rollout = rollouts.get(timeout=60)
-        assert rollout.obs is None and rollout.obs_slot in (0, 1)
+        assert rollout.obs is None
+        assert rollout.obs_slot in (0, 1)
         slots.receive(rollout)
         np.testing.assert_array_equal(rollout.obs, pixel_rollout(index).obs)
     actor.join(timeout=60)
     assert actor.exitcode == 0
     # With every slot taken and the learner gone, an actor gives up rather than wait forever.
-    assert slots.send(pixel_rollout(0), lambda: True) and slots.send(pixel_rollout(1), lambda: True)
+    assert slots.send(pixel_rollout(0), lambda: True)
+    assert slots.send(pixel_rollout(1), lambda: True)
     assert not slots.send(pixel_rollout(2), lambda: False)
 
 

@@ -25,6 +25,11 @@ from rlkube.core.registry import Registry
 model_registry: Registry[Any] = Registry("model")
 
 
+def is_convolutional(model: str) -> bool:
+    """Whether model `model` convolves: such learners are compiled and threaded differently on a CPU."""
+    return getattr(model_registry[model], "convolutional", False)
+
+
 def conv2d_numpy(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
     """tf.nn.conv2d with VALID padding: [batch, height, width, in] * [kh, kw, in, out] -> [batch, h', w', out].
 
@@ -205,7 +210,7 @@ class NatureCNN:
     """
 
     CONVOLUTIONS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, size, stride)
-    convolutional = True  # see rlkube.core.agents.compiled.xla_suits
+    convolutional = True  # see is_convolutional
 
     def __init__(self, obs_shape: tuple[int, ...], hidden_sizes: Sequence[int], noisy: bool = False,
                  sigma0: float = 0.5, activation: str = "relu") -> None:

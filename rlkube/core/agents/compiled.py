@@ -6,7 +6,7 @@ from typing import Any
 import tensorflow as tf
 
 from rlkube.core import devices
-from rlkube.core.networks import model_registry
+from rlkube.core.networks import is_convolutional
 
 
 def on_accelerator(strategy: tf.distribute.Strategy) -> bool:
@@ -25,7 +25,7 @@ def xla_suits(model: str, strategy: tf.distribute.Strategy) -> bool:
     gradient-step loop about 30x slower than plain TensorFlow (930 ms against 32 ms for one Nature
     CNN step of dqn_pong, benchmarks/atari_sps.py).
     """
-    return not getattr(model_registry[model], "convolutional", False) or on_accelerator(strategy)
+    return not is_convolutional(model) or on_accelerator(strategy)
 
 
 def hidden_dtype(matmul_precision: str, strategy: tf.distribute.Strategy) -> tf.DType:
