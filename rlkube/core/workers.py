@@ -225,8 +225,8 @@ class ActorPool:
         self.on_message = on_message
         self.board = ParameterBoard(policy.params, self.context)
         self.rollouts = self.context.Queue(maxsize=QUEUED_PER_WORKER * num_workers)
-        # An actor may fill the whole queue, and writes one more rollout meanwhile.
-        self.slots_per_actor = QUEUED_PER_WORKER * num_workers + 1
+        # Its share of the queue, and one more being written: an actor that is further ahead waits.
+        self.slots_per_actor = QUEUED_PER_WORKER + 1
         self.slots_shape = (rollout_steps + 1, num_envs, *obs_shape)
         self.obs_dtype = obs_dtype
         self.slots: dict[int, ObservationSlots] = {}  # by incarnation: the living actors' starts
