@@ -127,9 +127,12 @@ def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) ->
     resources = values["resources"]
     requests = dict(resources)
     limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **accelerator_limits}
-    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"}]
+    # /dev/shm in memory: a container runtime's default is 64 MB, less than --num-workers actors' observation
+    # slots and async vector envs share (it counts against the memory limit).
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"},
+              {"name": "shm", "mountPath": "/dev/shm"}]
     volumes: list[Object] = [{"name": "config", "configMap": {"name": values["experiment"]}},
-                             {"name": "tmp", "emptyDir": {}}]
+                             {"name": "tmp", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory"}}]
     if values["pvc"]:
         mounts.append({"name": "runs", "mountPath": values["pvcMountPath"]})
         volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})

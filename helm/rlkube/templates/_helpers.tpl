@@ -230,6 +230,8 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            - name: shm
+              mountPath: /dev/shm
             {{- if $pvc }}
             - name: runs
               mountPath: {{ toJson $values.pvcMountPath }}
@@ -240,6 +242,9 @@ spec:
             name: {{ toJson $values.experiment }}
         - name: tmp
           emptyDir: {}
+        - name: shm
+          emptyDir:
+            medium: Memory
         {{- if $pvc }}
         - name: runs
           persistentVolumeClaim:
