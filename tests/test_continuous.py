@@ -240,7 +240,7 @@ def test_halfcheetah_sets_learn_from_float64_mujoco_observations(name: str) -> N
     agent, *_, reports = trained_agent(name, SMALL.replace("memory_size=500", "memory_size=200"), steps=60)
     assert reports
     assert all(np.isfinite(value) for report in reports for value in report.values())
-    assert agent.memory.data["obs"].dtype == np.float64  # stored as the env gives it, cast inside the graph
+    assert agent.memory.observations.obs.dtype == np.float64  # stored as the env gives it, cast inside the graph
 
 
 # -- what the user can get wrong ----------------------------------------------------------------------

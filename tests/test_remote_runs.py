@@ -93,8 +93,8 @@ def test_sigterm_leaves_a_complete_checkpoint_in_the_bucket(bucket: str) -> None
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stderr
-    stopped_at = max(remote_checkpoints(remote))
-    assert stopped_at % 500 != 0 or stopped_at > 500  # the stop wrote its own checkpoint, not only a periodic one
+    stopped_at = int(re.search(r"stopped by signal \d+ at step (\d+)", stderr).group(1))
+    assert max(remote_checkpoints(remote)) == stopped_at  # the stop saved where it stopped, and synced it
     assert f"copy-0/checkpoints/ckpt-{stopped_at}/state.pkl" in remote_files(remote)
 
 

@@ -137,8 +137,8 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
         else:
             result = train_copy(hp, output_dir, copy_index, options, remote)
     except StopRequested as stop:
-        click.echo(f"stopped by signal {stop.signum}; checkpoint saved. Run the same command to resume.",
-                   err=True)
+        click.echo(f"stopped by signal {stop.signum} at step {stop.step}; checkpoint saved. Run the same command "
+                   "to resume.", err=True)
         sys.exit(128 + stop.signum)
     _print_result(result)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
