@@ -2,10 +2,11 @@
 
 Each actor runs a pickled copy of the agent's policy (numpy only: actors never import TensorFlow)
 on its own vector of `hp.num_envs` training environments, and sends what happened to the learner
-as a `Rollout`. The learner feeds rollouts to the very same `agent.observe` / `agent.update` as the
-in-process loop, one environment step at a time, so an hparams set runs unchanged with 0, 1 or N
-workers. After learning from a rollout the learner publishes its policy parameters on a
-`ParameterBoard` in shared memory; actors copy them whenever the version has moved.
+as a `Rollout` (its observations in the actor's `ObservationSlots`, the rest through a queue). The
+learner feeds rollouts to the very same `agent.observe` / `agent.update` as the in-process loop, one
+environment step at a time, so an hparams set runs unchanged with 0, 1 or N workers. After learning
+from a rollout the learner publishes its policy parameters on a `ParameterBoard` in shared memory;
+actors copy them whenever the version has moved.
 
 - Off-policy agents: actors send chunks of `OFF_POLICY_CHUNK` steps and keep going. The bounded
   queue throttles them to the learner's pace, so the replay ratio stays the hparams'.
@@ -15,6 +16,7 @@ workers. After learning from a rollout the learner publishes its policy paramete
   behaviour policy's log-probs corrects for that lag). Rollouts more than `MAX_POLICY_LAG` versions
   behind are dropped; that only happens around an actor restart.
 - An actor that dies is restarted with the newest parameters and a fresh seed; the run goes on.
+  Rollouts it left in the queue are dropped with its observation slots.
 - Checkpoints hold the learner only. Actors are restarted on resume and begin new episodes, so a
   worker run resumes exactly as far as learning goes, not bit-for-bit like the in-process loop.
 """
