@@ -44,11 +44,17 @@ def test_training_on_the_chosen_device_learns_and_a_missing_one_is_refused(tmp_p
     assert not (tmp_path / "gpu").exists()
 
 
-@pytest.mark.parametrize(("model", "threads"), [("mlp", 1), ("nature_cnn", 0)])
-def test_a_cpu_learner_of_dense_networks_runs_each_op_on_one_thread(model: str, threads: int) -> None:
+@pytest.mark.parametrize(("hparams", "overrides", "threads"), [
+    ("dqn_cartpole", "", 1),  # 64 x 256 x 256: small
+    ("ddpg_pendulum", "matmul_precision=bfloat16", 1),  # large, but in bfloat16
+    ("ddpg_pendulum", "matmul_precision=float32", 0),  # 256 x 400 x 300 in float32: worth two threads
+    ("dqn_pong", "", 0),  # convolutions
+])
+def test_a_cpu_learner_of_small_ops_runs_each_on_one_thread(hparams: str, overrides: str, threads: int) -> None:
     # A fresh process: TensorFlow takes thread settings only before its runtime starts. 0 is its default.
-    script = ("import tensorflow as tf; from rlkube.core import devices; from rlkube.core.networks import "
-              f"is_convolutional; devices.strategy_for('cpu', dense_learner=not is_convolutional('{model}')); "
+    script = ("import tensorflow as tf; from rlkube.core import devices; from rlkube.core.hparams import get_hparams; "
+              "from rlkube.core.agents.compiled import one_thread_per_op; "
+              f"devices.strategy_for('cpu', inline_ops=one_thread_per_op(get_hparams('{hparams}', '{overrides}'))); "
               "tf.constant(1.0); print(tf.config.threading.get_intra_op_parallelism_threads())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.split()[-1] == str(threads)

@@ -46,10 +46,9 @@ def resolve(device: str) -> str:
 def run_ops_inline() -> None:
     """Run each TensorFlow op on one thread, where the runtime has not started yet (else leave it be).
 
-    For a CPU learner of small dense networks: their ops are microseconds of arithmetic, and handing
-    each to the intra-op thread pool costs more than it saves (waking a pool thread took ~30 µs on the
-    2-core VM measured). There DDPG's gradient step took 2.75 ms on one thread against 3.3 ms on two,
-    and PPO's CartPole run 5.1 s against 5.4 s. Independent ops still run side by side.
+    For a CPU learner whose ops are microseconds of arithmetic (rlkube.core.agents.compiled.one_thread_per_op):
+    handing each to the intra-op thread pool costs more than it saves (waking a pool thread took ~30 µs on
+    the 2-core VM measured). Independent ops still run side by side.
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -60,16 +59,16 @@ def run_ops_inline() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
-def strategy_for(device: str, dense_learner: bool = False) -> Any:
+def strategy_for(device: str, inline_ops: bool = False) -> Any:
     """A one-replica tf.distribute strategy on the chosen device, or a UserError saying what is missing.
 
-    `dense_learner`: the networks have no convolutions, so on a CPU each op runs on one thread.
+    `inline_ops`: on a CPU, run each op on one thread (run_ops_inline).
     """
     import tensorflow as tf  # noqa: PLC0415
 
     chosen = resolve(device)
     if chosen == "cpu":
-        if dense_learner:
+        if inline_ops:
             run_ops_inline()
         # Without a GPU the default strategy is the CPU already, and keeps the hot path exactly as it is.
         gpus = tf.config.list_physical_devices("GPU")

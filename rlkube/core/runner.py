@@ -22,10 +22,10 @@ import yaml
 
 from rlkube.core import checkpoint, devices, storage
 from rlkube.core.agents import Agent, make_agent
+from rlkube.core.agents.compiled import one_thread_per_op
 from rlkube.core.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.core.errors import UserError
 from rlkube.core.hparams import HParams, from_dict, to_dict
-from rlkube.core.networks import is_convolutional
 from rlkube.core.progress import Progress
 from rlkube.core.run_log import RunLog
 from rlkube.core.schedules import multiples_between
@@ -148,7 +148,7 @@ class Runner:
         eval_env = make_env(hp.env, render_mode=render_mode)
         self.eval_envs = [eval_env]  # the first renders; the rest are made when evaluation needs them
         self.agent = make_agent(hp, eval_env.observation_space, eval_env.action_space, options.seed,
-                                devices.strategy_for(options.device, dense_learner=not is_convolutional(hp.model)))
+                                devices.strategy_for(options.device, inline_ops=one_thread_per_op(hp)))
         # With workers, the actors own the training environments.
         self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode) if not options.num_workers else None
         check_same_hparams(copy_dir, hp)
