@@ -24,10 +24,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # The test tools: a real Kubernetes control plane, kwok, helm and a GCS emulator built from Go modules
-# (cached in ~/.cache/rlkube/testbin by version: ~12 minutes the first time, instant after), and Xvfb.
+# (cached in ~/.cache/rlkube/testbin by version: ~12 minutes the first time, instant after), Xvfb, and, as root,
+# a real node: containerd, runc, CNI and docker.io from apt, a kubelet, a registry and a Debian root filesystem.
 testtools:
 	bash tools/testcluster/build.sh
 	bash tools/teststorage/build.sh
+	@if [ "$$(id -u)" = 0 ]; then bash tools/testnode/build.sh >/dev/null; \
+		else echo "note: not root; the real-node tests (tests/k8s/test_real_node.py) will be skipped"; fi
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
 

@@ -80,9 +80,9 @@ class ServerExited(RuntimeError):
     """The server process ended before it answered (e.g. its port was taken meanwhile)."""
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
@@ -95,10 +95,10 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def _serve(command: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
+def _serve(command: list[str], host: str, port: int, ready_path: str, env: dict[str, str] | None = None
            ) -> Iterator[tuple[str, Path]]:
-    """Run `command` (listening on `port`) until the block ends; yields (endpoint, log file)."""
-    endpoint = f"http://127.0.0.1:{port}"
+    """Run `command` (listening on `host:port`) until the block ends; yields (endpoint, log file)."""
+    endpoint = f"http://{host}:{port}"
     with tempfile.TemporaryDirectory(prefix="rlkube-storage-server-") as scratch:
         log_path = Path(scratch) / "server.log"
         with open(log_path, "wb") as log:
@@ -124,13 +124,14 @@ def _serve(command: list[str], port: int, ready_path: str, env: dict[str, str] |
 
 
 @contextlib.contextmanager
-def _serve_on_free_port(make_command: Callable[[int], list[str]], ready_path: str) -> Iterator[tuple[str, Path]]:
+def _serve_on_free_port(make_command: Callable[[int], list[str]], ready_path: str, host: str = "127.0.0.1"
+                        ) -> Iterator[tuple[str, Path]]:
     """A free port can be taken between choosing it and binding it: try a few."""
     for attempt in range(3):
-        port = _free_port()
+        port = _free_port(host)
         stack = contextlib.ExitStack()
         try:
-            endpoint, log_path = stack.enter_context(_serve(make_command(port), port, ready_path))
+            endpoint, log_path = stack.enter_context(_serve(make_command(port), host, port, ready_path))
         except ServerExited:
             if attempt == 2:
                 raise
@@ -141,12 +142,12 @@ def _serve_on_free_port(make_command: Callable[[int], list[str]], ready_path: st
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[StorageServer]:
-    """moto's standalone S3-compatible server on 127.0.0.1."""
+def s3_server(host: str = "127.0.0.1") -> Iterator[StorageServer]:
+    """moto's standalone S3-compatible server on `host` (loopback, or an address pods can reach)."""
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        return [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
 
-    with _serve_on_free_port(command, "/moto-api/") as (endpoint, log_path):
+    with _serve_on_free_port(command, "/moto-api/", host) as (endpoint, log_path):
         env = {
             "AWS_ENDPOINT_URL_S3": endpoint,
             "AWS_ENDPOINT_URL": endpoint,

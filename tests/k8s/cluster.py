@@ -85,6 +85,7 @@ _KCM_CONTROLLERS = (
     "root-ca-cert-publisher",
     "deployment",
     "replicaset",
+    "persistentvolume-binder",  # the real node's tests bind a hostPath PersistentVolume to a claim
 )
 _ADMISSION_PLUGINS = (
     "NamespaceLifecycle",
@@ -274,6 +275,8 @@ class TestCluster:
             sans=["IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
                   "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local", "IP:10.96.0.1"])
         self.kubeconfig = self._write_kubeconfig("admin", "admin", ["system:masters"])
+        kubelet_client_crt, kubelet_client_key = pki.issue("kubelet-client", "kube-apiserver-kubelet-client",
+                                                           ["system:masters"])
         kcm_kubeconfig = self._write_kubeconfig("kube-controller-manager", "system:kube-controller-manager")
         sched_kubeconfig = self._write_kubeconfig("kube-scheduler", "system:kube-scheduler")
         kwok_kubeconfig = self._write_kubeconfig("kwok", "kwok", ["system:masters"])
@@ -311,6 +314,8 @@ class TestCluster:
             # The built-in `kubernetes` Service endpoint may not be a loopback address.
             "--endpoint-reconciler-type=none",
             "--kubelet-preferred-address-types=InternalIP",
+            # How logs, exec and port-forward authenticate to a real node's kubelet (tests/k8s/node.py).
+            f"--kubelet-client-certificate={kubelet_client_crt}", f"--kubelet-client-key={kubelet_client_key}",
             "--allow-privileged=true", "--profiling=false",
         ])
         self._wait("kube-apiserver", deadline, lambda: self._http_ok(f"{self.server}/readyz", b"ok"))
@@ -412,9 +417,9 @@ class TestCluster:
     def service_account_kubeconfig(self, namespace: str, name: str, *, expiration_seconds: int = 3600) -> Path:
         """Kubeconfig with a bound token (TokenRequest API) for ServiceAccount `namespace/name`, created if absent."""
         if not self._service_account_exists(namespace, name):
-            self._api("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            self.api_call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
                       {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
-        token = self._api("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        token = self.api_call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
                           {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                            "spec": {"expirationSeconds": expiration_seconds}})["status"]["token"]
         path = self.workdir / "kubeconfigs" / f"sa-{namespace}-{name}.yaml"
@@ -423,7 +428,7 @@ class TestCluster:
 
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         """Create a namespace and wait for its `default` ServiceAccount, without which pods are rejected."""
-        self._api("POST", "/api/v1/namespaces",
+        self.api_call("POST", "/api/v1/namespaces",
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
         self._wait("kube-controller-manager", time.monotonic() + 30,
                    lambda: self._service_account_exists(name, "default"), what=f"ServiceAccount {name}/default")
@@ -512,7 +517,7 @@ class TestCluster:
         except urllib.error.HTTPError:
             return False
 
-    def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def api_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         request = urllib.request.Request(self.server + path, method=method,
                                          data=json.dumps(body).encode() if body is not None else None,
                                          headers={"Content-Type": "application/json", "Accept": "application/json"})
@@ -524,7 +529,7 @@ class TestCluster:
 
     def _service_account_exists(self, namespace: str, name: str) -> bool:
         try:
-            self._api("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
+            self.api_call("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
         except TestClusterError as e:
             if "HTTP 404" in str(e):
                 return False
@@ -542,7 +547,7 @@ class TestCluster:
             names = getattr(self, f"{kind}_nodes")
             for i in range(self._node_counts[kind]):
                 name = f"kwok-{kind}-{i}"
-                self._api("POST", "/api/v1/nodes", {
+                self.api_call("POST", "/api/v1/nodes", {
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {
@@ -559,7 +564,7 @@ class TestCluster:
                 names.append(name)
 
     def _nodes_ready(self) -> bool:
-        nodes = self._api("GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
+        nodes = self.api_call("GET", "/api/v1/nodes?labelSelector=type%3Dkwok")["items"]
         ready = [n for n in nodes
                  if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
         return len(ready) == sum(self._node_counts.values())

@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 from cluster import TestCluster, build_binaries
 from kubernetes import client
+from node import RealNode, build_node_binaries, missing_prerequisites
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,3 +48,12 @@ def namespace(cluster: TestCluster, api: client.ApiClient) -> Iterator[str]:
     cluster.create_namespace(name)
     yield name
     client.CoreV1Api(api).delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: TestCluster) -> Iterator[RealNode]:
+    """A real kubelet node (containerd, runc, CNI) joined to the session's cluster; see node.py."""
+    if reason := missing_prerequisites():
+        pytest.skip(reason)
+    with RealNode(cluster, build_node_binaries()) as node:
+        yield node
