@@ -19,34 +19,45 @@ def no_tensorflow_after(*cli_args: str) -> bool:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"],
-                                  ["train", "--hparams", "nope", "--output-dir", "/tmp/x"]])
+                                  ["train", "--hparams", "nope", "--output-dir", "/tmp/x"],
+                                  ["train", "--hparams", "dqn_cartpole", "--hparam-override", "agent=ppo",
+                                   "--output-dir", "/tmp/x"]])
 def test_commands_that_do_not_train_never_import_tensorflow(args: list[str]) -> None:
     assert no_tensorflow_after(*args)
 
 
-def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
+# The paths live under each test's tmp_path, so cases name them: {run} a fresh run directory, {file} a plain file.
+BAD_INPUTS = [
+    pytest.param(["--hparams", "dqn_cartpol", "--output-dir", "{run}"],
+                 "unknown hparams set 'dqn_cartpol'; did you mean", id="unknown-hparams-set"),
+    pytest.param(["--hparams", "dqn_cartpole", "--hparam-override", "lrr=1", "--output-dir", "{run}"],
+                 "unknown hparam 'lrr'; did you mean lr?", id="unknown-hparam"),
+    pytest.param(["--hparams", "dqn_cartpole", "--hparam-override", "lr=fast", "--output-dir", "{run}"],
+                 "hparam 'lr' must be float, got 'fast'", id="hparam-of-the-wrong-type"),
+    pytest.param(["--hparams", "dqn_cartpole", "--hparam-override", "agent=ppo", "--output-dir", "{run}"],
+                 "hparam 'agent' cannot be 'ppo' for this set: its DQNHParams are for agent dqn; the ppo sets are "
+                 "ppo_cartpole, ppo_pendulum", id="agent-of-another-hparams-type"),
+    pytest.param(["--hparams", "dqn_cartpole", "--env", "CartPole-v9", "--output-dir", "{run}"],
+                 "unknown env 'CartPole-v9'", id="unknown-env"),
+    pytest.param(["--hparams", "dqn_cartpole", "--output-dir", "{file}/run"], "is a file, not a directory",
+                 id="output-dir-under-a-file"),
+    pytest.param(["--hparams", "dqn_cartpole", "--output-dir", "/proc/rlkube-run"], "cannot write in /proc",
+                 id="output-dir-not-writable"),
+    pytest.param(["--hparams", "dqn_cartpole", "--no-training", "--output-dir", "{run}"],
+                 "--no-training needs a checkpoint", id="no-training-without-checkpoint"),
+    pytest.param(["--hparams", "dqn_cartpole", "--render", "--output-dir", "{run}"], "--render needs a display",
+                 id="render-without-display"),
+    pytest.param(["--hparams", "dqn_cartpole", "--env", "Pendulum-v1", "--output-dir", "{run}"],
+                 "agent 'dqn' needs a Discrete action space, but env 'Pendulum-v1' has Box",
+                 id="env-with-the-wrong-action-space"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_gets_one_clear_line_and_leaves_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    out = str(tmp_path / "run")
-    return [
-        (["--hparams", "dqn_cartpol", "--output-dir", out], "unknown hparams set 'dqn_cartpol'; did you mean"),
-        (["--hparams", "dqn_cartpole", "--hparam-override", "lrr=1", "--output-dir", out],
-         "unknown hparam 'lrr'; did you mean lr?"),
-        (["--hparams", "dqn_cartpole", "--hparam-override", "lr=fast", "--output-dir", out],
-         "hparam 'lr' must be float, got 'fast'"),
-        (["--hparams", "dqn_cartpole", "--env", "CartPole-v9", "--output-dir", out], "unknown env 'CartPole-v9'"),
-        (["--hparams", "dqn_cartpole", "--output-dir", str(a_file / "run")], "is a file, not a directory"),
-        (["--hparams", "dqn_cartpole", "--output-dir", "/proc/rlkube-run"], "cannot write in /proc"),
-        (["--hparams", "dqn_cartpole", "--no-training", "--output-dir", out], "--no-training needs a checkpoint"),
-        (["--hparams", "dqn_cartpole", "--render", "--output-dir", out], "--render needs a display"),
-        (["--hparams", "dqn_cartpole", "--env", "Pendulum-v1", "--output-dir", out],
-         "agent 'dqn' needs a Discrete action space, but env 'Pendulum-v1' has Box"),
-    ]
-
-
-@pytest.mark.parametrize("case", range(9))
-def test_bad_input_gets_one_clear_line_and_leaves_nothing(tmp_path: Path, case: int) -> None:
-    args, message = bad_inputs(tmp_path)[case]
+    args = [arg.format(run=tmp_path / "run", file=a_file) for arg in args]
     before = sorted(tmp_path.iterdir())
     result = run_rlkube("train", *args, env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert result.returncode == 2, result.stderr
@@ -55,3 +66,22 @@ def test_bad_input_gets_one_clear_line_and_leaves_nothing(tmp_path: Path, case: 
     assert message in error_lines[0]
     assert "Traceback" not in result.stderr
     assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", [["render"], ["submit", "--dry-run"]])
+@pytest.mark.parametrize(("tpu", "project_profiles"), [
+    pytest.param("v5litepod-16", None, id="by-tpu-flag"),
+    pytest.param(None, "gke-tpu:\n  accelerator: {type: tpu, name: v4-16}\n", id="by-profile"),
+])
+def test_a_multi_host_tpu_slice_is_refused_naming_the_single_host_types(
+        tmp_path: Path, command: list[str], tpu: str | None, project_profiles: str | None) -> None:
+    if project_profiles:
+        (tmp_path / "rlkube.yaml").write_text(project_profiles)
+    tpu_flag = ["--tpu", tpu] if tpu else []
+    result = run_rlkube(*command, "--cluster", "gke-tpu", *tpu_flag, "--hparams", "dqn_cartpole", cwd=tmp_path,
+                        env={"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "is a slice of" in result.stderr
+    assert "use a single-host type: v4-8, v5p-8, v5litepod-1, v5litepod-4, v5litepod-8" in result.stderr
+    assert "Traceback" not in result.stderr

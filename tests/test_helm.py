@@ -117,9 +117,23 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
         profile = dataclasses.replace(eks, name="eks-cpu", accelerator=None, spot=False)
         return _spec(profile), profile
 
+    def s3_compatible_no_deadline_ttl_zero() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(
+            kube, name="minio", output="s3://runs", pvc=None, tmp_size_limit="500M", shm_size_limit="0.5Gi",
+            ephemeral_storage="20G", active_deadline_seconds=None, ttl_seconds_after_finished=0,
+            env={"AWS_ENDPOINT_URL": "http://minio:9000", "NO": "no", "PORT": 9000, "EMPTY": ""},
+            env_from_secrets=["minio-credentials", "more.settings"])
+        return _spec(profile), profile
+
+    def keep_finished_jobs() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="keep",
+                                      active_deadline_seconds=1, ttl_seconds_after_finished=None)
+        return _spec(profile, copies=2), profile
+
     return {f.__name__: f for f in (kube_extras, no_resources_one_copy, dirty_tree_and_odd_strings, gke_gpu_spot,
                                     generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
-                                    eks_karpenter_on_demand_cpu)}
+                                    eks_karpenter_on_demand_cpu, s3_compatible_no_deadline_ttl_zero,
+                                    keep_finished_jobs)}
 
 
 @pytest.mark.parametrize("variant", sorted(_variants()))
@@ -202,6 +216,17 @@ BAD_VALUES: dict[str, tuple[Callable[[Values], Any], str]] = {
     "args without --output-dir": (_without_output_dir, "/args"),
     "misspelt key": (lambda v: v.update(copy=3), "copy"),
     "git dirty as a string": (lambda v: v["provenance"].update(gitDirty="false"), "/provenance/gitDirty"),
+    "size not a quantity": (lambda v: v.update(tmpSizeLimit="8GB"), "/tmpSizeLimit"),
+    "size as a number": (lambda v: v.update(shmSizeLimit=2), "/shmSizeLimit"),
+    "ephemeral storage among the resources": (lambda v: v["resources"].update({"ephemeral-storage": "1Gi"}),
+                                              "/resources"),
+    "zero deadline": (lambda v: v.update(activeDeadlineSeconds=0), "/activeDeadlineSeconds"),
+    "negative ttl": (lambda v: v.update(ttlSecondsAfterFinished=-1), "/ttlSecondsAfterFinished"),
+    "env setting HOME": (lambda v: v.update(env=[{"name": "HOME", "value": "/root"}]), "/env/0/name"),
+    "env value as a number": (lambda v: v.update(env=[{"name": "PORT", "value": 9000}]), "/env/0/value"),
+    "env as a map": (lambda v: v.update(env={"A": "b"}), "/env"),
+    "secret named twice": (lambda v: v.update(envFromSecrets=["a", "a"]), "/envFromSecrets"),
+    "secret name not a DNS name": (lambda v: v.update(envFromSecrets=["A_b"]), "/envFromSecrets/0"),
 }
 
 

@@ -52,6 +52,24 @@ def test_bad_overrides_say_what_is_wrong_and_what_would_be_right(override: str, 
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize(("name", "agent", "message"), [
+    ("dqn_cartpole", "ppo", "hparam 'agent' cannot be 'ppo' for this set: its DQNHParams are for agent dqn; "
+                            "the ppo sets are ppo_cartpole, ppo_pendulum, ppo_pong"),
+    ("ppo_cartpole", "vpg", "its PPOHParams are for agent ppo; the vpg sets are vpg_cartpole"),
+    ("sac_pendulum", "ddpg", "its SACHParams are for agent sac; the ddpg sets are ddpg_mountaincar_continuous, "
+                             "ddpg_pendulum, td3_halfcheetah, td3_pendulum"),
+    ("dqn_cartpole", "dqm", "unknown agent 'dqm'; did you mean dqn?"),
+])
+def test_an_agent_override_must_fit_the_sets_hparams_type(name: str, agent: str, message: str) -> None:
+    with pytest.raises(UserError) as caught:
+        get_hparams(name, f"agent={agent}")
+    assert message in str(caught.value)
+
+
+def test_an_agent_override_naming_the_sets_own_agent_is_accepted() -> None:
+    assert get_hparams("td3_pendulum", "agent=ddpg") == get_hparams("td3_pendulum")
+
+
 def test_parse_overrides_splits_pairs_and_trims() -> None:
     assert parse_overrides(" lr = 1e-3 , batch_size=64,") == {"lr": "1e-3", "batch_size": "64"}
 

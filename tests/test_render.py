@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from rlkube.core.errors import UserError
-from rlkube.launch.clusters import get_profile, with_accelerator
-from rlkube.launch.render import render
+from rlkube.launch.clusters import get_profile, quantity_bytes, with_accelerator
+from rlkube.launch.render import render, tensorboard_objects
 from rlkube.launch.spec import TrainFlags, build_spec, check_name
 from rlkube.launch.tpu import resolve
 from tests.rendered_examples import (
@@ -44,6 +44,8 @@ def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_n
         assert spec["backoffLimitPerIndex"] == profile.retries_per_copy
         assert spec["podFailurePolicy"]["rules"] == [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        assert spec["activeDeadlineSeconds"] == profile.active_deadline_seconds == 3 * 24 * 3600
+        assert spec["ttlSecondsAfterFinished"] == profile.ttl_seconds_after_finished == 7 * 24 * 3600
         pod = pod_spec(job)
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
@@ -52,6 +54,73 @@ def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_n
         assert job["metadata"]["labels"]["rlkube.io/experiment"] == f"example-{profile_name}"
         assert {"rlkube.io/git-commit", "rlkube.io/git-dirty", "rlkube.io/image", "rlkube.io/version",
                 "rlkube.io/submit-command"} <= set(job["metadata"]["annotations"])
+
+
+@pytest.mark.parametrize("profile_name", sorted(example_profiles()))
+def test_pods_write_only_to_size_limited_volumes_and_request_the_disk_they_may_use(profile_name: str) -> None:
+    profile = example_profiles()[profile_name]
+    for job in (o for o in render(example_spec(profile), profile) if o["kind"] == "Job"):
+        pod = pod_spec(job)
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert writable == {"/tmp", "/dev/shm"} | ({profile.output} if profile.pvc else set())
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert all(env[name].startswith("/tmp") for name in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"))
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["tmp"]["emptyDir"] == {"sizeLimit": profile.tmp_size_limit}
+        assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": profile.shm_size_limit}
+        resources = container["resources"]
+        disk = resources["requests"]["ephemeral-storage"]
+        assert disk == resources["limits"]["ephemeral-storage"] == profile.ephemeral_storage_size
+        assert quantity_bytes(disk) == quantity_bytes(profile.tmp_size_limit) + 2**30
+
+
+def test_profile_env_follows_rlkubes_own_and_secrets_arrive_through_env_from() -> None:
+    profile = example_profiles()["kube-minio"]
+    (container,) = pod_spec(render(example_spec(profile), profile)[-1])["containers"]
+    assert [e["name"] for e in container["env"]] == ["RLKUBE_EXPERIMENT", "HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME",
+                                                     "AWS_ENDPOINT_URL", "AWS_REGION"]
+    assert container["envFrom"] == [{"secretRef": {"name": "minio-credentials"}}]
+    kube = get_profile("kube")
+    assert "envFrom" not in pod_spec(render(example_spec(kube), kube)[-1])["containers"][0]
+
+
+def test_a_profile_can_lift_the_deadline_and_keep_finished_jobs() -> None:
+    profile = dataclasses.replace(example_profiles()["gke-tpu-multihost"], active_deadline_seconds=None,
+                                  ttl_seconds_after_finished=None)
+    jobs = [o for o in render(example_spec(profile), profile) if o["kind"] == "Job"]
+    assert len(jobs) == 2
+    assert all({"activeDeadlineSeconds", "ttlSecondsAfterFinished"}.isdisjoint(job["spec"]) for job in jobs)
+    immediate = dataclasses.replace(profile, ttl_seconds_after_finished=0)
+    assert render(example_spec(immediate), immediate)[-1]["spec"]["ttlSecondsAfterFinished"] == 0
+
+
+@pytest.mark.parametrize("pvc", ["rlkube-runs", None])
+def test_in_cluster_tensorboard_admits_no_connection_and_writes_only_to_tmp(pvc: str | None) -> None:
+    policy, deployment, service = tensorboard_objects("rlkube", "image", pvc, "/runs" if pvc else "gs://b/runs")
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    assert "ingress" not in policy["spec"]
+    assert "egress" not in policy["spec"]
+    # Its runs on a PVC, mounted by the node, it needs no network at all; a bucket needs egress.
+    assert policy["spec"]["policyTypes"] == (["Ingress", "Egress"] if pvc else ["Ingress"])
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")} == {"/tmp"}
+    assert container["resources"]["limits"]["ephemeral-storage"] == "2Gi"
+    assert container["readinessProbe"] != container["livenessProbe"]
+
+
+def test_in_cluster_tensorboard_is_scheduled_where_the_profiles_pods_may_run() -> None:
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "rl", "effect": "NoSchedule"}
+    _, deployment, _ = tensorboard_objects("rlkube", "image", "runs", "/runs", {"pool": "rl"}, [toleration])
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"pool": "rl"}
+    assert spec["tolerations"] == [toleration]
+    _, anywhere, _ = tensorboard_objects("rlkube", "image", "runs", "/runs")
+    assert "nodeSelector" not in anywhere["spec"]["template"]["spec"]
+    assert "tolerations" not in anywhere["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize("profile_name", sorted(example_profiles()))

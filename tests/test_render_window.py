@@ -20,7 +20,8 @@ DISPLAY = ":97"
 def x_display() -> Iterator[str]:
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        pytest.skip("Xvfb is not installed (make test installs it with apt where it can)")
+        pytest.skip("Xvfb, the virtual X server these tests open the --render window on, is not on PATH; "
+                    "install it with `apt-get install xvfb` (make test does, where it runs as root)")
     server = subprocess.Popen([xvfb, DISPLAY, "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     socket_path = Path(f"/tmp/.X11-unix/X{DISPLAY[1:]}")

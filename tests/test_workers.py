@@ -78,7 +78,6 @@ def test_parameter_board_hands_the_newest_parameters_to_another_process() -> Non
         np.testing.assert_array_equal(got, sent)
 
 
-@pytest.mark.learning
 def pixel_rollout(index: int) -> Rollout:
     obs = np.full((3, 1, 4, 4), index, np.uint8)
     return Rollout(worker=0, version=index, first_env_index=0, obs=obs, actions=np.zeros((2, 1), np.int64),
@@ -113,6 +112,7 @@ def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process
     assert not slots.send(pixel_rollout(2), lambda: False)
 
 
+@pytest.mark.learning
 def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
     result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--output-dir", str(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr

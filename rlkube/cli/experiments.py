@@ -36,7 +36,7 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Actor processes stepping their own envs while this process learns; 0 acts in-process."),
         click.option("--name", default=None, help="Experiment name (default: <hparams>-<time>)."),
         click.option("--image", default=None, help="Container image (default: the profile's)."),
-        click.option("--tpu", default=None, help="TPU type for a TPU profile, e.g. v5litepod-16, v4-8."),
+        click.option("--tpu", default=None, help="Single-host TPU type for a TPU profile, e.g. v5litepod-8, v4-8."),
         click.option("--context", default=None, help="kube context (default: the profile's, else current)."),
         click.option("-n", "--namespace", default=None, help="Namespace (default: the profile's)."),
     ]
@@ -51,13 +51,17 @@ def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str 
                       namespace: str | None) -> tuple[Any, Any]:
     from rlkube.launch.clusters import get_profile, with_accelerator  # noqa: PLC0415
     from rlkube.launch.spec import TrainFlags, build_spec  # noqa: PLC0415
+    from rlkube.launch.tpu import resolve_single_host  # noqa: PLC0415
 
     profile = get_profile(cluster)
     if tpu:
         if profile.accelerator is None or profile.accelerator.type != "tpu":
             raise UserError(f"--tpu needs a TPU profile, and cluster '{cluster}' has none (try --cluster gke-tpu)")
         profile = with_accelerator(profile, tpu)
-        profile.tpu_slice  # noqa: B018  (checks the name now, with a clear error)
+    if profile.accelerator is not None and profile.accelerator.type == "tpu":
+        # Refused here, where the user asks for a slice (by --tpu or in the profile), not in the renderer, which
+        # still renders a multi-host slice for the Helm chart's parity tests.
+        resolve_single_host(profile.accelerator.name)
     changes = {k: v for k, v in (("context", context), ("namespace", namespace)) if v}
     profile = dataclasses.replace(profile, **changes)
     train = TrainFlags(hparams_name, overrides, env, train_steps, eval_episodes, test_episodes, seed, record_video,
@@ -102,13 +106,11 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
 
     spec, profile = _spec_and_profile(**flags)
     if build_target:
-        from pathlib import Path  # noqa: PLC0415
-
         from rlkube.launch import images  # noqa: PLC0415
 
         if profile.target == "local":
             raise UserError("--build makes an image for a cluster; local copies run this checkout directly")
-        image = images.build(build_target, images.default_registry(profile.default_image), True, Path.cwd(),
+        image = images.build(build_target, images.default_registry(profile.default_image), True, images.repo_root(),
                              lambda line: click.echo(line, err=True))
         spec = dataclasses.replace(spec, image=image)
     if profile.target == "local":
@@ -181,8 +183,8 @@ def status(experiment: str, output_format: str) -> None:
                               indent=2))
         return
     click.echo(f"{record.name}  cluster {record.cluster}  {overall_phase(copies)}  {record.spec.train.hparams}")
-    rows = [["COPY", "PHASE", "RESTARTS", "NODE", "AGE", "STEP", "RETURN"]]
-    rows += [[f"copy-{c.copy}", c.phase, str(c.restarts), c.node or "-", _age(c.age_seconds),
+    rows = [["COPY", "PHASE", "RESTARTS", "LAST FAILURE", "NODE", "AGE", "STEP", "RETURN"]]
+    rows += [[f"copy-{c.copy}", c.phase, str(c.restarts), c.last_failure or "-", c.node or "-", _age(c.age_seconds),
               str(c.last_step) if c.last_step is not None else "-",
               f"{c.last_return:.2f}" if c.last_return is not None else "-"] for c in copies]
     click.echo(_table(rows))
@@ -330,11 +332,9 @@ def _pm(mean: float | None, std: float | None) -> str:
 @click.option("--registry", default=None, help="e.g. us-docker.pkg.dev/PROJECT/rlkube (default: none, local tag).")
 def build(target: str, push: bool, registry: str | None) -> None:
     """Build a container image from images/<target>.Dockerfile, tagged by the git commit."""
-    from pathlib import Path  # noqa: PLC0415
-
     from rlkube.launch import images  # noqa: PLC0415
 
-    image = images.build(target, registry, push, Path.cwd(), lambda line: click.echo(line, err=True))
+    image = images.build(target, registry, push, images.repo_root(), lambda line: click.echo(line, err=True))
     click.echo(image)
 
 

@@ -7,6 +7,7 @@ checked into a typed ClusterProfile, with one clear line naming the file, profil
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,21 @@ TARGETS = ("local", "kubernetes")
 PROVIDERS = ("generic", "gke", "eks")
 ACCELERATORS = ("tpu", "gpu")
 CAPACITY_SELECTORS = ("karpenter", "managed")
+# Environment variables of the trainer that rlkube (or, for JOB_COMPLETION_INDEX, the Job controller) sets itself.
+RESERVED_ENV = ("RLKUBE_EXPERIMENT", "HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "JOB_COMPLETION_INDEX")
+# Names that say "credential": such values belong in a Secret (env_from_secrets), never in a profile's env, which
+# rlkube writes into the Job in plain text.
+_CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|ACCESS_KEY", re.IGNORECASE)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# A size as Kubernetes writes quantities of bytes: a whole or decimal number with an optional decimal (k, M, G, T,
+# P, E) or binary (Ki, Mi, Gi, Ti, Pi, Ei) suffix.
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+# ephemeral_storage's default: /tmp's size limit plus room for the container's logs (the root file system is
+# read-only, so nothing else of the container's writes to the node's disk).
+EPHEMERAL_HEADROOM = 2**30
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,13 @@ class ClusterProfile:
     termination_grace_seconds: int = 120
     queue: str | None = None
     priority_class: str | None = None
+    tmp_size_limit: str = "8Gi"  # the /tmp emptyDir: HOME, caches, and the local mirror of a run in a bucket
+    shm_size_limit: str = "2Gi"  # the /dev/shm emptyDir, in memory
+    ephemeral_storage: str | None = None  # request and limit of node disk; None: tmp_size_limit + 1Gi
+    active_deadline_seconds: int | None = 3 * 24 * 3600  # a Job running longer fails; None: no deadline
+    ttl_seconds_after_finished: int | None = 7 * 24 * 3600  # a finished Job (and its pods) is deleted; None: kept
+    env: dict[str, str] = field(default_factory=dict)  # extra, non-secret environment variables of the trainer
+    env_from_secrets: list[str] = field(default_factory=list)  # Secrets whose keys become environment variables
 
     @property
     def default_image(self) -> str:
@@ -63,6 +86,33 @@ class ClusterProfile:
         if self.accelerator is None or self.accelerator.type != "tpu":
             return None
         return tpu.resolve(self.accelerator.name)
+
+    @property
+    def ephemeral_storage_size(self) -> str:
+        """The trainer's ephemeral-storage request and limit: ephemeral_storage, else tmp_size_limit + 1Gi."""
+        if self.ephemeral_storage is not None:
+            return self.ephemeral_storage
+        return format_bytes(quantity_bytes(self.tmp_size_limit) + EPHEMERAL_HEADROOM)
+
+
+def quantity_bytes(text: str) -> int:
+    """The bytes of a quantity like 8Gi or 500M (rounded up, as Kubernetes does); ValueError if it is not one."""
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(text)
+    number, suffix = match.group(1), match.group(2) or ""
+    unit = _BINARY_UNITS.get(suffix) or _DECIMAL_UNITS[suffix]
+    whole, _, fraction = number.partition(".")
+    scale = 10 ** len(fraction)
+    return -(-int(whole + fraction) * unit // scale)
+
+
+def format_bytes(count: int) -> str:
+    """A byte count as the largest binary unit that divides it exactly (9Gi, 1536Mi), else in bytes."""
+    for suffix, unit in reversed(_BINARY_UNITS.items()):
+        if count % unit == 0:
+            return f"{count // unit}{suffix}"
+    return str(count)
 
 
 def config_files() -> list[Path]:
@@ -142,9 +192,73 @@ def _check(profile: ClusterProfile, where: str) -> None:
     for key in ("retries_per_copy", "termination_grace_seconds"):
         if not isinstance(getattr(profile, key), int) or getattr(profile, key) < 0:
             raise UserError(f"{where}: {key} must be a whole number >= 0")
+    if "ephemeral-storage" in profile.resources:
+        raise UserError(f"{where}: resources cannot set ephemeral-storage; set the ephemeral_storage field instead")
+    _check_storage(profile, where)
+    _check_lifetime(profile, where)
+    _check_env(profile, where)
     if profile.target == "kubernetes" and not profile.output.startswith(("gs://", "s3://")) and not profile.pvc:
         raise UserError(f"{where}: output {profile.output} is a path in the pod, so name the pvc that holds it "
                         f"(or write to gs:// or s3://)")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_quantity(value: Any) -> bool:
+    try:
+        return quantity_bytes(value) > 0
+    except ValueError:
+        return False
+
+
+def _check_storage(profile: ClusterProfile, where: str) -> None:
+    for key in ("tmp_size_limit", "shm_size_limit", "ephemeral_storage"):
+        value = getattr(profile, key)
+        if (value is None and key == "ephemeral_storage") or _positive_quantity(value):
+            continue
+        default = "null for tmp_size_limit + 1Gi, or " if key == "ephemeral_storage" else ""
+        raise UserError(f"{where}: {key} must be {default}a positive Kubernetes quantity of bytes such as 8Gi or "
+                        f"500M (suffixes k, M, G, T, Ki, Mi, Gi, Ti), got {value!r}")
+    if quantity_bytes(profile.ephemeral_storage_size) < quantity_bytes(profile.tmp_size_limit):
+        raise UserError(f"{where}: ephemeral_storage {profile.ephemeral_storage} is less than tmp_size_limit "
+                        f"{profile.tmp_size_limit}, so a pod would be evicted before /tmp is full; raise it or "
+                        f"leave it unset (tmp_size_limit + 1Gi)")
+
+
+def _check_lifetime(profile: ClusterProfile, where: str) -> None:
+    deadline = profile.active_deadline_seconds
+    if deadline is not None and (not _whole(deadline) or deadline < 1):
+        raise UserError(f"{where}: active_deadline_seconds must be a whole number of seconds > 0 (e.g. 259200, "
+                        f"3 days), or null for no deadline, got {deadline!r}")
+    ttl = profile.ttl_seconds_after_finished
+    if ttl is not None and (not _whole(ttl) or ttl < 0):
+        raise UserError(f"{where}: ttl_seconds_after_finished must be a whole number of seconds >= 0 (e.g. 604800, "
+                        f"7 days), or null to keep finished Jobs, got {ttl!r}")
+
+
+def _check_env(profile: ClusterProfile, where: str) -> None:
+    if not isinstance(profile.env, dict):
+        raise UserError(f"{where}: env must map variable names to values, e.g. {{AWS_ENDPOINT_URL: "
+                        f"'http://minio.storage:9000'}}")
+    for name, value in profile.env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise UserError(f"{where}: env name {name!r} must be letters, digits and '_', not starting with a digit")
+        if name in RESERVED_ENV:
+            raise UserError(f"{where}: env cannot set {name}: rlkube sets {', '.join(RESERVED_ENV)} itself")
+        if _CREDENTIAL_NAME.search(name):
+            raise UserError(f"{where}: env {name} looks like a credential: put it in a Secret and name the Secret "
+                            f"in env_from_secrets (env is written into the Job in plain text)")
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise UserError(f"{where}: env {name} must be a string or a whole number, got {value!r} (quote it)")
+    secrets = profile.env_from_secrets
+    if not isinstance(secrets, list) or not all(isinstance(s, str) and len(s) <= 253 and _SECRET_NAME.match(s)
+                                                 for s in secrets):
+        raise UserError(f"{where}: env_from_secrets must be a list of Secret names (lowercase letters, digits, "
+                        f"'-' and '.'), e.g. [minio-credentials], got {secrets!r}")
+    if len(set(secrets)) != len(secrets):
+        raise UserError(f"{where}: env_from_secrets names a Secret twice: {secrets!r}")
 
 
 def with_accelerator(profile: ClusterProfile, name: str) -> ClusterProfile:

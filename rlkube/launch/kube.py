@@ -39,6 +39,8 @@ KINDS: dict[str, tuple[type, str]] = {
     "Service": (client.CoreV1Api, "service"),
     "Job": (client.BatchV1Api, "job"),
     "Deployment": (client.AppsV1Api, "deployment"),
+    "NetworkPolicy": (client.NetworkingV1Api, "network_policy"),
+    "Pod": (client.CoreV1Api, "pod"),
 }
 
 
@@ -118,8 +120,10 @@ def _delete_experiment(api: client.ApiClient, name: str, namespace: str) -> list
     removed = [f"{kind}/{obj}" for kind, obj in _experiment_objects(api, name, namespace)
                if _delete(api, kind, obj, namespace)]
     core = client.CoreV1Api(api)
-    core.delete_collection_namespaced_pod(namespace, label_selector=_selector(name), grace_period_seconds=None,
-                                          _request_timeout=REQUEST_TIMEOUT)
+    # One by one, by name: submitters may not deletecollection (manifests/setup/rbac.yaml).
+    for pod in core.list_namespaced_pod(namespace, label_selector=_selector(name),
+                                        _request_timeout=REQUEST_TIMEOUT).items:
+        _delete(api, "Pod", pod.metadata.name, namespace)
     deadline = time.monotonic() + GONE_TIMEOUT
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(namespace, label_selector=_selector(name)).items
@@ -260,8 +264,22 @@ def status(record: store.Record) -> list[CopyStatus]:
             age = age_seconds(latest.metadata.creation_timestamp.isoformat()) if latest else age_seconds(
                 record.created)
             copies.append(CopyStatus(index, phase, restarts, (latest.spec.node_name or "") if latest else "",
-                                     age, step, ret))
+                                     age, step, ret, _last_failure(pods)))
     return copies
+
+
+def _last_failure(pods: list[client.V1Pod]) -> str:
+    """Why the newest pod that failed stopped: its container's termination reason (OOMKilled, Error), else the
+    pod's own (Evicted); empty if none failed."""
+    for pod in reversed(pods):
+        if pod.status.phase != "Failed":
+            continue
+        for container in pod.status.container_statuses or []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None and terminated.reason:
+                return terminated.reason
+        return pod.status.reason or "Failed"
+    return ""
 
 
 def _pod_finished(core: client.CoreV1Api, pod: client.V1Pod) -> bool:
@@ -412,7 +430,8 @@ def _tensorboard_pod(api: client.ApiClient, record: store.Record) -> str:
     profile = get_profile(record.cluster)
     core = client.CoreV1Api(api)
     selector = "app.kubernetes.io/name=rlkube,app.kubernetes.io/component=tensorboard"
-    for obj in tensorboard_objects(record.namespace, record.image, profile.pvc, profile.output):
+    for obj in tensorboard_objects(record.namespace, record.image, profile.pvc, profile.output,
+                                   profile.node_selector, profile.tolerations):
         try:
             _create(api, obj)
         except ApiException as error:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from rlkube import __version__
-from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec
 
 Object = dict[str, Any]
@@ -51,6 +51,13 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "terminationGracePeriodSeconds": profile.termination_grace_seconds,
         "queue": profile.queue,
         "priorityClass": profile.priority_class,
+        "tmpSizeLimit": profile.tmp_size_limit,
+        "shmSizeLimit": profile.shm_size_limit,
+        "ephemeralStorage": profile.ephemeral_storage_size,
+        "activeDeadlineSeconds": profile.active_deadline_seconds,
+        "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
+        "env": [{"name": name, "value": str(value)} for name, value in profile.env.items()],
+        "envFromSecrets": list(profile.env_from_secrets),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
         "config": {
@@ -122,28 +129,45 @@ def _scheduling(values: dict[str, Any]) -> tuple[dict[str, str], list[Object], d
     return selector, tolerations, limits
 
 
+def _writable_env() -> list[Object]:
+    """The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, and rlkube's mirror
+    of a run in a bucket) go to the /tmp emptyDir."""
+    return [{"name": "HOME", "value": "/tmp"}, {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+            {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"}]
+
+
+def _container_security() -> Object:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) -> Object:
     selector, tolerations, accelerator_limits = _scheduling(values)
     resources = values["resources"]
-    requests = dict(resources)
-    limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **accelerator_limits}
+    # Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours.
+    disk = {"ephemeral-storage": values["ephemeralStorage"]}
+    requests = {**resources, **disk}
+    limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **disk, **accelerator_limits}
     # /dev/shm in memory: a container runtime's default is 64 MB, less than --num-workers actors' observation
     # slots and async vector envs share (it counts against the memory limit).
     mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"},
               {"name": "shm", "mountPath": "/dev/shm"}]
     volumes: list[Object] = [{"name": "config", "configMap": {"name": values["experiment"]}},
-                             {"name": "tmp", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory"}}]
+                             {"name": "tmp", "emptyDir": {"sizeLimit": values["tmpSizeLimit"]}},
+                             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": values["shmSizeLimit"]}}]
     if values["pvc"]:
         mounts.append({"name": "runs", "mountPath": values["pvcMountPath"]})
         volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})
+    # Credentials (e.g. an S3-compatible server's keys) come from Secrets, so they never appear in the Job.
+    env_from = [{"secretRef": {"name": name}} for name in values["envFromSecrets"]]
     container = {
         "name": "trainer",
         "image": values["image"],
         "command": ["rlkube", "train"],
         "args": args,
-        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, {"name": "HOME", "value": "/tmp"}],
-        "resources": {key: value for key, value in (("requests", requests), ("limits", limits)) if value},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
+        **({"envFrom": env_from} if env_from else {}),
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
     spec: Object = {
@@ -168,6 +192,13 @@ def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) ->
     return spec
 
 
+def _lifetime(values: dict[str, Any]) -> Object:
+    """A hung copy gives its accelerator back at the deadline; a finished Job is cleaned up after the TTL."""
+    lifetime = {"activeDeadlineSeconds": values["activeDeadlineSeconds"],
+                "ttlSecondsAfterFinished": values["ttlSecondsAfterFinished"]}
+    return {key: value for key, value in lifetime.items() if value is not None}
+
+
 def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra_labels: dict[str, str],
          subdomain: str | None) -> Object:
     metadata = _metadata(values, name, extra_labels)
@@ -185,6 +216,7 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
             "backoffLimitPerIndex": values["retriesPerCopy"],
             # A preempted or evicted pod is retried without counting as a failure.
             "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+            **_lifetime(values),
             "template": {"metadata": {"labels": {**labels(values), **extra_labels}},
                          "spec": _pod_spec(values, args, subdomain)},
         },
@@ -249,13 +281,22 @@ def values_to_yaml(values: dict[str, Any]) -> str:
 
 TENSORBOARD_NAME = "rlkube-tensorboard"
 TENSORBOARD_PORT = 6006
+TENSORBOARD_TMP = "1Gi"  # TensorBoard writes only its .tensorboard-info files
 
 
-def tensorboard_objects(namespace: str, image: str, pvc: str | None, mount_path: str) -> list[Object]:
-    """An in-cluster TensorBoard over every experiment's run directory, shared by the namespace."""
+def tensorboard_objects(namespace: str, image: str, pvc: str | None, mount_path: str,
+                        node_selector: dict[str, str] | None = None,
+                        tolerations: list[Object] | None = None) -> list[Object]:
+    """An in-cluster TensorBoard over every experiment's run directory, shared by the namespace.
+
+    It is scheduled as the profile's own scheduling settings say (not its accelerator's: TensorBoard needs none),
+    so it lands where the profile's pods may run and can mount their volume.
+    """
     meta_labels = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard",
                    "app.kubernetes.io/managed-by": "rlkube"}
     selector = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard"}
+    metadata = {"name": TENSORBOARD_NAME, "namespace": namespace, "labels": meta_labels}
+    disk = {"ephemeral-storage": format_bytes(quantity_bytes(TENSORBOARD_TMP) + EPHEMERAL_HEADROOM)}
     container: Object = {
         "name": "tensorboard",
         "image": image,
@@ -263,26 +304,38 @@ def tensorboard_objects(namespace: str, image: str, pvc: str | None, mount_path:
         "args": ["--logdir", mount_path, "--host", "0.0.0.0", "--port", str(TENSORBOARD_PORT), "--reload_multifile",
                  "true"],
         "ports": [{"name": "http", "containerPort": TENSORBOARD_PORT}],
-        "env": [{"name": "HOME", "value": "/tmp"}],
-        "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "env": _writable_env(),
+        "resources": {"requests": {"cpu": "250m", "memory": "1Gi", **disk}, "limits": {"memory": "2Gi", **disk}},
+        # Ready once it serves; restarted only if it stops accepting connections (a first load of many event
+        # files keeps it busy, not dead).
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 10},
+        "livenessProbe": {"tcpSocket": {"port": "http"}, "initialDelaySeconds": 30, "periodSeconds": 30,
+                          "failureThreshold": 4},
+        "securityContext": _container_security(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
-    volumes: list[Object] = [{"name": "tmp", "emptyDir": {}}]
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {"sizeLimit": TENSORBOARD_TMP}}]
     if pvc:
         container["volumeMounts"].append({"name": "runs", "mountPath": mount_path, "readOnly": True})
         volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": pvc, "readOnly": True}})
+    # No connection in: `rlkube tensorboard` port-forwards through the kubelet, which NetworkPolicy does not filter,
+    # and nothing else needs to connect (TensorBoard has no authentication). None out either when the runs are on a
+    # PVC, which the node mounts; a logdir in a bucket needs DNS and the bucket.
+    policy_types = ["Ingress", "Egress"] if pvc else ["Ingress"]
     return [
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": TENSORBOARD_NAME, "namespace": namespace, "labels": meta_labels},
+        # First, so the pod is never reachable.
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": dict(metadata),
+         "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": policy_types}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": dict(metadata),
          "spec": {"replicas": 1, "selector": {"matchLabels": selector},
                   "template": {"metadata": {"labels": meta_labels},
                                "spec": {"automountServiceAccountToken": False,
                                         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS_USER,
                                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                                        **({"nodeSelector": dict(node_selector)} if node_selector else {}),
+                                        **({"tolerations": list(tolerations)} if tolerations else {}),
                                         "containers": [container], "volumes": volumes}}}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": TENSORBOARD_NAME, "namespace": namespace, "labels": meta_labels},
+        {"apiVersion": "v1", "kind": "Service", "metadata": dict(metadata),
          "spec": {"selector": selector, "ports": [{"name": "http", "port": TENSORBOARD_PORT,
                                                    "targetPort": TENSORBOARD_PORT}]}},
     ]

@@ -23,6 +23,7 @@ class CopyStatus:
     age_seconds: float | None = None
     last_step: int | None = None
     last_return: float | None = None
+    last_failure: str = ""  # why the copy's newest failed attempt ended: OOMKilled, Error, Evicted, ...
 
 
 def last_progress(log_text: str) -> tuple[int | None, float | None]:

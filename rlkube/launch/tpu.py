@@ -52,7 +52,7 @@ def resolve(name: str) -> TPUSlice:
     generation, _, size = name.lower().partition("-")
     known = ", ".join(f"{g}-N" for g in GENERATIONS)
     if generation not in GENERATIONS or not size.isdigit():
-        raise UserError(f"unknown TPU type '{name}'; use a name like v5litepod-8, v4-8, v5p-16 or v6e-8 ({known})")
+        raise UserError(f"unknown TPU type '{name}'; use a name like v5litepod-8, v4-8, v5p-8 or v6e-8 ({known})")
     accelerator, cores_per_chip, multi_host_chips = GENERATIONS[generation]
     units = int(size)
     if units % cores_per_chip:
@@ -68,3 +68,28 @@ def resolve(name: str) -> TPUSlice:
         raise UserError(f"unknown TPU type '{name}'; {generation} slices are {generation}-8, -16, -32, ... "
                         f"(powers of two, counting TensorCores)")
     return TPUSlice(accelerator, _topology_3d(chips), chips, min(chips, multi_host_chips))
+
+
+def single_host_names() -> list[str]:
+    """Every TPU type whose slice is one host: v4-8, v5p-8, and 1, 4 or 8 chips of v5e (v5litepod) and v6e."""
+    names = []
+    for generation, (_, cores_per_chip, multi_host_chips) in GENERATIONS.items():
+        if cores_per_chip == 1:
+            names += [f"{generation}-{chips}" for chips in TOPOLOGIES_2D if chips <= SINGLE_HOST_MAX_2D]
+        else:  # 3D (v4, v5p): only 2x2x1, the chips of one host
+            names.append(f"{generation}-{multi_host_chips * cores_per_chip}")
+    return names
+
+
+def resolve_single_host(name: str) -> TPUSlice:
+    """resolve(name), refusing a slice of several hosts.
+
+    Each host of a slice runs `rlkube train` for the same copy, and nothing in the learner reads which host it is,
+    so every host would train that copy into the same directory. Until a multi-host learner exists, one host only.
+    """
+    tpu_slice = resolve(name)
+    if tpu_slice.hosts > 1:
+        raise UserError(f"TPU type '{name}' is a slice of {tpu_slice.hosts} hosts, and rlkube trains on one host only "
+                        f"(multi-host slices are not supported yet); use a single-host type: "
+                        f"{', '.join(single_host_names())}")
+    return tpu_slice

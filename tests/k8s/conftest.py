@@ -2,7 +2,8 @@
 
 Every test under tests/k8s is marked `k8s` (deselect with `-m "not k8s"`). The first test that needs the `cluster`
 fixture builds the binaries with tools/testcluster/build.sh (cached outside the repo; ~12 min on 2 cores the very
-first time) and starts one cluster for the whole session (per pytest-xdist worker).
+first time) and starts one cluster for the whole session. Each test module marks itself `xdist_group("k8s")`, so
+that `pytest -n N --dist loadgroup` runs them all on one worker, with one cluster and one real node.
 """
 
 from collections.abc import Iterator
@@ -25,8 +26,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.k8s)
-            # With `pytest -n N --dist loadgroup` all of them share one worker, and so one cluster.
-            item.add_marker(pytest.mark.xdist_group("k8s"))
 
 
 @pytest.fixture(scope="session")

@@ -39,10 +39,11 @@ BUILD_SCRIPT = REPO / "tools" / "testnode" / "build.sh"
 CACHE = Path(os.environ.get("RLKUBE_TESTBIN", Path.home() / ".cache" / "rlkube" / "testbin")).parent
 
 NODE_NAME = "rlkube-real-0"
-# The kubelet refuses a loopback node IP (127.0.0.0/8). An address from TEST-NET-1 added to `lo` (this VM's kernel
-# has no dummy links) is reachable from this host, so from the API server and from pods through the bridge, and
-# from nowhere else.
-NODE_IP = "192.0.2.10"
+# The kubelet refuses a loopback node IP (127.0.0.0/8). An address from TEST-NET-2 on a link of its own is reachable
+# from this host, so from the API server and from pods through the bridge, and from nowhere else. The link is an
+# empty bridge because this VM's kernel has no dummy links; the host's own address is in TEST-NET-1.
+NODE_IP = "198.51.100.10"
+NODE_LINK = "rlkube-node0"
 POD_BRIDGE = "rlkube-cni0"
 POD_SUBNET = "10.244.0.0/24"
 # Pods must ask for the real node (toleration + node selector), so that the kwok tests' pods never land here.
@@ -268,7 +269,9 @@ class RealNode:
         # Short: containerd's and dockerd's unix sockets live here (108 bytes at most).
         self.workdir = Path(tempfile.mkdtemp(prefix="rlkube-node-", dir="/tmp"))
         try:
-            _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo")
+            _run("ip", "link", "add", NODE_LINK, "type", "bridge")
+            _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK)
+            _run("ip", "link", "set", NODE_LINK, "up")
             self._start_registry()
             self._start_dockerd()
             self._build_base_images()
@@ -289,7 +292,6 @@ class RealNode:
             self._stop_daemon(daemon)
         self._kill_shims()
         self._daemons.clear()
-        _run("ip", "addr", "del", f"{NODE_IP}/32", "dev", "lo", check=False)
         problems = self._host.restore([self.workdir, self.docker_root])
         self._host = None
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -331,24 +333,25 @@ class RealNode:
                      "resources": {"requests": {"storage": "1Gi"}}}})
         return path
 
-    def grow_memory_in(self, pod: Any, namespace: str) -> None:
-        """Make a running container leak: a second process in it takes memory from the container's cgroup, 32 MB at
-        a time, until the cgroup is over its limit. It first marks the trainer (pid 1) as the OOM killer's first
-        choice (raising oom_score_adj needs no privilege), as a trainer that leaks itself would be."""
+    def fill_shared_memory_in(self, pod: Any, namespace: str) -> str:
+        """Fill a running container's in-memory /dev/shm until its pod is over its memory limit; returns what the
+        filling process printed. Pages of a memory emptyDir are charged to the pod's memory cgroup but belong to no
+        process, so the OOM killer then ends the container's largest process: the trainer."""
         from kubernetes import client as k8s  # noqa: PLC0415
         from kubernetes.stream import stream  # noqa: PLC0415
 
-        leak = ("import time\n"
-                "open('/proc/1/oom_score_adj', 'w').write('1000')\n"
-                "held = []\n"
-                "while True:\n"
-                "    held.append(b'x' * (32 << 20))\n"
-                "    time.sleep(0.05)\n")
+        fill = ("chunk = b'x' * (16 << 20)\n"
+                "with open('/dev/shm/filler', 'wb') as f:\n"
+                "    while True:\n"
+                "        f.write(chunk)\n"
+                "        f.flush()\n")
         core = k8s.CoreV1Api(self.cluster.api_client())
-        with contextlib.suppress(Exception):  # the stream ends with the container
-            stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, namespace, container="trainer",
-                   command=["python", "-c", leak], stderr=True, stdin=False, stdout=True, tty=False,
-                   _request_timeout=300)
+        try:
+            return stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, namespace, container="trainer",
+                          command=["python", "-c", fill], stderr=True, stdin=False, stdout=True, tty=False,
+                          _request_timeout=300)
+        except Exception as error:  # the stream ends with the container, in one of several ways
+            return f"{type(error).__name__}: {error}"
 
     def crictl_like_containers(self) -> list[str]:
         """The containerd tasks running for the kubelet (`ctr -n k8s.io tasks list`)."""

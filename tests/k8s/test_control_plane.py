@@ -17,6 +17,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import portforward
 
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
+pytestmark = pytest.mark.xdist_group("k8s")
 T = TypeVar("T")
 IMAGE = "registry.invalid/rlkube:test"  # never pulled: kwok fakes the containers
 
@@ -124,7 +126,15 @@ def test_index_marked_to_fail_fails_while_the_other_indexes_succeed(
 
 
 def test_held_pod_stays_running_until_deleted(core: client.CoreV1Api, namespace: str, held_pod: str) -> None:
-    time.sleep(1.5)  # pods that are not held finish after 1 s
+    # A pod without the hold label, started after the held one was Running, finishes 1 s after it starts: once it
+    # has, the held pod has outlived the time pods that are not held run.
+    unheld = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="unheld"),
+        spec=client.V1PodSpec(restart_policy="Never", containers=[client.V1Container(name="main", image=IMAGE)]),
+    )
+    core.create_namespaced_pod(namespace, unheld)
+    wait_for(lambda: core.read_namespaced_pod("unheld", namespace).status.phase == "Succeeded",
+             what="the pod that is not held to finish")
     assert core.read_namespaced_pod(held_pod, namespace).status.phase == "Running"
 
     core.delete_namespaced_pod(held_pod, namespace)

@@ -1,19 +1,18 @@
-"""rlkube against a real control plane: submit, status, list, logs, cancel, rollback, RBAC and TensorBoard.
+"""rlkube against a real control plane: submit, status, list, logs, cancel, rollback and RBAC.
 
 Pods are faked by kwok (no container runs): they land on fake TPU nodes, run for a second and succeed, unless
 a profile's extra labels ask kwok to fail one index (rlkube.io/test-fail-index) or to hold pods Running
 (rlkube.io/test-hold). Everything else, from validation and scheduling to the Job controller, logs and
-port-forwarding through the API server, is the real Kubernetes.
+port-forwarding through the API server, is the real Kubernetes. The in-cluster TensorBoard, which needs a real
+container, is tested on the real node (test_real_node.py).
 """
 
-import http.server
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from rlkube.launch import kube
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import TrainFlags, build_spec
 
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
+pytestmark = pytest.mark.xdist_group("k8s")
 REPO = Path(__file__).resolve().parents[2]
 RLKUBE = [sys.executable, "-m", "rlkube"]
 
@@ -264,49 +265,6 @@ def test_rendered_pods_pass_pod_security_restricted(cluster: TestCluster, api: c
         assert wait_for("restricted", {"Succeeded", "Failed"})["phase"] == "Succeeded"
     finally:
         client.CoreV1Api(api).delete_namespace(namespace)
-
-
-class _FakeTensorBoard(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"fake tensorboard behind kwok's port-forward"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        return
-
-
-@pytest.fixture
-def fake_tensorboard(cluster: TestCluster) -> Iterator[None]:
-    server = http.server.ThreadingHTTPServer(cluster.port_forward_target, _FakeTensorBoard)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.mark.usefixtures("workdir", "fake_tensorboard")
-def test_tensorboard_deploys_in_cluster_and_port_forwards_through_the_api_server(api: client.ApiClient,
-                                                                                  namespace: str) -> None:
-    import urllib.request  # noqa: PLC0415
-
-    # Output in a bucket: this test cluster has no volume provisioner for the runs PVC.
-    assert rlkube("submit", "--cluster", "test-tpu", "--hparams", "dqn_cartpole", "--name", "tb").returncode == 0
-    process = subprocess.Popen([*RLKUBE, "tensorboard", "tb", "--in-cluster"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    try:
-        line = process.stdout.readline()
-        assert "http://127.0.0.1:" in line, process.stderr.read() if process.poll() is not None else line
-        url = line[line.index("http://"):].split()[0]
-        with urllib.request.urlopen(url, timeout=30) as response:
-            assert response.read() == b"fake tensorboard behind kwok's port-forward"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    deployment = client.AppsV1Api(api).read_namespaced_deployment("rlkube-tensorboard", namespace)
-    assert deployment.spec.template.spec.containers[0].image == "rlkube:test"
 
 
 @pytest.mark.parametrize(("kubeconfig_text", "message"), [

@@ -157,11 +157,14 @@ common ones, on the Job and its pods) and subdomain ("" for none). One failing i
 {{- $jobLabels := deepCopy .labels -}}
 {{- with index $values "queue" }}{{ $_ := set $jobLabels "kueue.x-k8s.io/queue-name" . }}{{ end -}}
 {{- $scheduling := include "rlkube.scheduling" $root | fromJson -}}
-{{- $requests := $values.resources -}}
-{{- $limits := dict -}}
-{{- if hasKey $requests "memory" }}{{ $_ := set $limits "memory" $requests.memory }}{{ end -}}
+{{- /* Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours. */ -}}
+{{- $requests := merge (dict "ephemeral-storage" $values.ephemeralStorage) $values.resources -}}
+{{- $limits := dict "ephemeral-storage" $values.ephemeralStorage -}}
+{{- if hasKey $values.resources "memory" }}{{ $_ := set $limits "memory" $values.resources.memory }}{{ end -}}
 {{- range $key, $value := $scheduling.limits }}{{ $_ := set $limits $key $value }}{{ end -}}
 {{- $pvc := index $values "pvc" -}}
+{{- $deadline := index $values "activeDeadlineSeconds" -}}
+{{- $ttl := index $values "ttlSecondsAfterFinished" -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -176,6 +179,13 @@ spec:
       - action: Ignore
         onPodConditions:
           - type: DisruptionTarget
+  {{- /* A hung copy gives its accelerator back at the deadline; a finished Job is cleaned up after the TTL. */}}
+  {{- if not (kindIs "invalid" $deadline) }}
+  activeDeadlineSeconds: {{ int64 $deadline }}
+  {{- end }}
+  {{- if not (kindIs "invalid" $ttl) }}
+  ttlSecondsAfterFinished: {{ int64 $ttl }}
+  {{- end }}
   template:
     metadata:
       labels:
@@ -201,26 +211,36 @@ spec:
             - train
           args:
             {{- include "rlkube.sequence" .args | nindent 12 }}
+          {{- /* The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, and rlkube's
+          mirror of a run in a bucket) go to the /tmp emptyDir. values.env comes after rlkube's own. */}}
           env:
             - name: RLKUBE_EXPERIMENT
               value: {{ toJson $values.experiment }}
             - name: HOME
               value: /tmp
-          {{- if or $requests $limits }}
+            - name: MPLCONFIGDIR
+              value: /tmp/matplotlib
+            - name: XDG_CACHE_HOME
+              value: /tmp/.cache
+            {{- with $values.env }}
+            {{- include "rlkube.sequence" . | nindent 12 }}
+            {{- end }}
+          {{- with $values.envFromSecrets }}
+          {{- /* Credentials (e.g. an S3-compatible server's keys) reach the process without appearing in the Job. */}}
+          envFrom:
+            {{- range . }}
+            - secretRef:
+                name: {{ toJson . }}
+            {{- end }}
+          {{- end }}
           resources:
-            {{- if $requests }}
             requests:
               {{- include "rlkube.mapping" $requests | nindent 14 }}
-            {{- end }}
-            {{- if $limits }}
             limits:
               {{- include "rlkube.mapping" $limits | nindent 14 }}
-            {{- end }}
-          {{- else }}
-          resources: {}
-          {{- end }}
           securityContext:
             allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
             capabilities:
               drop:
                 - ALL
@@ -241,10 +261,12 @@ spec:
           configMap:
             name: {{ toJson $values.experiment }}
         - name: tmp
-          emptyDir: {}
+          emptyDir:
+            sizeLimit: {{ toJson $values.tmpSizeLimit }}
         - name: shm
           emptyDir:
             medium: Memory
+            sizeLimit: {{ toJson $values.shmSizeLimit }}
         {{- if $pvc }}
         - name: runs
           persistentVolumeClaim:

@@ -109,6 +109,24 @@ def parse_overrides(text: str) -> dict[str, str]:
     return pairs
 
 
+def _check_agent_fits(hp: HParams, agent: str) -> None:
+    """A UserError unless `agent` is one that `hp`'s type declares: each agent reads its own type's fields.
+
+    Without this, the agent would fail on a missing field (an AttributeError) once TensorFlow had loaded.
+    A type that declares no agents (HParams itself) accepts any name, as validate does.
+    """
+    fitting = {f.name: f for f in dataclasses.fields(hp)}["agent"].metadata["choices"]
+    if fitting is None or agent in fitting:
+        return
+    sets_by_agent: dict[str, list[str]] = {}
+    for name in hparams_registry:
+        sets_by_agent.setdefault(hparams_registry[name]().agent, []).append(name)
+    if agent not in sets_by_agent:
+        raise unknown_name("agent", agent, sets_by_agent)
+    raise UserError(f"hparam 'agent' cannot be '{agent}' for this set: its {type(hp).__name__} are for agent "
+                    f"{' or '.join(fitting)}; the {agent} sets are {', '.join(sets_by_agent[agent])}")
+
+
 def apply_overrides(hp: HParams, overrides: dict[str, str]) -> HParams:
     """A copy of `hp` with the overrides parsed to each field's type and checked."""
     fields = {f.name: f for f in dataclasses.fields(hp)}
@@ -117,6 +135,8 @@ def apply_overrides(hp: HParams, overrides: dict[str, str]) -> HParams:
         if key not in fields:
             raise unknown_name("hparam", key, fields)
         changes[key] = _parse_value(key, text, _field_type(type(hp), key))
+    if "agent" in changes:
+        _check_agent_fits(hp, changes["agent"])
     return validate(dataclasses.replace(hp, **changes))
 
 

@@ -37,7 +37,7 @@ class DDPGHParams(ContinuousControlHParams):
     target updates every policy_delay critic updates, and noise on the target's action.
     """
 
-    agent: str = param("ddpg", doc="agent registry name")
+    agent: str = param("ddpg", choices=("ddpg",), doc="agent registry name")
     num_critics: int = param(1, lo=1, hi=2, doc="TD3: 2, the target takes the smaller critic's value")
     policy_delay: int = param(1, lo=1, doc="TD3: 2, critic updates per actor and target update")
     target_policy_noise: float = param(0.0, lo=0.0, doc="TD3: 0.2, std of the noise on the target's action")
@@ -52,7 +52,7 @@ class DDPGHParams(ContinuousControlHParams):
 class SACHParams(ContinuousControlHParams):
     """Soft Actor-Critic (Haarnoja et al. 2018), with twin critics and a learned entropy coefficient."""
 
-    agent: str = param("sac", doc="agent registry name")
+    agent: str = param("sac", choices=("sac",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((256, 256), lo=1, doc="widths of the actor's and each critic's layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate of the actor, the critics and the entropy coefficient")
     auto_entropy: bool = param(True, doc="learn the entropy coefficient alpha towards target_entropy")

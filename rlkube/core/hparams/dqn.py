@@ -12,6 +12,7 @@ from rlkube.core.hparams.off_policy import OffPolicyHParams
 
 @dataclass(frozen=True)
 class DQNHParams(OffPolicyHParams):
+    agent: str = param("dqn", choices=("dqn",), doc="agent registry name")
     target_update_period: int = param(10, lo=1, doc="environment steps between target updates")
     target_update_tau: float = param(1.0, lo=0.0, hi=1.0, doc="1 copies (hard); below 1 is Polyak")
     double_q: bool = param(False, doc="Double DQN: the online net picks, the target net rates")

@@ -16,7 +16,7 @@ SCHEDULES = ("constant", "linear")
 class PolicyGradientHParams(HParams):
     """What VPG and PPO share: rollouts, GAE(lambda), the loss's weights, the actor-critic network."""
 
-    agent: str = param("vpg", doc="agent registry name")
+    agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")
     batch_size: int = param(64, lo=1, doc="minibatch size; a rollout is n_steps * num_envs steps")
@@ -35,7 +35,7 @@ class PolicyGradientHParams(HParams):
 
 @dataclass(frozen=True)
 class PPOHParams(PolicyGradientHParams):
-    agent: str = param("ppo", doc="agent registry name")
+    agent: str = param("ppo", choices=("ppo",), doc="agent registry name")
     clip_range: float = param(0.2, lo=0.0, doc="how far the probability ratio may move per update")
     clip_range_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps")
     clip_range_vf: float | None = param(None, lo=0.0, doc="clips value updates around the old values; None: off")
