@@ -26,7 +26,7 @@ from rlkube.launch import kube
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import TrainFlags, build_spec
 
-# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
+# The simulated-node tests share one pytest-xdist worker (--dist loadgroup), and so one cluster.
 pytestmark = pytest.mark.xdist_group("k8s")
 REPO = Path(__file__).resolve().parents[2]
 RLKUBE = [sys.executable, "-m", "rlkube"]

@@ -23,7 +23,7 @@ from rlkube.launch.clusters import Accelerator, ClusterProfile
 from rlkube.launch.render import tensorboard_objects
 from rlkube.launch.spec import TrainFlags, build_spec
 
-# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
+# The simulated-node tests share one pytest-xdist worker (--dist loadgroup), and so one cluster.
 pytestmark = pytest.mark.xdist_group("k8s")
 SETUP = Path(__file__).resolve().parents[2] / "manifests" / "setup"
 MANAGED = {"app.kubernetes.io/managed-by": "rlkube"}
