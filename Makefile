@@ -34,10 +34,8 @@ testtools:
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
 
-# Three workers on two cores: the Kubernetes tests' workers mostly wait on their clusters (and the real node's pods
-# run outside pytest), so a third worker keeps both cores busy.
 test: lint testtools
-	$(BIN)/python -m pytest -n 3 --dist loadgroup -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/dqn_cartpole.py

@@ -47,6 +47,12 @@ def remote_checkpoints(url: str) -> list[int]:
     return sorted({int(m.group(1)) for f in remote_files(url) if (m := re.search(r"ckpt-(\d+)/", f))})
 
 
+def complete_remote_checkpoints(url: str) -> list[int]:
+    """Checkpoints whose COMPLETE marker is in the bucket: the ones a fresh machine may resume from."""
+    return sorted(int(m.group(1)) for f in remote_files(url)
+                  if (m := re.search(rf"ckpt-(\d+)/{storage.COMPLETE_MARKER}$", f)))
+
+
 def test_a_run_in_a_bucket_ends_with_its_whole_directory_there(bucket: str) -> None:
     result = run_rlkube(*TRAIN, "--train-steps", "1000", "--output-dir", f"{bucket}/exp")
     assert result.returncode == 0, result.stderr
@@ -64,13 +70,14 @@ def test_sigkill_then_a_fresh_machine_resumes_from_the_bucket(bucket: str, tmp_p
     process = subprocess.Popen(rlkube_command(*TRAIN, "--train-steps", "4000", "--output-dir", remote),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not remote_checkpoints(remote) or max(remote_checkpoints(remote)) < 1500:
+    while not complete_remote_checkpoints(remote) or max(complete_remote_checkpoints(remote)) < 1500:
         assert process.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    synced = max(remote_checkpoints(remote))
+    # The newest checkpoint whose upload finished: one killed midway (no COMPLETE marker) is not resumed from.
+    synced = max(complete_remote_checkpoints(remote))
 
     monkeypatch.setenv("RLKUBE_CACHE_DIR", str(tmp_path / "pod-2"))  # a new pod: nothing local
     resumed = run_rlkube(*TRAIN, "--train-steps", "4000", "--output-dir", remote)

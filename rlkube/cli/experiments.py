@@ -78,9 +78,10 @@ def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str 
 def render(output_format: str, what: str, **flags: Any) -> None:
     """Print the Kubernetes objects (or Helm values) an experiment would create; submit nothing."""
     from rlkube.launch.render import helm_values, render_values, to_yaml, values_to_yaml  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
-    if profile.target != "kubernetes":
+    if not target_for(profile).on_cluster:
         raise UserError(f"cluster '{profile.name}' runs local processes, which have no manifests; "
                         f"render for a Kubernetes profile, e.g. --cluster kube")
     values = helm_values(spec, profile)
@@ -103,53 +104,28 @@ def render(output_format: str, what: str, **flags: Any) -> None:
 def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None, **flags: Any) -> None:
     """Submit an experiment: K copies on local processes or as one Indexed Job on a cluster."""
     from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
+    target = target_for(profile)
     if build_target:
         from rlkube.launch import images  # noqa: PLC0415
 
-        if profile.target == "local":
+        if not target.on_cluster:
             raise UserError("--build makes an image for a cluster; local copies run this checkout directly")
         image = images.build(build_target, images.default_registry(profile.default_image), True, images.repo_root(),
                              lambda line: click.echo(line, err=True))
         spec = dataclasses.replace(spec, image=image)
-    if profile.target == "local":
-        from rlkube.launch import local  # noqa: PLC0415
-
-        if dry_run:
-            click.echo(f"dry run: would start {spec.copies} local copies of {spec.train.hparams} in "
-                       f"{spec.output_dir}")
-            return
-        if store.exists(spec.name):
-            old = store.get(spec.name)
-            if not replace:
-                raise UserError(f"experiment '{spec.name}' exists already; choose another --name, or --replace it")
-            _target(old).cancel(old)
-        spec = local.submit(spec)
-    else:
-        from rlkube.launch import kube  # noqa: PLC0415
-
-        created = kube.submit(spec, profile, dry_run=dry_run, replace=replace)
-        if dry_run:
-            click.echo(f"dry run: the API server accepted {', '.join(created)}; nothing was created")
-            return
+    if dry_run:
+        click.echo(target.dryrun(spec, replace=replace))
+        return
+    spec = target.submit(spec, replace=replace)
     click.echo(f"submitted {spec.name} to {profile.name}: {spec.copies} "
                f"{'copy' if spec.copies == 1 else 'copies'} of {spec.train.hparams}, output {spec.output_dir}")
     click.echo(f"\nnext:\n  rlkube logs {spec.name}\n  rlkube status {spec.name}\n"
                f"  rlkube tensorboard {spec.name}\n  rlkube cancel {spec.name}")
     if follow:
-        record = store.get(spec.name)
-        _target(record).logs(record, click.echo, follow=True)
-
-
-def _target(record: Any) -> Any:
-    if record.target == "local":
-        from rlkube.launch import local  # noqa: PLC0415
-
-        return local
-    from rlkube.launch import kube  # noqa: PLC0415
-
-    return kube
+        target.logs(store.get(spec.name), click.echo, follow=True)
 
 
 def _age(seconds: float | None) -> str:
@@ -173,10 +149,10 @@ def _table(rows: list[list[str]]) -> str:
 def status(experiment: str, output_format: str) -> None:
     """Per-copy phase, restarts, node, age and the last reported step and return."""
     from rlkube.launch import store  # noqa: PLC0415
-    from rlkube.launch.targets import overall_phase  # noqa: PLC0415
+    from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
     record = store.get(experiment)
-    copies = _target(record).status(record)
+    copies = target_for(record).describe(record)
     if output_format == "json":
         click.echo(json.dumps({"experiment": record.name, "cluster": record.cluster,
                                "phase": overall_phase(copies), "copies": [dataclasses.asdict(c) for c in copies]},
@@ -195,13 +171,13 @@ def status(experiment: str, output_format: str) -> None:
 def list_experiments(output_format: str) -> None:
     """Every submitted experiment, with its live state from its cluster."""
     from rlkube.launch import store  # noqa: PLC0415
-    from rlkube.launch.targets import overall_phase  # noqa: PLC0415
+    from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
     records = store.all_records()
     entries = []
     for record in records:
         try:
-            phase = overall_phase(_target(record).status(record))
+            phase = overall_phase(target_for(record).describe(record))
         except UserError as error:
             phase = f"unreachable ({error})"
         entries.append({"name": record.name, "cluster": record.cluster, "phase": phase,
@@ -238,18 +214,13 @@ def _seconds(duration: str | None) -> int | None:
 def logs(experiment: str, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
     """Every copy's log, prefixed `copy-<i> |`, following until the experiment ends."""
     from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     record = store.get(experiment)
     if copy_index is not None and copy_index >= record.copies:
         raise UserError(f"--copy {copy_index} is out of range; {experiment} has copies 0..{record.copies - 1}")
-    since_seconds = _seconds(since)
-    target = _target(record)
-    if record.target == "local":
-        if since_seconds is not None:
-            raise UserError("--since needs timestamps, which local logs lack; use --tail N instead")
-        target.logs(record, click.echo, copy=copy_index, follow=follow, tail=tail)
-    else:
-        target.logs(record, click.echo, copy=copy_index, follow=follow, tail=tail, since_seconds=since_seconds)
+    target_for(record).logs(record, click.echo, copy=copy_index, follow=follow, tail=tail,
+                            since_seconds=_seconds(since))
 
 
 @click.command()
@@ -257,9 +228,10 @@ def logs(experiment: str, copy_index: int | None, follow: bool, tail: int | None
 def cancel(experiment: str) -> None:
     """Stop every copy (each checkpoints first) and remove the experiment's objects; results are kept."""
     from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     record = store.get(experiment)
-    removed = _target(record).cancel(record)
+    removed = target_for(record).cancel(record)
     click.echo(f"cancelled {experiment}: removed {', '.join(removed) if removed else 'nothing (it had ended)'}")
     click.echo(f"results stay in {record.output_dir}")
 
@@ -270,19 +242,11 @@ def cancel(experiment: str) -> None:
 @click.option("--in-cluster", is_flag=True, help="Use the in-cluster TensorBoard through a port-forward.")
 def tensorboard(experiment: str, port: int, in_cluster: bool) -> None:
     """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster."""
-    from rlkube.core.storage import is_remote  # noqa: PLC0415
     from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     record = store.get(experiment)
-    if in_cluster and record.target != "kubernetes":
-        raise UserError(f"--in-cluster needs an experiment on a cluster, and {experiment} ran on {record.cluster}")
-    if is_remote(record.output_dir) and not in_cluster:
-        from rlkube.launch.tensorboard import from_bucket  # noqa: PLC0415
-
-        from_bucket(record, port, click.echo)
-    else:
-        # A run on a cluster's volume is only reachable from inside the cluster.
-        _target(record).tensorboard(record, port, click.echo)
+    target_for(record).tensorboard(record, port, click.echo, in_cluster=in_cluster)
 
 
 @click.command()

@@ -14,6 +14,7 @@ import numpy as np
 from rlkube.core import storage
 from rlkube.core.errors import UserError
 from rlkube.launch.store import Record
+from rlkube.launch.targets.base import target_for
 
 SUMMARY_FILES = ("summary.json", "metrics.jsonl")
 
@@ -30,7 +31,7 @@ def local_run_dir(record: Record, include: Any = None) -> Path:
         for index in range(record.copies):
             storage.sync_down(f"{record.output_dir}/copy-{index}", target / f"copy-{index}", include=include)
         return target
-    if record.target == "kubernetes":
+    if target_for(record).on_cluster:
         raise UserError(f"{record.name} writes to {record.output_dir} on the cluster's volume, which is not reachable "
                         f"from here; use a profile with a gs:// or s3:// output, or rlkube tensorboard {record.name}")
     return Path(record.output_dir)

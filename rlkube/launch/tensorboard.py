@@ -14,7 +14,7 @@ from pathlib import Path
 from rlkube.core import storage
 from rlkube.launch.results import experiment_cache
 from rlkube.launch.store import Record
-from rlkube.launch.targets import free_port, wait_for_http
+from rlkube.launch.targets.base import free_port, wait_for_http
 
 REFRESH_SECONDS = 10.0
 SYNCED = ("hparams.yaml", "metrics.jsonl")

@@ -2,9 +2,9 @@
 
 Every test under tests/k8s is marked `k8s` (deselect with `-m "not k8s"`). The first test that needs the `cluster`
 fixture builds the binaries with tools/testcluster/build.sh (cached outside the repo; ~12 min on 2 cores the very
-first time) and starts one cluster for the whole session of a worker. Each test module marks its pytest-xdist group:
-"k8s" for the simulated-node tests and "real-node" for the real node's, so that `pytest -n N --dist loadgroup`
-starts at most two clusters and one real node (a machine has room for one).
+first time) and starts one cluster for the whole session. Each test module marks itself `xdist_group("k8s")`, so
+that `pytest -n N --dist loadgroup` runs them all on one worker, with one cluster and one real node (a machine has
+room for one).
 """
 
 from collections.abc import Iterator

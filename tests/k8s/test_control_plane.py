@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import portforward
 
-# The simulated-node tests share one pytest-xdist worker (--dist loadgroup), and so one cluster.
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
 T = TypeVar("T")
 IMAGE = "registry.invalid/rlkube:test"  # never pulled: kwok fakes the containers

@@ -22,11 +22,11 @@ from cluster import TestCluster
 from kubernetes import client
 
 from rlkube.core.errors import UserError
-from rlkube.launch import kube
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import TrainFlags, build_spec
+from rlkube.launch.targets.kubernetes.target import KubernetesTarget
 
-# The simulated-node tests share one pytest-xdist worker (--dist loadgroup), and so one cluster.
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
 REPO = Path(__file__).resolve().parents[2]
 RLKUBE = [sys.executable, "-m", "rlkube"]
@@ -195,7 +195,7 @@ def test_a_submission_failing_midway_leaves_nothing_behind(api: client.ApiClient
                 time.sleep(0.1)
 
     with pytest.raises(UserError, match=r"creating Job/midway failed .*exceeded quota.*nothing is left"):
-        kube.submit(spec, profile, after_create=forbid_jobs_after_the_config_map)
+        KubernetesTarget(profile, after_create=forbid_jobs_after_the_config_map).submit(spec)
     assert experiment_objects(api, namespace, "midway") == []
 
 

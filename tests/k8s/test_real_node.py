@@ -33,9 +33,8 @@ from rlkube.core import storage
 from tests.conftest import scalar_steps
 from tests.storage_servers import StorageServer, s3_server
 
-# One pytest-xdist worker (--dist loadgroup) runs these, with a cluster of its own and the one real node; the
-# simulated-node tests run beside them on another worker, with another cluster.
-pytestmark = pytest.mark.xdist_group("real-node")
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
+pytestmark = pytest.mark.xdist_group("k8s")
 REPO = Path(__file__).resolve().parents[2]
 RLKUBE = [sys.executable, "-m", "rlkube"]
 BUCKET = "rlkube-e2e"

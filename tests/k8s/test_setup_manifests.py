@@ -18,12 +18,13 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from test_control_plane import wait_for
 
-from rlkube.launch import kube, store
+from rlkube.launch import store
 from rlkube.launch.clusters import Accelerator, ClusterProfile
 from rlkube.launch.render import tensorboard_objects
 from rlkube.launch.spec import TrainFlags, build_spec
+from rlkube.launch.targets.base import target_for
 
-# The simulated-node tests share one pytest-xdist worker (--dist loadgroup), and so one cluster.
+# Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
 SETUP = Path(__file__).resolve().parents[2] / "manifests" / "setup"
 MANAGED = {"app.kubernetes.io/managed-by": "rlkube"}
@@ -147,7 +148,7 @@ def test_a_submitter_may_delete_only_what_rlkube_made(api: client.ApiClient, ali
 @pytest.fixture
 def as_alice(cluster: TestCluster, alice: client.ApiClient, tmp_path: Path,  # noqa: ARG001  (alice: in effect)
              monkeypatch: pytest.MonkeyPatch) -> None:
-    """rlkube's own code (kube.py) talks to the cluster as alice, with an experiment store of its own."""
+    """rlkube's own code (its Kubernetes target) talks to the cluster as alice, with an experiment store of its own."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.user_kubeconfig("alice", ["rlkube-submitters"])))
     monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path / "data"))
 
@@ -164,9 +165,12 @@ def test_the_submitter_role_still_does_everything_rlkube_needs(alice: client.Api
     selector = "rlkube.io/experiment=alice-run"
 
     # submit: a server-side dry-run of every object, then each created (Pod Security "restricted" admits the pods).
-    assert kube.submit(spec, profile) == ["ServiceAccount/alice-run", "ConfigMap/alice-run", "Job/alice-run"]
+    target = target_for(profile)
+    target.submit(spec)
+    assert store.get("alice-run").backend["objects"] == ["ServiceAccount/alice-run", "ConfigMap/alice-run",
+                                                         "Job/alice-run"]
     # status and logs
-    wait_for(lambda: [c.phase for c in kube.status(store.get("alice-run"))] == ["Running"] * 2, what="Running")
+    wait_for(lambda: [c.phase for c in target.describe(store.get("alice-run"))] == ["Running"] * 2, what="Running")
     pods = core.list_namespaced_pod(rlkube_namespace, label_selector=selector).items
     core.read_namespaced_pod_log(pods[0].metadata.name, rlkube_namespace, tail_lines=5)
     # tensorboard: its NetworkPolicy, Deployment and Service, then a port-forward to its pod (create over SPDY,

@@ -14,7 +14,7 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     exit_file, separator, *command = argv
     if separator != "--" or not command:
-        sys.exit("usage: python -m rlkube.launch.local_worker EXIT_FILE -- COMMAND...")
+        sys.exit("usage: python -m rlkube.launch.targets.local_worker EXIT_FILE -- COMMAND...")
     child = subprocess.Popen(command)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, _frame: child.send_signal(received))

@@ -1,0 +1,1 @@
+"""Where experiments run: one Target interface (base.py) over local processes and Kubernetes clusters."""

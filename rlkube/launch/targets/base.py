@@ -1,0 +1,177 @@
+"""The Target interface every place that runs experiments implements, and what targets report in one shape.
+
+Modelled on TorchX's Scheduler: submit, dryrun, describe, logs, cancel (and tensorboard). The rules every target
+shares live here once, as template methods around each target's hooks: a taken name is refused unless replaced,
+and submissions and cancellations are recorded in the experiment store. `target_for` is the one place that
+picks a target by a profile's or a record's `target`.
+"""
+
+import re
+import socket
+import time
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from rlkube.core import storage
+from rlkube.core.errors import UserError
+from rlkube.launch import store
+from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.spec import ExperimentSpec
+
+# The runner's own progress lines: "step 1200/50000 ... return 35.00" and "eval at step 5000: return 181.20 ± ...".
+STEP_PATTERN = re.compile(r"step (\d+)(?:/\d+)?\b.*?return\s+(-?\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    copy: int
+    phase: str  # Pending, Running, Succeeded, Failed, Cancelled
+    restarts: int = 0
+    node: str = ""
+    age_seconds: float | None = None
+    last_step: int | None = None
+    last_return: float | None = None
+    last_failure: str = ""  # why the copy's newest failed attempt ended: OOMKilled, Error, Evicted, ...
+
+
+class Target(ABC):
+    """Where an experiment's copies run. Public methods are the interface; `_` methods are each target's hooks."""
+
+    kind: ClassVar[str]  # what profiles and records call this target
+    # Copies run on a cluster, from a container image: a path they write is on the cluster's volume, and images
+    # (--build), manifests (render) and an in-cluster TensorBoard apply. Otherwise they run on this machine.
+    on_cluster: ClassVar[bool]
+    context: str | None = None  # the kube context a record keeps, for a target that has one
+
+    def submit(self, spec: ExperimentSpec, replace: bool = False) -> ExperimentSpec:
+        """Start every copy and record the experiment; returns the spec as recorded.
+
+        A taken name (recorded in the store, or found on the target) is refused in one line unless `replace`, which
+        first cancels the recorded experiment through its own target.
+        """
+        self._refuse_taken_name(spec, replace)
+        if store.exists(spec.name):
+            previous = store.get(spec.name)
+            target_for(previous).cancel(previous)
+        spec, backend = self._start(spec)
+        store.save(spec, self.kind, self.context, backend)
+        return spec
+
+    def dryrun(self, spec: ExperimentSpec, replace: bool = False) -> str:
+        """What `submit` would do, as one line; starts nothing and changes nothing."""
+        self._refuse_taken_name(spec, replace)
+        return self._dryrun(spec)
+
+    @abstractmethod
+    def describe(self, record: store.Record) -> list[CopyStatus]:
+        """Every copy's state now."""
+
+    @abstractmethod
+    def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,
+             tail: int | None = None, since_seconds: int | None = None) -> None:
+        """Every copy's log (or one copy's), each line prefixed `copy-<i> | `; with follow, until the copies end."""
+
+    def cancel(self, record: store.Record) -> list[str]:
+        """Stop every copy (each checkpoints first) and record it; returns what was removed, for the user."""
+        removed = self._stop(record)
+        store.update_backend(record.name, {**record.backend, "cancelled": True})
+        return removed
+
+    def tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None],
+                    in_cluster: bool = False) -> None:
+        """Serve TensorBoard on 127.0.0.1:port (0: a free one) until interrupted: over a bucket's runs synced here,
+        else (or with in_cluster) where the target serves it."""
+        if in_cluster and not self.on_cluster:
+            raise UserError(f"--in-cluster needs an experiment on a cluster, and {record.name} ran on "
+                            f"{record.cluster}")
+        if storage.is_remote(record.output_dir) and not in_cluster:
+            from rlkube.launch.tensorboard import from_bucket  # noqa: PLC0415
+
+            from_bucket(record, port, emit)
+        else:
+            self._serve_tensorboard(record, port, emit)
+
+    def _refuse_taken_name(self, spec: ExperimentSpec, replace: bool) -> None:
+        found = self._found(spec)
+        if (found or store.exists(spec.name)) and not replace:
+            raise UserError(f"experiment '{spec.name}' exists {found or 'already'}; "
+                            f"choose another --name, or --replace it")
+
+    def _found(self, spec: ExperimentSpec) -> str:  # noqa: ARG002  (a hook: targets that keep objects look)
+        """Where the target holds an experiment of the spec's name, recorded here or not, as the words after
+        "exists" (e.g. "in namespace rl (Job/a)"); "" if nowhere. Local copies exist only through the store."""
+        return ""
+
+    @abstractmethod
+    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
+        """Start every copy, removing first what `_found` found; returns the spec as started and what the
+        target needs to find its copies again (the record's backend)."""
+
+    @abstractmethod
+    def _dryrun(self, spec: ExperimentSpec) -> str:
+        """What `_start` would do, as one line."""
+
+    @abstractmethod
+    def _stop(self, record: store.Record) -> list[str]:
+        """Stop every copy; returns what was removed."""
+
+    @abstractmethod
+    def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
+        """TensorBoard over the run directory where the copies wrote it."""
+
+
+def target_for(where: ClusterProfile | store.Record) -> Target:
+    """The target a profile submits to, or that a recorded experiment ran on. Reading a record needs no profile."""
+    if where.target == "local":
+        from rlkube.launch.targets.local import LocalTarget  # noqa: PLC0415
+
+        return LocalTarget()
+    from rlkube.launch.targets.kubernetes.target import KubernetesTarget  # noqa: PLC0415
+
+    return KubernetesTarget(where if isinstance(where, ClusterProfile) else None)
+
+
+def last_progress(log_text: str) -> tuple[int | None, float | None]:
+    """The last step and return a copy reported in its log."""
+    for line in reversed(log_text.splitlines()):
+        if match := STEP_PATTERN.search(line):
+            return int(match.group(1)), float(match.group(2))
+    return None, None
+
+
+def overall_phase(copies: list[CopyStatus]) -> str:
+    phases = {c.phase for c in copies}
+    for phase in ("Running", "Pending"):
+        if phase in phases:
+            return phase
+    if "Cancelled" in phases:
+        return "Cancelled"
+    return "Failed" if "Failed" in phases else "Succeeded" if phases else "Unknown"
+
+
+def age_seconds(iso_time: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(iso_time)).total_seconds()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> None:
+    """Poll `url` until it answers; a UserError if `alive()` turns false or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise UserError(f"the server behind {url} exited before it answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"{url} did not answer within {timeout:.0f} s")

@@ -1,0 +1,101 @@
+"""Talking to the API server: one client per kube context, one line for every failure, calls by object kind."""
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from rlkube.core.errors import UserError
+from rlkube.launch.render import Object
+
+REQUEST_TIMEOUT = 15
+# kind -> (API class, method suffix): create_namespaced_<suffix>, delete_namespaced_<suffix>, ...
+KINDS: dict[str, tuple[type, str]] = {
+    "ServiceAccount": (client.CoreV1Api, "service_account"),
+    "ConfigMap": (client.CoreV1Api, "config_map"),
+    "Service": (client.CoreV1Api, "service"),
+    "Job": (client.BatchV1Api, "job"),
+    "Deployment": (client.AppsV1Api, "deployment"),
+    "NetworkPolicy": (client.NetworkingV1Api, "network_policy"),
+    "Pod": (client.CoreV1Api, "pod"),
+}
+
+
+def reason(error: ApiException) -> str:
+    """The API server's own message for a refused request."""
+    try:
+        return json.loads(error.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return error.reason or str(error.status)
+
+
+@contextlib.contextmanager
+def api_errors(action: str, host: str = "") -> Iterator[None]:
+    """Turn API and connection failures into one line that says what to check."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 403:
+            raise UserError(f"{action}: forbidden: {reason(error)}") from None
+        if error.status == 401:
+            raise UserError(f"{action}: the API server did not accept the credentials (401); "
+                            f"check the kubeconfig's user") from None
+        raise UserError(f"{action}: {reason(error)}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise UserError(f"{action}: cannot reach the API server {host} ({type(error).__name__}); "
+                        f"is the cluster up and the kube context right?") from None
+
+
+def connect(context: str | None) -> client.ApiClient:
+    try:
+        # The client reads $KUBECONFIG once, at import; read it now (it may list several files, ':'-separated).
+        api = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
+    except config.ConfigException as error:
+        where = f"context '{context}'" if context else "the current context"
+        raise UserError(f"cannot use {where} from the kubeconfig ({error}); set KUBECONFIG or pass "
+                        f"--context") from None
+    except OSError as error:
+        raise UserError(f"cannot read the kubeconfig ({error.strerror}); set KUBECONFIG") from None
+    # No silent retries: a timed-out log read is reopened by logs.py, anything else is reported at once.
+    api.configuration.retries = False
+    return api
+
+
+def call(api: client.ApiClient, kind: str, verb: str, *args: Any, **kwargs: Any) -> Any:
+    cls, suffix = KINDS[kind]
+    return getattr(cls(api), f"{verb}_namespaced_{suffix}")(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+
+
+def create(api: client.ApiClient, obj: Object, dry_run: bool = False) -> None:
+    extra = {"dry_run": "All"} if dry_run else {}
+    call(api, obj["kind"], "create", obj["metadata"]["namespace"], obj, **extra)
+
+
+def delete(api: client.ApiClient, kind: str, name: str, namespace: str) -> bool:
+    """Delete one object; whether it was there."""
+    try:
+        call(api, kind, "delete", name, namespace, propagation_policy="Background")
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def selector(name: str) -> str:
+    """The label selector of every object and pod of an experiment."""
+    return f"rlkube.io/experiment={name}"
+
+
+def list_jobs(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Job]:
+    return call(api, "Job", "list", namespace, label_selector=selector(name)).items
+
+
+def list_pods(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:
+    return client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector(name),
+                                                     _request_timeout=REQUEST_TIMEOUT).items

@@ -1,0 +1,98 @@
+"""Reading an experiment back: each copy's phase from its Jobs (once pods are gone) and its newest pod."""
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from rlkube.launch import store
+from rlkube.launch.targets.base import CopyStatus, age_seconds, last_progress
+from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, list_jobs, list_pods
+
+
+def _copy_of(pod: client.V1Pod) -> int:
+    labels = pod.metadata.labels or {}
+    if "rlkube.io/copy" in labels:
+        return int(labels["rlkube.io/copy"])
+    return int((pod.metadata.annotations or {}).get("batch.kubernetes.io/job-completion-index", 0))
+
+
+def _indices(text: str | None) -> set[int]:
+    """Parse a Job's "0-2,4" index list."""
+    result: set[int] = set()
+    for part in filter(None, (text or "").split(",")):
+        low, _, high = part.partition("-")
+        result.update(range(int(low), int(high or low) + 1))
+    return result
+
+
+def job_states(api: client.ApiClient, record: store.Record) -> dict[int, str]:
+    """Finished copies according to their Jobs (the truth once pods are gone)."""
+    states: dict[int, str] = {}
+    for job in list_jobs(api, record.namespace, record.name):
+        labels = job.metadata.labels or {}
+        status = job.status
+        if "rlkube.io/copy" in labels:  # a multi-host slice: the whole Job is one copy
+            copy = int(labels["rlkube.io/copy"])
+            conditions = {c.type for c in status.conditions or [] if c.status == "True"}
+            if "Complete" in conditions:
+                states[copy] = "Succeeded"
+            elif "Failed" in conditions:
+                states[copy] = "Failed"
+            continue
+        states.update(dict.fromkeys(_indices(status.completed_indexes), "Succeeded"))
+        states.update(dict.fromkeys(_indices(status.failed_indexes), "Failed"))
+    return states
+
+
+def pods_by_copy(api: client.ApiClient, record: store.Record) -> dict[int, list[client.V1Pod]]:
+    """Each copy's pods, oldest first (a copy gets a new pod for each retry)."""
+    grouped: dict[int, list[client.V1Pod]] = {}
+    for pod in sorted(list_pods(api, record.namespace, record.name), key=lambda p: p.metadata.creation_timestamp):
+        grouped.setdefault(_copy_of(pod), []).append(pod)
+    return grouped
+
+
+def _log_tail(api: client.ApiClient, pod: client.V1Pod, lines: int) -> str:
+    try:
+        return client.CoreV1Api(api).read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
+                                                             tail_lines=lines, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException:
+        return ""
+
+
+def _last_failure(pods: list[client.V1Pod]) -> str:
+    """Why the newest pod that failed stopped: its container's termination reason (OOMKilled, Error), else the
+    pod's own (Evicted); empty if none failed."""
+    for pod in reversed(pods):
+        if pod.status.phase != "Failed":
+            continue
+        for container in pod.status.container_statuses or []:
+            terminated = container.state.terminated if container.state else None
+            if terminated is not None and terminated.reason:
+                return terminated.reason
+        return pod.status.reason or "Failed"
+    return ""
+
+
+def describe(api: client.ApiClient, record: store.Record) -> list[CopyStatus]:
+    finished = job_states(api, record)
+    by_copy = pods_by_copy(api, record)
+    jobs_exist = bool(list_jobs(api, record.namespace, record.name))
+    copies = []
+    for index in range(record.copies):
+        pods = by_copy.get(index, [])
+        latest = pods[-1] if pods else None
+        if index in finished:
+            phase = finished[index]
+        elif not jobs_exist:
+            phase = "Cancelled" if record.backend.get("cancelled") else "Unknown"
+        elif latest is None:
+            phase = "Pending"
+        else:
+            phase = latest.status.phase or "Pending"
+        restarts = max(len(pods) - 1, 0) + sum(
+            c.restart_count for p in pods for c in (p.status.container_statuses or []))
+        step, ret = last_progress(_log_tail(api, latest, 50)) if latest and phase != "Pending" else (None, None)
+        age = age_seconds(latest.metadata.creation_timestamp.isoformat()) if latest else age_seconds(record.created)
+        copies.append(CopyStatus(index, phase, restarts, (latest.spec.node_name or "") if latest else "",
+                                 age, step, ret, _last_failure(pods)))
+    return copies

@@ -1,0 +1,78 @@
+"""Creating an experiment's objects all or nothing, and deleting them again.
+
+A submission is validated by a server-side dry-run of every object, then created in order; if any creation
+fails, what was created is deleted again, so a failed submission leaves nothing behind.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from rlkube.core.errors import UserError
+from rlkube.launch.render import Object
+from rlkube.launch.targets.kubernetes.api import call, create, delete, list_pods, reason, selector
+
+GONE_TIMEOUT = 60.0
+
+
+def object_name(obj: Object) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def experiment_objects(api: client.ApiClient, name: str, namespace: str) -> list[tuple[str, str]]:
+    """(kind, name) of every object of the experiment that exists now, its pods aside."""
+    found = []
+    for kind in ("Job", "Service", "ConfigMap", "ServiceAccount"):
+        items = call(api, kind, "list", namespace, label_selector=selector(name)).items
+        found += [(kind, item.metadata.name) for item in items]
+    return found
+
+
+def delete_experiment(api: client.ApiClient, name: str, namespace: str) -> list[str]:
+    """Delete every object and pod of the experiment and wait until they are gone; returns the objects removed."""
+    removed = [f"{kind}/{obj}" for kind, obj in experiment_objects(api, name, namespace)
+               if delete(api, kind, obj, namespace)]
+    # One by one, by name: submitters may not deletecollection (manifests/setup/rbac.yaml).
+    for pod in list_pods(api, namespace, name):
+        delete(api, "Pod", pod.metadata.name, namespace)
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while time.monotonic() < deadline:
+        if not list_pods(api, namespace, name) and not experiment_objects(api, name, namespace):
+            return removed
+        time.sleep(0.2)
+    raise UserError(f"objects of {name} are still terminating after {GONE_TIMEOUT:.0f} s; "
+                    f"check with: kubectl get all -n {namespace} -l {selector(name)}")
+
+
+def validate(api: client.ApiClient, objects: list[Object], replacing: bool) -> None:
+    """A server-side dry-run of every object; `replacing`: objects of the same name still exist, and will not."""
+    for obj in objects:
+        try:
+            create(api, obj, dry_run=True)
+        except ApiException as error:
+            if replacing and error.status == 409:
+                continue
+            raise UserError(f"the API server rejected {object_name(obj)}: {reason(error)}") from None
+
+
+def create_all(api: client.ApiClient, objects: list[Object], after_create: Callable[[Object], None] | None) -> None:
+    """Create the objects in order; if one fails, delete those created before it and say so in one line."""
+    created: list[Object] = []
+    try:
+        for obj in objects:
+            create(api, obj)
+            created.append(obj)
+            if after_create:
+                after_create(obj)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+        failed = objects[len(created)]
+        for obj in reversed(created):
+            with contextlib.suppress(ApiException, urllib3.exceptions.HTTPError, OSError):
+                delete(api, obj["kind"], obj["metadata"]["name"], obj["metadata"]["namespace"])
+        why = reason(error) if isinstance(error, ApiException) else type(error).__name__
+        raise UserError(f"creating {object_name(failed)} failed ({why}); "
+                        f"removed the {len(created)} objects created before it, nothing is left") from None

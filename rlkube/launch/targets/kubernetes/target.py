@@ -1,0 +1,118 @@
+"""KubernetesTarget: the Target interface over submit.py, status.py, logs.py and tensorboard.py.
+
+The client is imported only when a method talks to a cluster, so picking this target (for `render`, or to
+list profiles) costs nothing.
+"""
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rlkube.launch import store
+from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.render import Object, render
+from rlkube.launch.spec import ExperimentSpec
+from rlkube.launch.targets.base import CopyStatus, Target
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+
+class KubernetesTarget(Target):
+    kind: ClassVar[str] = "kubernetes"
+    on_cluster: ClassVar[bool] = True
+
+    def __init__(self, profile: ClusterProfile | None = None,
+                 after_create: Callable[[Object], None] | None = None) -> None:
+        """`profile`: where submissions go (a recorded experiment's own record says where it is).
+        `after_create` is called after each object is created (tests use it to change the cluster midway)."""
+        self.profile = profile
+        self.context = profile.context if profile else None
+        self._after_create = after_create
+        self._profile_api: ApiClient | None = None
+
+    @contextlib.contextmanager
+    def _submitting(self, spec: ExperimentSpec) -> Iterator["ApiClient"]:
+        """The profile's cluster, with its failures as one line."""
+        from rlkube.launch.targets.kubernetes.api import api_errors, connect  # noqa: PLC0415
+
+        if self.profile is None:
+            raise TypeError("a KubernetesTarget made from a record reads experiments; submitting needs a profile")
+        if self._profile_api is None:
+            self._profile_api = connect(self.profile.context)
+        with api_errors(f"submitting {spec.name} to {self.profile.name}", self._profile_api.configuration.host):
+            yield self._profile_api
+
+    @contextlib.contextmanager
+    def _reading(self, record: store.Record, action: str) -> Iterator["ApiClient"]:
+        """The cluster a record's experiment runs on, with its failures as one line."""
+        from rlkube.launch.targets.kubernetes.api import api_errors, connect  # noqa: PLC0415
+
+        api = connect(record.context)
+        with api_errors(f"{action} {record.name}", api.configuration.host):
+            yield api
+
+    def _found(self, spec: ExperimentSpec) -> str:
+        from rlkube.launch.targets.kubernetes.submit import experiment_objects  # noqa: PLC0415
+
+        with self._submitting(spec) as api:
+            existing = experiment_objects(api, spec.name, spec.namespace)
+        shown = ", ".join(f"{kind}/{name}" for kind, name in existing[:3])
+        return f"in namespace {spec.namespace} ({shown})" if existing else ""
+
+    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
+        """All or nothing: every object validated by a server-side dry-run, then created in order."""
+        from rlkube.launch.targets.kubernetes.submit import (  # noqa: PLC0415
+            create_all,
+            delete_experiment,
+            experiment_objects,
+            object_name,
+            validate,
+        )
+
+        objects = render(spec, self.profile)
+        with self._submitting(spec) as api:
+            if experiment_objects(api, spec.name, spec.namespace):
+                delete_experiment(api, spec.name, spec.namespace)
+            validate(api, objects, replacing=False)
+            create_all(api, objects, self._after_create)
+        return spec, {"objects": [object_name(obj) for obj in objects], "cancelled": False}
+
+    def _dryrun(self, spec: ExperimentSpec) -> str:
+        from rlkube.launch.targets.kubernetes.submit import experiment_objects, object_name, validate  # noqa: PLC0415
+
+        objects = render(spec, self.profile)
+        with self._submitting(spec) as api:
+            # Replacing: the old objects are still there, and a real submission deletes them first.
+            validate(api, objects, replacing=bool(experiment_objects(api, spec.name, spec.namespace)))
+        return (f"dry run: the API server accepted {', '.join(object_name(obj) for obj in objects)}; "
+                f"nothing was created")
+
+    def describe(self, record: store.Record) -> list[CopyStatus]:
+        from rlkube.launch.targets.kubernetes.status import describe  # noqa: PLC0415
+
+        with self._reading(record, "reading") as api:
+            return describe(api, record)
+
+    def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,
+             tail: int | None = None, since_seconds: int | None = None) -> None:
+        from rlkube.launch.targets.kubernetes.api import connect  # noqa: PLC0415
+        from rlkube.launch.targets.kubernetes.logs import stream  # noqa: PLC0415
+
+        # Each copy's thread reports its own failures, naming the copy.
+        stream(connect(record.context), record, emit, copy, follow, tail, since_seconds)
+
+    def _stop(self, record: store.Record) -> list[str]:
+        """Delete every object and pod of the experiment; each pod's trainer checkpoints on SIGTERM."""
+        from rlkube.launch.targets.kubernetes.submit import delete_experiment  # noqa: PLC0415
+
+        with self._reading(record, "cancelling") as api:
+            return delete_experiment(api, record.name, record.namespace)
+
+    def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
+        """The namespace's TensorBoard, through a port-forward: a run on a cluster's volume is only reachable from
+        inside the cluster."""
+        from rlkube.launch.targets.kubernetes.api import connect  # noqa: PLC0415
+        from rlkube.launch.targets.kubernetes.tensorboard import serve  # noqa: PLC0415
+
+        serve(connect(record.context), record, port, emit)

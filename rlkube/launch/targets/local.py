@@ -1,0 +1,152 @@
+"""The `local` target: each copy is a detached process on this machine, with the run layout of a pod.
+
+Copy i runs `rlkube train ... --copy-index i` through `local_worker`, logging to
+DIR/copy-<i>/train.log and recording its exit code in DIR/copy-<i>/exit-code.
+"""
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rlkube.core import storage
+from rlkube.core.errors import UserError
+from rlkube.launch import store
+from rlkube.launch.spec import ExperimentSpec
+from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, last_progress
+
+LOG_FILE = "train.log"
+EXIT_FILE = "exit-code"
+CANCEL_GRACE_SECONDS = 60.0
+
+
+def copy_dir(output_dir: str, copy: int) -> Path:
+    """Where a local copy keeps its log and exit code: the run directory, or its mirror for a bucket."""
+    base = storage.local_mirror(output_dir) if storage.is_remote(output_dir) else Path(output_dir)
+    return base / f"copy-{copy}"
+
+
+def _alive(pid: int, exit_file: Path) -> bool:
+    """Whether `pid` is still our worker (not a reused pid): its command line names our exit file."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
+
+
+class LocalTarget(Target):
+    kind: ClassVar[str] = "local"
+    on_cluster: ClassVar[bool] = False
+
+    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
+        """Start every copy, with the spec's output directory made absolute."""
+        if not storage.is_remote(spec.output_dir):
+            spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).expanduser().absolute()))
+        output = copy_dir(spec.output_dir, 0).parent
+        try:
+            for index in range(spec.copies):
+                copy_dir(spec.output_dir, index).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create the run directory {output} ({error.strerror}); "
+                            f"set output in the local profile to a writable path") from None
+        # Parallel copies share the cores instead of each taking all of them.
+        threads = str(max(1, (os.cpu_count() or 1) // spec.copies))
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": threads,
+               "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+        pids = {}
+        for index in range(spec.copies):
+            directory = copy_dir(spec.output_dir, index)
+            (directory / EXIT_FILE).unlink(missing_ok=True)
+            command = [sys.executable, "-m", "rlkube.launch.targets.local_worker", str(directory / EXIT_FILE), "--",
+                       sys.executable, "-m", "rlkube", "train", *spec.train.args(), "--output-dir", spec.output_dir,
+                       "--copy-index", str(index)]
+            with open(directory / LOG_FILE, "ab") as log:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True, env=env)
+            pids[str(index)] = process.pid
+        return spec, {"pids": pids, "cancelled": False}
+
+    def _dryrun(self, spec: ExperimentSpec) -> str:
+        return f"dry run: would start {spec.copies} local copies of {spec.train.hparams} in {spec.output_dir}"
+
+    def describe(self, record: store.Record) -> list[CopyStatus]:
+        copies = []
+        for index in range(record.copies):
+            directory = copy_dir(record.output_dir, index)
+            exit_file = directory / EXIT_FILE
+            log = directory / LOG_FILE
+            text = log.read_text(errors="replace") if log.exists() else ""
+            step, ret = last_progress(text)
+            if exit_file.exists():
+                code = int(exit_file.read_text().strip() or 1)
+                phase = "Succeeded" if code == 0 else "Cancelled" if record.backend.get("cancelled") else "Failed"
+            elif _alive(record.backend["pids"][str(index)], exit_file):
+                phase = "Running"
+            else:
+                phase = "Cancelled" if record.backend.get("cancelled") else "Failed"
+            copies.append(CopyStatus(index, phase, 0, socket.gethostname(), age_seconds(record.created), step, ret))
+        return copies
+
+    def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,
+             tail: int | None = None, since_seconds: int | None = None) -> None:
+        """Log files have no timestamps, so `since_seconds` is refused; following polls until every copy ended."""
+        if since_seconds is not None:
+            raise UserError("--since needs timestamps, which local logs lack; use --tail N instead")
+        indices = [copy] if copy is not None else list(range(record.copies))
+        offsets = {}
+        for index in indices:
+            path = copy_dir(record.output_dir, index) / LOG_FILE
+            data = path.read_bytes() if path.exists() else b""
+            lines = data.decode(errors="replace").splitlines()
+            for line in lines[-tail:] if tail is not None else lines:
+                emit(f"copy-{index} | {line}")
+            offsets[index] = len(data) - (len(data) - data.rfind(b"\n") - 1 if b"\n" in data else len(data))
+        while follow:
+            running = {c.copy for c in self.describe(record) if c.phase in ("Running", "Pending")}
+            for index in indices:
+                path = copy_dir(record.output_dir, index) / LOG_FILE
+                if not path.exists():
+                    continue
+                with open(path, "rb") as handle:
+                    handle.seek(offsets[index])
+                    chunk = handle.read()
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                for line in complete.decode(errors="replace").splitlines():
+                    emit(f"copy-{index} | {line}")
+                offsets[index] += len(complete)
+            if not running.intersection(indices):
+                return
+            time.sleep(0.2)
+
+    def _stop(self, record: store.Record) -> list[str]:
+        """SIGTERM to every running copy (each checkpoints), then SIGKILL after the grace period."""
+        running = [c.copy for c in self.describe(record) if c.phase == "Running"]
+        pids = [record.backend["pids"][str(i)] for i in running]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        while time.monotonic() < deadline and any(
+                _alive(pid, copy_dir(record.output_dir, i) / EXIT_FILE) for pid, i in zip(pids, running, strict=True)):
+            time.sleep(0.1)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        return [f"process copy-{i} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
+
+    def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
+        from rlkube.launch.tensorboard import serve  # noqa: PLC0415
+
+        serve(Path(record.output_dir), port, emit, record.name)
