@@ -353,7 +353,7 @@ class RealNode:
         except Exception as error:  # the stream ends with the container, in one of several ways
             return f"{type(error).__name__}: {error}"
 
-    def crictl_like_containers(self) -> list[str]:
+    def running_tasks(self) -> list[str]:
         """The containerd tasks running for the kubelet (`ctr -n k8s.io tasks list`)."""
         out = _run("ctr", "--address", str(self._containerd_socket), "-n", "k8s.io", "tasks", "list", "-q",
                    check=False).stdout
@@ -536,7 +536,7 @@ class RealNode:
                 self.cluster.api_call("DELETE", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
                                   {"gracePeriodSeconds": 0})
         deadline = time.monotonic() + 60
-        while self.crictl_like_containers() and time.monotonic() < deadline:
+        while self.running_tasks() and time.monotonic() < deadline:
             time.sleep(0.5)
         with contextlib.suppress(Exception):
             self.cluster.api_call("DELETE", f"/api/v1/nodes/{NODE_NAME}")
