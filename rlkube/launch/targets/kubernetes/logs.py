@@ -114,9 +114,10 @@ def _stream_copy(api: client.ApiClient, record: store.Record, index: int, emit: 
             _stream_pod(core, pod, lambda line: emit(f"copy-{index} | {line}"),
                         follow and pod.status.phase == "Running", tail, since_seconds, stop)
             continue
-        if not follow or (index in job_states(api, record) and not pending):
+        if not follow:
             return
-        if not list_jobs(api, record.namespace, record.name):
+        jobs = list_jobs(api, record.namespace, record.name)
+        if not jobs or (index in job_states(jobs) and not pending):
             return
         time.sleep(0.3)
 

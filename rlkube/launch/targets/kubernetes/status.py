@@ -24,10 +24,10 @@ def _indices(text: str | None) -> set[int]:
     return result
 
 
-def job_states(api: client.ApiClient, record: store.Record) -> dict[int, str]:
-    """Finished copies according to their Jobs (the truth once pods are gone)."""
+def job_states(jobs: list[client.V1Job]) -> dict[int, str]:
+    """Finished copies according to the experiment's Jobs (the truth once pods are gone)."""
     states: dict[int, str] = {}
-    for job in list_jobs(api, record.namespace, record.name):
+    for job in jobs:
         labels = job.metadata.labels or {}
         status = job.status
         if "rlkube.io/copy" in labels:  # a multi-host slice: the whole Job is one copy
@@ -74,16 +74,16 @@ def _last_failure(pods: list[client.V1Pod]) -> str:
 
 
 def describe(api: client.ApiClient, record: store.Record) -> list[CopyStatus]:
-    finished = job_states(api, record)
+    jobs = list_jobs(api, record.namespace, record.name)
+    finished = job_states(jobs)
     by_copy = pods_by_copy(api, record)
-    jobs_exist = bool(list_jobs(api, record.namespace, record.name))
     copies = []
     for index in range(record.copies):
         pods = by_copy.get(index, [])
         latest = pods[-1] if pods else None
         if index in finished:
             phase = finished[index]
-        elif not jobs_exist:
+        elif not jobs:
             phase = "Cancelled" if record.backend.get("cancelled") else "Unknown"
         elif latest is None:
             phase = "Pending"
