@@ -16,11 +16,11 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core import atari
-from rlkube.core.agents import make_agent
-from rlkube.core.envs import learning_next_obs, make_env, make_vector_env
-from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps
+from rlkube.rl import atari
+from rlkube.rl.agents import make_agent
+from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
+from rlkube.rl.hparams import get_hparams
+from rlkube.rl.networks import NumpyOps
 
 GAME = "ALE/Pong-v5"
 NUM_ENVS = 8

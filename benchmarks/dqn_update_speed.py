@@ -10,10 +10,10 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.core.agents import make_agent
-from rlkube.core.agents.tf_ops import TFOps
-from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps
+from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.hparams import get_hparams
+from rlkube.rl.networks import NumpyOps
 
 
 def per_second(run: callable, repeats: int) -> float:

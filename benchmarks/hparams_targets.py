@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import get_hparams
+from rlkube.errors import UserError
+from rlkube.rl.hparams import get_hparams
 
 
 def train(name: str, seed: int, train_steps: int | None, device: str, num_workers: int,

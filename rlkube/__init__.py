@@ -7,5 +7,7 @@ import os
 # busy 2-core machine), and actor processes would fight each other for cores. TensorFlow has its own
 # thread pool, so learning is unaffected. Set before anything imports numpy; a user's value wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features) would bury the run's own log lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours the log lines of non-2
 
 @dataclass
 class StorageServer:
-    """A running server: `env` points rlkube.core.storage at it (with dummy credentials); `unset` lists
+    """A running server: `env` points rlkube.storage at it (with dummy credentials); `unset` lists
     variables to remove so that a developer's own cloud configuration cannot leak into a test."""
 
     scheme: str  # "s3" or "gs"

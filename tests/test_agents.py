@@ -10,10 +10,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from rlkube.core.agents import agent_registry, make_agent
-from rlkube.core.envs import learning_next_obs, make_env, make_vector_env
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import get_hparams, hparams_registry
+from rlkube.errors import UserError
+from rlkube.rl.agents import agent_registry, make_agent
+from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
+from rlkube.rl.hparams import get_hparams, hparams_registry
 
 # Per agent, overrides that make any of its sets learn early and often on a small network.
 SMALL = {

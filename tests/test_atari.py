@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlkube.core import atari
-from rlkube.core.agents import make_agent
-from rlkube.core.agents.tf_ops import TFOps
-from rlkube.core.envs import check_env_name, make_env, make_vector_env
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps, QNetwork, conv2d_numpy
+from rlkube.errors import UserError
+from rlkube.rl import atari
+from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.envs import check_env_name, make_env, make_vector_env
+from rlkube.rl.hparams import get_hparams
+from rlkube.rl.networks import NumpyOps, QNetwork, conv2d_numpy
 from tests.conftest import run_rlkube
 
 FRAMES = (84, 84, 4)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile, load_profiles, quantity_bytes
 from tests.conftest import REPO, run_rlkube
 

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rlkube.core import devices
-from rlkube.core.agents import make_agent
-from rlkube.core.agents.compiled import hidden_dtype
-from rlkube.core.agents.fused import Adam, polyak
-from rlkube.core.agents.tf_ops import TFOps
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps
-from rlkube.core.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise, squashed_gaussian_log_prob
+from rlkube.errors import UserError
+from rlkube.rl import devices
+from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.compiled import hidden_dtype
+from rlkube.rl.agents.fused import Adam, polyak
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.hparams import get_hparams
+from rlkube.rl.networks import NumpyOps
+from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise, squashed_gaussian_log_prob
 
 SMALL = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
 PENDULUM_SETS = ["ddpg_pendulum", "td3_pendulum", "sac_pendulum"]
@@ -254,8 +254,8 @@ def test_continuous_agents_reject_unbounded_action_spaces() -> None:
 
 def test_a_mujoco_env_without_mujoco_is_a_one_line_user_error() -> None:
     script = ("import sys; sys.modules['mujoco'] = None\n"
-              "from rlkube.core.envs import make_env\n"
-              "from rlkube.core.errors import UserError\n"
+              "from rlkube.rl.envs import make_env\n"
+              "from rlkube.errors import UserError\n"
               "try:\n    make_env('HalfCheetah-v5')\nexcept UserError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     message = result.stdout.strip()

@@ -6,8 +6,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from rlkube.core import devices
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
+from rlkube.rl import devices
 from tests.conftest import run_rlkube
 
 
@@ -52,8 +52,8 @@ def test_training_on_the_chosen_device_learns_and_a_missing_one_is_refused(tmp_p
 ])
 def test_a_cpu_learner_of_small_ops_runs_each_on_one_thread(hparams: str, overrides: str, threads: int) -> None:
     # A fresh process: TensorFlow takes thread settings only before its runtime starts. 0 is its default.
-    script = ("import tensorflow as tf; from rlkube.core import devices; from rlkube.core.hparams import get_hparams; "
-              "from rlkube.core.agents.compiled import one_thread_per_op; "
+    script = ("import tensorflow as tf; from rlkube.rl import devices; from rlkube.rl.hparams import get_hparams; "
+              "from rlkube.rl.agents.compiled import one_thread_per_op; "
               f"devices.strategy_for('cpu', inline_ops=one_thread_per_op(get_hparams('{hparams}', '{overrides}'))); "
               "tf.constant(1.0); print(tf.config.threading.get_intra_op_parallelism_threads())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

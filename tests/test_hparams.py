@@ -2,10 +2,10 @@
 
 import pytest
 
-from rlkube.core.envs import check_env_name
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
-from rlkube.core.memory import memory_registry
+from rlkube.errors import UserError
+from rlkube.rl.envs import check_env_name
+from rlkube.rl.hparams import from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
+from rlkube.rl.replay import memory_registry
 
 DQN_FAMILY = ["dqn_cartpole", "double_dqn_cartpole", "dueling_dqn_cartpole", "noisy_dqn_cartpole",
               "prioritized_dqn_cartpole", "rainbow_cartpole", "dqn_acrobot", "dqn_mountaincar"]

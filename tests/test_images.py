@@ -26,7 +26,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch import images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,7 @@ def test_dockerignore_keeps_only_what_the_images_copy() -> None:
                  "helm/rlkube/values.yaml", "manifests/setup/rbac.yaml", "benchmarks/dqn_cartpole.py",
                  "tools/testcluster/build.sh", "images/cpu.Dockerfile", "rlkube.yaml", ".env", "kubeconfig",
                  "build/lib/rlkube/x.py", "dist/rlkube.whl", "rlkube/__pycache__/x.cpython-311.pyc",
-                 "rlkube/core/__pycache__/runner.cpython-311.pyc"):
+                 "rlkube/run/__pycache__/runner.cpython-311.pyc"):
         assert ignored(path, rules), f"{path} would be sent to the Docker engine"
     for path in ("pyproject.toml", "README.md", "rlkube/__init__.py", "rlkube/cli/main.py",
                  "rlkube/launch/clusters.yaml"):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rlkube.core.memory import NStepBuilder, PrioritizedReplayMemory, ReplayMemory, SumTree
+from rlkube.rl.replay import NStepBuilder, PrioritizedReplayMemory, ReplayMemory, SumTree
 
 
 def make_memory(cls: type[ReplayMemory], capacity: int, **kwargs) -> ReplayMemory:

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rlkube.core.agents import make_agent
-from rlkube.core.agents.on_policy import standardized
-from rlkube.core.agents.ppo import clipped_surrogate_loss
-from rlkube.core.agents.tf_ops import TFOps
-from rlkube.core.distributions import Categorical, DiagonalGaussian
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import get_hparams
-from rlkube.core.networks import NumpyOps
-from rlkube.core.rollout import RolloutBuffer, generalized_advantages
+from rlkube.errors import UserError
+from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.on_policy import standardized
+from rlkube.rl.agents.ppo import clipped_surrogate_loss
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.distributions import Categorical, DiagonalGaussian
+from rlkube.rl.hparams import get_hparams
+from rlkube.rl.networks import NumpyOps
+from rlkube.rl.rollout import RolloutBuffer, generalized_advantages
 
 
 def test_gae_cuts_at_episode_ends_and_bootstraps_only_truncations() -> None:

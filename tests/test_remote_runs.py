@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube.core import storage
+from rlkube import storage
 from tests.conftest import rlkube_command, run_rlkube
 from tests.storage_servers import gcs_server, s3_server
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile, quantity_bytes, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects
 from rlkube.launch.spec import TrainFlags, build_spec, check_name

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlkube.core.viewer import Viewer
+from rlkube.run.viewer import Viewer
 from tests.conftest import run_rlkube
 
 DISPLAY = ":97"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlkube.core import checkpoint
+from rlkube.rundir import checkpoint
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
 
 TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-episodes", "2",

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rlkube.core.agents import make_agent
-from rlkube.core.envs import make_env
-from rlkube.core.hparams import get_hparams
-from rlkube.core.progress import Progress
-from rlkube.core.runner import _episodes
+from rlkube.rl.agents import make_agent
+from rlkube.rl.envs import make_env
+from rlkube.rl.hparams import get_hparams
+from rlkube.run.progress import Progress
+from rlkube.run.runner import _episodes
 from tests.conftest import run_rlkube, scalar_steps
 
 SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "2",

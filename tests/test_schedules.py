@@ -1,6 +1,6 @@
 import pytest
 
-from rlkube.core.schedules import ExponentialSchedule, LinearSchedule
+from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
 
 
 def test_linear_schedule_interpolates_then_holds() -> None:

@@ -1,4 +1,4 @@
-"""rlkube.core.storage against real S3 and GCS servers on loopback (moto, fake-gcs-server): sync up, sync down,
+"""rlkube.storage against real S3 and GCS servers on loopback (moto, fake-gcs-server): sync up, sync down,
 resume from a bucket, and what a user sees when storage is misconfigured."""
 
 import contextlib
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rlkube.core import checkpoint, storage
-from rlkube.core.errors import UserError
+from rlkube import storage
+from rlkube.errors import UserError
+from rlkube.rundir import checkpoint
 from tests.storage_servers import StorageServer, gcs_server, s3_server
 
 EVENTS = "events.out.tfevents.1700000000.pod-0.1.0"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import ExperimentSpec, TrainFlags, build_spec

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.tpu import GENERATIONS, TOPOLOGIES_2D, resolve, resolve_single_host, single_host_names
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlkube.core.workers import ObservationSlots, ParameterBoard, Rollout
+from rlkube.run.workers import ObservationSlots, ParameterBoard, Rollout
 from tests.conftest import rlkube_command, run_rlkube
 
 WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

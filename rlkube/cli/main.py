@@ -16,7 +16,7 @@ class CleanErrors(click.Group):
     """Turn the user's mistakes into one line on stderr and exit 2; never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from rlkube.core.errors import UserError  # noqa: PLC0415
+        from rlkube.errors import UserError  # noqa: PLC0415
 
         try:
             return super().invoke(ctx)
@@ -35,7 +35,7 @@ def _writable_output_dir(path: Path) -> Path:
     """Check that `path` could be created and written, leaving nothing behind."""
     import tempfile  # noqa: PLC0415
 
-    from rlkube.core.errors import UserError  # noqa: PLC0415
+    from rlkube.errors import UserError  # noqa: PLC0415
 
     path = path.expanduser().absolute()
     existing = path
@@ -54,7 +54,7 @@ def _writable_output_dir(path: Path) -> Path:
 
 
 def _check_display() -> None:
-    from rlkube.core.errors import UserError  # noqa: PLC0415
+    from rlkube.errors import UserError  # noqa: PLC0415
 
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--render needs a display, and none is set (DISPLAY is empty); "
@@ -97,23 +97,23 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
           test_episodes: int, training: bool, copies: int, seed: int, render: bool, record_video: bool,
           num_workers: int, output_dir: str, device: str, copy_index: int | None) -> None:
     """Train one experiment in this process (what a container runs)."""
-    from rlkube.core.envs import check_env_name  # noqa: PLC0415
-    from rlkube.core.errors import UserError  # noqa: PLC0415
-    from rlkube.core.hparams import apply_overrides, get_hparams  # noqa: PLC0415
+    from rlkube.errors import UserError  # noqa: PLC0415
+    from rlkube.rl.envs import check_env_name  # noqa: PLC0415
+    from rlkube.rl.hparams import apply_overrides, get_hparams  # noqa: PLC0415
 
     hp = get_hparams(hparams_name, overrides)
     flag_values = {"env": env, "train_steps": str(train_steps) if train_steps else None}
     hp = apply_overrides(hp, {k: v for k, v in flag_values.items() if v is not None})
     check_env_name(hp.env)
-    from rlkube.core.storage import is_remote, local_mirror  # noqa: PLC0415
+    from rlkube.storage import is_remote, local_mirror  # noqa: PLC0415
 
     remote = output_dir.rstrip("/") if is_remote(output_dir) else None
     output_dir = local_mirror(remote) if remote else _writable_output_dir(Path(output_dir))
     if render:
         _check_display()
     if not training and not remote:
-        from rlkube.core.experiment import copy_dir  # noqa: PLC0415
-        from rlkube.core.runner import has_checkpoint  # noqa: PLC0415
+        from rlkube.run.experiment import copy_dir  # noqa: PLC0415
+        from rlkube.run.runner import has_checkpoint  # noqa: PLC0415
 
         indices = [copy_index] if copy_index is not None else range(copies)
         missing = [i for i in indices if not has_checkpoint(copy_dir(output_dir, i))]
@@ -121,8 +121,8 @@ def train(hparams_name: str, overrides: str, env: str | None, train_steps: int |
             raise UserError(f"--no-training needs a checkpoint, and {copy_dir(output_dir, missing[0])} has "
                             f"none; train first or point --output-dir at a trained run")
 
-    from rlkube.core.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
-    from rlkube.core.runner import RunOptions, StopRequested  # noqa: PLC0415
+    from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
+    from rlkube.run.runner import RunOptions, StopRequested  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {copies}"
     where = f"{remote} (working in {output_dir})" if remote else output_dir

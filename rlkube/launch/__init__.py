@@ -1,4 +1,5 @@
 """The launch layer between the CLI and the clusters: spec, then render per target, then submit.
 
-Nothing here imports TensorFlow, and `rlkube.core` imports nothing from here.
+Nothing here imports TensorFlow, and what runs in the images (rlkube.rl, rlkube.run, rlkube.rundir,
+rlkube.storage) imports nothing from here.
 """

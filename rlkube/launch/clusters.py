@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from rlkube import __version__
-from rlkube.core.errors import UserError, unknown_name
+from rlkube.errors import UserError, unknown_name
 from rlkube.launch import tpu
 
 TARGETS = ("local", "kubernetes")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkube import __version__
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 
 TARGETS = ("cpu", "gpu", "tpu")
 # The platform a target must be built for, where it has one (tensorflow-tpu and libtpu: x86-64 wheels only).

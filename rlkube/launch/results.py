@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.core import storage
-from rlkube.core.errors import UserError
+from rlkube import storage
+from rlkube.errors import UserError
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import target_for
 

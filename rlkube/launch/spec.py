@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rlkube import __version__
-from rlkube.core.envs import check_env_name
-from rlkube.core.errors import UserError
-from rlkube.core.hparams import apply_overrides, get_hparams, to_dict
+from rlkube.errors import UserError
 from rlkube.launch.clusters import ClusterProfile
+from rlkube.rl.envs import check_env_name
+from rlkube.rl.hparams import apply_overrides, get_hparams, to_dict
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Pods of an Indexed Job are named <job>-<index>-<5 random>, and <job> may gain "-copy-<i>": keep room.

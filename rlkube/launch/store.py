@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlkube.core.errors import UserError, unknown_name
+from rlkube.errors import UserError, unknown_name
 from rlkube.launch.spec import ExperimentSpec
 
 SCHEMA = """

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rlkube.core import storage
+from rlkube import storage
 from rlkube.launch.results import experiment_cache
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import free_port, wait_for_http

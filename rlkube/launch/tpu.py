@@ -8,7 +8,7 @@ v5e (v5litepod) and v6e names it counts chips.
 import math
 from dataclasses import dataclass
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import yaml
 from cluster import TestCluster
 from kubernetes import client
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import TrainFlags, build_spec
 from rlkube.launch.targets.kubernetes.target import KubernetesTarget

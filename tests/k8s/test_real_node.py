@@ -29,7 +29,7 @@ from cluster import TestCluster
 from kubernetes import client
 from node import RealNode
 
-from rlkube.core import storage
+from rlkube import storage
 from tests.conftest import scalar_steps
 from tests.storage_servers import StorageServer, s3_server
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from rlkube.core import storage
-from rlkube.core.errors import UserError
+from rlkube import storage
+from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import ClusterProfile
 from rlkube.launch.spec import ExperimentSpec

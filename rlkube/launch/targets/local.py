@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rlkube.core import storage
-from rlkube.core.errors import UserError
+from rlkube import storage
+from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.spec import ExperimentSpec
 from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, last_progress

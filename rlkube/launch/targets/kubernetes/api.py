@@ -10,7 +10,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.render import Object
 
 REQUEST_TIMEOUT = 15

@@ -12,7 +12,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, api_errors, list_jobs
 from rlkube.launch.targets.kubernetes.status import job_states, pods_by_copy

@@ -12,7 +12,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch.render import Object
 from rlkube.launch.targets.kubernetes.api import call, create, delete, list_pods, reason, selector
 

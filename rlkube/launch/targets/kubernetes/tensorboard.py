@@ -7,7 +7,7 @@ from collections.abc import Callable
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from rlkube.core.errors import UserError
+from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.render import TENSORBOARD_PORT, tensorboard_objects

@@ -1,0 +1,90 @@
+"""The agent interface from the seed paper, and the agent registry.
+
+An agent has two halves. Its `policy` (rlkube.rl.policies) acts: numpy only, picklable, so an
+actor process (`--num-workers`) runs a copy of it without TensorFlow. The agent itself learns: it
+observes what the policy's actions led to and updates its variables, then hands the policy fresh
+parameters.
+
+Everything is batched over a vector of environments: `obs` is [num_envs, ...], one action per row.
+"""
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rlkube.errors import UserError
+from rlkube.rl.hparams import HParams
+from rlkube.rl.policies import Extras, Policy
+from rlkube.rl.registry import Registry
+
+
+class Agent(ABC):
+    """act, observe, update: the whole contract between the runner's loop and an algorithm."""
+
+    # Which gymnasium action spaces the algorithm can drive.
+    action_spaces: tuple[type[gym.Space], ...] = ()
+    # True when learning needs data from the current policy (PPO, VPG); actors then send whole rollouts.
+    on_policy: bool = False
+
+    policy: Policy
+    steps: int = 0  # environment steps observed, summed over environments
+
+    @property
+    def rollout_steps(self) -> int | None:
+        """Vector steps per rollout that an on-policy agent learns from; None when any amount will do."""
+        return None
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> tuple[np.ndarray, Extras]:
+        """Actions for a batch of observations; `explore=False` is the evaluation policy."""
+        return self.policy.act(obs, explore, self.steps)
+
+    @abstractmethod
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        """One step of every environment.
+
+        `next_obs` is what each action led to, also where an episode ended (the env has reset since);
+        `terminated` is a true terminal (no bootstrap), `truncated` a time limit (bootstrap).
+        """
+
+    @abstractmethod
+    def update(self) -> dict[str, float]:
+        """Learn if it is time to; returns the scalars to log (empty when nothing was learned)."""
+
+    @abstractmethod
+    def scalars(self) -> dict[str, float]:
+        """Schedule positions worth logging (epsilon, learning rate)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, memory, RNG states, counters."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+agent_registry: Registry[type[Agent]] = Registry("agent")
+
+
+def check_action_space(hp: HParams, action_space: gym.Space) -> None:
+    """A UserError, naming the agents that would fit, unless `hp.agent` can drive this action space."""
+    cls = agent_registry[hp.agent]
+    if isinstance(action_space, cls.action_spaces):
+        return
+    wanted = " or ".join(space.__name__ for space in cls.action_spaces)
+    fits = [name for name in agent_registry if isinstance(action_space, agent_registry[name].action_spaces)]
+    hint = f"; agents for it: {', '.join(fits)}" if fits else ""
+    raise UserError(f"agent '{hp.agent}' needs a {wanted} action space, but env '{hp.env}' has "
+                    f"{type(action_space).__name__}{hint}")
+
+
+def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Space, seed: int,
+               strategy: Any = None) -> Agent:
+    """The agent named by `hp.agent` for one environment's spaces (not the vector env's batched ones).
+
+    `strategy` (a tf.distribute.Strategy, see rlkube.rl.devices) places the learner; None is the default.
+    """
+    check_action_space(hp, action_space)
+    return agent_registry[hp.agent](hp, observation_space, action_space, seed, strategy)

@@ -1,0 +1,96 @@
+"""How every agent's learning step becomes one compiled graph call on the learner's device."""
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from rlkube.rl import devices
+from rlkube.rl.hparams import HParams
+from rlkube.rl.networks import is_convolutional
+
+
+def on_accelerator(strategy: tf.distribute.Strategy) -> bool:
+    """Whether the strategy's learner runs on a GPU or a TPU rather than the CPU."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return True
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return any("GPU" in device.upper() for device in strategy.extended.worker_devices)
+    return bool(tf.config.list_logical_devices("GPU"))  # the default strategy uses a GPU where there is one
+
+
+def xla_suits(model: str, strategy: tf.distribute.Strategy) -> bool:
+    """Whether to XLA-compile learning: always, except convolutions on a CPU.
+
+    XLA fuses dense updates well everywhere, but on a CPU it runs convolutions inside a
+    gradient-step loop about 30x slower than plain TensorFlow (930 ms against 32 ms for one Nature
+    CNN step of dqn_pong, benchmarks/atari_sps.py).
+    """
+    return not is_convolutional(model) or on_accelerator(strategy)
+
+
+def cpu_matmuls_in_bfloat16(matmul_precision: str) -> bool:
+    """Whether a CPU learner multiplies its hidden layers in bfloat16: asked to, or `auto` on a CPU with AMX."""
+    return matmul_precision == "bfloat16" or (matmul_precision == "auto" and devices.bfloat16_matrix_unit())
+
+
+def hidden_dtype(matmul_precision: str, strategy: tf.distribute.Strategy) -> tf.DType:
+    """The dtype of hidden layers' matmuls: `auto` is bfloat16 on a CPU with a bfloat16 matrix unit, else float32.
+
+    Like TensorFloat-32 on a GPU (TensorFlow's default there), AMX multiplies bfloat16 inputs into
+    float32 sums, several times faster than float32 arithmetic.
+    """
+    if on_accelerator(strategy):
+        return tf.bfloat16 if matmul_precision == "bfloat16" else tf.float32
+    return tf.bfloat16 if cpu_matmuls_in_bfloat16(matmul_precision) else tf.float32
+
+
+# A hidden-layer matmul of fewer multiply-adds than this is done on one core before a second pool thread
+# would have woken up. Measured on the 2-core VM, one thread against two: DQN CartPole's 64 x 256 x 256
+# ran 2,775 gradient steps/s against 2,272; SAC's 256 x 256 x 256 in float32 took 5.1 ms a step against 4.4.
+ONE_THREAD_MATMUL = 8_000_000
+
+
+def one_thread_per_op(hp: HParams) -> bool:
+    """Whether a CPU learner for `hp` is faster running each op on one thread (devices.run_ops_inline).
+
+    Yes for small dense networks, and for dense networks whose hidden layers run in bfloat16 on AMX
+    (DDPG's 256 x 400 x 300: 2.7 ms a step on one thread, 3.3 ms on two; in float32, 4.8 against 4.1).
+    Convolutions and large float32 matmuls keep TensorFlow's thread pool.
+    """
+    if is_convolutional(hp.model):
+        return False
+    if cpu_matmuls_in_bfloat16(getattr(hp, "matmul_precision", "float32")):
+        return True
+    largest_layer = max((a * b for a, b in itertools.pairwise(hp.hidden_sizes)), default=0)
+    return hp.batch_size * largest_layer < ONE_THREAD_MATMUL
+
+
+def compile_learner(strategy: tf.distribute.Strategy, learn: Callable[..., Any], input_signature: list[Any],
+                    autograph: bool = True, jit_compile: bool = True) -> Callable[..., Any]:
+    """`learn` compiled (XLA unless `jit_compile=False`) on the strategy's device, traced once for the signature.
+
+    One compiled function is the whole call: a plain tf.function around an XLA one costs a graph
+    executor's round trip (~0.5 ms) per call. TPUStrategy.run compiles for the TPU itself and must
+    sit in a plain tf.function. `autograph=False` traces faster (up to a second), for a `learn` whose
+    Python has no loops or branches on tensors. Arguments may be nested (dicts of arrays).
+    """
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        learn_on_device = tf.function(learn, jit_compile=True, autograph=autograph)
+        compiled = tf.function(lambda *args: strategy.run(learn_on_device, args=args), autograph=autograph,
+                               input_signature=input_signature)
+    else:
+        compiled = tf.function(lambda *args: strategy.run(learn, args=args), jit_compile=jit_compile,
+                               autograph=autograph, input_signature=input_signature)
+    concrete = None
+
+    def call(*arrays: Any) -> Any:
+        # The one concrete function, traced on first use: calling it skips tf.function's argument
+        # binding (~0.4 ms a call), and tf.constant converts numpy five times faster than the call would.
+        nonlocal concrete
+        if concrete is None:
+            concrete = compiled.get_concrete_function()
+        return concrete(*tf.nest.map_structure(tf.constant, arrays))
+
+    return call

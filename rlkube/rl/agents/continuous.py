@@ -1,0 +1,196 @@
+"""What DDPG, TD3 and SAC share: actions scaled to [-1, 1], Q critics on (obs, action), Polyak-averaged targets.
+
+Acting runs in numpy (rlkube.rl.policies.continuous) on copies of the actor's weights. Every learning
+call returns those copies with its losses, so refreshing the policy after each gradient step costs no
+extra reads. Learning is one compiled graph call per update, however many gradient steps it takes: XLA,
+except on a CPU with a bfloat16 matrix unit, where a plain graph runs the hidden layers' matmuls on it
+through oneDNN. The updates are fused kernels either way (rlkube.rl.agents.fused).
+"""
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlkube.errors import UserError
+from rlkube.rl.agents.compiled import compile_learner, hidden_dtype, on_accelerator
+from rlkube.rl.agents.fused import Adam, polyak
+from rlkube.rl.agents.off_policy import OffPolicyAgent
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.hparams.continuous import ContinuousControlHParams
+from rlkube.rl.networks import MLP
+from rlkube.rl.policies import Extras
+from rlkube.rl.policies.continuous import BoxScale, ContinuousPolicy
+
+
+class ContinuousControlAgent(OffPolicyAgent):
+    action_spaces = (gym.spaces.Box,)
+    hp: ContinuousControlHParams
+    # What each gradient step reports, in the order `_gradient_step` returns it.
+    scalar_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, hp: ContinuousControlHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
+        if hp.model != "mlp":
+            raise UserError(f"agent '{hp.agent}' supports model=mlp only, got '{hp.model}'")
+        if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+            raise UserError(f"agent '{hp.agent}' needs a bounded Box action space; env '{hp.env}' has "
+                            f"[{action_space.low}, {action_space.high}]")
+        self.hp = hp
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.action_size = int(np.prod(action_space.shape))
+        self.scale = BoxScale(action_space.low, action_space.high)
+        obs_size = int(np.prod(observation_space.shape))
+        self.actor = MLP(obs_size, hp.hidden_sizes, self.actor_outputs)
+        self.critic = MLP(obs_size + self.action_size, hp.hidden_sizes, 1)
+        rng = np.random.default_rng(seed)
+        actor_initial = self.actor.initial_params(rng)
+        critics_initial = [p for _ in range(self.num_critics) for p in self.critic.initial_params(rng)]
+        with self.strategy.scope():  # the learner's state lives on the --device
+            self.actor_vars = [tf.Variable(p) for p in actor_initial]
+            self.critic_vars = [tf.Variable(p) for p in critics_initial]
+            self.target_critic_vars = [tf.Variable(p) for p in critics_initial]
+            self.actor_optimizer = Adam(self.actor_vars, hp.lr)
+            self.critic_optimizer = Adam(self.critic_vars, hp.lr)
+            self.generator = tf.random.Generator.from_seed(seed)
+        dtype = hidden_dtype(hp.matmul_precision, self.strategy)
+        self.hidden_dtype = None if dtype == tf.float32 else dtype
+        self._make_memory(observation_space, (self.action_size,), np.float32, seed + 1)
+        self.policy = self._make_policy([p.copy() for p in actor_initial], seed)
+
+        # A batch travels as one float32 array, [batch, obs | action | reward | next_obs | discount | weight]:
+        # every argument of a compiled call costs ~20 us to bind, a lot next to a gradient step.
+        self.columns = (obs_size, self.action_size, 1, obs_size, 1, 1)
+        width = sum(self.columns)
+        # Zoo settings take one gradient step per call, which traces without a loop. XLA compiles it except
+        # for bfloat16 on a CPU: XLA never uses the CPU's bfloat16 matrix unit, and oneDNN in a plain graph
+        # does (a DDPG step on rl-zoo's Pendulum: 3.2 ms against 4.1 ms all-XLA in float32, 4.5 ms
+        # float32 in a plain graph).
+        xla = on_accelerator(self.strategy) or self.hidden_dtype is None
+        self._learn_one = compile_learner(self.strategy, self._learn_batch,
+                                          [tf.TensorSpec([hp.batch_size, width], tf.float32)], autograph=False,
+                                          jit_compile=xla)
+        self._learn_many = compile_learner(self.strategy, self._learn_batches,
+                                           [tf.TensorSpec([None, hp.batch_size, width], tf.float32)],
+                                           jit_compile=xla)
+
+    # -- what each algorithm supplies --------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def actor_outputs(self) -> int:
+        """Width of the actor's last layer."""
+
+    @property
+    @abstractmethod
+    def num_critics(self) -> int: ...
+
+    @abstractmethod
+    def _make_policy(self, actor_params: list[np.ndarray], seed: int) -> ContinuousPolicy: ...
+
+    @abstractmethod
+    def _gradient_step(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
+                       discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One update on one batch; returns the batch's |TD errors| (its priorities) and the scalars."""
+
+    def _variables(self) -> dict[str, list[tf.Variable]]:
+        """Every variable a checkpoint holds, by name."""
+        return {"actor": self.actor_vars, "critic": self.critic_vars, "target_critic": self.target_critic_vars,
+                "actor_optimizer": self.actor_optimizer.variables,
+                "critic_optimizer": self.critic_optimizer.variables}
+
+    # -- acting and observing ----------------------------------------------------------------------
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        del extras  # one-step transitions need nothing from acting
+        self.steps += len(obs)
+        unit_actions = self.scale.to_unit(actions)
+        discounts = self.hp.gamma * (1.0 - np.asarray(terminated, np.float32))
+        for row in range(len(obs)):
+            self.memory.add(obs[row], unit_actions[row], float(rewards[row]), next_obs[row], float(discounts[row]))
+        self.policy.episodes_ended(np.logical_or(terminated, truncated))
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        gradient_steps = self._gradient_steps_due()
+        if gradient_steps == 0:
+            return {}
+        return self._replay(gradient_steps, self._learn_on)
+
+    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        count, batch_size = batch["reward"].shape
+        packed = np.concatenate([batch[key].reshape(count, batch_size, -1) for key in
+                                 ("obs", "action", "reward", "next_obs", "discount", "weights")], axis=-1,
+                                dtype=np.float32)
+        if count == 1:
+            td_errors, scalars, actor = self._learn_one(packed[0])
+            td_errors, scalars = td_errors.numpy()[None], scalars.numpy()[None]
+        else:
+            td_errors, scalars, actor = self._learn_many(packed)
+            td_errors, scalars = td_errors.numpy(), scalars.numpy()
+        # Views of the call's outputs, not copies (.numpy() copies): acting only reads them.
+        self.policy.params = [np.asarray(p) for p in actor]
+        return td_errors, {name: scalars[:, index] for index, name in enumerate(self.scalar_names)}
+
+    def _learn_batch(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """One gradient step; then the actor's new weights, for acting."""
+        obs, action, reward, next_obs, discount, weights = tf.split(packed, self.columns, axis=-1)
+        td_errors, scalars = self._gradient_step(obs, action, reward[:, 0], next_obs, discount[:, 0], weights[:, 0])
+        return td_errors, scalars, [tf.identity(v) for v in self.actor_vars]
+
+    def _learn_batches(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """len(packed) gradient steps, one per batch, inside one compiled call; then the actor's new weights."""
+        steps = tf.shape(packed)[0]
+        td_errors = tf.TensorArray(tf.float32, size=steps)
+        scalars = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            step_td_errors, step_scalars, _ = self._learn_batch(packed[i])
+            td_errors = td_errors.write(i, step_td_errors)
+            scalars = scalars.write(i, step_scalars)
+        return td_errors.stack(), scalars.stack(), [tf.identity(v) for v in self.actor_vars]
+
+    def actor_output(self, params: list[Any], obs: tf.Tensor) -> tf.Tensor:
+        return self.actor.forward(params, obs, TFOps, hidden_dtype=self.hidden_dtype)
+
+    def critic_values(self, params: list[Any], obs: tf.Tensor, action: tf.Tensor,
+                      count: int | None = None) -> tf.Tensor:
+        """Q(obs, action) of the first `count` critics (all by default), stacked as [critic, batch]."""
+        x = tf.concat([obs, action], axis=-1)
+        size = self.critic.num_params
+        return tf.stack([self.critic.forward(params[c * size:(c + 1) * size], x, TFOps,
+                                             hidden_dtype=self.hidden_dtype)[:, 0]
+                         for c in range(count or self.num_critics)])
+
+    def _apply(self, optimizer: Adam, gradients: list[tf.Tensor], variables: list[tf.Variable]) -> None:
+        if self.hp.max_grad_norm > 0:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
+        optimizer.apply(gradients, variables)
+
+    def _polyak(self, targets: list[tf.Variable], sources: list[tf.Variable]) -> None:
+        polyak(targets, sources, self.hp.tau)
+
+    # -- logging and checkpoints -------------------------------------------------------------------
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/learning_rate": self.hp.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "variables": {name: [v.numpy() for v in variables] for name, variables in self._variables().items()},
+            "generator": self.generator.state.numpy(),
+            "policy": self.policy.state_dict(),
+            **self._replay_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, variables in self._variables().items():
+            for variable, value in zip(variables, state["variables"][name], strict=True):
+                variable.assign(value)
+        self.generator.state.assign(state["generator"])
+        self.policy.load_state_dict(state["policy"])
+        self._load_replay_state(state)
+        self.policy.params = [v.numpy() for v in self.actor_vars]

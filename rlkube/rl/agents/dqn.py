@@ -1,0 +1,164 @@
+"""The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
+
+Acting runs in numpy on a copy of the weights (rlkube.rl.policies.QPolicy); learning runs many
+gradient steps inside one XLA-compiled graph call.
+The update, `_learn`, reads top to bottom like the paper's pseudo-code.
+"""
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlkube.rl.agents.base import agent_registry
+from rlkube.rl.agents.compiled import compile_learner, xla_suits
+from rlkube.rl.agents.off_policy import OffPolicyAgent
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.hparams.dqn import DQNHParams
+from rlkube.rl.losses import loss_registry
+from rlkube.rl.networks import QNetwork
+from rlkube.rl.policies import Extras, QPolicy
+from rlkube.rl.replay import NStepBuilder
+from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
+
+
+@agent_registry.register("dqn")
+class DQNAgent(OffPolicyAgent):
+    action_spaces = (gym.spaces.Discrete,)
+
+    def __init__(self, hp: DQNHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
+        self.hp = hp
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.num_actions = int(action_space.n)
+        self.network = QNetwork(
+            hp.model, observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
+            noisy=hp.noisy, sigma0=hp.noisy_sigma0)
+        initial = self.network.initial_params(seed)
+        with self.strategy.scope():  # the learner's state lives on the --device
+            self.online = [tf.Variable(p) for p in initial]
+            self.target = [tf.Variable(p) for p in initial]
+            self.optimizer = tf.keras.optimizers.Adam(hp.lr)
+            self.optimizer.build(self.online)
+            self.noise_generator = tf.random.Generator.from_seed(seed)
+        self._make_memory(observation_space, (), np.int64, seed + 1)
+        # One n-step builder per environment stream (an actor's envs have their own indices).
+        self.n_step: dict[int, NStepBuilder] = {}
+        self.loss = loss_registry[hp.loss]
+        decay_steps = int(hp.exploration_fraction * hp.train_steps)
+        self.epsilon = LinearSchedule(hp.epsilon_start, hp.epsilon_end, decay_steps) \
+            if hp.epsilon_schedule == "linear" else ExponentialSchedule(hp.epsilon_start, hp.epsilon_end,
+                                                                         hp.epsilon_decay)
+        self.last_learn_step = 0
+        self.policy = QPolicy(self.network, [p.numpy() for p in self.online], self.num_actions, self.epsilon,
+                              hp.learning_starts, seed)
+        obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
+        batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
+        self._learn_compiled = compile_learner(
+            self.strategy, self._learn,
+            [obs_spec, tf.TensorSpec([None, hp.batch_size], tf.int64), batch_spec, obs_spec, batch_spec, batch_spec],
+            jit_compile=xla_suits(hp.model, self.strategy))
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        self.steps += len(obs)
+        streams = extras.get("env_index", range(len(obs)))
+        for row, stream in enumerate(streams):
+            builder = self.n_step.setdefault(int(stream), NStepBuilder(self.hp.n_step, self.hp.gamma))
+            for transition in builder.push(obs[row], actions[row], float(rewards[row]), next_obs[row],
+                                           bool(terminated[row]), bool(truncated[row])):
+                self.memory.add(*transition, stream=int(stream))
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        gradient_steps = self._gradient_steps_due()
+        if gradient_steps == 0:
+            return {}
+        self._sync_target()
+        scalars = self._replay(gradient_steps, self._learn_on)
+        self.policy.params = [p.numpy() for p in self.online]
+        self.last_learn_step = self.steps
+        return scalars
+
+    def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        losses, td_errors, q_means = self._learn_compiled(batch["obs"], batch["action"], batch["reward"],
+                                                          batch["next_obs"], batch["discount"], batch["weights"])
+        return td_errors, {"losses/td_loss": losses, "losses/q_values": q_means}
+
+    def _sync_target(self) -> None:
+        """Apply the target updates due at every multiple of target_update_period since the last learn.
+
+        The online weights did not change in between, so k Polyak steps collapse into one.
+        """
+        period = self.hp.target_update_period
+        due = self.steps // period - self.last_learn_step // period
+        if due <= 0:
+            return
+        keep = (1.0 - self.hp.target_update_tau) ** due
+        for target, online in zip(self.target, self.online, strict=True):
+            target.assign(keep * target + (1.0 - keep) * online)
+
+    def _learn(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
+               discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """len(obs) gradient steps, one per batch, inside one compiled call."""
+        steps = tf.shape(obs)[0]
+        losses = tf.TensorArray(tf.float32, size=steps)
+        td_errors = tf.TensorArray(tf.float32, size=steps)
+        q_means = tf.TensorArray(tf.float32, size=steps)
+        forward, net = self.network.forward, self.network
+        for i in tf.range(steps):
+            next_q = forward(self.target, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
+            if self.hp.double_q:
+                online_next_q = forward(self.online, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
+                next_value = tf.gather(next_q, tf.argmax(online_next_q, axis=1), batch_dims=1)
+            else:
+                next_value = tf.reduce_max(next_q, axis=1)
+            target = tf.stop_gradient(reward[i] + discount[i] * next_value)
+            online_noise = net.noise_tf(self.noise_generator)
+            with tf.GradientTape() as tape:
+                q = forward(self.online, obs[i], online_noise, TFOps)
+                q_taken = tf.gather(q, action[i], batch_dims=1)
+                td_error = target - q_taken
+                loss = tf.reduce_mean(weights[i] * self.loss(td_error))
+            gradients = tape.gradient(loss, self.online)
+            if self.hp.max_grad_norm > 0:
+                gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
+            self.optimizer.apply_gradients(zip(gradients, self.online, strict=True))
+            losses = losses.write(i, loss)
+            td_errors = td_errors.write(i, td_error)
+            q_means = q_means.write(i, tf.reduce_mean(q_taken))
+        return losses.stack(), td_errors.stack(), q_means.stack()
+
+    # -- logging and checkpoints ----------------------------------------------------------------
+
+    def scalars(self) -> dict[str, float]:
+        return {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.hp.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "online": [v.numpy() for v in self.online],
+            "target": [v.numpy() for v in self.target],
+            "optimizer": [v.numpy() for v in self.optimizer.variables],
+            "noise_generator": self.noise_generator.state.numpy(),
+            "policy": self.policy.state_dict(),
+            **self._replay_state(),
+            "last_learn_step": self.last_learn_step,
+            "n_step": {stream: builder.state_dict() for stream, builder in self.n_step.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for variables, values in ((self.online, state["online"]), (self.target, state["target"]),
+                                  (self.optimizer.variables, state["optimizer"])):
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
+        self.noise_generator.state.assign(state["noise_generator"])
+        self.policy.load_state_dict(state["policy"])
+        self._load_replay_state(state)
+        self.last_learn_step = state["last_learn_step"]
+        self.n_step = {}
+        for stream, builder_state in state["n_step"].items():
+            self.n_step[stream] = NStepBuilder(self.hp.n_step, self.hp.gamma)
+            self.n_step[stream].load_state_dict(builder_state)
+        self.policy.params = [p.numpy() for p in self.online]

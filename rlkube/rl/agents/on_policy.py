@@ -1,0 +1,208 @@
+"""What on-policy agents (VPG, PPO) share: acting, the rollout, GAE, and the compiled update loop.
+
+A subclass supplies only its loss. Acting runs in numpy (rlkube.rl.policies.StochasticPolicy)
+and returns each action's log-probability and the state's value as extras. Once a rollout of
+`n_steps` steps from every environment is in, `update` computes GAE(lambda) advantages in numpy
+and runs every epoch's every minibatch inside one XLA-compiled graph call.
+"""
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import tensorflow as tf
+
+from rlkube.errors import UserError
+from rlkube.rl.agents.base import Agent
+from rlkube.rl.agents.compiled import compile_learner, xla_suits
+from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.distributions import Categorical, DiagonalGaussian
+from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
+from rlkube.rl.networks import ActorCriticNetwork, unflatten
+from rlkube.rl.policies import Extras, StochasticPolicy
+from rlkube.rl.rollout import RolloutBuffer, generalized_advantages
+from rlkube.rl.schedules import LinearSchedule
+
+# Stable-Baselines3's Adam epsilon for its actor-critic policies (PyTorch's default is 1e-8).
+ADAM_EPSILON = 1e-5
+
+
+class OnPolicyAgent(Agent):
+    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)
+    on_policy = True
+    # The loss's diagnostics, averaged over an update's gradient steps and logged as losses/<name>.
+    metric_names: ClassVar[tuple[str, ...]]
+
+    def __init__(self, hp: PolicyGradientHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
+        self.hp = hp
+        self.strategy = strategy or tf.distribute.get_strategy()
+        rollout_size = hp.n_steps * hp.num_envs
+        if rollout_size % min(hp.batch_size, rollout_size):
+            raise UserError(f"a rollout of n_steps * num_envs = {rollout_size} steps does not split into "
+                            f"minibatches of batch_size {hp.batch_size}; pick a divisor of {rollout_size}")
+        continuous = isinstance(action_space, gym.spaces.Box)
+        distribution = DiagonalGaussian(int(np.prod(action_space.shape))) if continuous \
+            else Categorical(int(action_space.n))
+        self.network = ActorCriticNetwork(hp.model, observation_space.shape, distribution, hp.hidden_sizes,
+                                          hp.shared_torso, hp.activation, hp.log_std_init if continuous else None)
+        initial = self.network.initial_params(seed)
+        self.param_shapes = [p.shape for p in initial]
+        with self.strategy.scope():  # the learner's state lives on the --device
+            # One flat variable: Adam then compiles to a handful of ops instead of a handful per layer,
+            # which halves XLA's compile time; Adam is elementwise, so the updates are the same.
+            self.params = tf.Variable(np.concatenate([p.ravel() for p in initial]))
+            self.optimizer = tf.keras.optimizers.Adam(hp.lr, epsilon=ADAM_EPSILON)
+            self.optimizer.build([self.params])
+        bounds = (action_space.low, action_space.high) if continuous else None
+        self.policy = StochasticPolicy(self.network, initial, seed, bounds)
+        self.buffer = RolloutBuffer(hp.n_steps)
+        self.minibatch_rng = np.random.default_rng(seed + 1)
+        self.lr = annealed(hp.lr, hp.lr_schedule, hp.train_steps)
+        self.steps = 0
+
+        action_spec = tf.TensorSpec([None, *action_space.shape], tf.float32) if continuous \
+            else tf.TensorSpec([None], tf.int64)
+        vector = tf.TensorSpec([None], tf.float32)
+        rollout_spec = {"obs": tf.TensorSpec([None, *observation_space.shape], observation_space.dtype),
+                        "action": action_spec, "log_prob": vector, "value": vector, "advantage": vector,
+                        "return": vector}
+        coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self.coefficients()}
+        # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
+        self._learn_compiled = compile_learner(
+            self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
+            autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
+
+    @property
+    def rollout_steps(self) -> int:
+        return self.hp.n_steps
+
+    def coefficients(self) -> dict[str, float]:
+        """Scheduled values for the next update, as of the current step; logged as charts/<name>."""
+        return {"learning_rate": self.lr(self.steps)}
+
+    # -- acting's results -----------------------------------------------------------------------
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, extras: Extras) -> None:
+        self.steps += len(obs)
+        # V(next obs) is needed where the rollout cannot take it from its next step: after a time limit
+        # (next_obs holds the episode's final observation) and at the rollout's last step.
+        bootstrap_values = np.zeros(len(obs), np.float32)
+        if self.buffer.size == self.hp.n_steps - 1:
+            bootstrap_values = self.policy.value(next_obs)
+        elif truncated.any():
+            bootstrap_values[truncated] = self.policy.value(next_obs[truncated])
+        self.buffer.add(obs=obs, action=extras.get("unclipped_action", actions), reward=rewards.astype(np.float32),
+                        terminated=terminated, truncated=truncated, log_prob=extras["log_prob"],
+                        value=extras["value"], bootstrap_value=bootstrap_values)
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        if not self.buffer.full:
+            return {}
+        hp, rollout = self.hp, self.buffer.arrays
+        advantages, returns = generalized_advantages(
+            rollout["reward"], rollout["value"], rollout["bootstrap_value"], rollout["terminated"],
+            rollout["truncated"], hp.gamma, hp.gae_lambda)
+        data = {name: self.buffer.flat(name) for name in ("obs", "action", "log_prob", "value")}
+        data.update(advantage=advantages.reshape(-1), **{"return": returns.reshape(-1)})
+        coefficients = self.coefficients()
+        metrics = self._learn_compiled(data, self._minibatch_indices(len(data["value"])), coefficients)
+        self.policy.params = unflatten(self.params.numpy(), self.param_shapes)
+        self.buffer.clear()
+        return {**{f"losses/{name}": float(value) for name, value in metrics.items()},
+                "losses/explained_variance": explained_variance(data["value"], data["return"])}
+
+    def _minibatch_indices(self, rollout_size: int) -> np.ndarray:
+        """[n_epochs * minibatches, batch_size] rollout rows: each epoch a fresh shuffle, split into minibatches."""
+        batch_size = min(self.hp.batch_size, rollout_size)
+        usable = rollout_size - rollout_size % batch_size
+        return np.stack([self.minibatch_rng.permutation(rollout_size)[:usable].reshape(-1, batch_size)
+                         for _ in range(self.hp.n_epochs)]).reshape(-1, batch_size).astype(np.int32)
+
+    def _learn(self, rollout: dict[str, tf.Tensor], indices: tf.Tensor,
+               coefficients: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One gradient step per row of `indices`, inside one compiled call."""
+        self.optimizer.learning_rate.assign(coefficients["learning_rate"])
+        distribution = self.network.distribution
+
+        def gradient_step(i: tf.Tensor, totals: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+            minibatch = {name: tf.gather(values, indices[i]) for name, values in rollout.items()}
+            if self.hp.normalize_advantage:
+                minibatch["advantage"] = standardized(minibatch["advantage"])
+            with tf.GradientTape() as tape:
+                params, values = self.network.forward(self._layer_params(), minibatch["obs"], TFOps)
+                log_prob = distribution.log_prob(params, minibatch["action"], TFOps)
+                entropy = tf.reduce_mean(distribution.entropy(params, TFOps))
+                loss, metrics = self._loss(log_prob, entropy, values, minibatch, coefficients)
+            gradient = tape.gradient(loss, self.params)
+            if self.hp.max_grad_norm > 0:
+                gradient = tf.clip_by_norm(gradient, self.hp.max_grad_norm)  # the global norm: one flat vector
+            self.optimizer.apply_gradients([(gradient, self.params)])
+            return i + 1, {name: totals[name] + metrics[name] for name in self.metric_names}
+
+        steps = tf.shape(indices)[0]
+        _, totals = tf.while_loop(lambda i, _: i < steps, gradient_step,
+                                  (tf.constant(0), {name: tf.zeros([]) for name in self.metric_names}))
+        return {name: total / tf.cast(steps, tf.float32) for name, total in totals.items()}
+
+    def _layer_params(self) -> list[tf.Tensor]:
+        """The flat variable as the network's list of weights and biases."""
+        pieces = tf.split(self.params, [int(np.prod(shape)) for shape in self.param_shapes])
+        return [tf.reshape(piece, shape) for piece, shape in zip(pieces, self.param_shapes, strict=True)]
+
+    @abstractmethod
+    def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
+              coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The loss to minimise on one minibatch, and its diagnostics by `metric_names`.
+
+        `log_prob` and `values` are the current network's on the minibatch's observations and actions;
+        `entropy` is the policy's mean entropy there; `minibatch` holds what acting recorded
+        (log_prob, value), the advantages (normalised if hp.normalize_advantage) and the returns.
+        """
+
+    # -- logging and checkpoints ----------------------------------------------------------------
+
+    def scalars(self) -> dict[str, float]:
+        return {f"charts/{name}": value for name, value in self.coefficients().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": self.params.numpy(),
+            "optimizer": [v.numpy() for v in self.optimizer.variables],
+            "policy": self.policy.state_dict(),
+            "minibatch_rng": self.minibatch_rng.bit_generator.state,
+            "steps": self.steps,
+            "rollout": self.buffer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.params.assign(state["params"])
+        for variable, value in zip(self.optimizer.variables, state["optimizer"], strict=True):
+            variable.assign(value)
+        self.policy.load_state_dict(state["policy"])
+        self.minibatch_rng.bit_generator.state = state["minibatch_rng"]
+        self.steps = state["steps"]
+        self.buffer.load_state_dict(state["rollout"])
+        self.policy.params = unflatten(self.params.numpy(), self.param_shapes)
+
+
+def standardized(x: tf.Tensor) -> tf.Tensor:
+    """(x - mean) / (std + 1e-8), with the sample (n - 1) standard deviation as Stable-Baselines3's torch.std."""
+    centered = x - tf.reduce_mean(x)
+    count = tf.cast(tf.size(x), tf.float32)
+    return centered / (tf.sqrt(tf.reduce_sum(tf.square(centered)) / tf.maximum(count - 1.0, 1.0)) + 1e-8)
+
+
+def annealed(value: float, schedule: str, train_steps: int) -> LinearSchedule:
+    """`value` throughout ("constant"), or falling linearly to 0 at train_steps ("linear", rl-zoo's lin_)."""
+    return LinearSchedule(value, 0.0 if schedule == "linear" else value, train_steps)
+
+
+def explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """1 - Var(targets - predictions) / Var(targets): 1 is perfect, 0 no better than a constant."""
+    variance = float(np.var(targets))
+    return float("nan") if variance == 0 else 1.0 - float(np.var(targets - predictions)) / variance

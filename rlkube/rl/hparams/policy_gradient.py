@@ -1,0 +1,94 @@
+"""Policy-gradient hparams (VPG, PPO) and their named sets.
+
+Defaults are Stable-Baselines3's PPO defaults; the sets follow rl-baselines3-zoo, and each says
+where it differs, so results compare with SB3.
+"""
+
+from dataclasses import dataclass
+
+from rlkube.rl.hparams.base import HParams, hparams_registry, param
+from rlkube.rl.networks import ACTIVATIONS
+
+SCHEDULES = ("constant", "linear")
+
+
+@dataclass(frozen=True)
+class PolicyGradientHParams(HParams):
+    """What VPG and PPO share: rollouts, GAE(lambda), the loss's weights, the actor-critic network."""
+
+    agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
+    hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
+    lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")
+    batch_size: int = param(64, lo=1, doc="minibatch size; a rollout is n_steps * num_envs steps")
+    max_grad_norm: float = param(0.5, lo=0.0, doc="global gradient-norm clip; 0 disables")
+    n_steps: int = param(2048, lo=1, doc="steps of each environment per rollout")
+    n_epochs: int = param(10, lo=1, doc="passes over each rollout, in minibatches")
+    gae_lambda: float = param(0.95, lo=0.0, hi=1.0, doc="GAE's lambda; 1 is the Monte Carlo return")
+    ent_coef: float = param(0.0, lo=0.0, doc="weight of the entropy bonus")
+    vf_coef: float = param(0.5, lo=0.0, doc="weight of the value loss")
+    normalize_advantage: bool = param(True, doc="standardise advantages within each minibatch")
+    lr_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps (rl-zoo's lin_)")
+    activation: str = param("tanh", choices=ACTIVATIONS)
+    shared_torso: bool = param(False, doc="one torso under the policy and value heads (pixels); else two")
+    log_std_init: float = param(0.0, doc="initial log standard deviation of a Gaussian policy")
+
+
+@dataclass(frozen=True)
+class PPOHParams(PolicyGradientHParams):
+    agent: str = param("ppo", choices=("ppo",), doc="agent registry name")
+    clip_range: float = param(0.2, lo=0.0, doc="how far the probability ratio may move per update")
+    clip_range_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps")
+    clip_range_vf: float | None = param(None, lo=0.0, doc="clips value updates around the old values; None: off")
+
+
+@hparams_registry.register()
+def vpg_cartpole() -> PolicyGradientHParams:
+    """REINFORCE with a learned baseline: one gradient step per rollout of 8 x 128 steps, Monte Carlo returns.
+
+    Neither SB3 nor rl-baselines3-zoo has VPG, so there is no published return to aim for; it reaches
+    500 within 50k steps but, without PPO's trust region, does not stay there.
+    """
+    return PolicyGradientHParams(
+        agent="vpg", env="CartPole-v1", num_envs=8, n_steps=128, batch_size=1024, n_epochs=1, gae_lambda=1.0,
+        gamma=0.99, lr=1e-2, train_steps=100_000, eval_every=10_000,
+    )
+
+
+@hparams_registry.register()
+def ppo_cartpole() -> PPOHParams:
+    """rl-baselines3-zoo's CartPole-v1 settings (published: 500 after 100k steps)."""
+    return PPOHParams(
+        env="CartPole-v1", num_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
+        ent_coef=0.0, lr=1e-3, lr_schedule="linear", clip_range=0.2, clip_range_schedule="linear",
+        train_steps=100_000, eval_every=10_000, target_return=475.0,
+    )
+
+
+@hparams_registry.register()
+def ppo_pendulum() -> PPOHParams:
+    """rl-baselines3-zoo's Pendulum-v1 settings (published: -172 after 100k steps), without gSDE.
+
+    The zoo explores with generalised state-dependent noise (use_sde, sde_sample_freq=4); rlkube's
+    Gaussian policy has a state-independent log-std instead, everything else is the zoo's.
+    """
+    return PPOHParams(
+        env="Pendulum-v1", num_envs=4, n_steps=1024, batch_size=64, gae_lambda=0.95, gamma=0.9, n_epochs=10,
+        ent_coef=0.0, lr=1e-3, clip_range=0.2, train_steps=100_000, eval_every=10_000, target_return=-172.0,
+    )
+
+
+
+@hparams_registry.register()
+def ppo_pong() -> PPOHParams:
+    """rl-baselines3-zoo's Atari settings (Nature CNN, 10M steps) on ALE/Pong-v5, which has sticky actions.
+
+    As SB3's CnnPolicy, the policy and value heads share the CNN torso. The zoo's Pong score, 21.0, was
+    measured on PongNoFrameskip-v4, without sticky actions: override env=PongNoFrameskip-v4 to compare
+    like with like.
+    """
+    return PPOHParams(
+        env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), shared_torso=True, activation="relu",
+        num_envs=8, n_steps=128, n_epochs=4, batch_size=256, gamma=0.99, gae_lambda=0.95, lr=2.5e-4,
+        lr_schedule="linear", clip_range=0.1, clip_range_schedule="linear", vf_coef=0.5, ent_coef=0.01,
+        train_steps=10_000_000, eval_every=250_000, checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+    )

@@ -1,0 +1,168 @@
+"""Continuous-control policies: DDPG/TD3's deterministic actor with exploration noise, SAC's squashed Gaussian.
+
+Actors and critics work in actions scaled to [-1, 1] (the actor ends in tanh); `BoxScale` maps them
+onto the environment's bounds and back. Before learning starts both act uniformly at random, as
+Stable-Baselines3 does.
+"""
+
+import math
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+
+from rlkube.rl.networks import MLP, NumpyOps
+from rlkube.rl.policies.base import Extras, Policy
+
+LOG_2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+# Stable-Baselines3's bounds on SAC's log standard deviation.
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+class BoxScale:
+    """Maps actions between [-1, 1] per dimension and a bounded Box's [low, high]."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        self.low = np.asarray(low, np.float32).ravel()
+        self.high = np.asarray(high, np.float32).ravel()
+        self.half_range = (self.high - self.low) / 2
+
+    def to_env(self, unit: np.ndarray) -> np.ndarray:
+        # The clip only catches rounding at the bounds.
+        return np.clip(self.low + (unit + 1.0) * self.half_range, self.low, self.high).astype(np.float32)
+
+    def to_unit(self, actions: np.ndarray) -> np.ndarray:
+        return ((np.reshape(actions, (len(actions), -1)) - self.low) / self.half_range - 1.0).astype(np.float32)
+
+
+class GaussianNoise:
+    """Independent normal noise on every step."""
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        return self.std * rng.standard_normal(shape, np.float32)
+
+    def reset(self, done: np.ndarray) -> None:
+        del done  # no state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+class OrnsteinUhlenbeckNoise:
+    """Temporally correlated noise, one process per environment row, restarting at 0 with each episode.
+
+    x <- x - theta x dt + std sqrt(dt) N(0, 1), as Stable-Baselines3's OrnsteinUhlenbeckActionNoise.
+    """
+
+    def __init__(self, std: float, theta: float, dt: float) -> None:
+        self.std = std
+        self.theta = theta
+        self.dt = dt
+        self.state: np.ndarray | None = None  # [rows, action size] once the first batch has been acted on
+
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if self.state is None or self.state.shape != shape:
+            self.state = np.zeros(shape, np.float32)
+        step = self.std * math.sqrt(self.dt) * rng.standard_normal(shape, np.float32)
+        self.state = (self.state - self.theta * self.dt * self.state + step).astype(np.float32)
+        return self.state
+
+    def reset(self, done: np.ndarray) -> None:
+        # Rows that never explored here (a learner fed by actor processes, say) have no state to reset.
+        if self.state is not None and len(self.state) == len(done):
+            self.state[np.asarray(done, bool)] = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": None if self.state is None else self.state.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state = None if state["state"] is None else state["state"].copy()
+
+
+def actor_inputs(obs: np.ndarray) -> np.ndarray:
+    return NumpyOps.flatten(NumpyOps.float32(obs))
+
+
+def squashed_gaussian(outputs: Any, action_size: int, ops: Any) -> tuple[Any, Any]:
+    """SAC's actor outputs as the Gaussian's (mean, log_std) before the tanh, log_std within SB3's bounds."""
+    return outputs[:, :action_size], ops.clip(outputs[:, action_size:], LOG_STD_MIN, LOG_STD_MAX)
+
+
+def squashed_gaussian_log_prob(noise: Any, log_std: Any, pre_tanh: Any, ops: Any) -> Any:
+    """log pi(tanh(u)) for u = mean + exp(log_std) * noise, summed over action dimensions.
+
+    The Gaussian's log-density of u, less the log-determinant of the tanh: log(1 - tanh(u)^2), written
+    as 2 (log 2 - u - softplus(-2u)), which stays finite where tanh(u) rounds to +-1.
+    """
+    gaussian = -0.5 * noise * noise - log_std - 0.5 * LOG_2PI
+    return ops.sum(gaussian - 2.0 * (LOG_2 - pre_tanh - ops.softplus(-2.0 * pre_tanh)))
+
+
+class ContinuousPolicy(Policy):
+    """Uniformly random actions before `random_steps`, then the subclass's; all mapped onto the Box."""
+
+    def __init__(self, actor: MLP, params: list[np.ndarray], scale: BoxScale, random_steps: int, seed: int) -> None:
+        self.actor = actor
+        self.params = params
+        self.scale = scale
+        self.random_steps = random_steps
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
+        if explore and step < self.random_steps:
+            unit = self.rng.uniform(-1.0, 1.0, (len(obs), len(self.scale.low))).astype(np.float32)
+        else:
+            unit = self.unit_actions(self.actor.forward(self.params, actor_inputs(obs), NumpyOps), explore)
+        return self.scale.to_env(unit), {}
+
+    @abstractmethod
+    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions in [-1, 1] from the actor's outputs."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class DeterministicPolicy(ContinuousPolicy):
+    """DDPG's and TD3's: tanh of the actor's output, plus exploration noise clipped back into [-1, 1]."""
+
+    def __init__(self, actor: MLP, params: list[np.ndarray], scale: BoxScale, random_steps: int, seed: int,
+                 noise: GaussianNoise | OrnsteinUhlenbeckNoise) -> None:
+        super().__init__(actor, params, scale, random_steps, seed)
+        self.noise = noise
+
+    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
+        actions = np.tanh(outputs)
+        if not explore:
+            return actions
+        return np.clip(actions + self.noise.sample(actions.shape, self.rng), -1.0, 1.0)
+
+    def episodes_ended(self, done: np.ndarray) -> None:
+        self.noise.reset(done)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "noise": self.noise.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.noise.load_state_dict(state["noise"])
+
+
+class SquashedGaussianPolicy(ContinuousPolicy):
+    """SAC's: tanh of a Gaussian sample; evaluation takes tanh of the mean."""
+
+    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
+        mean, log_std = squashed_gaussian(outputs, len(self.scale.low), NumpyOps)
+        if not explore:
+            return np.tanh(mean)
+        return np.tanh(mean + np.exp(log_std) * self.rng.standard_normal(mean.shape, np.float32))

@@ -1,0 +1,134 @@
+"""An experiment is K copies of one run, each with its own seed in DIR/copy-<i>/.
+
+Copies run in parallel processes when there are cores for them. The parent forwards SIGTERM and
+SIGINT to them (in a container only PID 1 gets the signal) so every copy checkpoints before exit.
+"""
+
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rlkube import storage
+from rlkube.errors import UserError
+from rlkube.rl.hparams import HParams
+from rlkube.run.runner import (
+    SUMMARY_FILE,
+    TEST_SUMMARY_FILE,
+    Runner,
+    RunOptions,
+    StopRequested,
+    aggregate,
+    limit_threads,
+)
+
+EXIT_USER_ERROR = 2
+
+
+def copy_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / f"copy-{index}"
+
+
+def _copy_runner(hp: HParams, output_dir: Path, index: int, options: RunOptions, remote: str | None) -> Runner:
+    """The runner of one copy; with a bucket, it first pulls the newest complete checkpoint from there."""
+    directory = copy_dir(output_dir, index)
+    if remote is not None:
+        remote_copy = f"{remote.rstrip('/')}/copy-{index}"
+        storage.pull_latest_checkpoint(remote_copy, directory)
+        options = replace(options, remote_dir=remote_copy)
+    return Runner(hp, directory, options)
+
+
+def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int | None,
+              remote: str | None) -> int:
+    """A child process's whole life: run one copy, turn the outcome into an exit code."""
+    if threads is not None:
+        limit_threads(threads)
+    try:
+        _copy_runner(hp, output_dir, index, options, remote).run()
+    except UserError as error:
+        print(f"{options.log_prefix}error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except StopRequested as stop:
+        return 128 + stop.signum
+    return 0
+
+
+def _child(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int, remote: str | None) -> None:
+    sys.exit(_run_copy(hp, output_dir, index, options, threads, remote))
+
+
+def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOptions,
+                     remote: str | None = None) -> dict[str, Any]:
+    """Run every copy to the end and return the summary across copies (also DIR/summary.json).
+
+    Raises StopRequested when a signal stopped the copies (after each wrote a checkpoint).
+    """
+    name = SUMMARY_FILE if options.training else TEST_SUMMARY_FILE
+    if copies == 1:
+        summaries = [_copy_runner(hp, output_dir, 0, options, remote).run()]
+    else:
+        _run_parallel(hp, output_dir, copies, options, remote)
+        summaries = [json.loads((copy_dir(output_dir, i) / name).read_text()) for i in range(copies)]
+    result = {**aggregate(summaries), "per_copy": summaries}
+    (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def train_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions,
+               remote: str | None = None) -> dict[str, Any]:
+    """Run copy `index` alone (one pod of an Indexed Job): seed+index, in DIR/copy-<index>/."""
+    summary = _copy_runner(hp, output_dir, index, replace(options, seed=options.seed + index), remote).run()
+    return {**aggregate([summary]), "per_copy": [summary]}
+
+
+def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions, remote: str | None) -> None:
+    cores = os.cpu_count() or 1
+    parallel = min(copies, cores)
+    threads = max(1, cores // parallel)
+    context = multiprocessing.get_context("spawn")
+    pending = list(range(copies))
+    running: dict[int, multiprocessing.Process] = {}
+    codes: dict[int, int] = {}
+    stop: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop.append(signum)
+        for process in running.values():
+            if process.pid is not None:
+                os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while pending or running:
+            while pending and len(running) < parallel and not stop:
+                index = pending.pop(0)
+                copy_options = replace(options, seed=options.seed + index, live_progress=False,
+                                       log_prefix=f"copy-{index} | ")
+                process = context.Process(target=_child,
+                                          args=(hp, output_dir, index, copy_options, threads, remote))
+                process.start()
+                running[index] = process
+            for index, process in list(running.items()):
+                if not process.is_alive():
+                    process.join()
+                    codes[index] = process.exitcode if process.exitcode is not None else 1
+                    del running[index]
+            if stop and not running:
+                break
+            time.sleep(0.05)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop:
+        raise StopRequested(stop[0], -1)
+    failed = {i: c for i, c in codes.items() if c != 0}
+    if failed:
+        if all(c == EXIT_USER_ERROR for c in failed.values()):
+            raise UserError(f"copies {sorted(failed)} stopped on bad input (see their messages above)")
+        raise RuntimeError(f"copies {sorted(failed)} failed with exit codes {sorted(set(failed.values()))}")

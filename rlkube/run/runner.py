@@ -1,0 +1,403 @@
+"""The runner: one experiment copy, trained with the seed paper's loop and everything around it.
+
+The loop itself is act, step, observe, update. Around it the runner owns evaluation, testing,
+TensorBoard and metrics.jsonl, atomic checkpoints with exact resume (on a period and on SIGTERM or
+SIGINT), rendering and video.
+"""
+
+import json
+import os
+import pickle
+import signal
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import yaml
+
+from rlkube import storage
+from rlkube.errors import UserError
+from rlkube.rl import devices
+from rlkube.rl.agents import Agent, make_agent
+from rlkube.rl.agents.compiled import one_thread_per_op
+from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
+from rlkube.rl.hparams import HParams, from_dict, to_dict
+from rlkube.rl.schedules import multiples_between
+from rlkube.run.progress import Progress
+from rlkube.run.video import write_episode
+from rlkube.run.viewer import Viewer
+from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
+from rlkube.rundir import checkpoint
+from rlkube.rundir.run_log import RunLog
+
+HPARAMS_FILE = "hparams.yaml"
+SUMMARY_FILE = "summary.json"
+TEST_SUMMARY_FILE = "test-summary.json"
+CHECKPOINT_DIR = "checkpoints"
+# Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
+SYNC_INTERVAL_S = 60.0
+# Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
+EVAL_SEED_OFFSET = 1_000_000
+TEST_SEED_OFFSET = 2_000_000
+
+
+@dataclass
+class RunOptions:
+    seed: int = 0
+    eval_episodes: int = 10
+    test_episodes: int = 10
+    training: bool = True
+    render: bool = False
+    record_video: bool = False
+    live_progress: bool | None = None
+    log_prefix: str = ""
+    # The copy's directory in a bucket (gs://, s3://): the runner works in copy_dir and mirrors it there.
+    remote_dir: str | None = None
+    device: str = "auto"  # where the learner runs (rlkube.rl.devices)
+    num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
+
+
+@dataclass
+class LoopState:
+    """The runner's own counters; with the agent's state and the env's, all a resume needs."""
+
+    step: int = 0  # environment steps, summed over the vector's environments
+    episodes: int = 0
+    episode_returns: np.ndarray | None = None  # per environment, for the episodes under way
+    episode_lengths: np.ndarray | None = None
+    evaluations: int = 0
+    last_log_step: int = 0
+    wall_seconds: float = 0.0
+    recent_returns: deque = field(default_factory=lambda: deque(maxlen=20))
+    last_eval: tuple[float, float] | None = None
+
+
+class StopRequested(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint was written before this was raised."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"stopped by signal {signum} at step {step}")
+        self.signum = signum
+        self.step = step
+
+
+def has_checkpoint(copy_dir: Path) -> bool:
+    return checkpoint.latest(copy_dir / CHECKPOINT_DIR) is not None
+
+
+def check_same_hparams(copy_dir: Path, hp: HParams) -> None:
+    """A run directory holds one experiment: refuse to resume it with different hparams."""
+    saved_path = copy_dir / HPARAMS_FILE
+    if not saved_path.exists():
+        return
+    saved = from_dict(yaml.safe_load(saved_path.read_text())["hparams"])
+    # train_steps may grow: continuing a finished run for longer is a resume, not a new experiment.
+    differ = [key for key, value in to_dict(hp).items()
+              if key != "train_steps" and to_dict(saved).get(key) != value]
+    if differ:
+        shown = ", ".join(f"{k}: {to_dict(saved).get(k)} -> {to_dict(hp)[k]}" for k in differ[:3])
+        raise UserError(f"{copy_dir} holds a run with other hparams ({shown}); "
+                        f"use a new --output-dir or the same hparams to resume")
+
+
+def _episodes(envs: list[gym.Env], agent: Agent, seeds: list[int], record: bool,
+              viewer: Viewer | None) -> tuple[list[float], list[int], list[np.ndarray]]:
+    """One greedy episode on each env from its seed, acting on all running ones as one batch.
+
+    Greedy acting draws no randomness, so each episode is what it would be on its own. Frames are the first env's.
+    """
+    frames: list[np.ndarray] = []
+
+    def frame() -> None:
+        if record or viewer:
+            image = envs[0].render()
+            if record:
+                frames.append(image)
+            if viewer:
+                viewer.show(image)
+
+    obs = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    frame()
+    returns, lengths = [0.0] * len(envs), [0] * len(envs)
+    running = list(range(len(envs)))
+    while running:
+        actions, _ = agent.act(np.stack([obs[i] for i in running]), explore=False)
+        still_running = []
+        for i, action in zip(running, actions, strict=True):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += float(reward)
+            lengths[i] += 1
+            if i == 0:
+                frame()
+            if not (terminated or truncated):
+                still_running.append(i)
+        running = still_running
+    return returns, lengths, frames
+
+
+class Runner:
+    def __init__(self, hp: HParams, copy_dir: Path, options: RunOptions) -> None:
+        self.hp = hp
+        self.copy_dir = copy_dir
+        self.options = options
+        render_mode = "rgb_array" if options.render or options.record_video else None
+        # Everything that can reject the user's input happens before anything is written.
+        eval_env = make_env(hp.env, render_mode=render_mode)
+        self.eval_envs = [eval_env]  # the first renders; the rest are made when evaluation needs them
+        self.agent = make_agent(hp, eval_env.observation_space, eval_env.action_space, options.seed,
+                                devices.strategy_for(options.device, inline_ops=one_thread_per_op(hp)))
+        # With workers, the actors own the training environments.
+        self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode) if not options.num_workers else None
+        check_same_hparams(copy_dir, hp)
+        self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
+        self.state = LoopState()
+        self.obs: Any = None
+        self.stop_signal: int | None = None
+        self.last_sync = time.monotonic()
+
+    # -- the experiment -------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train (or resume) to hp.train_steps, then test; or only test with --no-training."""
+        latest = checkpoint.latest(self.checkpoint_dir)
+        if not self.options.training and latest is None:
+            raise UserError(f"--no-training needs a checkpoint, and {self.checkpoint_dir} has none; "
+                            f"train first or point --output-dir at a trained run")
+        self.copy_dir.mkdir(parents=True, exist_ok=True)
+        restored = checkpoint.load(latest) if latest else None
+        self.log = RunLog(self.copy_dir, restored["logs"] if restored else None)
+        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress)
+        self.viewer = Viewer(f"rlkube: {self.hp.env} ({self.copy_dir.name})") if self.options.render else None
+        try:
+            if restored:
+                self._restore(restored)
+                self.progress.message(f"resumed from {latest} at step {self.state.step}")
+            else:
+                self._start()
+            if self.options.training:
+                self._train()
+            test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+            summary = self._summarise(test)
+            self._sync()
+            return summary
+        finally:
+            self.progress.close()
+            self.log.close()
+            if self.envs is not None:
+                self.envs.close()
+            for env in self.eval_envs:
+                env.close()
+            if self.viewer:
+                self.viewer.close()
+
+    def _start(self) -> None:
+        (self.copy_dir / HPARAMS_FILE).write_text(
+            yaml.safe_dump({"hparams": to_dict(self.hp), "seed": self.options.seed}, sort_keys=False))
+        self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
+        if self.envs is not None:
+            self.obs, _ = self.envs.reset(seed=self.options.seed)
+        self.state.episode_returns = np.zeros(self.hp.num_envs)
+        self.state.episode_lengths = np.zeros(self.hp.num_envs, np.int64)
+
+    def _train(self) -> None:
+        previous_handlers = self._catch_stop_signals()
+        self.last_log_time = time.perf_counter()
+        self.started = time.perf_counter() - self.state.wall_seconds
+        try:
+            if self.options.num_workers:
+                self._train_with_workers()
+            else:
+                self._train_in_process()
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+
+    def _train_in_process(self) -> None:
+        hp, state, agent = self.hp, self.state, self.agent
+        while state.step < hp.train_steps:
+            # The seed paper's loop: act, step, observe, update (here for a vector of environments).
+            actions, extras = agent.act(self.obs)
+            next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+            done = terminated | truncated
+            agent.observe(self.obs, actions, rewards, learning_next_obs(next_obs, done, info), terminated,
+                          truncated, extras)
+            learned = agent.update()
+            self.obs = next_obs
+
+            state.episode_returns += rewards
+            state.episode_lengths += 1
+            ended = [(float(state.episode_returns[i]), int(state.episode_lengths[i])) for i in np.flatnonzero(done)]
+            state.episode_returns[done], state.episode_lengths[done] = 0.0, 0
+            self._after_steps(hp.num_envs, learned, ended)
+
+    def _train_with_workers(self) -> None:
+        """The same observe and update, fed by actor processes' rollouts (rlkube.run.workers)."""
+        hp, state, agent = self.hp, self.state, self.agent
+        rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
+        observation_space = self.eval_envs[0].observation_space
+        pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
+                         agent.policy, self.options.num_workers, self.options.seed + state.step, rollout_steps,
+                         agent.on_policy, self.progress.message)
+        try:
+            for rollout in pool.rollouts_to_learn():
+                steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
+                learned: dict[str, float] = {}
+                for t in range(steps):
+                    agent.observe(*rollout.step(t), rollout.step_extras(t))
+                    learned = agent.update() or learned
+                # On-policy actors wait for a new version after each rollout, so they always get one.
+                changed = learned or agent.on_policy
+                pool.publish(agent.policy.params if changed else None, agent.steps)
+                ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
+                self._after_steps(steps * hp.num_envs, learned, ended)
+                if state.step >= hp.train_steps:
+                    break
+        finally:
+            pool.close()
+
+    def _after_steps(self, count: int, learned: dict[str, float], ended: list[tuple[float, int]]) -> None:
+        """Everything around learning once `count` more environment steps are in: logs, evaluation, checkpoints."""
+        hp, state = self.hp, self.state
+        before, state.step = state.step, state.step + count
+        for episode_return, length in ended:
+            state.episodes += 1
+            state.recent_returns.append(episode_return)
+            self.log.scalars(state.step, {"charts/episodic_return": episode_return, "charts/episodic_length": length})
+        if learned and state.step - state.last_log_step >= hp.log_every:
+            now = time.perf_counter()
+            sps = (state.step - state.last_log_step) / max(now - self.last_log_time, 1e-9)
+            self.log.scalars(state.step, {**learned, **self.agent.scalars(), "charts/SPS": sps})
+            state.last_log_step, self.last_log_time = state.step, now
+            if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
+                self._sync()
+        state.wall_seconds = time.perf_counter() - self.started
+        finished = state.step >= hp.train_steps
+        if multiples_between(before, state.step, hp.eval_every) or finished:
+            self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
+            self._sync()
+        if multiples_between(before, state.step, hp.checkpoint_every) or finished:
+            self._save()
+        if self.stop_signal is not None:
+            self._save()
+            raise StopRequested(self.stop_signal, state.step)
+        self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None)
+
+    def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
+        """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
+        if episodes <= 0:
+            return None
+        state = self.state
+        base = self.options.seed + seed_offset + state.evaluations * episodes
+        # Episodes run side by side on copies of the evaluation env, except when someone watches (--render).
+        batch = 1 if self.viewer else episodes
+        while len(self.eval_envs) < batch:
+            self.eval_envs.append(make_env(self.hp.env))
+        returns, lengths = [], []
+        for first in range(0, episodes, batch):
+            count = min(batch, episodes - first)
+            record = self.options.record_video and first == 0
+            totals, steps, frames = _episodes(self.eval_envs[:count], self.agent,
+                                              [base + index for index in range(first, first + count)], record,
+                                              self.viewer)
+            returns += totals
+            lengths += steps
+            if record:
+                name = f"{kind}-step{state.step}" if kind == "eval" else "test"
+                write_episode(frames, self.copy_dir / "videos" / name)
+        mean, std = float(np.mean(returns)), float(np.std(returns))
+        if kind == "eval":
+            state.evaluations += 1
+            state.last_eval = (mean, std)
+            self.log.metrics({"step": state.step, "wall_seconds": round(state.wall_seconds, 3),
+                              "mean_return": mean, "std_return": std})
+        self.log.scalars(state.step, {f"{kind}/mean_return": mean, f"{kind}/std_return": std,
+                                      f"{kind}/mean_length": float(np.mean(lengths))})
+        self.progress.message(f"{kind} at step {state.step}: return {mean:.2f} ± {std:.2f}")
+        return mean, std
+
+    def _summarise(self, test: tuple[float, float] | None) -> dict[str, Any]:
+        state = self.state
+        summary = {
+            "hparams": self.hp.__class__.__name__, "env": self.hp.env, "seed": self.options.seed,
+            "total_steps": state.step, "episodes": state.episodes,
+            "wall_seconds": round(state.wall_seconds, 3),
+            "sps": round(state.step / state.wall_seconds, 1) if state.wall_seconds else None,
+            "eval_mean_return": state.last_eval[0] if state.last_eval else None,
+            "eval_std_return": state.last_eval[1] if state.last_eval else None,
+            "test_mean_return": test[0] if test else None,
+            "test_std_return": test[1] if test else None,
+        }
+        name = SUMMARY_FILE if self.options.training else TEST_SUMMARY_FILE
+        (self.copy_dir / name).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        checkpoint.save(self.checkpoint_dir, self.state.step, {
+            "agent": self.agent.state_dict(),
+            "loop": self.state,
+            "obs": self.obs,
+            "envs": self._pickled_envs(),
+            "logs": self.log.lengths(),
+        })
+        self._sync()
+
+    def _sync(self) -> None:
+        """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
+        if self.options.remote_dir:
+            self.log.lengths()  # flushes the event file
+            storage.sync_up(self.copy_dir, self.options.remote_dir)
+            self.last_sync = time.monotonic()
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.agent.load_state_dict(saved["agent"])
+        self.state = saved["loop"]
+        self.obs = saved["obs"]
+        if self.envs is None:
+            return  # the actors start new episodes
+        if saved["envs"] is not None:
+            self.envs.close()
+            self.envs = pickle.loads(saved["envs"])
+        else:
+            # Async envs live in their processes and cannot be saved: the resumed run starts new episodes.
+            self.obs, _ = self.envs.reset(seed=self.options.seed + self.state.step)
+            self.state.episode_returns[:] = 0.0
+            self.state.episode_lengths[:] = 0
+
+    def _pickled_envs(self) -> bytes | None:
+        """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""
+        if self.envs is None or isinstance(self.envs, gym.vector.AsyncVectorEnv):
+            return None
+        return pickle.dumps(self.envs)
+
+    def _catch_stop_signals(self) -> dict[int, Any]:
+        def request_stop(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std across copies of each copy's final numbers."""
+    result: dict[str, Any] = {"copies": len(summaries)}
+    for key in ("eval_mean_return", "test_mean_return", "wall_seconds", "sps", "total_steps"):
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        if values:
+            result[key] = {"mean": statistics.fmean(values),
+                           "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+    return result
+
+
+def limit_threads(threads: int) -> None:
+    """Keep parallel copies from fighting over cores: TF would give each one every core."""
+    import tensorflow as tf  # noqa: PLC0415  (imported here so the setting precedes any TF op)
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)

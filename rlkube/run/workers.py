@@ -1,0 +1,293 @@
+"""`--num-workers N`: actor processes that step their own environments while the learner learns.
+
+Each actor runs a pickled copy of the agent's policy (numpy only: actors never import TensorFlow)
+on its own vector of `hp.num_envs` training environments, and sends what happened to the learner
+as a `Rollout` (its observations in the actor's `ObservationSlots`, the rest through a queue). The
+learner feeds rollouts to the very same `agent.observe` / `agent.update` as the in-process loop, one
+environment step at a time, so an hparams set runs unchanged with 0, 1 or N workers. After learning
+from a rollout the learner publishes its policy parameters on a `ParameterBoard` in shared memory;
+actors copy them whenever the version has moved.
+
+- Off-policy agents: actors send chunks of `OFF_POLICY_CHUNK` steps and keep going. The bounded
+  queue throttles them to the learner's pace, so the replay ratio stays the hparams'.
+- On-policy agents: a rollout is `n_steps` steps collected with one policy version; after sending
+  one, an actor waits for a newer version before collecting the next. A rollout is therefore at most
+  N - 1 versions behind the learner when it is learned from (PPO's clipped ratio against the
+  behaviour policy's log-probs corrects for that lag). Rollouts more than `MAX_POLICY_LAG` versions
+  behind are dropped; that only happens around an actor restart.
+- An actor that dies is restarted with the newest parameters and a fresh seed; the run goes on.
+  Rollouts it left in the queue are dropped with its observation slots.
+- Checkpoints hold the learner only. Actors are restarted on resume and begin new episodes, so a
+  worker run resumes exactly as far as learning goes, not bit-for-bit like the in-process loop.
+"""
+
+import ctypes
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlkube.rl.envs import make_vector_env
+from rlkube.rl.policies import Extras, Policy
+
+OFF_POLICY_CHUNK = 32  # vector steps per message from an off-policy actor
+MAX_POLICY_LAG = 8  # on-policy rollouts further behind the learner than this are dropped
+QUEUED_PER_WORKER = 2  # rollouts waiting for the learner, per actor, before actors block
+RESTART_DELAY_S = 1.0
+FAILED_STARTS_ALLOWED = 3  # an actor that dies this often in a row before sending anything is broken
+
+
+@dataclass
+class Rollout:
+    """Consecutive steps of one actor's environments, as the learner's `observe` wants them."""
+
+    worker: int
+    version: int  # the policy version that acted
+    first_env_index: int  # the actor's environments are first_env_index + row
+    obs: np.ndarray | None  # [T + 1, num_envs, ...]: the observations before each step, and after the last
+    actions: np.ndarray  # [T, num_envs, ...]
+    rewards: np.ndarray  # [T, num_envs]
+    terminated: np.ndarray
+    truncated: np.ndarray
+    extras: Extras  # each [T, num_envs, ...]
+    final_obs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (t, row) where an episode ended
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (t, return, length) of ended episodes
+    incarnation: int = -1  # which start of the actor sent it
+    obs_slot: int = -1  # in transit, obs is None and lies in this slot of the actor's ObservationSlots
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def step(self, t: int) -> tuple[np.ndarray, ...]:
+        """The arguments of `agent.observe` for step t: obs, actions, rewards, next_obs, terminated, truncated."""
+        next_obs = self.obs[t + 1]
+        ended = [row for (step, row) in self.final_obs if step == t]
+        if ended:
+            next_obs = next_obs.copy()
+            for row in ended:
+                next_obs[row] = self.final_obs[(t, row)]
+        return self.obs[t], self.actions[t], self.rewards[t], next_obs, self.terminated[t], self.truncated[t]
+
+    def step_extras(self, t: int) -> Extras:
+        rows = len(self.rewards[t])
+        return {**{key: value[t] for key, value in self.extras.items()},
+                "env_index": np.arange(self.first_env_index, self.first_env_index + rows)}
+
+
+class ParameterBoard:
+    """The learner's newest policy parameters in shared memory, with a version number and its step count."""
+
+    def __init__(self, params: list[np.ndarray], context: Any) -> None:
+        self.shapes = [p.shape for p in params]
+        self.sizes = [int(p.size) for p in params]
+        self.buffer = context.RawArray("f", sum(self.sizes))
+        self.version = context.RawValue("q", 0)
+        self.learner_step = context.RawValue("q", 0)
+        self.lock = context.Lock()
+        self.publish(params, 0)
+
+    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
+        """New parameters (None: unchanged, which spares copying megabytes of a CNN) and the step count."""
+        if params is None:
+            self.learner_step.value = learner_step
+            return
+        flat = np.frombuffer(self.buffer, np.float32)
+        with self.lock:
+            np.concatenate([p.ravel() for p in params], out=flat)
+            self.version.value += 1
+            self.learner_step.value = learner_step
+
+    def fetch_newer(self, known_version: int) -> tuple[int, list[np.ndarray], int] | None:
+        """(version, params, learner step) if the board moved past `known_version`, else None."""
+        if self.version.value == known_version:
+            return None
+        with self.lock:
+            flat = np.frombuffer(self.buffer, np.float32).copy()
+            version, step = self.version.value, self.learner_step.value
+        offsets = np.cumsum([0, *self.sizes])
+        params = [flat[a:b].reshape(shape) for a, b, shape in zip(offsets[:-1], offsets[1:], self.shapes, strict=True)]
+        return version, params, step
+
+
+class ObservationSlots:
+    """Shared memory that one actor writes its rollouts' observations into, a few rollouts' worth.
+
+    Pickled through the queue's pipe, 64 KB at a time, Atari observations cost the learner more
+    system time than everything else it does for a step. Instead the actor writes them into a free
+    slot, sends the slot's number, and the learner copies them out and frees the slot.
+    """
+
+    def __init__(self, context: Any, count: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.buffers = [context.RawArray(ctypes.c_ubyte, math.prod(shape) * self.dtype.itemsize)
+                        for _ in range(count)]
+        self.free = context.RawArray(ctypes.c_bool, [True] * count)  # each flag flips between the two sides
+
+    def view(self, slot: int) -> np.ndarray:
+        return np.frombuffer(self.buffers[slot], self.dtype).reshape(self.shape)
+
+    def send(self, rollout: Rollout, learner_alive: Callable[[], bool]) -> bool:
+        """Move rollout.obs into a free slot (waiting for one); False if the learner died meanwhile."""
+        while learner_alive():
+            slot = next((slot for slot, free in enumerate(self.free) if free), None)
+            if slot is not None:
+                self.free[slot] = False
+                self.view(slot)[:] = rollout.obs
+                rollout.obs, rollout.obs_slot = None, slot
+                return True
+            time.sleep(0.001)
+        return False
+
+    def receive(self, rollout: Rollout) -> None:
+        """Put the observations back into `rollout` and free their slot."""
+        rollout.obs = self.view(rollout.obs_slot).copy()
+        self.free[rollout.obs_slot] = True
+
+
+def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: Policy, board: ParameterBoard,
+           slots: ObservationSlots, incarnation: int, rollouts: Any, seed: int, rollout_steps: int, on_policy: bool,
+           parent_pid: int) -> None:
+    """One actor process's life: act, step, and send, until the learner is gone or stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle; it stops us
+    envs = make_vector_env(env_name, num_envs, vector_mode)
+    obs, _ = envs.reset(seed=seed)
+    policy.seed(seed)
+    version = 0
+    returns, lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
+
+    def learner_alive() -> bool:
+        return os.getppid() == parent_pid
+
+    while learner_alive():
+        newer = board.fetch_newer(version)
+        if newer is None and on_policy and version > 0:
+            time.sleep(0.001)  # on-policy: wait for the learner to learn from our last rollout
+            continue
+        if newer is not None:
+            version, policy.params, _ = newer
+        rollout = _collect(envs, policy, obs, rollout_steps, board.learner_step.value, returns, lengths)
+        rollout.worker, rollout.version, rollout.first_env_index = index, version, index * num_envs
+        rollout.incarnation = incarnation
+        obs = rollout.obs[-1].copy()
+        if not slots.send(rollout, learner_alive):
+            return
+        while learner_alive():
+            try:
+                rollouts.put(rollout, timeout=1.0)
+                break
+            except queue.Full:
+                continue
+
+
+def _collect(envs: Any, policy: Policy, obs: np.ndarray, steps: int, learner_step: int, returns: np.ndarray,
+             lengths: np.ndarray) -> Rollout:
+    observations, actions, rewards, terminated, truncated, extras = [obs], [], [], [], [], []
+    final_obs, episodes = {}, []
+    for t in range(steps):
+        action, extra = policy.act(obs, True, learner_step)
+        obs, reward, term, trunc, info = envs.step(action)
+        done = term | trunc
+        policy.episodes_ended(done)
+        returns += reward
+        lengths += 1
+        for row in np.flatnonzero(done):
+            final_obs[(t, int(row))] = info["final_obs"][row]
+            episodes.append((t, float(returns[row]), int(lengths[row])))
+            returns[row], lengths[row] = 0.0, 0
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terminated.append(term)
+        truncated.append(trunc)
+        extras.append(extra)
+    stacked_extras = {key: np.stack([e[key] for e in extras]) for key in extras[0]} if extras[0] else {}
+    return Rollout(-1, -1, -1, np.stack(observations), np.stack(actions), np.stack(rewards).astype(np.float32),
+                   np.stack(terminated), np.stack(truncated), stacked_extras, final_obs, episodes)
+
+
+class ActorPool:
+    """N actor processes, restarted when they die, and the queue their rollouts arrive on."""
+
+    def __init__(self, env_name: str, num_envs: int, vector_mode: str, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 policy: Policy, num_workers: int, seed: int, rollout_steps: int, on_policy: bool,
+                 on_message: Any = print) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.args = (env_name, num_envs, vector_mode)
+        self.policy = policy
+        self.seed = seed
+        self.rollout_steps = rollout_steps
+        self.on_policy = on_policy
+        self.on_message = on_message
+        self.board = ParameterBoard(policy.params, self.context)
+        self.rollouts = self.context.Queue(maxsize=QUEUED_PER_WORKER * num_workers)
+        # Its share of the queue, and one more being written: an actor that is further ahead waits.
+        self.slots_per_actor = QUEUED_PER_WORKER + 1
+        self.slots_shape = (rollout_steps + 1, num_envs, *obs_shape)
+        self.obs_dtype = obs_dtype
+        self.slots: dict[int, ObservationSlots] = {}  # by incarnation: the living actors' starts
+        self.incarnations: dict[int, int] = {}  # actor index -> its current incarnation
+        self.starts = 0
+        self.failed_starts = [0] * num_workers  # deaths in a row without a rollout in between
+        self.processes = [self._start(index) for index in range(num_workers)]
+
+    def _start(self, index: int) -> Any:
+        # Every start, restarts included, gets its own seed: a restarted actor must not replay its episodes.
+        incarnation = self.starts
+        seed = self.seed + 10_007 * (incarnation + 1)
+        self.starts += 1
+        self.slots[incarnation] = ObservationSlots(self.context, self.slots_per_actor, self.slots_shape,
+                                                   self.obs_dtype)
+        process = self.context.Process(
+            target=_actor, name=f"rlkube-actor-{index}", daemon=True,
+            args=(index, *self.args, self.policy, self.board, self.slots[incarnation], incarnation, self.rollouts,
+                  seed, self.rollout_steps, self.on_policy, os.getpid()))
+        self.incarnations[index] = incarnation
+        process.start()
+        return process
+
+    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
+        self.board.publish(params, learner_step)
+
+    def rollouts_to_learn(self) -> Iterator[Rollout]:
+        """Rollouts as they arrive, without those too far behind the learner; restarts dead actors meanwhile."""
+        while True:
+            try:
+                rollout = self.rollouts.get(timeout=RESTART_DELAY_S)
+            except queue.Empty:
+                self._restart_dead()
+                continue
+            if rollout.incarnation not in self.slots:
+                continue  # sent by an actor that has died since: its slots went with it
+            self.slots[rollout.incarnation].receive(rollout)
+            self.failed_starts[rollout.worker] = 0
+            self._restart_dead()
+            if self.on_policy and self.board.version.value - rollout.version > MAX_POLICY_LAG:
+                continue
+            yield rollout
+
+    def _restart_dead(self) -> None:
+        for index, process in enumerate(self.processes):
+            if process.exitcode is not None:
+                self.failed_starts[index] += 1
+                if self.failed_starts[index] > FAILED_STARTS_ALLOWED:
+                    raise RuntimeError(f"actor {index} keeps dying before it sends anything (exit code "
+                                       f"{process.exitcode}); see its traceback above")
+                self.on_message(f"actor {index} exited with code {process.exitcode}; restarting it")
+                del self.slots[self.incarnations[index]]
+                self.processes[index] = self._start(index)
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout=5)
+        self.rollouts.close()
+        self.rollouts.join_thread()
