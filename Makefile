@@ -38,4 +38,5 @@ test: lint testtools
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
+	$(BIN)/python benchmarks/speed_budgets.py
 	$(BIN)/python benchmarks/dqn_cartpole.py

@@ -62,7 +62,7 @@ def vector_steps_per_second(mode: str) -> float:
 def cnn_forward_ms(agent: object, batch: int) -> float:
     obs = np.random.default_rng(0).integers(0, 256, (batch, 84, 84, 4), dtype=np.uint8)
     network, params = agent.network, agent.policy.params
-    return 1e3 / per_second(lambda: network.forward(params, obs, None, NumpyOps), seconds=2.0)
+    return 1e3 / per_second(lambda: network.forward(params, obs, NumpyOps), seconds=2.0)
 
 
 def gradient_step_ms(agent: object) -> dict[str, float]:

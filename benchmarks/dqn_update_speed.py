@@ -43,11 +43,10 @@ def main() -> None:
     eager = per_second(lambda: agent._learn(*eager_args), 20)
 
     single = obs[None].astype(np.float32)
-    forward_tf = tf.function(lambda x: agent.network.forward(agent.online, x, None, TFOps))
+    forward_tf = tf.function(lambda x: agent.network.forward(agent.online, x, TFOps))
     tf_act_us = 1e6 / per_second(lambda: forward_tf(single).numpy(), 2_000)
     numpy_act_us = 1e6 / per_second(lambda: agent.act(single, explore=False), 20_000)
-    numpy_forward_us = 1e6 / per_second(lambda: agent.network.forward(agent.policy.params, single, None, NumpyOps),
-                                        20_000)
+    numpy_forward_us = 1e6 / per_second(lambda: agent.network.forward(agent.policy.params, single, NumpyOps), 20_000)
     env.reset(seed=0)
     env_step_us = 1e6 / per_second(lambda: env.step(0) if not env.step(1)[2] else env.reset(), 20_000) / 2
 

@@ -1,5 +1,7 @@
 """Shared helpers: run the real `rlkube` command in a subprocess, read TensorBoard event files."""
 
+import contextlib
+import importlib.metadata
 import os
 import re
 import shutil
@@ -12,6 +14,22 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _tensorflow_version() -> str:
+    for name in ("tensorflow-cpu", "tensorflow"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(name)
+    return "none"
+
+
+# XLA's persistent compilation cache, shared by every process the tests start: dozens of short runs compile the
+# same learners (about 3 s each here), and a warm suite loads them instead. Honest: XLA keys each entry by the
+# fingerprint of the program it compiles, so a test runs exactly the code it would have compiled. Keyed by
+# TensorFlow's version besides; set before anything imports TensorFlow (it reads TF_XLA_FLAGS once).
+XLA_CACHE = Path.home() / ".cache" / "rlkube" / f"xla-tf{_tensorflow_version()}"
+XLA_CACHE.mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={XLA_CACHE}")
 
 
 def rlkube_command(*args: str) -> list[str]:

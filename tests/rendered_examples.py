@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rlkube.launch.clusters import ClusterProfile, load_profiles, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects, to_yaml
-from rlkube.launch.spec import ExperimentSpec, Provenance, TrainFlags, build_spec
+from rlkube.launch.spec import ExperimentSpec, Provenance, build_spec
+from rlkube.run.options import TrainOptions
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 EXAMPLES_DIR = MANIFESTS / "examples"
@@ -41,7 +42,7 @@ def example_profiles() -> dict[str, ClusterProfile]:
 
 def example_spec(profile: ClusterProfile) -> ExperimentSpec:
     copies = 2 if profile.tpu_slice and profile.tpu_slice.hosts > 1 else 5
-    return build_spec(profile, TrainFlags("dqn_cartpole", overrides="lr=0.001", seed=0), copies,
+    return build_spec(profile, TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=0), copies,
                       name=f"example-{profile.name}", image=f"registry.example/rlkube:{profile.name}",
                       provenance=PROVENANCE)
 

@@ -144,11 +144,11 @@ def test_nature_cnn_q_values_agree_on_numpy_and_tensorflow(noisy: bool) -> None:
     rng = np.random.default_rng(1)
     obs = rng.integers(0, 256, (5, *FRAMES), dtype=np.uint8)
     noise = network.noise_numpy(rng)
-    on_numpy = network.forward(params, obs, noise, NumpyOps)
-    tf_params = [tf.constant(p) for p in params]
+    on_numpy = network.forward(params, obs, NumpyOps, noise=noise)
+    tf_params = tf.nest.map_structure(tf.constant, params)
     tf_noise = tf.nest.map_structure(tf.constant, noise) if noisy else None
-    compiled = tf.function(lambda o: network.forward(tf_params, o, tf_noise, TFOps), jit_compile=True)
-    for on_tf in (network.forward(tf_params, tf.constant(obs), tf_noise, TFOps), compiled(tf.constant(obs))):
+    compiled = tf.function(lambda o: network.forward(tf_params, o, TFOps, noise=tf_noise), jit_compile=True)
+    for on_tf in (network.forward(tf_params, tf.constant(obs), TFOps, noise=tf_noise), compiled(tf.constant(obs))):
         np.testing.assert_allclose(on_numpy, on_tf.numpy(), rtol=1e-4, atol=1e-6)
     assert on_numpy.shape == (5, 6)
     assert np.ptp(on_numpy, axis=0).max() > 0, "different frames must give different Q-values"

@@ -1,11 +1,16 @@
 """The `rlkube` command: bad input gets one clear line and exit 2; nothing is left behind."""
 
+import dataclasses
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
+import click
 import pytest
 
+from rlkube.cli.main import cli
+from rlkube.run.options import TrainOptions
 from tests.conftest import run_rlkube
 
 
@@ -26,7 +31,8 @@ def test_commands_that_do_not_train_never_import_tensorflow(args: list[str]) -> 
     assert no_tensorflow_after(*args)
 
 
-# The paths live under each test's tmp_path, so cases name them: {run} a fresh run directory, {file} a plain file.
+# The paths live under each test's tmp_path, so cases name them: {run} a fresh run directory, {file} a plain file,
+# {copies} a copies table whose copy 1 has a misspelt override.
 BAD_INPUTS = [
     pytest.param(["--hparams", "dqn_cartpol", "--output-dir", "{run}"],
                  "unknown hparams set 'dqn_cartpol'; did you mean", id="unknown-hparams-set"),
@@ -50,6 +56,15 @@ BAD_INPUTS = [
     pytest.param(["--hparams", "dqn_cartpole", "--env", "Pendulum-v1", "--output-dir", "{run}"],
                  "agent 'dqn' needs a Discrete action space, but env 'Pendulum-v1' has Box",
                  id="env-with-the-wrong-action-space"),
+    pytest.param(["--hparams", "dqn_cartpole", "--copies-file", "{file}", "--output-dir", "{run}"],
+                 "--copies-file {file}: not JSON", id="copies-file-not-json"),
+    pytest.param(["--hparams", "dqn_cartpole", "--copies-file", "{copies}", "--output-dir", "{run}"],
+                 "copy 1: unknown hparam 'lrr'; did you mean lr?", id="copy-with-an-unknown-hparam"),
+    pytest.param(["--hparams", "dqn_cartpole", "--copies-file", "{copies}", "--copy-index", "2", "--output-dir",
+                  "{run}"], "--copy-index 2 is not in --copies-file {copies}, which has copies 0..1",
+                 id="copy-index-beyond-the-copies-file"),
+    pytest.param(["--hparams", "dqn_cartpole", "--copies-file", "{copies}", "--copies", "2", "--output-dir", "{run}"],
+                 "says how many copies there are; leave out --copies", id="copies-file-and-copies"),
 ]
 
 
@@ -57,7 +72,11 @@ BAD_INPUTS = [
 def test_bad_input_gets_one_clear_line_and_leaves_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    args = [arg.format(run=tmp_path / "run", file=a_file) for arg in args]
+    copies = tmp_path / "copies.json"
+    copies.write_text('[{"index": 0, "seed": 3}, {"index": 1, "seed": 4, "overrides": "lrr=1"}]')
+    paths = {"run": tmp_path / "run", "file": a_file, "copies": copies}
+    args = [arg.format(**paths) for arg in args]
+    message = message.format(**paths)
     before = sorted(tmp_path.iterdir())
     result = run_rlkube("train", *args, env={"DISPLAY": "", "WAYLAND_DISPLAY": ""})
     assert result.returncode == 2, result.stderr
@@ -85,3 +104,47 @@ def test_a_multi_host_tpu_slice_is_refused_naming_the_single_host_types(
     assert "is a slice of" in result.stderr
     assert "use a single-host type: v4-8, v5p-8, v5litepod-1, v5litepod-4, v5litepod-8" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def sample_value(option: dataclasses.Field) -> object:
+    """A value of the option's type other than its default, as a user could give it."""
+    kind = typing.get_type_hints(TrainOptions)[option.name]
+    if kind is bool:
+        return not option.default
+    if int in typing.get_args(kind) or kind is int:
+        return 7
+    return f"{option.name}-value"
+
+
+def parsed_train_options(command: click.Command, args: list[str]) -> TrainOptions:
+    """The TrainOptions that `command` gives its callback for these arguments."""
+    context = command.make_context(command.name, args)
+    return TrainOptions.from_click(dict(context.params))
+
+
+@pytest.mark.parametrize("command", ["train", "submit", "render"])
+def test_every_train_option_is_a_flag_of_the_commands_that_share_them(command: str) -> None:
+    declared = {param.name: param for param in cli.commands[command].params}
+    for option in dataclasses.fields(TrainOptions):
+        assert option.name in declared, f"{command} lacks {option.metadata['flag']}"
+        assert option.metadata["flag"] in declared[option.name].opts
+        assert declared[option.name].help == option.metadata["help"]
+
+
+@pytest.mark.parametrize(("command", "own_args"), [("train", ["--output-dir", "run"]), ("submit", []),
+                                                   ("render", [])])
+def test_train_options_come_back_from_their_args_through_each_command(command: str, own_args: list[str]) -> None:
+    given = TrainOptions(**{option.name: sample_value(option) for option in dataclasses.fields(TrainOptions)})
+    assert parsed_train_options(cli.commands[command], [*given.args(), *own_args]) == given
+    assert parsed_train_options(cli.commands[command], [*TrainOptions("dqn_cartpole").args(), *own_args]) == \
+        TrainOptions("dqn_cartpole")
+
+
+def test_every_train_option_that_is_set_appears_in_the_args() -> None:
+    for option in dataclasses.fields(TrainOptions):
+        value = sample_value(option)
+        options = TrainOptions(**{"hparams": "dqn_cartpole", option.name: value})
+        args = options.args()
+        assert option.metadata["flag"] in args
+        if not isinstance(value, bool):
+            assert args[args.index(option.metadata["flag"]) + 1] == str(value)

@@ -16,9 +16,10 @@ from rlkube.rl.agents import make_agent
 from rlkube.rl.agents.compiled import hidden_dtype
 from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.distributions import SquashedGaussian
 from rlkube.rl.hparams import get_hparams
 from rlkube.rl.networks import NumpyOps
-from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise, squashed_gaussian_log_prob
+from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise
 
 SMALL = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
 PENDULUM_SETS = ["ddpg_pendulum", "td3_pendulum", "sac_pendulum"]
@@ -58,8 +59,8 @@ def test_squashed_gaussian_log_prob_matches_the_change_of_variables_on_numpy_and
     std = np.exp(log_std)
     expected = (-0.5 * ((pre_tanh - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi))
                 - np.log(1.0 - np.tanh(pre_tanh) ** 2)).sum(axis=-1)
-    on_numpy = squashed_gaussian_log_prob(noise, log_std, pre_tanh, NumpyOps)
-    on_tf = squashed_gaussian_log_prob(*(tf.constant(x, tf.float32) for x in (noise, log_std, pre_tanh)), TFOps)
+    on_numpy = SquashedGaussian.log_prob(noise, log_std, pre_tanh, NumpyOps)
+    on_tf = SquashedGaussian.log_prob(*(tf.constant(x, tf.float32) for x in (noise, log_std, pre_tanh)), TFOps)
     np.testing.assert_allclose(on_numpy, expected, rtol=1e-9)
     np.testing.assert_allclose(on_tf.numpy(), expected, rtol=1e-4, atol=1e-4)
 
@@ -69,8 +70,8 @@ def test_squashed_gaussian_density_integrates_to_one_and_matches_samples() -> No
     actions = np.linspace(-1.0, 1.0, 200_001)[1:-1]
     pre_tanh = np.arctanh(actions)
     noise = (pre_tanh - mean) / math.exp(log_std)
-    density = np.exp(squashed_gaussian_log_prob(noise[:, None], np.full((len(actions), 1), log_std),
-                                                pre_tanh[:, None], NumpyOps))
+    density = np.exp(SquashedGaussian.log_prob(noise[:, None], np.full((len(actions), 1), log_std),
+                                               pre_tanh[:, None], NumpyOps))
     step = actions[1] - actions[0]
     assert density.sum() * step == pytest.approx(1.0, abs=1e-3)
     samples = np.tanh(mean + math.exp(log_std) * np.random.default_rng(1).standard_normal(400_000))
@@ -79,7 +80,7 @@ def test_squashed_gaussian_density_integrates_to_one_and_matches_samples() -> No
 
 def test_squashed_gaussian_log_prob_stays_finite_where_tanh_saturates() -> None:
     pre_tanh = np.array([[30.0], [-30.0]], np.float32)
-    log_prob = squashed_gaussian_log_prob(np.zeros_like(pre_tanh), np.zeros_like(pre_tanh), pre_tanh, NumpyOps)
+    log_prob = SquashedGaussian.log_prob(np.zeros_like(pre_tanh), np.zeros_like(pre_tanh), pre_tanh, NumpyOps)
     # log(1 - tanh(u)^2) ~ log 4 - 2|u| for large |u|; the naive formula gives log(0) here.
     expected = -0.5 * math.log(2 * math.pi) - (math.log(4.0) - 60.0)
     np.testing.assert_allclose(log_prob, [expected, expected], rtol=1e-5)

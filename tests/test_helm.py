@@ -15,7 +15,8 @@ import yaml
 
 from rlkube.launch.clusters import Accelerator, ClusterProfile, with_accelerator
 from rlkube.launch.render import helm_values, render_values, values_to_yaml
-from rlkube.launch.spec import ExperimentSpec, Provenance, TrainFlags, build_spec
+from rlkube.launch.spec import ExperimentSpec, Provenance, build_spec
+from rlkube.run.options import CopyPlan, TrainOptions
 from tests.rendered_examples import PROVENANCE, example_profiles, example_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,9 +63,9 @@ def test_chart_renders_the_same_objects_as_render_py_for_every_example(helm: str
     assert_chart_renders_like_python(helm, helm_values(example_spec(profile), profile), tmp_path)
 
 
-def _spec(profile: ClusterProfile, copies: int = 3, name: str | None = None, provenance: Provenance = PROVENANCE,
-          train: TrainFlags | None = None) -> ExperimentSpec:
-    return build_spec(profile, train or TrainFlags("dqn_cartpole", seed=7), copies,
+def _spec(profile: ClusterProfile, copies: int | list[CopyPlan] = 3, name: str | None = None,
+          provenance: Provenance = PROVENANCE, train: TrainOptions | None = None) -> ExperimentSpec:
+    return build_spec(profile, train or TrainOptions("dqn_cartpole", seed=7), copies,
                       name=name or f"variant-{profile.name}", image=f"registry.example/rlkube:{profile.name}",
                       provenance=provenance)
 
@@ -91,7 +92,7 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
         provenance = Provenance(git_commit=None, git_dirty=True, rlkube_version="x",
                                 submit_command="rlkube submit --hparam-override 'lr=1e-3,gamma=0.9' # é ✓ \"q\" <&>",
                                 created="2026-02-03T04:05:06+00:00")
-        train = TrainFlags("dqn_cartpole", overrides="lr=1e-3,gamma=0.9", train_steps=1000, eval_episodes=0,
+        train = TrainOptions("dqn_cartpole", overrides="lr=1e-3,gamma=0.9", train_steps=1000, eval_episodes=0,
                            record_video=True)
         return _spec(kube, name="123", provenance=provenance, train=train), kube
 
@@ -125,6 +126,14 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
             env_from_secrets=["minio-credentials", "more.settings"])
         return _spec(profile), profile
 
+    def copies_with_their_own_seeds_and_overrides() -> tuple[ExperimentSpec, ClusterProfile]:
+        copies = [CopyPlan(0, 11, "gamma=0.9"), CopyPlan(1, 5), CopyPlan(2, 40, "lr=0.002,hidden_sizes=64;64")]
+        return _spec(kube, copies=copies, name="planned"), kube
+
+    def multihost_copies_with_their_own_seeds() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="planned-slices")
+        return _spec(profile, copies=[CopyPlan(0, 100, "lr=0.01"), CopyPlan(1, 7)]), profile
+
     def keep_finished_jobs() -> tuple[ExperimentSpec, ClusterProfile]:
         profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="keep",
                                       active_deadline_seconds=1, ttl_seconds_after_finished=None)
@@ -133,6 +142,7 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
     return {f.__name__: f for f in (kube_extras, no_resources_one_copy, dirty_tree_and_odd_strings, gke_gpu_spot,
                                     generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
                                     eks_karpenter_on_demand_cpu, s3_compatible_no_deadline_ttl_zero,
+                                    copies_with_their_own_seeds_and_overrides, multihost_copies_with_their_own_seeds,
                                     keep_finished_jobs)}
 
 

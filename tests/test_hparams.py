@@ -1,10 +1,12 @@
 """Named sets, typed overrides and the registries' unknown-name errors."""
 
+import dataclasses
+
 import pytest
 
 from rlkube.errors import UserError
 from rlkube.rl.envs import check_env_name
-from rlkube.rl.hparams import from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
+from rlkube.rl.hparams import changed_hparams, from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
 from rlkube.rl.replay import memory_registry
 
 DQN_FAMILY = ["dqn_cartpole", "double_dqn_cartpole", "dueling_dqn_cartpole", "noisy_dqn_cartpole",
@@ -82,3 +84,25 @@ def test_parse_overrides_splits_pairs_and_trims() -> None:
 def test_unknown_names_suggest_close_matches(lookup, name: str, suggestion: str) -> None:
     with pytest.raises(UserError, match=f"unknown .*'{name}'; did you mean .*{suggestion}"):
         lookup(name)
+
+
+@pytest.mark.parametrize("name", sorted(hparams_registry.names()))
+def test_every_set_may_change_its_learning_rate_on_resume_and_names_only_its_own_fields(name: str) -> None:
+    hp = get_hparams(name)
+    assert "lr" in hp.mutable_on_resume()
+    assert hp.mutable_on_resume() <= {f.name for f in dataclasses.fields(hp)}
+
+
+def test_sacs_mutable_temperature_is_the_one_it_uses() -> None:
+    learned = get_hparams("sac_pendulum")
+    fixed = get_hparams("sac_pendulum", "auto_entropy=false")
+    assert {"target_entropy"} == learned.mutable_on_resume() - fixed.mutable_on_resume()
+    assert {"init_ent_coef"} == fixed.mutable_on_resume() - learned.mutable_on_resume()
+
+
+def test_changed_hparams_gives_each_difference_in_saved_form() -> None:
+    saved = get_hparams("dqn_cartpole")
+    assert changed_hparams(saved, dataclasses.replace(saved, lr=0.01, hidden_sizes=(64, 64))) == {
+        "lr": (0.0023, 0.01), "hidden_sizes": ([256, 256], [64, 64])}
+    assert changed_hparams(saved, saved) == {}
+    assert changed_hparams(saved, get_hparams("ppo_cartpole"))["_type"] == ("DQNHParams", "PPOHParams")

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube import storage
+from rlkube.rundir import layout
+from rlkube.storage import filesystems
 from tests.conftest import rlkube_command, run_rlkube
 from tests.storage_servers import gcs_server, s3_server
 
@@ -39,7 +40,7 @@ def bucket(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
 
 
 def remote_files(url: str) -> list[str]:
-    fs, root = storage.open_filesystem(url)
+    fs, root = filesystems.open_filesystem(url)
     return sorted(path[len(root):].lstrip("/") for path in fs.find(root))
 
 
@@ -50,7 +51,7 @@ def remote_checkpoints(url: str) -> list[int]:
 def complete_remote_checkpoints(url: str) -> list[int]:
     """Checkpoints whose COMPLETE marker is in the bucket: the ones a fresh machine may resume from."""
     return sorted(int(m.group(1)) for f in remote_files(url)
-                  if (m := re.search(rf"ckpt-(\d+)/{storage.COMPLETE_MARKER}$", f)))
+                  if (m := re.search(rf"ckpt-(\d+)/{layout.COMPLETE_MARKER}$", f)))
 
 
 def test_a_run_in_a_bucket_ends_with_its_whole_directory_there(bucket: str) -> None:
@@ -84,8 +85,8 @@ def test_sigkill_then_a_fresh_machine_resumes_from_the_bucket(bucket: str, tmp_p
     assert resumed.returncode == 0, resumed.stderr
     step = int(re.search(r"resumed from .* at step (\d+)", resumed.stderr).group(1))
     assert step >= synced  # lost at most one checkpoint interval
-    summary = json.loads(storage.open_filesystem(f"{remote}/copy-0/summary.json")[0].cat_file(
-        storage.open_filesystem(f"{remote}/copy-0/summary.json")[1]))
+    summary = json.loads(filesystems.open_filesystem(f"{remote}/copy-0/summary.json")[0].cat_file(
+        filesystems.open_filesystem(f"{remote}/copy-0/summary.json")[1]))
     assert summary["total_steps"] == 4000
 
 

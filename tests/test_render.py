@@ -1,14 +1,18 @@
 """Rendering is a pure function of spec and profile, checked field by field and against golden files."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile, quantity_bytes, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects
-from rlkube.launch.spec import TrainFlags, build_spec, check_name
+from rlkube.launch.spec import ExperimentSpec, build_spec, check_name
 from rlkube.launch.tpu import resolve
+from rlkube.run.options import CopyPlan, TrainOptions, read_copies
 from tests.rendered_examples import (
     EXAMPLES_DIR,
     TENSORBOARD_FILE,
@@ -207,7 +211,7 @@ def test_bad_experiment_names_are_refused(name: str) -> None:
 
 def test_spec_checks_hparams_before_rendering() -> None:
     with pytest.raises(UserError, match="unknown hparams set"):
-        build_spec(get_profile("kube"), TrainFlags("dqn_pongg"), 1)
+        build_spec(get_profile("kube"), TrainOptions("dqn_pongg"), 1)
     with pytest.raises(UserError, match="unknown TPU type"):
         with_accelerator(get_profile("gke-tpu"), "v9-8").tpu_slice  # noqa: B018
 
@@ -230,3 +234,49 @@ def test_profile_labels_reach_every_object_but_cannot_replace_rlkubes() -> None:
         assert obj["metadata"]["labels"]["rlkube.io/experiment"] == "example-kube"
     job = render(example_spec(profile), profile)[-1]
     assert job["spec"]["template"]["metadata"]["labels"]["team"] == "rl"
+
+
+PLANNED = [CopyPlan(0, 11, "gamma=0.9"), CopyPlan(1, 5), CopyPlan(2, 40, "lr=0.002,batch_size=32")]
+
+
+def test_a_spec_carries_each_copys_seed_and_overrides_to_its_pods(tmp_path: Path) -> None:
+    profile = get_profile("kube")
+    spec = build_spec(profile, TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=3), PLANNED, name="planned")
+    config_map, job = render(spec, profile)[1:]
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    args = pod_spec(job)["containers"][0]["args"]
+    assert args[args.index("--copies-file") + 1] == "/etc/rlkube/copies.json"
+    (tmp_path / "copies.json").write_text(config_map["data"]["copies.json"])
+    assert read_copies(tmp_path / "copies.json") == PLANNED
+    # The experiment's own hparams and spec stay as they were; the copies' live in their own file.
+    assert yaml.safe_load(config_map["data"]["hparams.yaml"])["lr"] == 0.001
+    assert "copies" not in json.loads(config_map["data"]["spec.json"])
+
+
+def test_by_default_copy_i_gets_seed_plus_i() -> None:
+    spec = build_spec(get_profile("kube"), TrainOptions("dqn_cartpole", seed=7), 3)
+    assert spec.copies == [CopyPlan(0, 7), CopyPlan(1, 8), CopyPlan(2, 9)]
+
+
+def test_a_spec_round_trips_through_its_dict_and_json() -> None:
+    train = TrainOptions("dqn_cartpole", overrides="lr=0.001", env="CartPole-v1", train_steps=500, eval_episodes=2,
+                         test_episodes=0, seed=3, record_video=True, num_workers=2)
+    spec = build_spec(get_profile("kube"), train, PLANNED, name="round-trip")
+    assert ExperimentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_record_from_before_copies_had_their_own_seeds_still_reads() -> None:
+    spec = build_spec(get_profile("kube"), TrainOptions("dqn_cartpole", seed=4), 2, name="older")
+    older = {**spec.to_dict(), "copies": 2}  # how the store recorded copies then: a count, copy i at seed+i
+    assert ExperimentSpec.from_dict(older) == spec
+
+
+@pytest.mark.parametrize(("copies", "message"), [
+    ([CopyPlan(1, 0), CopyPlan(0, 1)], r"numbered 0, 1, 2, … in order, and these are \[1, 0\]"),
+    ([], "needs at least one copy"),
+    ([CopyPlan(0, 0), CopyPlan(1, 1, "lrr=1")], "copy 1: unknown hparam 'lrr'; did you mean lr?"),
+    ([CopyPlan(0, 0, "env=CartPole-v9")], "copy 0: unknown env 'CartPole-v9'"),
+])
+def test_a_spec_refuses_copies_it_cannot_run(copies: list[CopyPlan], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        build_spec(get_profile("kube"), TrainOptions("dqn_cartpole"), copies)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.rundir import checkpoint
+from rlkube.storage import filesystems, sync
 from tests.storage_servers import StorageServer, gcs_server, s3_server
 
 EVENTS = "events.out.tfevents.1700000000.pod-0.1.0"
@@ -69,12 +69,12 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def remote_tree(url: str) -> dict[str, bytes]:
-    fs, root = storage.open_filesystem(url)
+    fs, root = filesystems.open_filesystem(url)
     return {path[len(root) + 1:]: fs.cat_file(path) for path in sorted(fs.find(root))}
 
 
 def write_remote(url: str, rel: str, data: bytes) -> None:
-    fs, root = storage.open_filesystem(url)
+    fs, root = filesystems.open_filesystem(url)
     fs.pipe_file(f"{root}/{rel}", data)
 
 
@@ -85,18 +85,18 @@ def expected_remote(directory: Path) -> set[str]:
 
 def test_sync_up_then_down_round_trips_a_copy_directory(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
-    up = storage.sync_up(copy, remote)
+    up = sync.sync_up(copy, remote)
     uploaded = remote_tree(remote)
     assert set(uploaded) == expected_remote(copy)
     assert not any(".tmp-" in rel for rel in uploaded)
     assert json.loads(uploaded["checkpoints/ckpt-100/COMPLETE"])["files"] == {
         "state.pkl": (copy / "checkpoints/ckpt-100/state.pkl").stat().st_size}
     run_files = {rel: data for rel, data in tree(copy).items() if ".tmp-" not in rel}
-    assert up.files_uploaded == len(run_files) + 1  # and the marker
+    assert up.files_uploaded == len(run_files)  # the checkpoint's local marker among them
     assert up.bytes_uploaded == sum(map(len, run_files.values()))
 
     mirror = tmp_path / "mirror" / "copy-0"
-    down = storage.sync_down(remote, mirror)
+    down = sync.sync_down(remote, mirror)
     assert tree(mirror) == run_files
     assert (down.files_downloaded, down.bytes_downloaded) == (len(run_files), sum(map(len, run_files.values())))
     assert checkpoint.latest(mirror / "checkpoints") == mirror / "checkpoints" / "ckpt-100"
@@ -104,12 +104,12 @@ def test_sync_up_then_down_round_trips_a_copy_directory(remote: str, tmp_path: P
 
 
 def test_a_big_checkpoint_round_trips(remote: str, tmp_path: Path) -> None:
-    """Above 5 MiB gcsfs uploads in a resumable session; above storage.SMALL_FILE downloads stream to disk."""
+    """Above 5 MiB gcsfs uploads in a resumable session; above sync.SMALL_FILE downloads stream to disk."""
     copy = make_copy(tmp_path / "copy-0")
-    checkpoint.save(copy / "checkpoints", 200, {"replay": os.urandom(storage.SMALL_FILE + 2**20)})
-    storage.sync_up(copy, remote)
+    checkpoint.save(copy / "checkpoints", 200, {"replay": os.urandom(sync.SMALL_FILE + 2**20)})
+    sync.sync_up(copy, remote)
     pod = tmp_path / "new-pod"
-    assert storage.pull_latest_checkpoint(remote, pod) == 200
+    assert sync.pull_latest_checkpoint(remote, pod) == 200
     state = "checkpoints/ckpt-200/state.pkl"
     assert (pod / state).read_bytes() == (copy / state).read_bytes()
 
@@ -117,13 +117,13 @@ def test_a_big_checkpoint_round_trips(remote: str, tmp_path: Path) -> None:
 def test_nothing_moves_when_nothing_changed_and_a_sync_costs_one_listing(
         server: StorageServer, remote: str, tmp_path: Path) -> None:
     copy, mirror = make_copy(tmp_path / "copy-0"), tmp_path / "mirror"
-    storage.sync_up(copy, remote)
-    storage.sync_down(remote, mirror)
+    sync.sync_up(copy, remote)
+    sync.sync_down(remote, mirror)
 
     before = len(server.requests())
-    assert storage.sync_up(copy, remote) == storage.SyncStats()
+    assert sync.sync_up(copy, remote) == sync.SyncStats()
     after_up = len(server.requests())
-    assert storage.sync_down(remote, mirror) == storage.SyncStats()
+    assert sync.sync_down(remote, mirror) == sync.SyncStats()
     after_down = len(server.requests())
     assert (after_up - before, after_down - after_up) == (1, 1), server.requests()[before:]
 
@@ -131,18 +131,18 @@ def test_nothing_moves_when_nothing_changed_and_a_sync_costs_one_listing(
 def test_an_appended_log_moves_only_its_new_bytes(remote: str, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     copy, mirror = make_copy(tmp_path / "copy-0"), tmp_path / "mirror"
-    storage.sync_up(copy, remote)
-    storage.sync_down(remote, mirror)
+    sync.sync_up(copy, remote)
+    sync.sync_down(remote, mirror)
     old_size = (copy / EVENTS).stat().st_size
     new_bytes = os.urandom(700)
     with open(copy / EVENTS, "ab") as handle:
         handle.write(new_bytes)
 
     # An object store cannot append: the grown file is uploaded whole, and nothing else is.
-    up = storage.sync_up(copy, remote)
+    up = sync.sync_up(copy, remote)
     assert (up.files_uploaded, up.bytes_uploaded) == (1, old_size + len(new_bytes))
 
-    fs, _ = storage.open_filesystem(remote)
+    fs, _ = filesystems.open_filesystem(remote)
     reads = []
     cat_file = fs.cat_file
 
@@ -152,8 +152,8 @@ def test_an_appended_log_moves_only_its_new_bytes(remote: str, tmp_path: Path,
         return data
 
     monkeypatch.setattr(fs, "cat_file", recording_cat_file)
-    down = storage.sync_down(remote, mirror)
-    overlap = storage.VERIFY_OVERLAP
+    down = sync.sync_down(remote, mirror)
+    overlap = sync.VERIFY_OVERLAP
     # One ranged read: the new bytes, plus the overlap that proves the local file is still a prefix.
     assert reads == [(EVENTS, old_size - overlap, old_size + len(new_bytes), len(new_bytes) + overlap)]
     assert (down.files_downloaded, down.bytes_downloaded) == (1, len(new_bytes) + overlap)
@@ -162,8 +162,8 @@ def test_an_appended_log_moves_only_its_new_bytes(remote: str, tmp_path: Path,
 
 def test_a_truncated_log_replaces_the_remote_one_and_the_mirrored_one(remote: str, tmp_path: Path) -> None:
     copy, mirror = make_copy(tmp_path / "copy-0"), tmp_path / "mirror"
-    storage.sync_up(copy, remote)
-    storage.sync_down(remote, mirror)
+    sync.sync_up(copy, remote)
+    sync.sync_down(remote, mirror)
     mirrored_size = (mirror / EVENTS).stat().st_size
 
     # A resume truncates a log back to its checkpoint's length, then writes past the old length before the
@@ -172,21 +172,21 @@ def test_a_truncated_log_replaces_the_remote_one_and_the_mirrored_one(remote: st
         handle.truncate(900)
     with open(copy / EVENTS, "ab") as handle:
         handle.write(os.urandom(2000))
-    assert storage.sync_up(copy, remote).files_uploaded == 1
-    down = storage.sync_down(remote, mirror)
+    assert sync.sync_up(copy, remote).files_uploaded == 1
+    down = sync.sync_down(remote, mirror)
     assert (mirror / EVENTS).read_bytes() == (copy / EVENTS).read_bytes()
     grown = (copy / EVENTS).stat().st_size
-    assert down.bytes_downloaded == (grown - mirrored_size + storage.VERIFY_OVERLAP) + grown  # tried, then whole
+    assert down.bytes_downloaded == (grown - mirrored_size + sync.VERIFY_OVERLAP) + grown  # tried, then whole
 
     # Truncated and not regrown: smaller than the remote and mirrored copies, which are replaced.
     with open(copy / EVENTS, "r+b") as handle:
         handle.truncate(900)
     with open(copy / "metrics.jsonl", "r+b") as handle:
         handle.truncate(len(json.dumps({"step": 50, "mean_return": 5.0})) + 1)
-    up = storage.sync_up(copy, remote)
+    up = sync.sync_up(copy, remote)
     assert up.files_uploaded == 2
     assert remote_tree(remote)[EVENTS] == (copy / EVENTS).read_bytes()
-    down = storage.sync_down(remote, mirror)
+    down = sync.sync_down(remote, mirror)
     assert (down.files_downloaded, down.bytes_downloaded) == (2, 900 + (copy / "metrics.jsonl").stat().st_size)
     assert tree(mirror)[EVENTS] == (copy / EVENTS).read_bytes()
     assert tree(mirror)["metrics.jsonl"] == (copy / "metrics.jsonl").read_bytes()
@@ -194,25 +194,25 @@ def test_a_truncated_log_replaces_the_remote_one_and_the_mirrored_one(remote: st
 
 def test_a_same_size_rewrite_is_noticed_both_ways(remote: str, tmp_path: Path) -> None:
     copy, mirror = make_copy(tmp_path / "copy-0"), tmp_path / "mirror"
-    storage.sync_up(copy, remote)
-    storage.sync_down(remote, mirror)
+    sync.sync_up(copy, remote)
+    sync.sync_down(remote, mirror)
     summary = (copy / "summary.json").read_text()
     (copy / "summary.json").write_text(summary.replace("10.0", "12.5"))
     assert len(summary) == len((copy / "summary.json").read_text())
 
-    assert storage.sync_up(copy, remote).files_uploaded == 1
-    assert storage.sync_down(remote, mirror).files_downloaded == 1
+    assert sync.sync_up(copy, remote).files_uploaded == 1
+    assert sync.sync_down(remote, mirror).files_downloaded == 1
     assert (mirror / "summary.json").read_text() == (copy / "summary.json").read_text()
 
 
 def test_pruned_checkpoints_are_deleted_remotely(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
     checkpoint.save(copy / "checkpoints", 200, {"weights": os.urandom(4000)})
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     checkpoint.save(copy / "checkpoints", 300, {"weights": os.urandom(4000)})  # keeps 200 and 300
     assert not (copy / "checkpoints" / "ckpt-100").exists()
 
-    stats = storage.sync_up(copy, remote)
+    stats = sync.sync_up(copy, remote)
     checkpoints = sorted(rel for rel in remote_tree(remote) if rel.startswith("checkpoints/"))
     assert checkpoints == ["checkpoints/ckpt-200/COMPLETE", "checkpoints/ckpt-200/state.pkl",
                            "checkpoints/ckpt-300/COMPLETE", "checkpoints/ckpt-300/state.pkl"]
@@ -223,7 +223,17 @@ def test_temporary_and_incomplete_checkpoints_are_never_uploaded(remote: str, tm
     copy = make_copy(tmp_path / "copy-0")
     (copy / "checkpoints" / "ckpt-400").mkdir()  # no state.pkl: not a checkpoint (checkpoint.py never leaves one)
     (copy / "checkpoints" / "ckpt-400" / "notes.txt").write_text("?")
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
+    assert {rel for rel in remote_tree(remote) if rel.startswith("checkpoints/")} == {
+        "checkpoints/ckpt-100/state.pkl", "checkpoints/ckpt-100/COMPLETE"}
+
+
+def test_a_local_checkpoint_that_its_marker_does_not_describe_is_never_uploaded(remote: str, tmp_path: Path) -> None:
+    copy = make_copy(tmp_path / "copy-0")
+    checkpoint.save(copy / "checkpoints", 200, {"weights": os.urandom(4000)})
+    with open(copy / "checkpoints" / "ckpt-200" / "state.pkl", "ab") as handle:
+        handle.write(b"bytes the marker does not list")
+    sync.sync_up(copy, remote)
     assert {rel for rel in remote_tree(remote) if rel.startswith("checkpoints/")} == {
         "checkpoints/ckpt-100/state.pkl", "checkpoints/ckpt-100/COMPLETE"}
 
@@ -231,16 +241,16 @@ def test_temporary_and_incomplete_checkpoints_are_never_uploaded(remote: str, tm
 def test_a_checkpoint_is_marked_complete_only_after_its_data(server: StorageServer, remote: str,
                                                              tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     checkpoint.save(copy / "checkpoints", 100, {"weights": os.urandom(5000)})  # step 100 saved again, bigger
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     if server.scheme == "s3":  # moto logs each request with its key
         key = f"/{remote.removeprefix('s3://')}/checkpoints/ckpt-100/"
         writes = [line.split()[0] + " " + line.rsplit("/", 1)[1] for line in server.requests()
                   if key in line and line.startswith(("PUT", "DELETE"))]
         assert writes == ["PUT state.pkl", "PUT COMPLETE", "DELETE COMPLETE", "PUT state.pkl", "PUT COMPLETE"]
     else:  # GCS names objects in request bodies; their generations are their write order
-        fs, root = storage.open_filesystem(remote)
+        fs, root = filesystems.open_filesystem(remote)
         found = fs.find(f"{root}/checkpoints/ckpt-100", detail=True)
         generation = {path.rsplit("/", 1)[1]: int(info["generation"]) for path, info in found.items()}
         assert generation["state.pkl"] < generation["COMPLETE"]
@@ -251,58 +261,59 @@ def test_a_checkpoint_is_marked_complete_only_after_its_data(server: StorageServ
 def test_pull_fetches_the_newest_checkpoint_and_only_what_a_resume_reads(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
     checkpoint.save(copy / "checkpoints", 200, {"weights": os.urandom(4000)})
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
 
     pod = tmp_path / "new-pod" / "copy-0"
-    assert storage.pull_latest_checkpoint(remote, pod) == 200
-    assert set(tree(pod)) == {"hparams.yaml", EVENTS, "metrics.jsonl", "checkpoints/ckpt-200/state.pkl"}
+    assert sync.pull_latest_checkpoint(remote, pod) == 200
+    assert set(tree(pod)) == {"hparams.yaml", EVENTS, "metrics.jsonl", "checkpoints/ckpt-200/state.pkl",
+                              "checkpoints/ckpt-200/COMPLETE"}
     assert checkpoint.latest(pod / "checkpoints") == pod / "checkpoints" / "ckpt-200"
     for rel, data in tree(pod).items():
         assert data == (copy / rel).read_bytes()
     # Pulled files are recorded as in sync: the new pod's first sync uploads nothing it did not change.
-    assert storage.sync_up(pod, remote).files_uploaded == 0
+    assert sync.sync_up(pod, remote).files_uploaded == 0
 
 
 def test_pull_with_nothing_or_something_newer_here_downloads_nothing(remote: str, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
-    assert storage.pull_latest_checkpoint(remote, empty) is None
+    assert sync.pull_latest_checkpoint(remote, empty) is None
     assert not empty.exists()
 
     copy = make_copy(tmp_path / "copy-0")
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     checkpoint.save(copy / "checkpoints", 200, {"weights": b"newer, not synced yet"})
     with open(copy / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 200}\n')
     before = snapshot(copy)
-    assert storage.pull_latest_checkpoint(remote, copy) == 100
+    assert sync.pull_latest_checkpoint(remote, copy) == 100
     assert snapshot(copy) == before
 
 
 def test_an_incomplete_remote_checkpoint_is_ignored(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     # A sync that died after ckpt-200's data but before its marker, and one that died replacing ckpt-300's data.
     write_remote(remote, "checkpoints/ckpt-200/state.pkl", b"complete data, but no marker")
     write_remote(remote, "checkpoints/ckpt-300/state.pkl", b"not what the marker says")
     write_remote(remote, "checkpoints/ckpt-300/COMPLETE", json.dumps({"files": {"state.pkl": 99999}}).encode())
 
     pod = tmp_path / "new-pod"
-    assert storage.pull_latest_checkpoint(remote, pod) == 100
+    assert sync.pull_latest_checkpoint(remote, pod) == 100
     assert [p.name for p in (pod / "checkpoints").iterdir()] == ["ckpt-100"]
     mirror = tmp_path / "mirror"
-    storage.sync_down(remote, mirror)
+    sync.sync_down(remote, mirror)
     assert sorted(p.name for p in (mirror / "checkpoints").iterdir()) == ["ckpt-100"]
 
 
 def test_logs_a_resume_deleted_go_remotely_but_files_never_pulled_stay(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
     (copy / LATER_EVENTS).write_bytes(os.urandom(300))  # born after ckpt-100
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
 
     pod = tmp_path / "new-pod"
-    storage.pull_latest_checkpoint(remote, pod)
+    sync.pull_latest_checkpoint(remote, pod)
     (pod / LATER_EVENTS).unlink()  # what RunLog's roll back does with a log the checkpoint does not know
-    stats = storage.sync_up(pod, remote)
+    stats = sync.sync_up(pod, remote)
     remaining = set(remote_tree(remote))
     assert LATER_EVENTS not in remaining
     kept = {"summary.json", "train.log", "videos/eval-step100.gif", EVENTS, "checkpoints/ckpt-100/COMPLETE"}
@@ -312,15 +323,15 @@ def test_logs_a_resume_deleted_go_remotely_but_files_never_pulled_stay(remote: s
     mirror = tmp_path / "mirror"  # a TensorBoard mirror made before the resume forgets the log too
     (mirror / LATER_EVENTS).parent.mkdir(parents=True)
     (mirror / LATER_EVENTS).write_bytes(b"stale")
-    storage.sync_down(remote, mirror, include=lambda rel: "events.out.tfevents." in rel)
+    sync.sync_down(remote, mirror, include=lambda rel: "events.out.tfevents." in rel)
     assert set(tree(mirror)) == {EVENTS}
 
 
 def test_include_selects_what_sync_down_mirrors(remote: str, tmp_path: Path) -> None:
     copy = make_copy(tmp_path / "copy-0")
-    storage.sync_up(copy, remote)
+    sync.sync_up(copy, remote)
     mirror = tmp_path / "mirror"
-    storage.sync_down(remote, mirror, include=lambda rel: rel.endswith(("summary.json", "metrics.jsonl")))
+    sync.sync_down(remote, mirror, include=lambda rel: rel.endswith(("summary.json", "metrics.jsonl")))
     assert set(tree(mirror)) == {"summary.json", "metrics.jsonl"}
 
 
@@ -328,7 +339,7 @@ def test_an_empty_or_missing_remote_directory_syncs_to_nothing(remote: str, tmp_
     mirror = tmp_path / "mirror"
     (mirror / "summary.json").parent.mkdir(parents=True)
     (mirror / "summary.json").write_text("{}")
-    assert storage.sync_down(remote, mirror) == storage.SyncStats()
+    assert sync.sync_down(remote, mirror) == sync.SyncStats()
     assert set(tree(mirror)) == {"summary.json"}  # an empty remote never empties a mirror
 
 
@@ -353,8 +364,8 @@ def _service_account_file(path: Path, token_uri: str) -> Path:
 def test_storage_trouble_is_one_line_and_leaves_local_files_alone(
         case: str, server: StorageServer, remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     copy, mirror, pod = make_copy(tmp_path / "copy-0"), tmp_path / "mirror", tmp_path / "new-pod"
-    storage.sync_up(copy, remote)
-    storage.sync_down(remote, mirror)
+    sync.sync_up(copy, remote)
+    sync.sync_down(remote, mirror)
     with open(copy / EVENTS, "ab") as handle:
         handle.write(b"more")  # something to upload
     before = snapshot(copy), snapshot(mirror)
@@ -377,8 +388,8 @@ def test_storage_trouble_is_one_line_and_leaves_local_files_alone(
                 if name in server.env:
                     monkeypatch.setenv(name, dead)
             monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's default retries would take ~6 s per call
-        for call in (lambda: storage.sync_up(copy, url), lambda: storage.sync_down(url, mirror),
-                     lambda: storage.pull_latest_checkpoint(url, pod)):
+        for call in (lambda: sync.sync_up(copy, url), lambda: sync.sync_down(url, mirror),
+                     lambda: sync.pull_latest_checkpoint(url, pod)):
             with pytest.raises(UserError) as raised:
                 call()
             message = str(raised.value)
@@ -390,12 +401,12 @@ def test_storage_trouble_is_one_line_and_leaves_local_files_alone(
 
 
 def test_unsupported_urls_are_user_errors() -> None:
-    assert storage.is_remote("gs://bucket/run")
-    assert storage.is_remote("s3://bucket")
-    assert not storage.is_remote("/data/runs")
-    assert not storage.is_remote("hdfs://nn/runs")
+    assert filesystems.is_remote("gs://bucket/run")
+    assert filesystems.is_remote("s3://bucket")
+    assert not filesystems.is_remote("/data/runs")
+    assert not filesystems.is_remote("hdfs://nn/runs")
     for url in ("hdfs://nn/runs", "az://container/runs", "s3://"):
         with pytest.raises(UserError, match="storage URL"):
-            storage.open_filesystem(url)
+            filesystems.open_filesystem(url)
     with pytest.raises(UserError, match=r"unsupported storage URL hdfs://nn/runs"):
-        storage.sync_up(Path("."), "hdfs://nn/runs")
+        sync.sync_up(Path("."), "hdfs://nn/runs")

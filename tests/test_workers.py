@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlkube.rl.networks import param_leaves
 from rlkube.run.workers import ObservationSlots, ParameterBoard, Rollout
 from tests.conftest import rlkube_command, run_rlkube
 
@@ -63,10 +64,11 @@ def _read_board(board: ParameterBoard, results: multiprocessing.Queue) -> None:
 
 def test_parameter_board_hands_the_newest_parameters_to_another_process() -> None:
     context = multiprocessing.get_context("spawn")
-    params = [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]
+    params = {"dense_0": {"kernel": np.zeros((2, 3), np.float32)}, "log_std": np.zeros(4, np.float32)}
     board = ParameterBoard(params, context)
     assert board.fetch_newer(board.version.value) is None
-    newest = [np.arange(6, dtype=np.float32).reshape(2, 3), np.full(4, 7.0, np.float32)]
+    newest = {"dense_0": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+              "log_std": np.full(4, 7.0, np.float32)}
     board.publish(newest, learner_step=1234)
     results = context.Queue()
     reader = context.Process(target=_read_board, args=(board, results))
@@ -74,7 +76,7 @@ def test_parameter_board_hands_the_newest_parameters_to_another_process() -> Non
     version, received, step = results.get(timeout=60)
     reader.join()
     assert (version, step) == (2, 1234)
-    for got, sent in zip(received, newest, strict=True):
+    for got, sent in zip(param_leaves(received), param_leaves(newest), strict=True):
         np.testing.assert_array_equal(got, sent)
 
 

@@ -5,6 +5,7 @@ None of these import TensorFlow.
 """
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 import click
 
 from rlkube.errors import UserError
+from rlkube.run.options import TrainOptions, with_train_options
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -22,35 +24,22 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What an experiment is and where it goes: shared by `submit` and `render`."""
     options = [
         click.option("--cluster", default="local", show_default=True, help="Cluster profile (rlkube clusters)."),
-        click.option("--hparams", "hparams_name", required=True, help="Named hparams set, e.g. dqn_cartpole."),
-        click.option("--hparam-override", "overrides", default="", help='e.g. "lr=1e-3,batch_size=64".'),
-        click.option("--env", default=None, help="Environment, replacing the set's."),
-        click.option("--train-steps", type=click.IntRange(min=1), default=None),
-        click.option("--eval-episodes", type=click.IntRange(min=0), default=10, show_default=True),
-        click.option("--test-episodes", type=click.IntRange(min=0), default=10, show_default=True),
+        with_train_options,
         click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
                      help="Independent seeds: the indices of one Indexed Job."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--record-video", is_flag=True),
-        click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Actor processes stepping their own envs while this process learns; 0 acts in-process."),
         click.option("--name", default=None, help="Experiment name (default: <hparams>-<time>)."),
         click.option("--image", default=None, help="Container image (default: the profile's)."),
         click.option("--tpu", default=None, help="Single-host TPU type for a TPU profile, e.g. v5litepod-8, v4-8."),
         click.option("--context", default=None, help="kube context (default: the profile's, else current)."),
         click.option("-n", "--namespace", default=None, help="Namespace (default: the profile's)."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
 
 
-def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str | None, train_steps: int | None,
-                      eval_episodes: int, test_episodes: int, copies: int, seed: int, record_video: bool,
-                      num_workers: int, name: str | None, image: str | None, tpu: str | None, context: str | None,
-                      namespace: str | None) -> tuple[Any, Any]:
+def _spec_and_profile(options: TrainOptions, cluster: str, copies: int, name: str | None, image: str | None,
+                      tpu: str | None, context: str | None, namespace: str | None) -> tuple[Any, Any]:
     from rlkube.launch.clusters import get_profile, with_accelerator  # noqa: PLC0415
-    from rlkube.launch.spec import TrainFlags, build_spec  # noqa: PLC0415
+    from rlkube.launch.spec import build_spec  # noqa: PLC0415
     from rlkube.launch.tpu import resolve_single_host  # noqa: PLC0415
 
     profile = get_profile(cluster)
@@ -64,9 +53,7 @@ def _spec_and_profile(cluster: str, hparams_name: str, overrides: str, env: str 
         resolve_single_host(profile.accelerator.name)
     changes = {k: v for k, v in (("context", context), ("namespace", namespace)) if v}
     profile = dataclasses.replace(profile, **changes)
-    train = TrainFlags(hparams_name, overrides, env, train_steps, eval_episodes, test_episodes, seed, record_video,
-                       num_workers)
-    return build_spec(profile, train, copies, name=name, image=image), profile
+    return build_spec(profile, options, copies, name=name, image=image), profile
 
 
 @click.command()
@@ -120,8 +107,8 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
         click.echo(target.dryrun(spec, replace=replace))
         return
     spec = target.submit(spec, replace=replace)
-    click.echo(f"submitted {spec.name} to {profile.name}: {spec.copies} "
-               f"{'copy' if spec.copies == 1 else 'copies'} of {spec.train.hparams}, output {spec.output_dir}")
+    click.echo(f"submitted {spec.name} to {profile.name}: {len(spec.copies)} "
+               f"{'copy' if len(spec.copies) == 1 else 'copies'} of {spec.train.hparams}, output {spec.output_dir}")
     click.echo(f"\nnext:\n  rlkube logs {spec.name}\n  rlkube status {spec.name}\n"
                f"  rlkube tensorboard {spec.name}\n  rlkube cancel {spec.name}")
     if follow:

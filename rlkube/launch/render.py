@@ -13,6 +13,8 @@ import yaml
 from rlkube import __version__
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec
+from rlkube.run.options import copies_json
+from rlkube.rundir.layout import COPIES_FILE
 
 Object = dict[str, Any]
 
@@ -32,10 +34,12 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
     return {
         "experiment": spec.name,
         "namespace": spec.namespace,
-        "copies": spec.copies,
+        "copies": len(spec.copies),
         "image": spec.image,
         "version": __version__,
-        "args": [*spec.train.args(), "--output-dir", spec.output_dir],
+        # A pod knows only its Job index: its copy's seed and overrides it reads from the table in the ConfigMap.
+        "args": [*spec.train.args(), "--copies-file", f"{CONFIG_MOUNT}/{COPIES_FILE}", "--output-dir",
+                 spec.output_dir],
         "pvc": None if spec.output_dir.startswith(("gs://", "s3://")) else profile.pvc,
         "pvcMountPath": profile.output,
         "resources": {k: str(v) for k, v in profile.resources.items()},
@@ -60,10 +64,12 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "envFromSecrets": list(profile.env_from_secrets),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
+        # The spec, with its hparams and its copies in files of their own.
         "config": {
+            COPIES_FILE: copies_json(spec.copies),
             "hparams.yaml": yaml.safe_dump(spec.hparams, sort_keys=False),
-            "spec.json": json.dumps({k: v for k, v in spec.to_dict().items() if k != "hparams"}, indent=2,
-                                    sort_keys=True) + "\n",
+            "spec.json": json.dumps({k: v for k, v in spec.to_dict().items() if k not in ("hparams", "copies")},
+                                    indent=2, sort_keys=True) + "\n",
         },
     }
 

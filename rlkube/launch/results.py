@@ -11,25 +11,27 @@ from typing import Any
 
 import numpy as np
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import target_for
+from rlkube.rundir import layout
+from rlkube.storage import filesystems, sync
 
-SUMMARY_FILES = ("summary.json", "metrics.jsonl")
+# What `collect` reads of each copy.
+RESULT_FILES = (layout.SUMMARY_FILE, layout.METRICS_FILE)
 
 
 def experiment_cache(name: str) -> Path:
-    """Where bucket-backed experiments are synced for results and TensorBoard: <cache>/<EXP>/copy-<i>."""
-    return storage.cache_root() / "experiments" / name
+    """Where bucket-backed experiments are synced for results and TensorBoard: <cache>/experiments/<EXP>/copy-<i>."""
+    return filesystems.cache_root() / "experiments" / name
 
 
 def local_run_dir(record: Record, include: Any = None) -> Path:
     """The experiment's run directory on this machine, syncing it from its bucket first if it has one."""
-    if storage.is_remote(record.output_dir):
+    if filesystems.is_remote(record.output_dir):
         target = experiment_cache(record.name)
         for index in range(record.copies):
-            storage.sync_down(f"{record.output_dir}/copy-{index}", target / f"copy-{index}", include=include)
+            sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(target, index), include=include)
         return target
     if target_for(record).on_cluster:
         raise UserError(f"{record.name} writes to {record.output_dir} on the cluster's volume, which is not reachable "
@@ -39,11 +41,11 @@ def local_run_dir(record: Record, include: Any = None) -> Path:
 
 def collect(record: Record) -> list[dict[str, Any]]:
     """Per copy: its summary (if it finished) and its evaluations."""
-    run_dir = local_run_dir(record, include=lambda path: path.endswith(SUMMARY_FILES))
+    run_dir = local_run_dir(record, include=lambda path: path in RESULT_FILES)
     copies = []
     for index in range(record.copies):
-        directory = run_dir / f"copy-{index}"
-        summary_path, metrics_path = directory / "summary.json", directory / "metrics.jsonl"
+        directory = layout.copy_dir(run_dir, index)
+        summary_path, metrics_path = directory / layout.SUMMARY_FILE, directory / layout.METRICS_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
         evaluations = [json.loads(line) for line in metrics_path.read_text().splitlines()] \
             if metrics_path.exists() else []
@@ -75,7 +77,7 @@ def plot(record: Record, copies: list[dict[str, Any]], path: Path) -> None:
             steps = [e["step"] for e in copy["evaluations"]]
             returns = [e["mean_return"] for e in copy["evaluations"]]
             curves[copy["copy"]] = dict(zip(steps, returns, strict=True))
-            axes.plot(steps, returns, linewidth=0.8, alpha=0.45, label=f"copy-{copy['copy']}")
+            axes.plot(steps, returns, linewidth=0.8, alpha=0.45, label=layout.copy_name(copy["copy"]))
     if not curves:
         raise UserError(f"{record.name} has no evaluations yet; try again once a copy has evaluated")
     shared = sorted(set.intersection(*(set(c) for c in curves.values())))

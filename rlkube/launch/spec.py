@@ -12,41 +12,12 @@ from typing import Any
 from rlkube import __version__
 from rlkube.errors import UserError
 from rlkube.launch.clusters import ClusterProfile
-from rlkube.rl.envs import check_env_name
-from rlkube.rl.hparams import apply_overrides, get_hparams, to_dict
+from rlkube.rl.hparams import to_dict
+from rlkube.run.options import CopyPlan, TrainOptions, check_copies, copy_hparams, default_copies
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Pods of an Indexed Job are named <job>-<index>-<5 random>, and <job> may gain "-copy-<i>": keep room.
 MAX_NAME_LENGTH = 40
-
-
-@dataclass(frozen=True)
-class TrainFlags:
-    """The `rlkube train` flags of the seed paper that a submission passes on to each copy."""
-
-    hparams: str
-    overrides: str = ""
-    env: str | None = None
-    train_steps: int | None = None
-    eval_episodes: int = 10
-    test_episodes: int = 10
-    seed: int = 0
-    record_video: bool = False
-    num_workers: int = 0
-
-    def args(self) -> list[str]:
-        args = ["--hparams", self.hparams]
-        if self.overrides:
-            args += ["--hparam-override", self.overrides]
-        if self.env:
-            args += ["--env", self.env]
-        if self.train_steps:
-            args += ["--train-steps", str(self.train_steps)]
-        args += ["--eval-episodes", str(self.eval_episodes), "--test-episodes", str(self.test_episodes),
-                 "--seed", str(self.seed)]
-        if self.num_workers:
-            args += ["--num-workers", str(self.num_workers)]
-        return [*args, "--record-video"] if self.record_video else args
 
 
 @dataclass(frozen=True)
@@ -63,10 +34,10 @@ class ExperimentSpec:
     name: str
     cluster: str
     namespace: str
-    copies: int
+    copies: list[CopyPlan]
     image: str
     output_dir: str
-    train: TrainFlags
+    train: TrainOptions
     hparams: dict[str, Any]
     provenance: Provenance
 
@@ -75,7 +46,12 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentSpec":
-        return cls(**{**data, "train": TrainFlags(**data["train"]), "provenance": Provenance(**data["provenance"])})
+        copies = data["copies"]
+        # Records from before copies had their own seeds hold a count: copy i had seed+i, as default_copies plans.
+        plans = default_copies(data["train"]["seed"], copies) if isinstance(copies, int) else \
+            [CopyPlan(**copy) for copy in copies]
+        return cls(**{**data, "copies": plans,
+                      "train": TrainOptions(**data["train"]), "provenance": Provenance(**data["provenance"])})
 
 
 def check_name(name: str) -> str:
@@ -101,22 +77,26 @@ def git_provenance() -> tuple[str | None, bool]:
     return commit, dirty
 
 
-def build_spec(profile: ClusterProfile, train: TrainFlags, copies: int, name: str | None = None,
+def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[CopyPlan], name: str | None = None,
                image: str | None = None, now: datetime | None = None,
                provenance: Provenance | None = None) -> ExperimentSpec:
-    """Resolve and check everything about an experiment; raises UserError for any bad input."""
+    """Resolve and check everything about an experiment; raises UserError for any bad input.
+
+    `copies` is a count K (copy i gets seed train.seed+i and the experiment's hparams, as `--copies K`) or each
+    copy's own plan, numbered 0..K-1: what a sweep or PBT driver submits.
+    """
     now = now or datetime.now(UTC)
-    hp = get_hparams(train.hparams, train.overrides)
-    changes = {"env": train.env, "train_steps": str(train.train_steps) if train.train_steps else None}
-    hp = apply_overrides(hp, {k: v for k, v in changes.items() if v is not None})
-    check_env_name(hp.env)
+    hp = train.resolved_hparams()
+    planned = default_copies(train.seed, copies) if isinstance(copies, int) else check_copies(list(copies))
+    for copy in planned:
+        copy_hparams(hp, copy)  # each copy's own overrides are checked here, before anything is sent
     name = check_name(name or default_name(train.hparams, now))
     if provenance is None:
         commit, dirty = git_provenance()
         provenance = Provenance(commit, dirty, __version__, shlex.join(["rlkube", *sys.argv[1:]]),
                                 now.isoformat(timespec="seconds"))
     return ExperimentSpec(
-        name=name, cluster=profile.name, namespace=profile.namespace, copies=copies,
+        name=name, cluster=profile.name, namespace=profile.namespace, copies=planned,
         image=image or profile.default_image, output_dir=f"{profile.output.rstrip('/')}/{name}",
         train=train, hparams=to_dict(hp), provenance=provenance,
     )

@@ -76,7 +76,7 @@ def _connect() -> Iterator[sqlite3.Connection]:
 def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any]) -> None:
     with _connect() as db:
         db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-            spec.name, spec.cluster, target, context, spec.namespace, spec.copies, spec.image, spec.output_dir,
+            spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
             spec.provenance.git_commit, spec.provenance.created, json.dumps(spec.to_dict()), json.dumps(backend)))
 
 

@@ -11,17 +11,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rlkube import storage
 from rlkube.launch.results import experiment_cache
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import free_port, wait_for_http
+from rlkube.rundir import layout
+from rlkube.storage import sync
 
 REFRESH_SECONDS = 10.0
-SYNCED = ("hparams.yaml", "metrics.jsonl")
+# Besides the event files, what TensorBoard's tabs read of each copy.
+SYNCED = (layout.HPARAMS_FILE, layout.METRICS_FILE)
 
 
 def _is_log(path: str) -> bool:
-    return "events.out.tfevents." in path.rsplit("/", 1)[-1] or path.endswith(SYNCED)
+    return layout.is_event_file(path.rsplit("/", 1)[-1]) or path in SYNCED
 
 
 def serve(logdir: Path, port: int, emit: Callable[[str], None], name: str,
@@ -57,7 +59,7 @@ def from_bucket(record: Record, port: int, emit: Callable[[str], None]) -> None:
 
     def refresh() -> None:
         for index in range(record.copies):
-            storage.sync_down(f"{record.output_dir}/copy-{index}", cache / f"copy-{index}", include=_is_log)
+            sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(cache, index), include=_is_log)
 
     refresh()
     emit(f"syncing {record.output_dir} into {cache}")

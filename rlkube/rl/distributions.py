@@ -1,12 +1,17 @@
-"""Action distributions of stochastic policies, for numpy (acting) and TensorFlow (learning) alike.
+"""Action distributions of the stochastic policies, for numpy (acting) and TensorFlow (learning) alike.
 
-`log_prob` and `entropy` take `ops` (rlkube.rl.networks.NumpyOps or agents.tf_ops.TFOps): the
-learner's loss runs the same formula on TensorFlow that a test runs on numpy. Sampling and the mode
-are numpy only, since only actors draw actions; `sample` also returns the samples' log-probabilities,
-from what sampling has already computed (acting is on every environment step's path).
+Both halves of an agent import this module: its maths takes `ops` (rlkube.rl.networks.NumpyOps or
+rlkube.rl.agents.tf_ops.TFOps), so the learner's loss runs the very formula a test runs on numpy.
+It imports no TensorFlow, and policies never import agents.
 
-A distribution's parameters are a tuple: (logits,) for Categorical, (mean, log_std) for
-DiagonalGaussian, each row one environment.
+Categorical and DiagonalGaussian serve the policy-gradient agents: `log_prob` and `entropy` take
+`ops`; sampling and the mode are numpy only, since only actors draw their actions, and `sample`
+also returns the samples' log-probabilities from what sampling has already computed (acting is on
+every environment step's path). SquashedGaussian is SAC's: its learner samples too
+(reparameterised), so its `sample` takes the noise and `ops`.
+
+A distribution's parameters are a tuple: (logits,) for Categorical, (mean, log_std) for the
+Gaussians, each row one environment.
 """
 
 import math
@@ -14,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -78,3 +84,42 @@ class DiagonalGaussian:
     @staticmethod
     def mode(params: tuple[np.ndarray, ...]) -> np.ndarray:
         return params[0]
+
+
+class SquashedGaussian:
+    """Actions tanh(u) in (-1, 1), u from a diagonal Gaussian whose mean and log-std are one head's two halves.
+
+    SAC's policy (Haarnoja et al. 2018), with Stable-Baselines3's bounds on the log standard deviation.
+    """
+
+    LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+    def __init__(self, action_size: int) -> None:
+        self.action_size = action_size
+        self.num_outputs = 2 * action_size  # [mean | log_std]
+
+    def params(self, outputs: Any, ops: Any) -> tuple[Any, Any]:
+        """The head's outputs as the Gaussian's (mean, log_std) before the tanh, log_std within SB3's bounds."""
+        return outputs[:, :self.action_size], ops.clip(outputs[:, self.action_size:], self.LOG_STD_MIN,
+                                                       self.LOG_STD_MAX)
+
+    @staticmethod
+    def sample(params: tuple[Any, Any], noise: Any, ops: Any) -> tuple[Any, Any]:
+        """Actions tanh(u), u = mean + exp(log_std) * noise (reparameterised: differentiable in the params), and u."""
+        mean, log_std = params
+        pre_tanh = mean + ops.exp(log_std) * noise
+        return ops.tanh(pre_tanh), pre_tanh
+
+    @staticmethod
+    def log_prob(noise: Any, log_std: Any, pre_tanh: Any, ops: Any) -> Any:
+        """log pi(tanh(u)) for u = mean + exp(log_std) * noise, summed over action dimensions.
+
+        The Gaussian's log-density of u, less the log-determinant of the tanh: log(1 - tanh(u)^2), written
+        as 2 (log 2 - u - softplus(-2u)), which stays finite where tanh(u) rounds to +-1.
+        """
+        gaussian = -0.5 * noise * noise - log_std - 0.5 * LOG_2PI
+        return ops.sum(gaussian - 2.0 * (LOG_2 - pre_tanh - ops.softplus(-2.0 * pre_tanh)))
+
+    @staticmethod
+    def mode(params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return np.tanh(params[0])

@@ -1,17 +1,28 @@
-"""Networks as parameter lists plus one pure forward function that runs on numpy or TensorFlow.
+"""Networks: named parameters and one pure forward function that runs on numpy or TensorFlow.
 
-Acting must not pay a TensorFlow call per environment step (~300 us against ~8 us for the same
-matmuls in numpy), so actors run `forward` on numpy copies of the learner's variables, and the
-learner runs the very same function inside its compiled update. Noise for noisy layers is an
-input, drawn by the caller from numpy or from a TF generator.
+Every network is called the same way, `forward(params, obs, ops, **options)`:
+- `params` names each part of the network and maps it to that part's parameters, down to one layer's
+  ({"kernel": ..., "bias": ...}): a Q-network's are {"torso": {"dense_0": {...}, "dense_1": {...}},
+  "head": {"dense_0": {...}}}. The tree holds numpy arrays on an actor and tf.Variables in the learner.
+  `map_params` and `param_leaves` walk it; `ParamLayout` lays it out in one flat vector and back.
+- `ops` is `NumpyOps` on an actor and `rlkube.rl.agents.tf_ops.TFOps` in the learner.
+- options are keywords: `noise` (a tree named like the noisy layers' parameters, drawn by the caller
+  from numpy or from a TF generator), `hidden_dtype`, a critic's `actions`.
 
-This module imports no TensorFlow: actor processes (`--num-workers`) act with it alone. The learner
-passes `rlkube.rl.agents.tf_ops.TFOps` where actors pass `NumpyOps`.
+Speed: acting never calls TensorFlow. A tf.function forward on one CartPole observation costs
+250-420 µs on the 2-core VM, the same matmuls in numpy ~8 µs (benchmarks/dqn_update_speed.py), so
+actors run `forward` on numpy copies of the learner's variables and the learner runs the very same
+function inside its compiled update, so the two cannot drift apart. `forward` runs on every
+environment step (benchmarks/speed_budgets.py, `act_us`): it looks each layer's parameters up by name
+and allocates nothing but activations; a policy's tree of arrays is built once per weight sync, never
+per call.
+
+This module imports no TensorFlow: actor processes (`--num-workers`) act with it alone.
 """
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +32,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from rlkube.errors import UserError
 from rlkube.rl.registry import Registry
 
+# A network's parameters: part (or layer) name -> that part's parameters, down to arrays or tf.Variables.
+Params = dict[str, Any]
+
 # Torsos by hparam `model`: observations in, a feature vector of `out_size` out, for any head to use.
 model_registry: Registry[Any] = Registry("model")
 
@@ -28,6 +42,39 @@ model_registry: Registry[Any] = Registry("model")
 def is_convolutional(model: str) -> bool:
     """Whether model `model` convolves: such learners are compiled and threaded differently on a CPU."""
     return getattr(model_registry[model], "convolutional", False)
+
+
+def map_params(fn: Callable[[Any], Any], params: Params) -> Params:
+    """The same tree of names with `fn` applied to every array (or variable), in `param_leaves` order."""
+    return {name: map_params(fn, value) if isinstance(value, dict) else fn(value) for name, value in params.items()}
+
+
+def param_leaves(params: Params) -> list[Any]:
+    """Every array (or variable) of the tree, in the order its names were given: for optimizers and checkpoints."""
+    return [leaf for value in params.values() for leaf in (param_leaves(value) if isinstance(value, dict) else [value])]
+
+
+class ParamLayout:
+    """Where each array of a parameter tree lies in one flat vector.
+
+    The on-policy learner keeps its network as one flat variable (rlkube.rl.agents.on_policy) and actor
+    processes receive parameters through one shared buffer (rlkube.run.workers); both turn the vector
+    back into the tree here, once per weight sync. On numpy the arrays are views of the vector.
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.names = map_params(lambda _: None, params)
+        self.shapes = [tuple(p.shape) for p in param_leaves(params)]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+
+    def flatten(self, params: Params, out: np.ndarray | None = None) -> np.ndarray:
+        """The tree's numpy arrays in one vector (written into `out` where given)."""
+        return np.concatenate([np.ravel(p) for p in param_leaves(params)], out=out)
+
+    def unflatten(self, flat: Any, ops: Any) -> Params:
+        arrays = iter([ops.reshape(piece, shape) for piece, shape in zip(ops.split(flat, self.sizes), self.shapes,
+                                                                         strict=True)])
+        return map_params(lambda _: next(arrays), self.names)
 
 
 def conv2d_numpy(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
@@ -51,6 +98,9 @@ class NumpyOps:
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
     flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
     concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
+    stack = staticmethod(np.stack)
+    split = staticmethod(lambda x, sizes: np.split(x, np.cumsum(sizes)[:-1]))
+    reshape = staticmethod(np.reshape)
     clip = staticmethod(np.clip)
     softplus = staticmethod(lambda x: np.logaddexp(0.0, x))
     sum = staticmethod(lambda x: x.sum(axis=-1))
@@ -67,7 +117,11 @@ ACTIVATIONS = ("relu", "tanh")
 
 @dataclass(frozen=True)
 class Dense:
-    """A fully connected layer; a noisy one (Fortunato et al. 2018) adds factorised Gaussian noise."""
+    """A fully connected layer; a noisy one (Fortunato et al. 2018) adds factorised Gaussian noise.
+
+    Parameters: kernel [fan_in, fan_out] and bias, and for a noisy layer their noise scales kernel_sigma
+    and bias_sigma. Noise: (input noise [fan_in], output noise [fan_out]).
+    """
 
     fan_in: int
     fan_out: int
@@ -75,77 +129,72 @@ class Dense:
     sigma0: float = 0.5
     scale: float = 1.0  # shrinks the initial weights, e.g. 0.01 for a policy's output layer
 
-    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
+    def initial_params(self, rng: np.random.Generator) -> Params:
         # PyTorch's default Linear init, so results compare with Stable-Baselines3.
         bound = 1.0 / math.sqrt(self.fan_in)
-        weights = (self.scale * rng.uniform(-bound, bound, (self.fan_in, self.fan_out))).astype(np.float32)
+        kernel = (self.scale * rng.uniform(-bound, bound, (self.fan_in, self.fan_out))).astype(np.float32)
         bias = (self.scale * rng.uniform(-bound, bound, (self.fan_out,))).astype(np.float32)
         if not self.noisy:
-            return [weights, bias]
+            return {"kernel": kernel, "bias": bias}
         sigma = self.sigma0 / math.sqrt(self.fan_in)
-        return [weights, bias, np.full_like(weights, sigma), np.full_like(bias, sigma)]
+        return {"kernel": kernel, "bias": bias, "kernel_sigma": np.full_like(kernel, sigma),
+                "bias_sigma": np.full_like(bias, sigma)}
 
-    def apply(self, params: Sequence[Any], x: Any, noise: tuple[Any, Any] | None, ops: Any) -> Any:
-        out = x @ params[0] + params[1]
+    def apply(self, params: Params, x: Any, noise: tuple[Any, Any] | None, ops: Any) -> Any:
+        out = x @ params["kernel"] + params["bias"]
         if self.noisy and noise is not None:
             f_in, f_out = (ops.sign(e) * ops.sqrt(ops.abs(e)) for e in noise)
             # (x * f_in) @ W_sigma * f_out equals x @ (W_sigma * outer(f_in, f_out)) without the outer.
-            out = out + ((x * f_in) @ params[2] + params[3]) * f_out
+            out = out + ((x * f_in) @ params["kernel_sigma"] + params["bias_sigma"]) * f_out
         return out
-
-    @property
-    def num_params(self) -> int:
-        return 4 if self.noisy else 2
 
 
 class MLP:
-    """Dense layers with an activation between them (none after the last)."""
+    """Dense layers dense_0, dense_1, ... with an activation between them (none after the last)."""
 
     def __init__(self, in_size: int, hidden_sizes: Sequence[int], out_size: int, activation: str = "relu",
                  out_scale: float = 1.0, noisy: bool = False, sigma0: float = 0.5) -> None:
         sizes = [in_size, *hidden_sizes, out_size]
-        self.layers = [Dense(i, o, noisy, sigma0) for i, o in itertools.pairwise(sizes[:-1])]
-        self.layers.append(Dense(sizes[-2], out_size, noisy, sigma0, scale=out_scale))
+        layers = [Dense(i, o, noisy, sigma0) for i, o in itertools.pairwise(sizes[:-1])]
+        layers.append(Dense(sizes[-2], out_size, noisy, sigma0, scale=out_scale))
+        self.layers = {f"dense_{index}": layer for index, layer in enumerate(layers)}
+        self.output_layer = f"dense_{len(layers) - 1}"
         self.activation = activation
         self.noisy = noisy
 
-    @property
-    def num_params(self) -> int:
-        return sum(layer.num_params for layer in self.layers)
+    def initial_params(self, rng: np.random.Generator) -> Params:
+        return {name: layer.initial_params(rng) for name, layer in self.layers.items()}
 
-    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
-        return [p for layer in self.layers for p in layer.initial_params(rng)]
-
-    def forward(self, params: Sequence[Any], x: Any, ops: Any, noise: Sequence[Any] | None = None,
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None,
                 last_activation: bool = False, hidden_dtype: Any = None) -> Any:
-        """The network's output; with `hidden_dtype` (e.g. bfloat16) the layers before the output compute in it."""
+        """The network's output for inputs `obs` [batch, in_size].
+
+        With `hidden_dtype` (see rlkube.rl.agents.compiled.hidden_dtype) the layers before the output
+        multiply in it: bfloat16 on AMX, in a plain graph with fused updates, took DDPG's Pendulum step from
+        3.7 to 3.2 ms. The output layer stays float32: values and log-probabilities need its precision.
+        """
         activate = getattr(ops, self.activation)
-        offset = 0
-        for index, layer in enumerate(self.layers):
-            layer_params = params[offset: offset + layer.num_params]
-            offset += layer.num_params
+        x = obs
+        for name, layer in self.layers.items():
+            layer_params = params[name]
+            output_layer = name == self.output_layer
             if hidden_dtype is not None:
-                # The output layer stays float32: values and log-probabilities need its precision.
-                output_layer = index == len(self.layers) - 1
                 x = ops.float32(x) if output_layer else ops.cast(x, hidden_dtype)
                 if not output_layer:
-                    layer_params = [ops.cast(p, hidden_dtype) for p in layer_params]
-            x = layer.apply(layer_params, x, noise[index] if noise is not None else None, ops)
-            if index < len(self.layers) - 1 or last_activation:
+                    layer_params = {key: ops.cast(p, hidden_dtype) for key, p in layer_params.items()}
+            x = layer.apply(layer_params, x, None if noise is None else noise[name], ops)
+            if not output_layer or last_activation:
                 x = activate(x)
         return x
 
-    def noise_numpy(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        if not self.noisy:
-            return None
-        return [(rng.standard_normal(layer.fan_in, np.float32), rng.standard_normal(layer.fan_out, np.float32))
-                for layer in self.layers]
+    def noise_numpy(self, rng: np.random.Generator) -> Params:
+        return {name: (rng.standard_normal(layer.fan_in, np.float32), rng.standard_normal(layer.fan_out, np.float32))
+                for name, layer in self.layers.items()}
 
-    def noise_tf(self, generator: Any) -> list[tuple[Any, Any]] | None:
+    def noise_tf(self, generator: Any) -> Params:
         """The same draw from a tf.random.Generator, inside the learner's graph."""
-        if not self.noisy:
-            return None
-        return [(generator.normal([layer.fan_in]), generator.normal([layer.fan_out])) for layer in self.layers]
+        return {name: (generator.normal([layer.fan_in]), generator.normal([layer.fan_out]))
+                for name, layer in self.layers.items()}
 
 
 @model_registry.register("mlp")
@@ -158,24 +207,19 @@ class MLPTorso:
         self.mlp = MLP(in_size, hidden_sizes[:-1], hidden_sizes[-1], activation, noisy=noisy, sigma0=sigma0) \
             if hidden_sizes else None
         self.out_size = hidden_sizes[-1] if hidden_sizes else in_size
-        self.noisy = noisy
 
-    @property
-    def num_params(self) -> int:
-        return self.mlp.num_params if self.mlp else 0
+    def initial_params(self, rng: np.random.Generator) -> Params:
+        return self.mlp.initial_params(rng) if self.mlp else {}
 
-    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
-        return self.mlp.initial_params(rng) if self.mlp else []
-
-    def forward(self, params: Sequence[Any], obs: Any, ops: Any, noise: Any = None) -> Any:
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
         x = ops.flatten(ops.float32(obs))
-        return self.mlp.forward(params, x, ops, noise, last_activation=True) if self.mlp else x
+        return self.mlp.forward(params, x, ops, noise=noise, last_activation=True) if self.mlp else x
 
-    def noise_numpy(self, rng: np.random.Generator) -> Any:
-        return self.mlp.noise_numpy(rng) if self.mlp else None
+    def noise_numpy(self, rng: np.random.Generator) -> Params:
+        return self.mlp.noise_numpy(rng) if self.mlp else {}
 
-    def noise_tf(self, generator: Any) -> Any:
-        return self.mlp.noise_tf(generator) if self.mlp else None
+    def noise_tf(self, generator: Any) -> Params:
+        return self.mlp.noise_tf(generator) if self.mlp else {}
 
 
 @dataclass(frozen=True)
@@ -187,14 +231,15 @@ class Conv2D:
     size: int
     stride: int
 
-    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
+    def initial_params(self, rng: np.random.Generator) -> Params:
         # PyTorch's default Conv2d init, like Dense's.
         bound = 1.0 / math.sqrt(self.in_channels * self.size * self.size)
         kernel = rng.uniform(-bound, bound, (self.size, self.size, self.in_channels, self.filters))
-        return [kernel.astype(np.float32), rng.uniform(-bound, bound, (self.filters,)).astype(np.float32)]
+        return {"kernel": kernel.astype(np.float32),
+                "bias": rng.uniform(-bound, bound, (self.filters,)).astype(np.float32)}
 
-    def apply(self, params: Sequence[Any], x: Any, ops: Any) -> Any:
-        return ops.conv2d(x, params[0], self.stride) + params[1]
+    def apply(self, params: Params, x: Any, ops: Any) -> Any:
+        return ops.conv2d(x, params["kernel"], self.stride) + params["bias"]
 
     def output_size(self, size: int) -> int:
         return (size - self.size) // self.stride + 1
@@ -207,6 +252,7 @@ class NatureCNN:
     Observations are [height, width, channels] pixels, uint8 up to here and scaled to [0, 1] inside.
     Weights start like PyTorch's defaults (uniform within 1/sqrt(fan_in)), as in Stable-Baselines3's DQN.
     Noisy nets make only the dense layers noisy, as Rainbow (Hessel et al. 2018) does.
+    Parameters: conv_0, conv_1, conv_2 and dense (an MLPTorso's).
     """
 
     CONVOLUTIONS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (filters, size, stride)
@@ -218,41 +264,40 @@ class NatureCNN:
             raise UserError(f"model 'nature_cnn' needs image observations [height, width, channels], "
                             f"not shape {tuple(obs_shape)}; use model=mlp")
         height, width, channels = obs_shape
-        self.convolutions = []
-        for filters, size, stride in self.CONVOLUTIONS:
+        self.convolutions = {}
+        for index, (filters, size, stride) in enumerate(self.CONVOLUTIONS):
             layer = Conv2D(channels, filters, size, stride)
-            self.convolutions.append(layer)
+            self.convolutions[f"conv_{index}"] = layer
             height, width, channels = layer.output_size(height), layer.output_size(width), filters
         if height < 1 or width < 1:
             raise UserError(f"model 'nature_cnn' needs images of at least 36x36 pixels, not {obs_shape[:2]}")
         self.dense = MLPTorso((height, width, channels), hidden_sizes, noisy, sigma0, activation)
         self.out_size = self.dense.out_size
         self.activation = activation
-        self.noisy = noisy
 
-    @property
-    def num_params(self) -> int:
-        return 2 * len(self.convolutions) + self.dense.num_params
+    def initial_params(self, rng: np.random.Generator) -> Params:
+        return {**{name: layer.initial_params(rng) for name, layer in self.convolutions.items()},
+                "dense": self.dense.initial_params(rng)}
 
-    def initial_params(self, rng: np.random.Generator) -> list[np.ndarray]:
-        return [p for layer in self.convolutions for p in layer.initial_params(rng)] + self.dense.initial_params(rng)
-
-    def forward(self, params: Sequence[Any], obs: Any, ops: Any, noise: Any = None) -> Any:
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
         activate = getattr(ops, self.activation)
         x = ops.float32(obs) * (1.0 / 255.0)
-        for index, layer in enumerate(self.convolutions):
-            x = activate(layer.apply(params[2 * index: 2 * index + 2], x, ops))
-        return self.dense.forward(params[2 * len(self.convolutions):], x, ops, noise)
+        for name, layer in self.convolutions.items():
+            x = activate(layer.apply(params[name], x, ops))
+        return self.dense.forward(params["dense"], x, ops, noise=None if noise is None else noise["dense"])
 
-    def noise_numpy(self, rng: np.random.Generator) -> Any:
-        return self.dense.noise_numpy(rng)
+    def noise_numpy(self, rng: np.random.Generator) -> Params:
+        return {"dense": self.dense.noise_numpy(rng)}
 
-    def noise_tf(self, generator: Any) -> Any:
-        return self.dense.noise_tf(generator)
+    def noise_tf(self, generator: Any) -> Params:
+        return {"dense": self.dense.noise_tf(generator)}
 
 
 class QNetwork:
-    """A torso (hp.model: mlp, or a CNN for pixels) with a Q head, or dueling value and advantage heads."""
+    """A torso (hp.model: mlp, or a CNN for pixels) with a Q head, or dueling value and advantage heads.
+
+    Parameters: torso and head, or torso, value and advantage.
+    """
 
     def __init__(self, model: str, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
                  dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
@@ -260,45 +305,60 @@ class QNetwork:
         width = self.torso.out_size
         # Dueling: one stack whose last layer has 1 + num_actions outputs is not the same network as two
         # heads on a shared torso (the heads' noise differs), so the heads are separate layers.
-        self.heads = [MLP(width, (), 1, noisy=noisy, sigma0=sigma0), MLP(width, (), num_actions, noisy=noisy,
-                                                                         sigma0=sigma0)] \
-            if dueling else [MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)]
-        self.parts = [self.torso, *self.heads]
+        self.heads = {"value": MLP(width, (), 1, noisy=noisy, sigma0=sigma0),
+                      "advantage": MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)} \
+            if dueling else {"head": MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)}
         self.dueling = dueling
         self.noisy = noisy
 
-    def initial_params(self, seed: int) -> list[np.ndarray]:
+    def initial_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
-        return [p for part in self.parts for p in part.initial_params(rng)]
+        return {"torso": self.torso.initial_params(rng),
+                **{name: head.initial_params(rng) for name, head in self.heads.items()}}
 
-    def forward(self, params: Sequence[Any], obs: Any, noise: Sequence[Any] | None, ops: Any) -> Any:
-        """Q-values for a batch of observations; `noise` is None for the noise-free (mean) network."""
-        features = self.torso.forward(params[:self.torso.num_params], obs, ops, noise[0] if noise else None)
-        offset, outputs = self.torso.num_params, []
-        for index, head in enumerate(self.heads, start=1):
-            outputs.append(head.forward(params[offset: offset + head.num_params], features, ops,
-                                        noise[index] if noise else None))
-            offset += head.num_params
-        if self.dueling:
-            value, advantage = outputs
-            return value + advantage - ops.mean(advantage, 1)
-        return outputs[0]
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
+        """Q-values for a batch of observations; without `noise`, the noise-free (mean) network's."""
+        features = self.torso.forward(params["torso"], obs, ops, noise=None if noise is None else noise["torso"])
+        if not self.dueling:
+            return self.heads["head"].forward(params["head"], features, ops,
+                                              noise=None if noise is None else noise["head"])
+        value, advantage = (self.heads[name].forward(params[name], features, ops,
+                                                     noise=None if noise is None else noise[name])
+                            for name in ("value", "advantage"))
+        return value + advantage - ops.mean(advantage, 1)
 
-    def noise_numpy(self, rng: np.random.Generator) -> list[Any] | None:
-        return [part.noise_numpy(rng) for part in self.parts] if self.noisy else None
+    def noise_numpy(self, rng: np.random.Generator) -> Params | None:
+        if not self.noisy:
+            return None
+        return {"torso": self.torso.noise_numpy(rng),
+                **{name: head.noise_numpy(rng) for name, head in self.heads.items()}}
 
-    def noise_tf(self, generator: Any) -> list[Any] | None:
-        return [part.noise_tf(generator) for part in self.parts] if self.noisy else None
+    def noise_tf(self, generator: Any) -> Params | None:
+        if not self.noisy:
+            return None
+        return {"torso": self.torso.noise_tf(generator),
+                **{name: head.noise_tf(generator) for name, head in self.heads.items()}}
 
 
-def unflatten(flat: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
-    """A flat parameter vector as the list of arrays `shapes` describes (views, not copies)."""
-    arrays, start = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        arrays.append(flat[start:start + size].reshape(shape))
-        start += size
-    return arrays
+class Critics:
+    """Q(obs, action) estimates side by side, critic_0, critic_1, ...: DDPG's one, TD3's and SAC's twins.
+
+    Each is an MLP on [obs | action]; all share one shape, so one MLP runs each critic's parameters.
+    """
+
+    def __init__(self, obs_size: int, action_size: int, hidden_sizes: Sequence[int], count: int) -> None:
+        self.mlp = MLP(obs_size + action_size, hidden_sizes, 1)
+        self.names = tuple(f"critic_{index}" for index in range(count))
+
+    def initial_params(self, rng: np.random.Generator) -> Params:
+        return {name: self.mlp.initial_params(rng) for name in self.names}
+
+    def forward(self, params: Params, obs: Any, ops: Any, *, actions: Any, count: int | None = None,
+                hidden_dtype: Any = None) -> Any:
+        """Q(obs, actions) of the first `count` critics (all by default), stacked as [critic, batch]."""
+        x = ops.concat([obs, actions])
+        return ops.stack([self.mlp.forward(params[name], x, ops, hidden_dtype=hidden_dtype)[:, 0]
+                          for name in self.names[:count]])
 
 
 def orthogonal(shape: tuple[int, ...], gain: float, rng: np.random.Generator) -> np.ndarray:
@@ -309,6 +369,11 @@ def orthogonal(shape: tuple[int, ...], gain: float, rng: np.random.Generator) ->
     return (gain * (q if rows >= cols else q.T)).reshape(shape).astype(np.float32)
 
 
+def orthogonal_init(params: Params, gain: float, rng: np.random.Generator) -> Params:
+    """Stable-Baselines3's initialisation of a part: orthogonal weights times `gain`, zero biases."""
+    return map_params(lambda p: orthogonal(p.shape, gain, rng) if p.ndim > 1 else np.zeros_like(p), params)
+
+
 class ActorCriticNetwork:
     """A policy (its distribution's parameters) and a state-value estimate, for policy-gradient agents.
 
@@ -316,6 +381,7 @@ class ActorCriticNetwork:
     heads, like its CnnPolicy (pixels). Initialised like SB3 too, whatever the torso: orthogonal
     weights with gain sqrt(2) in torsos, 0.01 on the policy head (near-uniform first actions) and 1 on
     the value head, zero biases. A Gaussian policy's log-std is one learned vector, not a head.
+    Parameters: policy_torso, policy_head, value_torso (unless shared), value_head and log_std (Gaussian).
     """
 
     def __init__(self, model: str, obs_shape: tuple[int, ...], distribution: Any, hidden_sizes: Sequence[int],
@@ -327,44 +393,38 @@ class ActorCriticNetwork:
         self.policy_head = MLP(self.policy_torso.out_size, (), distribution.num_outputs)
         self.value_head = MLP(self.value_torso.out_size, (), 1)
         self.shared_torso = shared_torso
+        self.value_torso_params = "policy_torso" if shared_torso else "value_torso"
         self.log_std_init = log_std_init  # None: the distribution has no learned scale (Categorical)
         gains = {"policy_torso": math.sqrt(2.0), "policy_head": 0.01, "value_torso": math.sqrt(2.0), "value_head": 1.0}
         if shared_torso:
             del gains["value_torso"]
         self.gains = gains
-        # Where each part's parameters lie in the flat list (by name: the network is pickled to actors).
-        self.slices, offset = {}, 0
-        for name in gains:
-            size = getattr(self, name).num_params
-            self.slices[name], offset = slice(offset, offset + size), offset + size
-        self.slices["value_torso"] = self.slices["policy_torso"] if shared_torso else self.slices["value_torso"]
 
-    def initial_params(self, seed: int) -> list[np.ndarray]:
+    def initial_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
-        params = [orthogonal(p.shape, gain, rng) if p.ndim > 1 else np.zeros_like(p)
-                  for name, gain in self.gains.items() for p in getattr(self, name).initial_params(rng)]
+        params = {name: orthogonal_init(getattr(self, name).initial_params(rng), gain, rng)
+                  for name, gain in self.gains.items()}
         if self.log_std_init is not None:
-            params.append(np.full(self.distribution.num_outputs, self.log_std_init, np.float32))
+            params["log_std"] = np.full(self.distribution.num_outputs, self.log_std_init, np.float32)
         return params
 
-    def _run(self, name: str, params: Sequence[Any], x: Any, ops: Any) -> Any:
-        return getattr(self, name).forward(params[self.slices[name]], x, ops)
-
-    def _distribution_params(self, params: Sequence[Any], features: Any, ops: Any) -> tuple[Any, ...]:
-        outputs = self._run("policy_head", params, features, ops)
-        return (outputs,) if self.log_std_init is None else (outputs, params[-1])
-
-    def policy(self, params: Sequence[Any], obs: Any, ops: Any) -> tuple[Any, ...]:
+    def policy(self, params: Params, obs: Any, ops: Any) -> tuple[Any, ...]:
         """The action distribution's parameters for a batch of observations."""
-        return self._distribution_params(params, self._run("policy_torso", params, obs, ops), ops)
+        return self._distribution_params(params, self.policy_torso.forward(params["policy_torso"], obs, ops), ops)
 
-    def value(self, params: Sequence[Any], obs: Any, ops: Any) -> Any:
+    def value(self, params: Params, obs: Any, ops: Any) -> Any:
         """V(obs), one per row."""
-        return self._run("value_head", params, self._run("value_torso", params, obs, ops), ops)[:, 0]
+        features = self.value_torso.forward(params[self.value_torso_params], obs, ops)
+        return self.value_head.forward(params["value_head"], features, ops)[:, 0]
 
-    def forward(self, params: Sequence[Any], obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any]:
+    def forward(self, params: Params, obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any]:
         """Both at once; a shared torso runs once."""
-        policy_features = self._run("policy_torso", params, obs, ops)
-        value_features = policy_features if self.shared_torso else self._run("value_torso", params, obs, ops)
-        values = self._run("value_head", params, value_features, ops)[:, 0]
+        policy_features = self.policy_torso.forward(params["policy_torso"], obs, ops)
+        value_features = policy_features if self.shared_torso else self.value_torso.forward(
+            params["value_torso"], obs, ops)
+        values = self.value_head.forward(params["value_head"], value_features, ops)[:, 0]
         return self._distribution_params(params, policy_features, ops), values
+
+    def _distribution_params(self, params: Params, features: Any, ops: Any) -> tuple[Any, ...]:
+        outputs = self.policy_head.forward(params["policy_head"], features, ops)
+        return (outputs,) if self.log_std_init is None else (outputs, params["log_std"])

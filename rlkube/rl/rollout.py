@@ -1,12 +1,18 @@
-"""On-policy data: a rollout of consecutive steps from every environment, and GAE(lambda) over it.
+"""On-policy data: a rollout of consecutive steps from every environment, and the estimators of its advantages.
 
-Numpy only, like the policies: the learner turns a full rollout into advantages here and hands
-flat arrays to its compiled update.
+Numpy only, like the policies. Between the rollout and the update an advantage estimator (GAE(lambda)
+today) turns the rollout into advantages and value targets; the learner hands those, as flat arrays,
+to its compiled update, which never computes them itself.
 """
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# A full rollout's [n_steps, num_envs] arrays by name in; its advantages and returns (value targets) out.
+AdvantageEstimator = Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 
 
 class RolloutBuffer:
@@ -74,3 +80,15 @@ def generalized_advantages(rewards: np.ndarray, values: np.ndarray, bootstrap_va
         running = deltas[t] + continues[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+@dataclass(frozen=True)
+class GAE:
+    """GAE(lambda) as an advantage estimator, on what acting recorded (see generalized_advantages)."""
+
+    gamma: float
+    gae_lambda: float
+
+    def __call__(self, rollout: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return generalized_advantages(rollout["reward"], rollout["value"], rollout["bootstrap_value"],
+                                      rollout["terminated"], rollout["truncated"], self.gamma, self.gae_lambda)

@@ -1,4 +1,4 @@
-"""An experiment is K copies of one run, each with its own seed in DIR/copy-<i>/.
+"""An experiment is K copies of one run, each with its own seed and hparams in DIR/copy-<i>/.
 
 Copies run in parallel processes when there are cores for them. The parent forwards SIGTERM and
 SIGINT to them (in a container only PID 1 gets the signal) so every copy checkpoints before exit.
@@ -14,43 +14,35 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.rl.hparams import HParams
-from rlkube.run.runner import (
-    SUMMARY_FILE,
-    TEST_SUMMARY_FILE,
-    Runner,
-    RunOptions,
-    StopRequested,
-    aggregate,
-    limit_threads,
-)
+from rlkube.run.options import CopyPlan, copy_hparams
+from rlkube.run.runner import Runner, RunOptions, StopRequested, aggregate, limit_threads
+from rlkube.rundir import layout
+from rlkube.storage import sync
 
 EXIT_USER_ERROR = 2
 
 
-def copy_dir(output_dir: Path, index: int) -> Path:
-    return output_dir / f"copy-{index}"
-
-
-def _copy_runner(hp: HParams, output_dir: Path, index: int, options: RunOptions, remote: str | None) -> Runner:
-    """The runner of one copy; with a bucket, it first pulls the newest complete checkpoint from there."""
-    directory = copy_dir(output_dir, index)
+def _copy_runner(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, remote: str | None) -> Runner:
+    """The runner of one copy, with its own seed and hparams; with a bucket, it first pulls the newest complete
+    checkpoint from there."""
+    index = copy.index
+    directory = layout.copy_dir(output_dir, index)
     if remote is not None:
-        remote_copy = f"{remote.rstrip('/')}/copy-{index}"
-        storage.pull_latest_checkpoint(remote_copy, directory)
+        remote_copy = layout.copy_url(remote, index)
+        sync.pull_latest_checkpoint(remote_copy, directory)
         options = replace(options, remote_dir=remote_copy)
-    return Runner(hp, directory, options)
+    return Runner(copy_hparams(hp, copy), directory, replace(options, seed=copy.seed))
 
 
-def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int | None,
+def _run_copy(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, threads: int | None,
               remote: str | None) -> int:
     """A child process's whole life: run one copy, turn the outcome into an exit code."""
     if threads is not None:
         limit_threads(threads)
     try:
-        _copy_runner(hp, output_dir, index, options, remote).run()
+        _copy_runner(hp, output_dir, copy, options, remote).run()
     except UserError as error:
         print(f"{options.log_prefix}error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -59,40 +51,42 @@ def _run_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions, th
     return 0
 
 
-def _child(hp: HParams, output_dir: Path, index: int, options: RunOptions, threads: int, remote: str | None) -> None:
-    sys.exit(_run_copy(hp, output_dir, index, options, threads, remote))
+def _child(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, threads: int,
+           remote: str | None) -> None:
+    sys.exit(_run_copy(hp, output_dir, copy, options, threads, remote))
 
 
-def train_experiment(hp: HParams, output_dir: Path, copies: int, options: RunOptions,
+def train_experiment(hp: HParams, output_dir: Path, copies: list[CopyPlan], options: RunOptions,
                      remote: str | None = None) -> dict[str, Any]:
     """Run every copy to the end and return the summary across copies (also DIR/summary.json).
 
     Raises StopRequested when a signal stopped the copies (after each wrote a checkpoint).
     """
-    name = SUMMARY_FILE if options.training else TEST_SUMMARY_FILE
-    if copies == 1:
-        summaries = [_copy_runner(hp, output_dir, 0, options, remote).run()]
+    name = layout.summary_file(options.training)
+    if len(copies) == 1:
+        summaries = [_copy_runner(hp, output_dir, copies[0], options, remote).run()]
     else:
         _run_parallel(hp, output_dir, copies, options, remote)
-        summaries = [json.loads((copy_dir(output_dir, i) / name).read_text()) for i in range(copies)]
+        summaries = [json.loads((layout.copy_dir(output_dir, copy.index) / name).read_text()) for copy in copies]
     result = {**aggregate(summaries), "per_copy": summaries}
-    (output_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    layout.write_atomically(output_dir / name, json.dumps(result, indent=2) + "\n")
     return result
 
 
-def train_copy(hp: HParams, output_dir: Path, index: int, options: RunOptions,
+def train_copy(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions,
                remote: str | None = None) -> dict[str, Any]:
-    """Run copy `index` alone (one pod of an Indexed Job): seed+index, in DIR/copy-<index>/."""
-    summary = _copy_runner(hp, output_dir, index, replace(options, seed=options.seed + index), remote).run()
+    """Run one copy alone (one pod of an Indexed Job), in DIR/copy-<index>/."""
+    summary = _copy_runner(hp, output_dir, copy, options, remote).run()
     return {**aggregate([summary]), "per_copy": [summary]}
 
 
-def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOptions, remote: str | None) -> None:
+def _run_parallel(hp: HParams, output_dir: Path, copies: list[CopyPlan], options: RunOptions,
+                  remote: str | None) -> None:
     cores = os.cpu_count() or 1
-    parallel = min(copies, cores)
+    parallel = min(len(copies), cores)
     threads = max(1, cores // parallel)
     context = multiprocessing.get_context("spawn")
-    pending = list(range(copies))
+    pending = list(copies)
     running: dict[int, multiprocessing.Process] = {}
     codes: dict[int, int] = {}
     stop: list[int] = []
@@ -107,13 +101,11 @@ def _run_parallel(hp: HParams, output_dir: Path, copies: int, options: RunOption
     try:
         while pending or running:
             while pending and len(running) < parallel and not stop:
-                index = pending.pop(0)
-                copy_options = replace(options, seed=options.seed + index, live_progress=False,
-                                       log_prefix=f"copy-{index} | ")
-                process = context.Process(target=_child,
-                                          args=(hp, output_dir, index, copy_options, threads, remote))
+                copy = pending.pop(0)
+                copy_options = replace(options, live_progress=False, log_prefix=f"{layout.copy_name(copy.index)} | ")
+                process = context.Process(target=_child, args=(hp, output_dir, copy, copy_options, threads, remote))
                 process.start()
-                running[index] = process
+                running[copy.index] = process
             for index, process in list(running.items()):
                 if not process.is_alive():
                     process.join()

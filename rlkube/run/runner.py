@@ -20,25 +20,22 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.rl import devices
 from rlkube.rl.agents import Agent, make_agent
 from rlkube.rl.agents.compiled import one_thread_per_op
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
-from rlkube.rl.hparams import HParams, from_dict, to_dict
+from rlkube.rl.hparams import HParams, changed_hparams, from_dict, to_dict
 from rlkube.rl.schedules import multiples_between
 from rlkube.run.progress import Progress
 from rlkube.run.video import write_episode
 from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
-from rlkube.rundir import checkpoint
+from rlkube.rundir import checkpoint, layout
+from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
+from rlkube.storage import sync
 
-HPARAMS_FILE = "hparams.yaml"
-SUMMARY_FILE = "summary.json"
-TEST_SUMMARY_FILE = "test-summary.json"
-CHECKPOINT_DIR = "checkpoints"
 # Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
 SYNC_INTERVAL_S = 60.0
 # Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
@@ -87,22 +84,37 @@ class StopRequested(Exception):
 
 
 def has_checkpoint(copy_dir: Path) -> bool:
-    return checkpoint.latest(copy_dir / CHECKPOINT_DIR) is not None
+    return checkpoint.latest(layout.checkpoints_dir(copy_dir)) is not None
 
 
-def check_same_hparams(copy_dir: Path, hp: HParams) -> None:
-    """A run directory holds one experiment: refuse to resume it with different hparams."""
-    saved_path = copy_dir / HPARAMS_FILE
+def check_same_hparams(copy_dir: Path, hp: HParams) -> dict[str, tuple[Any, Any]]:
+    """A run directory holds one experiment: refuse to resume it with hparams its agent cannot change mid-run.
+
+    Returns the changes it accepts, as (saved, new) by name: those in the saved set's mutable_on_resume(),
+    which the runner applies once the checkpoint is restored.
+    """
+    saved_path = copy_dir / layout.HPARAMS_FILE
     if not saved_path.exists():
-        return
+        return {}
     saved = from_dict(yaml.safe_load(saved_path.read_text())["hparams"])
+    changes = changed_hparams(saved, hp)
     # train_steps may grow: continuing a finished run for longer is a resume, not a new experiment.
-    differ = [key for key, value in to_dict(hp).items()
-              if key != "train_steps" and to_dict(saved).get(key) != value]
-    if differ:
-        shown = ", ".join(f"{k}: {to_dict(saved).get(k)} -> {to_dict(hp)[k]}" for k in differ[:3])
+    changes.pop("train_steps", None)
+    mutable = saved.mutable_on_resume()
+    if fixed := [key for key in changes if key not in mutable]:
+        shown = ", ".join(f"{key}: {changes[key][0]} -> {changes[key][1]}" for key in fixed[:3])
+        may_change = f" (a resume may change {', '.join(sorted(mutable))})" if mutable else ""
         raise UserError(f"{copy_dir} holds a run with other hparams ({shown}); "
-                        f"use a new --output-dir or the same hparams to resume")
+                        f"use a new --output-dir or the same hparams to resume{may_change}")
+    return changes
+
+
+def check_same_seed(copy_dir: Path, seed: int) -> None:
+    """A copy resumes only with the seed it started with: its RNGs in the checkpoint came from that seed."""
+    saved_path = copy_dir / layout.HPARAMS_FILE
+    if saved_path.exists() and (saved := yaml.safe_load(saved_path.read_text())["seed"]) != seed:
+        raise UserError(f"{copy_dir} holds a run with seed {saved}, not {seed}; "
+                        f"use a new --output-dir or the same seed to resume")
 
 
 def _episodes(envs: list[gym.Env], agent: Agent, seeds: list[int], record: bool,
@@ -149,12 +161,15 @@ class Runner:
         # Everything that can reject the user's input happens before anything is written.
         eval_env = make_env(hp.env, render_mode=render_mode)
         self.eval_envs = [eval_env]  # the first renders; the rest are made when evaluation needs them
+        # The strategy comes first: TensorFlow's thread pool is fixed once its runtime starts, and one thread
+        # per op makes a small dense CPU learner ~20% faster (see one_thread_per_op).
         self.agent = make_agent(hp, eval_env.observation_space, eval_env.action_space, options.seed,
                                 devices.strategy_for(options.device, inline_ops=one_thread_per_op(hp)))
         # With workers, the actors own the training environments.
         self.envs = make_vector_env(hp.env, hp.num_envs, hp.vector_mode) if not options.num_workers else None
-        check_same_hparams(copy_dir, hp)
-        self.checkpoint_dir = copy_dir / CHECKPOINT_DIR
+        self.hparams_changes = check_same_hparams(copy_dir, hp)
+        check_same_seed(copy_dir, options.seed)
+        self.checkpoint_dir = layout.checkpoints_dir(copy_dir)
         self.state = LoopState()
         self.obs: Any = None
         self.stop_signal: int | None = None
@@ -171,7 +186,8 @@ class Runner:
         self.copy_dir.mkdir(parents=True, exist_ok=True)
         restored = checkpoint.load(latest) if latest else None
         self.log = RunLog(self.copy_dir, restored["logs"] if restored else None)
-        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress)
+        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress,
+                                 copy_dir=self.copy_dir)
         self.viewer = Viewer(f"rlkube: {self.hp.env} ({self.copy_dir.name})") if self.options.render else None
         try:
             if restored:
@@ -196,8 +212,8 @@ class Runner:
                 self.viewer.close()
 
     def _start(self) -> None:
-        (self.copy_dir / HPARAMS_FILE).write_text(
-            yaml.safe_dump({"hparams": to_dict(self.hp), "seed": self.options.seed}, sort_keys=False))
+        record = {"hparams": to_dict(self.hp), "seed": self.options.seed}
+        layout.write_atomically(self.copy_dir / layout.HPARAMS_FILE, yaml.safe_dump(record, sort_keys=False))
         self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
         if self.envs is not None:
             self.obs, _ = self.envs.reset(seed=self.options.seed)
@@ -285,7 +301,7 @@ class Runner:
         if self.stop_signal is not None:
             self._save()
             raise StopRequested(self.stop_signal, state.step)
-        self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None)
+        self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None, state.wall_seconds)
 
     def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
         """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
@@ -308,7 +324,7 @@ class Runner:
             lengths += steps
             if record:
                 name = f"{kind}-step{state.step}" if kind == "eval" else "test"
-                write_episode(frames, self.copy_dir / "videos" / name)
+                write_episode(frames, self.copy_dir / layout.VIDEOS / name)
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if kind == "eval":
             state.evaluations += 1
@@ -317,7 +333,7 @@ class Runner:
                               "mean_return": mean, "std_return": std})
         self.log.scalars(state.step, {f"{kind}/mean_return": mean, f"{kind}/std_return": std,
                                       f"{kind}/mean_length": float(np.mean(lengths))})
-        self.progress.message(f"{kind} at step {state.step}: return {mean:.2f} ± {std:.2f}")
+        self.progress.message(evaluation_line(kind, state.step, mean, std))
         return mean, std
 
     def _summarise(self, test: tuple[float, float] | None) -> dict[str, Any]:
@@ -332,8 +348,8 @@ class Runner:
             "test_mean_return": test[0] if test else None,
             "test_std_return": test[1] if test else None,
         }
-        name = SUMMARY_FILE if self.options.training else TEST_SUMMARY_FILE
-        (self.copy_dir / name).write_text(json.dumps(summary, indent=2) + "\n")
+        name = layout.summary_file(self.options.training)
+        layout.write_atomically(self.copy_dir / name, json.dumps(summary, indent=2) + "\n")
         return summary
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -352,12 +368,16 @@ class Runner:
         """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
         if self.options.remote_dir:
             self.log.lengths()  # flushes the event file
-            storage.sync_up(self.copy_dir, self.options.remote_dir)
+            sync.sync_up(self.copy_dir, self.options.remote_dir)
             self.last_sync = time.monotonic()
 
     def _restore(self, saved: dict[str, Any]) -> None:
         self.agent.load_state_dict(saved["agent"])
+        # The checkpoint holds the saved run's values of the hparams a resume may change (Adam's learning rate).
+        self.agent.set_hparams(self.hp)
         self.state = saved["loop"]
+        if self.hparams_changes:
+            self._record_hparams_changes()
         self.obs = saved["obs"]
         if self.envs is None:
             return  # the actors start new episodes
@@ -369,6 +389,17 @@ class Runner:
             self.obs, _ = self.envs.reset(seed=self.options.seed + self.state.step)
             self.state.episode_returns[:] = 0.0
             self.state.episode_lengths[:] = 0
+
+    def _record_hparams_changes(self) -> None:
+        """hparams.yaml holds the hparams in force and, under `changes`, what each resume changed at which step."""
+        path = self.copy_dir / layout.HPARAMS_FILE
+        record = yaml.safe_load(path.read_text())
+        record["hparams"] = to_dict(self.hp)
+        changes = {key: {"from": old, "to": new} for key, (old, new) in self.hparams_changes.items()}
+        record.setdefault("changes", []).append({"step": self.state.step, **changes})
+        layout.write_atomically(path, yaml.safe_dump(record, sort_keys=False))
+        shown = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in self.hparams_changes.items())
+        self.progress.message(f"hparams changed at step {self.state.step}: {shown}")
 
     def _pickled_envs(self) -> bytes | None:
         """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""

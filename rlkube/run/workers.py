@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from rlkube.rl.envs import make_vector_env
+from rlkube.rl.networks import NumpyOps, ParamLayout, Params
 from rlkube.rl.policies import Extras, Policy
 
 OFF_POLICY_CHUNK = 32  # vector steps per message from an off-policy actor
@@ -84,36 +85,33 @@ class Rollout:
 class ParameterBoard:
     """The learner's newest policy parameters in shared memory, with a version number and its step count."""
 
-    def __init__(self, params: list[np.ndarray], context: Any) -> None:
-        self.shapes = [p.shape for p in params]
-        self.sizes = [int(p.size) for p in params]
-        self.buffer = context.RawArray("f", sum(self.sizes))
+    def __init__(self, params: Params, context: Any) -> None:
+        self.layout = ParamLayout(params)
+        self.buffer = context.RawArray("f", sum(self.layout.sizes))
         self.version = context.RawValue("q", 0)
         self.learner_step = context.RawValue("q", 0)
         self.lock = context.Lock()
         self.publish(params, 0)
 
-    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
+    def publish(self, params: Params | None, learner_step: int) -> None:
         """New parameters (None: unchanged, which spares copying megabytes of a CNN) and the step count."""
         if params is None:
             self.learner_step.value = learner_step
             return
         flat = np.frombuffer(self.buffer, np.float32)
         with self.lock:
-            np.concatenate([p.ravel() for p in params], out=flat)
+            self.layout.flatten(params, out=flat)
             self.version.value += 1
             self.learner_step.value = learner_step
 
-    def fetch_newer(self, known_version: int) -> tuple[int, list[np.ndarray], int] | None:
+    def fetch_newer(self, known_version: int) -> tuple[int, Params, int] | None:
         """(version, params, learner step) if the board moved past `known_version`, else None."""
         if self.version.value == known_version:
             return None
         with self.lock:
             flat = np.frombuffer(self.buffer, np.float32).copy()
             version, step = self.version.value, self.learner_step.value
-        offsets = np.cumsum([0, *self.sizes])
-        params = [flat[a:b].reshape(shape) for a, b, shape in zip(offsets[:-1], offsets[1:], self.shapes, strict=True)]
-        return version, params, step
+        return version, self.layout.unflatten(flat, NumpyOps), step
 
 
 class ObservationSlots:
@@ -252,7 +250,7 @@ class ActorPool:
         process.start()
         return process
 
-    def publish(self, params: list[np.ndarray] | None, learner_step: int) -> None:
+    def publish(self, params: Params | None, learner_step: int) -> None:
         self.board.publish(params, learner_step)
 
     def rollouts_to_learn(self) -> Iterator[Rollout]:

@@ -1,33 +1,44 @@
 """Atomic checkpoints: a checkpoint directory appears by one rename, only once it is complete.
 
-A kill at any instant leaves either the previous checkpoints or the new one, never a partial
-one: the state is written and fsynced into `.tmp-*`, then renamed to `ckpt-<step>`. Leftover
-temporary directories from a killed save are removed on the next save or load.
+A kill at any instant leaves either the previous checkpoints or the new one, never a partial one: the state and
+then the COMPLETE marker (rlkube.rundir.layout's rule) are written and fsynced into a temporary directory, which is
+renamed to `ckpt-<step>`. Leftover temporary directories from a killed save are removed on the next save.
 """
 
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-STATE_FILE = "state.pkl"
+from rlkube.errors import UserError
+from rlkube.rundir import layout
+
 KEEP = 2
 
 
-def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in directory.glob("ckpt-*"):
-        suffix = path.name.removeprefix("ckpt-")
-        if suffix.isdigit() and (path / STATE_FILE).is_file():
-            found.append((int(suffix), path))
-    return sorted(found)
-
-
 def latest(directory: Path) -> Path | None:
-    """The newest complete checkpoint under `directory`, if any."""
-    found = _checkpoints(directory)
+    """The newest complete checkpoint under `directory`, if any.
+
+    A directory with checkpoints from before the COMPLETE marker is refused rather than ignored: starting afresh
+    there would overwrite the run's logs.
+    """
+    if unmarked := layout.unmarked_checkpoints(directory):
+        raise UserError(f"{directory} holds checkpoints of an older rlkube ({unmarked[-1].name} has no "
+                        f"{layout.COMPLETE_MARKER} marker); train into a new --output-dir, or finish this run "
+                        f"with the rlkube version that started it")
+    found = layout.complete_checkpoints(directory)
     return found[-1][1] if found else None
+
+
+def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> int:
+    """Write a file through `write(handle)`, fsync it, and return its size."""
+    with open(path, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,24 +52,25 @@ def _fsync_dir(path: Path) -> None:
 def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
     """Write `state` as checkpoint `step`, then prune all but the newest few."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(".tmp-*"):
+    for stale in directory.glob(layout.TEMPORARY_GLOB):
         shutil.rmtree(stale, ignore_errors=True)
-    temporary = directory / f".tmp-{step}-{os.getpid()}"
+    temporary = layout.temporary_checkpoint(directory, str(step))
     temporary.mkdir()
-    with open(temporary / STATE_FILE, "wb") as handle:
-        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        handle.flush()
-        os.fsync(handle.fileno())
-    final = directory / f"ckpt-{step}"
+    size = _write_synced(temporary / layout.STATE_FILE,
+                         lambda handle: pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_synced(temporary / layout.COMPLETE_MARKER,
+                  lambda handle: handle.write(layout.marker(step, {layout.STATE_FILE: size})))
+    _fsync_dir(temporary)
+    final = directory / layout.checkpoint_name(step)
     if final.exists():
         shutil.rmtree(final)
     os.rename(temporary, final)
     _fsync_dir(directory)
-    for _, old in _checkpoints(directory)[:-KEEP]:
+    for _, old in layout.complete_checkpoints(directory)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def load(path: Path) -> dict[str, Any]:
-    with open(path / STATE_FILE, "rb") as handle:
+    with open(path / layout.STATE_FILE, "rb") as handle:
         return pickle.load(handle)

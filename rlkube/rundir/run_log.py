@@ -15,8 +15,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-METRICS_FILE = "metrics.jsonl"
-EVENTS_GLOB = "events.out.tfevents.*"
+from rlkube.rundir.layout import EVENTS_GLOB, METRICS_FILE
 
 
 class RunLog:

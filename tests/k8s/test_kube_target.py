@@ -23,8 +23,9 @@ from kubernetes import client
 
 from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile
-from rlkube.launch.spec import TrainFlags, build_spec
+from rlkube.launch.spec import build_spec
 from rlkube.launch.targets.kubernetes.target import KubernetesTarget
+from rlkube.run.options import TrainOptions
 
 # Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
@@ -183,7 +184,7 @@ def test_cancel_removes_every_object(api: client.ApiClient, namespace: str) -> N
 @pytest.mark.usefixtures("workdir")
 def test_a_submission_failing_midway_leaves_nothing_behind(api: client.ApiClient, namespace: str) -> None:
     profile = get_profile("test-tpu")
-    spec = build_spec(profile, TrainFlags("dqn_cartpole"), 2, name="midway")
+    spec = build_spec(profile, TrainOptions("dqn_cartpole"), 2, name="midway")
 
     def forbid_jobs_after_the_config_map(obj: dict) -> None:
         if obj["kind"] == "ConfigMap":

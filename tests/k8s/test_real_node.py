@@ -29,7 +29,8 @@ from cluster import TestCluster
 from kubernetes import client
 from node import RealNode
 
-from rlkube import storage
+from rlkube.rundir import layout
+from rlkube.storage import filesystems
 from tests.conftest import scalar_steps
 from tests.storage_servers import StorageServer, s3_server
 
@@ -130,10 +131,10 @@ def pod_log(e2e: dict[str, Any], pod: client.V1Pod) -> str:
 
 def complete_checkpoints(url: str) -> list[int]:
     """Steps of the checkpoints in a copy's bucket directory that carry their COMPLETE marker."""
-    fs, root = storage.open_filesystem(url)
+    fs, root = filesystems.open_filesystem(url)
     found = [path[len(root):].lstrip("/") for path in fs.find(root)]
     return sorted(int(m.group(1)) for f in found
-                  if (m := re.fullmatch(rf"{storage.CHECKPOINTS}/ckpt-(\d+)/{storage.COMPLETE_MARKER}", f)))
+                  if (m := re.fullmatch(rf"{layout.CHECKPOINTS}/ckpt-(\d+)/{layout.COMPLETE_MARKER}", f)))
 
 
 def wait_for_checkpoint(url: str, after: int, timeout: float = 600) -> int:
@@ -145,7 +146,7 @@ def wait_for_checkpoint(url: str, after: int, timeout: float = 600) -> int:
 
 
 def download(url: str, target: Path) -> Path:
-    fs, root = storage.open_filesystem(url)
+    fs, root = filesystems.open_filesystem(url)
     fs.get(root, str(target), recursive=True)
     return target
 

@@ -21,8 +21,9 @@ from test_control_plane import wait_for
 from rlkube.launch import store
 from rlkube.launch.clusters import Accelerator, ClusterProfile
 from rlkube.launch.render import tensorboard_objects
-from rlkube.launch.spec import TrainFlags, build_spec
+from rlkube.launch.spec import build_spec
 from rlkube.launch.targets.base import target_for
+from rlkube.run.options import TrainOptions
 
 # Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
@@ -160,7 +161,7 @@ def test_the_submitter_role_still_does_everything_rlkube_needs(alice: client.Api
                              namespace=rlkube_namespace, image="rlkube:test", output="gs://bucket/runs",
                              accelerator=Accelerator("tpu", "v5litepod-8"), resources={"cpu": "1", "memory": "1Gi"},
                              labels={HOLD_LABEL: "true"}, retries_per_copy=0)
-    spec = build_spec(profile, TrainFlags("dqn_cartpole"), 2, name="alice-run")
+    spec = build_spec(profile, TrainOptions("dqn_cartpole"), 2, name="alice-run")
     core = client.CoreV1Api(alice)
     selector = "rlkube.io/experiment=alice-run"
 

@@ -6,7 +6,6 @@ and submissions and cancellations are recorded in the experiment store. `target_
 picks a target by a profile's or a record's `target`.
 """
 
-import re
 import socket
 import time
 import urllib.request
@@ -16,14 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import ClusterProfile
 from rlkube.launch.spec import ExperimentSpec
-
-# The runner's own progress lines: "step 1200/50000 ... return 35.00" and "eval at step 5000: return 181.20 ± ...".
-STEP_PATTERN = re.compile(r"step (\d+)(?:/\d+)?\b.*?return\s+(-?\d+(?:\.\d+)?)")
+from rlkube.storage import filesystems
 
 
 @dataclass(frozen=True)
@@ -53,18 +49,17 @@ class Target(ABC):
         A taken name (recorded in the store, or found on the target) is refused in one line unless `replace`, which
         first cancels the recorded experiment through its own target.
         """
-        self._refuse_taken_name(spec, replace)
+        found = self._refuse_taken_name(spec, replace)
         if store.exists(spec.name):
             previous = store.get(spec.name)
             target_for(previous).cancel(previous)
-        spec, backend = self._start(spec)
+        spec, backend = self._start(spec, replacing=found)
         store.save(spec, self.kind, self.context, backend)
         return spec
 
     def dryrun(self, spec: ExperimentSpec, replace: bool = False) -> str:
         """What `submit` would do, as one line; starts nothing and changes nothing."""
-        self._refuse_taken_name(spec, replace)
-        return self._dryrun(spec)
+        return self._dryrun(spec, replacing=self._refuse_taken_name(spec, replace))
 
     @abstractmethod
     def describe(self, record: store.Record) -> list[CopyStatus]:
@@ -88,18 +83,20 @@ class Target(ABC):
         if in_cluster and not self.on_cluster:
             raise UserError(f"--in-cluster needs an experiment on a cluster, and {record.name} ran on "
                             f"{record.cluster}")
-        if storage.is_remote(record.output_dir) and not in_cluster:
+        if filesystems.is_remote(record.output_dir) and not in_cluster:
             from rlkube.launch.tensorboard import from_bucket  # noqa: PLC0415
 
             from_bucket(record, port, emit)
         else:
             self._serve_tensorboard(record, port, emit)
 
-    def _refuse_taken_name(self, spec: ExperimentSpec, replace: bool) -> None:
+    def _refuse_taken_name(self, spec: ExperimentSpec, replace: bool) -> bool:
+        """Whether the target holds objects of the spec's name (only ever true with `replace`)."""
         found = self._found(spec)
         if (found or store.exists(spec.name)) and not replace:
             raise UserError(f"experiment '{spec.name}' exists {found or 'already'}; "
                             f"choose another --name, or --replace it")
+        return bool(found)
 
     def _found(self, spec: ExperimentSpec) -> str:  # noqa: ARG002  (a hook: targets that keep objects look)
         """Where the target holds an experiment of the spec's name, recorded here or not, as the words after
@@ -107,12 +104,13 @@ class Target(ABC):
         return ""
 
     @abstractmethod
-    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
-        """Start every copy, removing first what `_found` found; returns the spec as started and what the
-        target needs to find its copies again (the record's backend)."""
+    def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:
+        """Start every copy, removing first what `_found` found (`replacing`: it found something, which the
+        store's cancel may already have removed); returns the spec as started and what the target needs to find
+        its copies again (the record's backend)."""
 
     @abstractmethod
-    def _dryrun(self, spec: ExperimentSpec) -> str:
+    def _dryrun(self, spec: ExperimentSpec, replacing: bool) -> str:
         """What `_start` would do, as one line."""
 
     @abstractmethod
@@ -133,14 +131,6 @@ def target_for(where: ClusterProfile | store.Record) -> Target:
     from rlkube.launch.targets.kubernetes.target import KubernetesTarget  # noqa: PLC0415
 
     return KubernetesTarget(where if isinstance(where, ClusterProfile) else None)
-
-
-def last_progress(log_text: str) -> tuple[int | None, float | None]:
-    """The last step and return a copy reported in its log."""
-    for line in reversed(log_text.splitlines()):
-        if match := STEP_PATTERN.search(line):
-            return int(match.group(1)), float(match.group(2))
-    return None, None
 
 
 def overall_phase(copies: list[CopyStatus]) -> str:

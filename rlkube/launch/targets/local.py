@@ -1,7 +1,8 @@
 """The `local` target: each copy is a detached process on this machine, with the run layout of a pod.
 
-Copy i runs `rlkube train ... --copy-index i` through `local_worker`, logging to
-DIR/copy-<i>/train.log and recording its exit code in DIR/copy-<i>/exit-code.
+Copy i runs `rlkube train ... --copies-file DIR/copies.json --copy-index i` through `local_worker`, logging to
+DIR/copy-<i>/train.log and recording its exit code in DIR/copy-<i>/exit-code; status reads each copy's
+progress record (rlkube.rundir.progress_record).
 """
 
 import contextlib
@@ -16,21 +17,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rlkube import storage
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, last_progress
+from rlkube.launch.targets.base import CopyStatus, Target, age_seconds
+from rlkube.run.options import copies_json
+from rlkube.rundir import layout
+from rlkube.rundir.progress_record import ProgressRecord
+from rlkube.storage import filesystems
 
-LOG_FILE = "train.log"
-EXIT_FILE = "exit-code"
 CANCEL_GRACE_SECONDS = 60.0
 
 
 def copy_dir(output_dir: str, copy: int) -> Path:
     """Where a local copy keeps its log and exit code: the run directory, or its mirror for a bucket."""
-    base = storage.local_mirror(output_dir) if storage.is_remote(output_dir) else Path(output_dir)
-    return base / f"copy-{copy}"
+    remote = filesystems.is_remote(output_dir)
+    return layout.copy_dir(filesystems.local_mirror(output_dir) if remote else Path(output_dir), copy)
 
 
 def _alive(pid: int, exit_file: Path) -> bool:
@@ -50,45 +52,48 @@ class LocalTarget(Target):
     kind: ClassVar[str] = "local"
     on_cluster: ClassVar[bool] = False
 
-    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
-        """Start every copy, with the spec's output directory made absolute."""
-        if not storage.is_remote(spec.output_dir):
+    def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:  # noqa: ARG002
+        """Start every copy, with the spec's output directory made absolute. (`replacing` is never true here:
+        local copies exist only through the store, whose cancel has already stopped them.)"""
+        if not filesystems.is_remote(spec.output_dir):
             spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).expanduser().absolute()))
         output = copy_dir(spec.output_dir, 0).parent
+        copies_file = output / layout.COPIES_FILE  # each copy's seed and overrides, as a pod's ConfigMap holds them
         try:
-            for index in range(spec.copies):
+            for index in range(len(spec.copies)):
                 copy_dir(spec.output_dir, index).mkdir(parents=True, exist_ok=True)
+            copies_file.write_text(copies_json(spec.copies))
         except OSError as error:
             raise UserError(f"cannot create the run directory {output} ({error.strerror}); "
                             f"set output in the local profile to a writable path") from None
         # Parallel copies share the cores instead of each taking all of them.
-        threads = str(max(1, (os.cpu_count() or 1) // spec.copies))
+        threads = str(max(1, (os.cpu_count() or 1) // len(spec.copies)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": threads,
                "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
         pids = {}
-        for index in range(spec.copies):
+        for index in range(len(spec.copies)):
             directory = copy_dir(spec.output_dir, index)
-            (directory / EXIT_FILE).unlink(missing_ok=True)
-            command = [sys.executable, "-m", "rlkube.launch.targets.local_worker", str(directory / EXIT_FILE), "--",
+            exit_file = directory / layout.EXIT_FILE
+            exit_file.unlink(missing_ok=True)
+            command = [sys.executable, "-m", "rlkube.launch.targets.local_worker", str(exit_file), "--",
                        sys.executable, "-m", "rlkube", "train", *spec.train.args(), "--output-dir", spec.output_dir,
-                       "--copy-index", str(index)]
-            with open(directory / LOG_FILE, "ab") as log:
+                       "--copies-file", str(copies_file), "--copy-index", str(index)]
+            with open(directory / layout.TRAIN_LOG, "ab") as log:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True, env=env)
             pids[str(index)] = process.pid
         return spec, {"pids": pids, "cancelled": False}
 
-    def _dryrun(self, spec: ExperimentSpec) -> str:
-        return f"dry run: would start {spec.copies} local copies of {spec.train.hparams} in {spec.output_dir}"
+    def _dryrun(self, spec: ExperimentSpec, replacing: bool) -> str:  # noqa: ARG002  (see _start)
+        return f"dry run: would start {len(spec.copies)} local copies of {spec.train.hparams} in {spec.output_dir}"
 
     def describe(self, record: store.Record) -> list[CopyStatus]:
         copies = []
         for index in range(record.copies):
             directory = copy_dir(record.output_dir, index)
-            exit_file = directory / EXIT_FILE
-            log = directory / LOG_FILE
-            text = log.read_text(errors="replace") if log.exists() else ""
-            step, ret = last_progress(text)
+            exit_file = directory / layout.EXIT_FILE
+            progress = ProgressRecord.read(directory)
+            step, recent_return = (progress.step, progress.recent_return) if progress else (None, None)
             if exit_file.exists():
                 code = int(exit_file.read_text().strip() or 1)
                 phase = "Succeeded" if code == 0 else "Cancelled" if record.backend.get("cancelled") else "Failed"
@@ -96,7 +101,8 @@ class LocalTarget(Target):
                 phase = "Running"
             else:
                 phase = "Cancelled" if record.backend.get("cancelled") else "Failed"
-            copies.append(CopyStatus(index, phase, 0, socket.gethostname(), age_seconds(record.created), step, ret))
+            copies.append(CopyStatus(index, phase, 0, socket.gethostname(), age_seconds(record.created), step,
+                                     recent_return))
         return copies
 
     def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,
@@ -107,16 +113,16 @@ class LocalTarget(Target):
         indices = [copy] if copy is not None else list(range(record.copies))
         offsets = {}
         for index in indices:
-            path = copy_dir(record.output_dir, index) / LOG_FILE
+            path = copy_dir(record.output_dir, index) / layout.TRAIN_LOG
             data = path.read_bytes() if path.exists() else b""
             lines = data.decode(errors="replace").splitlines()
             for line in lines[-tail:] if tail is not None else lines:
-                emit(f"copy-{index} | {line}")
+                emit(f"{layout.copy_name(index)} | {line}")
             offsets[index] = len(data) - (len(data) - data.rfind(b"\n") - 1 if b"\n" in data else len(data))
         while follow:
             running = {c.copy for c in self.describe(record) if c.phase in ("Running", "Pending")}
             for index in indices:
-                path = copy_dir(record.output_dir, index) / LOG_FILE
+                path = copy_dir(record.output_dir, index) / layout.TRAIN_LOG
                 if not path.exists():
                     continue
                 with open(path, "rb") as handle:
@@ -124,7 +130,7 @@ class LocalTarget(Target):
                     chunk = handle.read()
                 complete = chunk[: chunk.rfind(b"\n") + 1]
                 for line in complete.decode(errors="replace").splitlines():
-                    emit(f"copy-{index} | {line}")
+                    emit(f"{layout.copy_name(index)} | {line}")
                 offsets[index] += len(complete)
             if not running.intersection(indices):
                 return
@@ -138,13 +144,14 @@ class LocalTarget(Target):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        exit_files = [copy_dir(record.output_dir, i) / layout.EXIT_FILE for i in running]
         while time.monotonic() < deadline and any(
-                _alive(pid, copy_dir(record.output_dir, i) / EXIT_FILE) for pid, i in zip(pids, running, strict=True)):
+                _alive(pid, exit_file) for pid, exit_file in zip(pids, exit_files, strict=True)):
             time.sleep(0.1)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        return [f"process copy-{i} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
+        return [f"process {layout.copy_name(i)} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
 
     def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
         from rlkube.launch.tensorboard import serve  # noqa: PLC0415

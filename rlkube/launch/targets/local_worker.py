@@ -4,11 +4,12 @@
 later `rlkube status` reads once the process is gone.
 """
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from rlkube.rundir import layout
 
 
 def main(argv: list[str]) -> int:
@@ -19,9 +20,7 @@ def main(argv: list[str]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda received, _frame: child.send_signal(received))
     code = child.wait()
-    temporary = Path(f"{exit_file}.tmp")
-    temporary.write_text(f"{code}\n")
-    os.replace(temporary, exit_file)
+    layout.write_atomically(Path(exit_file), f"{code}\n")
     return code
 
 

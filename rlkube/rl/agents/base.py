@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlkube.errors import UserError
-from rlkube.rl.hparams import HParams
+from rlkube.rl.hparams import HParams, changed_hparams
 from rlkube.rl.policies import Extras, Policy
 from rlkube.rl.registry import Registry
 
@@ -28,6 +28,7 @@ class Agent(ABC):
     # True when learning needs data from the current policy (PPO, VPG); actors then send whole rollouts.
     on_policy: bool = False
 
+    hp: HParams
     policy: Policy
     steps: int = 0  # environment steps observed, summed over environments
 
@@ -56,6 +57,22 @@ class Agent(ABC):
     @abstractmethod
     def scalars(self) -> dict[str, float]:
         """Schedule positions worth logging (epsilon, learning rate)."""
+
+    def set_hparams(self, hp: HParams) -> None:
+        """Learn and act with `hp` from now on; it may differ only in self.hp.mutable_on_resume().
+
+        The compiled learner reads those from variables or inputs, so it is not retraced. The runner calls
+        this after restoring a checkpoint, whose optimizer state holds the old run's learning rate.
+        """
+        fixed = sorted(set(changed_hparams(self.hp, hp)) - self.hp.mutable_on_resume())
+        if fixed:
+            raise ValueError(f"{type(self).__name__} cannot change {', '.join(fixed)} mid-run; make a new agent")
+        self.hp = hp
+        self._apply_hparams()
+
+    @abstractmethod
+    def _apply_hparams(self) -> None:
+        """Put self.hp's mutable values where the learner and the policy read them."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.continuous import ContinuousControlHParams
-from rlkube.rl.networks import MLP
+from rlkube.rl.networks import MLP, Critics, Params, map_params, param_leaves
 from rlkube.rl.policies import Extras
 from rlkube.rl.policies.continuous import BoxScale, ContinuousPolicy
 
@@ -44,21 +44,23 @@ class ContinuousControlAgent(OffPolicyAgent):
         self.scale = BoxScale(action_space.low, action_space.high)
         obs_size = int(np.prod(observation_space.shape))
         self.actor = MLP(obs_size, hp.hidden_sizes, self.actor_outputs)
-        self.critic = MLP(obs_size + self.action_size, hp.hidden_sizes, 1)
+        self.critics = Critics(obs_size, self.action_size, hp.hidden_sizes, self.num_critics)
         rng = np.random.default_rng(seed)
         actor_initial = self.actor.initial_params(rng)
-        critics_initial = [p for _ in range(self.num_critics) for p in self.critic.initial_params(rng)]
+        critics_initial = self.critics.initial_params(rng)
         with self.strategy.scope():  # the learner's state lives on the --device
-            self.actor_vars = [tf.Variable(p) for p in actor_initial]
-            self.critic_vars = [tf.Variable(p) for p in critics_initial]
-            self.target_critic_vars = [tf.Variable(p) for p in critics_initial]
-            self.actor_optimizer = Adam(self.actor_vars, hp.lr)
-            self.critic_optimizer = Adam(self.critic_vars, hp.lr)
+            self.actor_vars = map_params(tf.Variable, actor_initial)
+            self.critic_vars = map_params(tf.Variable, critics_initial)
+            self.target_critic_vars = map_params(tf.Variable, critics_initial)
+            # Every optimizer's learning rate, a variable so that set_hparams changes it without a retrace.
+            self.learning_rate = tf.Variable(hp.lr)
+            self.actor_optimizer = Adam(param_leaves(self.actor_vars), self.learning_rate)
+            self.critic_optimizer = Adam(param_leaves(self.critic_vars), self.learning_rate)
             self.generator = tf.random.Generator.from_seed(seed)
         dtype = hidden_dtype(hp.matmul_precision, self.strategy)
         self.hidden_dtype = None if dtype == tf.float32 else dtype
         self._make_memory(observation_space, (self.action_size,), np.float32, seed + 1)
-        self.policy = self._make_policy([p.copy() for p in actor_initial], seed)
+        self.policy = self._make_policy(map_params(np.copy, actor_initial), seed)
 
         # A batch travels as one float32 array, [batch, obs | action | reward | next_obs | discount | weight]:
         # every argument of a compiled call costs ~20 us to bind, a lot next to a gradient step.
@@ -88,7 +90,7 @@ class ContinuousControlAgent(OffPolicyAgent):
     def num_critics(self) -> int: ...
 
     @abstractmethod
-    def _make_policy(self, actor_params: list[np.ndarray], seed: int) -> ContinuousPolicy: ...
+    def _make_policy(self, actor_params: Params, seed: int) -> ContinuousPolicy: ...
 
     @abstractmethod
     def _gradient_step(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
@@ -97,7 +99,8 @@ class ContinuousControlAgent(OffPolicyAgent):
 
     def _variables(self) -> dict[str, list[tf.Variable]]:
         """Every variable a checkpoint holds, by name."""
-        return {"actor": self.actor_vars, "critic": self.critic_vars, "target_critic": self.target_critic_vars,
+        return {"actor": param_leaves(self.actor_vars), "critic": param_leaves(self.critic_vars),
+                "target_critic": param_leaves(self.target_critic_vars),
                 "actor_optimizer": self.actor_optimizer.variables,
                 "critic_optimizer": self.critic_optimizer.variables}
 
@@ -133,16 +136,16 @@ class ContinuousControlAgent(OffPolicyAgent):
             td_errors, scalars, actor = self._learn_many(packed)
             td_errors, scalars = td_errors.numpy(), scalars.numpy()
         # Views of the call's outputs, not copies (.numpy() copies): acting only reads them.
-        self.policy.params = [np.asarray(p) for p in actor]
+        self.policy.params = map_params(np.asarray, actor)
         return td_errors, {name: scalars[:, index] for index, name in enumerate(self.scalar_names)}
 
-    def _learn_batch(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+    def _learn_batch(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, Params]:
         """One gradient step; then the actor's new weights, for acting."""
         obs, action, reward, next_obs, discount, weights = tf.split(packed, self.columns, axis=-1)
         td_errors, scalars = self._gradient_step(obs, action, reward[:, 0], next_obs, discount[:, 0], weights[:, 0])
-        return td_errors, scalars, [tf.identity(v) for v in self.actor_vars]
+        return td_errors, scalars, map_params(tf.identity, self.actor_vars)
 
-    def _learn_batches(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+    def _learn_batches(self, packed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, Params]:
         """len(packed) gradient steps, one per batch, inside one compiled call; then the actor's new weights."""
         steps = tf.shape(packed)[0]
         td_errors = tf.TensorArray(tf.float32, size=steps)
@@ -151,27 +154,27 @@ class ContinuousControlAgent(OffPolicyAgent):
             step_td_errors, step_scalars, _ = self._learn_batch(packed[i])
             td_errors = td_errors.write(i, step_td_errors)
             scalars = scalars.write(i, step_scalars)
-        return td_errors.stack(), scalars.stack(), [tf.identity(v) for v in self.actor_vars]
+        return td_errors.stack(), scalars.stack(), map_params(tf.identity, self.actor_vars)
 
-    def actor_output(self, params: list[Any], obs: tf.Tensor) -> tf.Tensor:
+    def actor_output(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
         return self.actor.forward(params, obs, TFOps, hidden_dtype=self.hidden_dtype)
 
-    def critic_values(self, params: list[Any], obs: tf.Tensor, action: tf.Tensor,
+    def critic_values(self, params: Params, obs: tf.Tensor, action: tf.Tensor,
                       count: int | None = None) -> tf.Tensor:
         """Q(obs, action) of the first `count` critics (all by default), stacked as [critic, batch]."""
-        x = tf.concat([obs, action], axis=-1)
-        size = self.critic.num_params
-        return tf.stack([self.critic.forward(params[c * size:(c + 1) * size], x, TFOps,
-                                             hidden_dtype=self.hidden_dtype)[:, 0]
-                         for c in range(count or self.num_critics)])
+        return self.critics.forward(params, obs, TFOps, actions=action, count=count, hidden_dtype=self.hidden_dtype)
 
-    def _apply(self, optimizer: Adam, gradients: list[tf.Tensor], variables: list[tf.Variable]) -> None:
+    def _apply(self, optimizer: Adam, gradients: Params, variables: Params) -> None:
+        gradients = param_leaves(gradients)
         if self.hp.max_grad_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
-        optimizer.apply(gradients, variables)
+        optimizer.apply(gradients, param_leaves(variables))
 
-    def _polyak(self, targets: list[tf.Variable], sources: list[tf.Variable]) -> None:
-        polyak(targets, sources, self.hp.tau)
+    def _polyak(self, targets: Params, sources: Params) -> None:
+        polyak(param_leaves(targets), param_leaves(sources), self.hp.tau)
+
+    def _apply_hparams(self) -> None:
+        self.learning_rate.assign(self.hp.lr)
 
     # -- logging and checkpoints -------------------------------------------------------------------
 
@@ -193,4 +196,4 @@ class ContinuousControlAgent(OffPolicyAgent):
         self.generator.state.assign(state["generator"])
         self.policy.load_state_dict(state["policy"])
         self._load_replay_state(state)
-        self.policy.params = [v.numpy() for v in self.actor_vars]
+        self.policy.params = map_params(lambda v: v.numpy(), self.actor_vars)

@@ -6,12 +6,12 @@ clipped noise on the target's action. `_gradient_step` reads like TD3's pseudo-c
 """
 
 import gymnasium as gym
-import numpy as np
 import tensorflow as tf
 
 from rlkube.rl.agents.base import agent_registry
 from rlkube.rl.agents.continuous import ContinuousControlAgent
 from rlkube.rl.hparams.continuous import DDPGHParams
+from rlkube.rl.networks import Params, map_params, param_leaves
 from rlkube.rl.policies.continuous import DeterministicPolicy, GaussianNoise, OrnsteinUhlenbeckNoise
 
 
@@ -24,7 +24,7 @@ class DDPGAgent(ContinuousControlAgent):
                  seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__(hp, observation_space, action_space, seed, strategy)
         with self.strategy.scope():
-            self.target_actor_vars = [tf.Variable(v) for v in self.actor_vars]
+            self.target_actor_vars = map_params(tf.Variable, self.actor_vars)
             self.critic_updates = tf.Variable(0, dtype=tf.int64)
             # Logged on the steps between delayed actor updates too.
             self.last_actor_loss = tf.Variable(0.0)
@@ -37,17 +37,21 @@ class DDPGAgent(ContinuousControlAgent):
     def num_critics(self) -> int:
         return self.hp.num_critics
 
-    def _make_policy(self, actor_params: list[np.ndarray], seed: int) -> DeterministicPolicy:
+    def _make_policy(self, actor_params: Params, seed: int) -> DeterministicPolicy:
         hp = self.hp
         noise = GaussianNoise(hp.action_noise_std) if hp.action_noise == "gaussian" \
             else OrnsteinUhlenbeckNoise(hp.action_noise_std, hp.ou_theta, hp.ou_dt)
         return DeterministicPolicy(self.actor, actor_params, self.scale, hp.learning_starts, seed, noise)
 
+    def _apply_hparams(self) -> None:
+        super()._apply_hparams()
+        self.policy.noise.std = self.hp.action_noise_std
+
     def _variables(self) -> dict[str, list[tf.Variable]]:
-        return {**super()._variables(), "target_actor": self.target_actor_vars,
+        return {**super()._variables(), "target_actor": param_leaves(self.target_actor_vars),
                 "counters": [self.critic_updates, self.last_actor_loss]}
 
-    def policy_actions(self, params: list[tf.Variable], obs: tf.Tensor) -> tf.Tensor:
+    def policy_actions(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
         return tf.tanh(self.actor_output(params, obs))
 
     def target_actions(self, next_obs: tf.Tensor) -> tf.Tensor:

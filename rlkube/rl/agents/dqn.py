@@ -1,8 +1,8 @@
 """The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
 
 Acting runs in numpy on a copy of the weights (rlkube.rl.policies.QPolicy); learning runs many
-gradient steps inside one XLA-compiled graph call.
-The update, `_learn`, reads top to bottom like the paper's pseudo-code.
+gradient steps inside one XLA-compiled graph call. `_learn` is the loop around the loss; the loss
+itself (rlkube.rl.losses, chosen by the hparams) says what the Q-values should have been.
 """
 
 from typing import Any
@@ -16,8 +16,8 @@ from rlkube.rl.agents.compiled import compile_learner, xla_suits
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.dqn import DQNHParams
-from rlkube.rl.losses import loss_registry
-from rlkube.rl.networks import QNetwork
+from rlkube.rl.losses import Transitions, dqn_loss
+from rlkube.rl.networks import Params, QNetwork, map_params, param_leaves
 from rlkube.rl.policies import Extras, QPolicy
 from rlkube.rl.replay import NStepBuilder
 from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
@@ -37,22 +37,18 @@ class DQNAgent(OffPolicyAgent):
             noisy=hp.noisy, sigma0=hp.noisy_sigma0)
         initial = self.network.initial_params(seed)
         with self.strategy.scope():  # the learner's state lives on the --device
-            self.online = [tf.Variable(p) for p in initial]
-            self.target = [tf.Variable(p) for p in initial]
+            self.online = map_params(tf.Variable, initial)
+            self.target = map_params(tf.Variable, initial)
             self.optimizer = tf.keras.optimizers.Adam(hp.lr)
-            self.optimizer.build(self.online)
+            self.optimizer.build(param_leaves(self.online))
             self.noise_generator = tf.random.Generator.from_seed(seed)
         self._make_memory(observation_space, (), np.int64, seed + 1)
         # One n-step builder per environment stream (an actor's envs have their own indices).
         self.n_step: dict[int, NStepBuilder] = {}
-        self.loss = loss_registry[hp.loss]
-        decay_steps = int(hp.exploration_fraction * hp.train_steps)
-        self.epsilon = LinearSchedule(hp.epsilon_start, hp.epsilon_end, decay_steps) \
-            if hp.epsilon_schedule == "linear" else ExponentialSchedule(hp.epsilon_start, hp.epsilon_end,
-                                                                         hp.epsilon_decay)
+        self.loss = dqn_loss(hp)
         self.last_learn_step = 0
-        self.policy = QPolicy(self.network, [p.numpy() for p in self.online], self.num_actions, self.epsilon,
-                              hp.learning_starts, seed)
+        self.policy = QPolicy(self.network, map_params(lambda v: v.numpy(), self.online), self.num_actions,
+                              epsilon_schedule(hp), hp.learning_starts, seed)
         obs_spec = tf.TensorSpec([None, hp.batch_size, *observation_space.shape], observation_space.dtype)
         batch_spec = tf.TensorSpec([None, hp.batch_size], tf.float32)
         self._learn_compiled = compile_learner(
@@ -78,14 +74,14 @@ class DQNAgent(OffPolicyAgent):
             return {}
         self._sync_target()
         scalars = self._replay(gradient_steps, self._learn_on)
-        self.policy.params = [p.numpy() for p in self.online]
+        self.policy.params = map_params(lambda v: v.numpy(), self.online)
         self.last_learn_step = self.steps
         return scalars
 
     def _learn_on(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        losses, td_errors, q_means = self._learn_compiled(batch["obs"], batch["action"], batch["reward"],
-                                                          batch["next_obs"], batch["discount"], batch["weights"])
-        return td_errors, {"losses/td_loss": losses, "losses/q_values": q_means}
+        losses, priorities, q_means = self._learn_compiled(batch["obs"], batch["action"], batch["reward"],
+                                                           batch["next_obs"], batch["discount"], batch["weights"])
+        return priorities, {"losses/td_loss": losses, "losses/q_values": q_means}
 
     def _sync_target(self) -> None:
         """Apply the target updates due at every multiple of target_update_period since the last learn.
@@ -97,49 +93,47 @@ class DQNAgent(OffPolicyAgent):
         if due <= 0:
             return
         keep = (1.0 - self.hp.target_update_tau) ** due
-        for target, online in zip(self.target, self.online, strict=True):
+        for target, online in zip(param_leaves(self.target), param_leaves(self.online), strict=True):
             target.assign(keep * target + (1.0 - keep) * online)
 
     def _learn(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
                discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """len(obs) gradient steps, one per batch, inside one compiled call."""
+        """len(obs) gradient steps, one per batch, inside one compiled call: the losses, priorities and mean Qs."""
         steps = tf.shape(obs)[0]
         losses = tf.TensorArray(tf.float32, size=steps)
-        td_errors = tf.TensorArray(tf.float32, size=steps)
+        priorities = tf.TensorArray(tf.float32, size=steps)
         q_means = tf.TensorArray(tf.float32, size=steps)
-        forward, net = self.network.forward, self.network
         for i in tf.range(steps):
-            next_q = forward(self.target, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
-            if self.hp.double_q:
-                online_next_q = forward(self.online, next_obs[i], net.noise_tf(self.noise_generator), TFOps)
-                next_value = tf.gather(next_q, tf.argmax(online_next_q, axis=1), batch_dims=1)
-            else:
-                next_value = tf.reduce_max(next_q, axis=1)
-            target = tf.stop_gradient(reward[i] + discount[i] * next_value)
-            online_noise = net.noise_tf(self.noise_generator)
-            with tf.GradientTape() as tape:
-                q = forward(self.online, obs[i], online_noise, TFOps)
-                q_taken = tf.gather(q, action[i], batch_dims=1)
-                td_error = target - q_taken
-                loss = tf.reduce_mean(weights[i] * self.loss(td_error))
-            gradients = tape.gradient(loss, self.online)
+            batch = Transitions(obs[i], action[i], reward[i], next_obs[i], discount[i], weights[i])
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(self.online)
+                output = self.loss(self._apply_network, self.online, self.target, batch)
+            gradients = tape.gradient(output.loss, param_leaves(self.online))
             if self.hp.max_grad_norm > 0:
                 gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
-            self.optimizer.apply_gradients(zip(gradients, self.online, strict=True))
-            losses = losses.write(i, loss)
-            td_errors = td_errors.write(i, td_error)
-            q_means = q_means.write(i, tf.reduce_mean(q_taken))
-        return losses.stack(), td_errors.stack(), q_means.stack()
+            self.optimizer.apply_gradients(zip(gradients, param_leaves(self.online), strict=True))
+            losses = losses.write(i, output.loss)
+            priorities = priorities.write(i, output.priorities)
+            q_means = q_means.write(i, output.q_values)
+        return losses.stack(), priorities.stack(), q_means.stack()
+
+    def _apply_network(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
+        """The network's Q-values, with fresh noise for noisy layers: what a loss calls the network by."""
+        return self.network.forward(params, obs, TFOps, noise=self.network.noise_tf(self.noise_generator))
+
+    def _apply_hparams(self) -> None:
+        self.optimizer.learning_rate.assign(self.hp.lr)
+        self.policy.epsilon = epsilon_schedule(self.hp)
 
     # -- logging and checkpoints ----------------------------------------------------------------
 
     def scalars(self) -> dict[str, float]:
-        return {"charts/epsilon": self.epsilon(self.steps), "charts/learning_rate": self.hp.lr}
+        return {"charts/epsilon": self.policy.epsilon(self.steps), "charts/learning_rate": self.hp.lr}
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "online": [v.numpy() for v in self.online],
-            "target": [v.numpy() for v in self.target],
+            "online": [v.numpy() for v in param_leaves(self.online)],
+            "target": [v.numpy() for v in param_leaves(self.target)],
             "optimizer": [v.numpy() for v in self.optimizer.variables],
             "noise_generator": self.noise_generator.state.numpy(),
             "policy": self.policy.state_dict(),
@@ -149,7 +143,8 @@ class DQNAgent(OffPolicyAgent):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for variables, values in ((self.online, state["online"]), (self.target, state["target"]),
+        for variables, values in ((param_leaves(self.online), state["online"]),
+                                  (param_leaves(self.target), state["target"]),
                                   (self.optimizer.variables, state["optimizer"])):
             for variable, value in zip(variables, values, strict=True):
                 variable.assign(value)
@@ -161,4 +156,11 @@ class DQNAgent(OffPolicyAgent):
         for stream, builder_state in state["n_step"].items():
             self.n_step[stream] = NStepBuilder(self.hp.n_step, self.hp.gamma)
             self.n_step[stream].load_state_dict(builder_state)
-        self.policy.params = [p.numpy() for p in self.online]
+        self.policy.params = map_params(lambda v: v.numpy(), self.online)
+
+
+def epsilon_schedule(hp: DQNHParams) -> LinearSchedule | ExponentialSchedule:
+    """Epsilon-greedy's epsilon by step: linear over exploration_fraction of the budget, or exponential."""
+    if hp.epsilon_schedule == "linear":
+        return LinearSchedule(hp.epsilon_start, hp.epsilon_end, int(hp.exploration_fraction * hp.train_steps))
+    return ExponentialSchedule(hp.epsilon_start, hp.epsilon_end, hp.epsilon_decay)

@@ -16,7 +16,7 @@ from rlkube.rl.hparams.off_policy import OffPolicyHParams
 from rlkube.rl.replay import Batch, memory_registry
 from rlkube.rl.schedules import LinearSchedule, multiples_between
 
-# One compiled learning call: the batches' TD errors ([count, batch], for priorities) and per-step scalars.
+# One compiled learning call: the batches' priorities ([count, batch], e.g. |TD errors|) and per-step scalars.
 Learn = Callable[[Batch], tuple[Any, dict[str, Any]]]
 
 
@@ -50,8 +50,8 @@ class OffPolicyAgent(Agent):
             results = []
             for _ in range(gradient_steps):
                 batch = self.memory.sample(hp.batch_size, 1, beta=self.beta(self.steps))
-                td_errors, scalars = learn(batch)
-                self.memory.update_priorities(batch["indices"], np.asarray(td_errors))
+                priorities, scalars = learn(batch)
+                self.memory.update_priorities(batch["indices"], np.asarray(priorities))
                 results.append(scalars)
         else:
             # Uniform draws do not depend on learning: every batch at once, in one call.

@@ -1,9 +1,10 @@
-"""What on-policy agents (VPG, PPO) share: acting, the rollout, GAE, and the compiled update loop.
+"""What on-policy agents (VPG, PPO) share: acting, the rollout, advantage estimation, and the compiled update loop.
 
 A subclass supplies only its loss. Acting runs in numpy (rlkube.rl.policies.StochasticPolicy)
 and returns each action's log-probability and the state's value as extras. Once a rollout of
-`n_steps` steps from every environment is in, `update` computes GAE(lambda) advantages in numpy
-and runs every epoch's every minibatch inside one XLA-compiled graph call.
+`n_steps` steps from every environment is in, `update` has the agent's advantage estimator
+(GAE(lambda), rlkube.rl.rollout) turn it into advantages and returns in numpy, then runs every
+epoch's every minibatch on them inside one XLA-compiled graph call.
 """
 
 from abc import abstractmethod
@@ -19,9 +20,9 @@ from rlkube.rl.agents.compiled import compile_learner, xla_suits
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import Categorical, DiagonalGaussian
 from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
-from rlkube.rl.networks import ActorCriticNetwork, unflatten
+from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, ParamLayout
 from rlkube.rl.policies import Extras, StochasticPolicy
-from rlkube.rl.rollout import RolloutBuffer, generalized_advantages
+from rlkube.rl.rollout import GAE, AdvantageEstimator, RolloutBuffer
 from rlkube.rl.schedules import LinearSchedule
 
 # Stable-Baselines3's Adam epsilon for its actor-critic policies (PyTorch's default is 1e-8).
@@ -48,18 +49,18 @@ class OnPolicyAgent(Agent):
         self.network = ActorCriticNetwork(hp.model, observation_space.shape, distribution, hp.hidden_sizes,
                                           hp.shared_torso, hp.activation, hp.log_std_init if continuous else None)
         initial = self.network.initial_params(seed)
-        self.param_shapes = [p.shape for p in initial]
+        self.layout = ParamLayout(initial)
         with self.strategy.scope():  # the learner's state lives on the --device
             # One flat variable: Adam then compiles to a handful of ops instead of a handful per layer,
             # which halves XLA's compile time; Adam is elementwise, so the updates are the same.
-            self.params = tf.Variable(np.concatenate([p.ravel() for p in initial]))
+            self.params = tf.Variable(self.layout.flatten(initial))
             self.optimizer = tf.keras.optimizers.Adam(hp.lr, epsilon=ADAM_EPSILON)
             self.optimizer.build([self.params])
         bounds = (action_space.low, action_space.high) if continuous else None
         self.policy = StochasticPolicy(self.network, initial, seed, bounds)
         self.buffer = RolloutBuffer(hp.n_steps)
         self.minibatch_rng = np.random.default_rng(seed + 1)
-        self.lr = annealed(hp.lr, hp.lr_schedule, hp.train_steps)
+        self._apply_hparams()  # the schedules
         self.steps = 0
 
         action_spec = tf.TensorSpec([None, *action_space.shape], tf.float32) if continuous \
@@ -68,7 +69,7 @@ class OnPolicyAgent(Agent):
         rollout_spec = {"obs": tf.TensorSpec([None, *observation_space.shape], observation_space.dtype),
                         "action": action_spec, "log_prob": vector, "value": vector, "advantage": vector,
                         "return": vector}
-        coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self.coefficients()}
+        coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self._graph_coefficients()}
         # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
         self._learn_compiled = compile_learner(
             self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
@@ -81,6 +82,21 @@ class OnPolicyAgent(Agent):
     def coefficients(self) -> dict[str, float]:
         """Scheduled values for the next update, as of the current step; logged as charts/<name>."""
         return {"learning_rate": self.lr(self.steps)}
+
+    def _graph_coefficients(self) -> dict[str, float]:
+        """The update's scalar inputs: the schedules' values and the loss's weights.
+
+        Inputs rather than constants of the compiled update, so set_hparams changes them without a retrace.
+        """
+        return {**self.coefficients(), "ent_coef": self.hp.ent_coef, "vf_coef": self.hp.vf_coef}
+
+    def _apply_hparams(self) -> None:
+        hp = self.hp
+        self.lr = annealed(hp.lr, hp.lr_schedule, hp.train_steps)
+
+    def advantage_estimator(self) -> AdvantageEstimator:
+        """What turns a rollout into the update's advantages and returns: GAE(lambda), with the set's values."""
+        return GAE(self.hp.gamma, self.hp.gae_lambda)
 
     # -- acting's results -----------------------------------------------------------------------
 
@@ -103,15 +119,11 @@ class OnPolicyAgent(Agent):
     def update(self) -> dict[str, float]:
         if not self.buffer.full:
             return {}
-        hp, rollout = self.hp, self.buffer.arrays
-        advantages, returns = generalized_advantages(
-            rollout["reward"], rollout["value"], rollout["bootstrap_value"], rollout["terminated"],
-            rollout["truncated"], hp.gamma, hp.gae_lambda)
+        advantages, returns = self.advantage_estimator()(self.buffer.arrays)
         data = {name: self.buffer.flat(name) for name in ("obs", "action", "log_prob", "value")}
         data.update(advantage=advantages.reshape(-1), **{"return": returns.reshape(-1)})
-        coefficients = self.coefficients()
-        metrics = self._learn_compiled(data, self._minibatch_indices(len(data["value"])), coefficients)
-        self.policy.params = unflatten(self.params.numpy(), self.param_shapes)
+        metrics = self._learn_compiled(data, self._minibatch_indices(len(data["value"])), self._graph_coefficients())
+        self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
         self.buffer.clear()
         return {**{f"losses/{name}": float(value) for name, value in metrics.items()},
                 "losses/explained_variance": explained_variance(data["value"], data["return"])}
@@ -134,7 +146,8 @@ class OnPolicyAgent(Agent):
             if self.hp.normalize_advantage:
                 minibatch["advantage"] = standardized(minibatch["advantage"])
             with tf.GradientTape() as tape:
-                params, values = self.network.forward(self._layer_params(), minibatch["obs"], TFOps)
+                network_params = self.layout.unflatten(self.params, TFOps)  # the flat variable, by name
+                params, values = self.network.forward(network_params, minibatch["obs"], TFOps)
                 log_prob = distribution.log_prob(params, minibatch["action"], TFOps)
                 entropy = tf.reduce_mean(distribution.entropy(params, TFOps))
                 loss, metrics = self._loss(log_prob, entropy, values, minibatch, coefficients)
@@ -149,11 +162,6 @@ class OnPolicyAgent(Agent):
                                   (tf.constant(0), {name: tf.zeros([]) for name in self.metric_names}))
         return {name: total / tf.cast(steps, tf.float32) for name, total in totals.items()}
 
-    def _layer_params(self) -> list[tf.Tensor]:
-        """The flat variable as the network's list of weights and biases."""
-        pieces = tf.split(self.params, [int(np.prod(shape)) for shape in self.param_shapes])
-        return [tf.reshape(piece, shape) for piece, shape in zip(pieces, self.param_shapes, strict=True)]
-
     @abstractmethod
     def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
               coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -161,7 +169,8 @@ class OnPolicyAgent(Agent):
 
         `log_prob` and `values` are the current network's on the minibatch's observations and actions;
         `entropy` is the policy's mean entropy there; `minibatch` holds what acting recorded
-        (log_prob, value), the advantages (normalised if hp.normalize_advantage) and the returns.
+        (log_prob, value), the advantages (normalised if hp.normalize_advantage) and the returns;
+        `coefficients` holds the inputs named by `_graph_coefficients`.
         """
 
     # -- logging and checkpoints ----------------------------------------------------------------
@@ -187,7 +196,7 @@ class OnPolicyAgent(Agent):
         self.minibatch_rng.bit_generator.state = state["minibatch_rng"]
         self.steps = state["steps"]
         self.buffer.load_state_dict(state["rollout"])
-        self.policy.params = unflatten(self.params.numpy(), self.param_shapes)
+        self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
 
 
 def standardized(x: tf.Tensor) -> tf.Tensor:

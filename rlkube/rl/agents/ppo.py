@@ -1,10 +1,9 @@
 """Proximal Policy Optimization (Schulman et al. 2017), the clipped-surrogate variant, as in Stable-Baselines3.
 
-The loop around the loss (rollouts, GAE, minibatch epochs in one compiled call) is
+The loop around the loss (rollouts, advantage estimation, minibatch epochs in one compiled call) is
 rlkube.rl.agents.on_policy's; the loss below is the whole algorithm.
 """
 
-import gymnasium as gym
 import tensorflow as tf
 
 from rlkube.rl.agents.base import agent_registry
@@ -22,15 +21,15 @@ def clipped_surrogate_loss(log_prob: tf.Tensor, old_log_prob: tf.Tensor, advanta
 
 @agent_registry.register("ppo")
 class PPOAgent(OnPolicyAgent):
+    hp: PPOHParams
     metric_names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-
-    def __init__(self, hp: PPOHParams, observation_space: gym.Space, action_space: gym.Space, seed: int,
-                 strategy: tf.distribute.Strategy | None = None) -> None:
-        self.clip_range = annealed(hp.clip_range, hp.clip_range_schedule, hp.train_steps)
-        super().__init__(hp, observation_space, action_space, seed, strategy)
 
     def coefficients(self) -> dict[str, float]:
         return {**super().coefficients(), "clip_range": self.clip_range(self.steps)}
+
+    def _apply_hparams(self) -> None:
+        super()._apply_hparams()
+        self.clip_range = annealed(self.hp.clip_range, self.hp.clip_range_schedule, self.hp.train_steps)
 
     def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
               coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
@@ -42,7 +41,7 @@ class PPOAgent(OnPolicyAgent):
             old = minibatch["value"]
             values = old + tf.clip_by_value(values - old, -hp.clip_range_vf, hp.clip_range_vf)
         value_loss = tf.reduce_mean(tf.square(minibatch["return"] - values))
-        loss = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
+        loss = policy_loss - coefficients["ent_coef"] * entropy + coefficients["vf_coef"] * value_loss
         log_ratio = log_prob - minibatch["log_prob"]
         return loss, {
             "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,

@@ -8,15 +8,16 @@ then the critics' targets.
 import math
 
 import gymnasium as gym
-import numpy as np
 import tensorflow as tf
 
 from rlkube.rl.agents.base import agent_registry
 from rlkube.rl.agents.continuous import ContinuousControlAgent
 from rlkube.rl.agents.fused import Adam
 from rlkube.rl.agents.tf_ops import TFOps
+from rlkube.rl.distributions import SquashedGaussian
 from rlkube.rl.hparams.continuous import SACHParams
-from rlkube.rl.policies.continuous import SquashedGaussianPolicy, squashed_gaussian, squashed_gaussian_log_prob
+from rlkube.rl.networks import Params
+from rlkube.rl.policies.continuous import SquashedGaussianPolicy
 
 
 @agent_registry.register("sac")
@@ -28,10 +29,20 @@ class SACAgent(ContinuousControlAgent):
     def __init__(self, hp: SACHParams, observation_space: gym.Space, action_space: gym.Space,
                  seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__(hp, observation_space, action_space, seed, strategy)
-        self.target_entropy = -float(self.action_size) if hp.target_entropy is None else hp.target_entropy
+        self.distribution = SquashedGaussian(self.action_size)
         with self.strategy.scope():
             self.log_alpha = tf.Variable(math.log(hp.init_ent_coef))
-            self.alpha_optimizer = Adam([self.log_alpha], hp.lr)
+            self.alpha_optimizer = Adam([self.log_alpha], self.learning_rate)
+            # A variable rather than a constant of the compiled step, as the learning rate is.
+            self.target_entropy = tf.Variable(0.0)
+        self._apply_hparams()
+
+    def _apply_hparams(self) -> None:
+        super()._apply_hparams()
+        hp = self.hp
+        self.target_entropy.assign(-float(self.action_size) if hp.target_entropy is None else hp.target_entropy)
+        if not hp.auto_entropy:
+            self.log_alpha.assign(math.log(hp.init_ent_coef))  # alpha is a constant that only this sets
 
     @property
     def actor_outputs(self) -> int:
@@ -41,7 +52,7 @@ class SACAgent(ContinuousControlAgent):
     def num_critics(self) -> int:
         return 2
 
-    def _make_policy(self, actor_params: list[np.ndarray], seed: int) -> SquashedGaussianPolicy:
+    def _make_policy(self, actor_params: Params, seed: int) -> SquashedGaussianPolicy:
         return SquashedGaussianPolicy(self.actor, actor_params, self.scale, self.hp.learning_starts, seed)
 
     def _variables(self) -> dict[str, list[tf.Variable]]:
@@ -50,10 +61,10 @@ class SACAgent(ContinuousControlAgent):
 
     def sample_actions(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised actions from the current actor and their log-probabilities."""
-        mean, log_std = squashed_gaussian(self.actor_output(self.actor_vars, obs), self.action_size, TFOps)
-        noise = self.generator.normal(tf.shape(mean))
-        pre_tanh = mean + tf.exp(log_std) * noise
-        return tf.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh, TFOps)
+        params = self.distribution.params(self.actor_output(self.actor_vars, obs), TFOps)
+        noise = self.generator.normal(tf.shape(params[0]))
+        actions, pre_tanh = self.distribution.sample(params, noise, TFOps)
+        return actions, self.distribution.log_prob(noise, params[1], pre_tanh, TFOps)
 
     def _gradient_step(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,
                        discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -17,9 +17,8 @@ class VPGAgent(OnPolicyAgent):
     metric_names = ("policy_loss", "value_loss", "entropy")
 
     def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
-              _coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        hp = self.hp
+              coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         policy_loss = -tf.reduce_mean(log_prob * minibatch["advantage"])
         value_loss = tf.reduce_mean(tf.square(minibatch["return"] - values))
-        loss = policy_loss - hp.ent_coef * entropy + hp.vf_coef * value_loss
+        loss = policy_loss - coefficients["ent_coef"] * entropy + coefficients["vf_coef"] * value_loss
         return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}

@@ -6,6 +6,7 @@ from rlkube.rl.hparams import policy_gradient as _policy_gradient  # noqa: F401 
 from rlkube.rl.hparams.base import (
     HParams,
     apply_overrides,
+    changed_hparams,
     from_dict,
     get_hparams,
     hparams_registry,
@@ -17,6 +18,7 @@ from rlkube.rl.hparams.base import (
 __all__ = [
     "HParams",
     "apply_overrides",
+    "changed_hparams",
     "from_dict",
     "get_hparams",
     "hparams_registry",

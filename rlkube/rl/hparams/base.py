@@ -41,6 +41,14 @@ class HParams:
     log_every: int = param(1_000, lo=1, doc="environment steps between scalar logs")
     target_return: float | None = param(None, doc="the published return this set should reach")
 
+    def mutable_on_resume(self) -> frozenset[str]:
+        """The hparams a resumed run may change (see Agent.set_hparams); each agent's set says which and why.
+
+        Its learner reads them from variables or graph inputs, or acting reads them on every step, so the
+        new values take effect without a retrace. Everything else is built into the agent: none by default.
+        """
+        return frozenset()
+
 
 def _field_type(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
@@ -155,6 +163,16 @@ def to_dict(hp: HParams) -> dict[str, Any]:
     """Plain types only (tuples become lists), for YAML and TensorBoard; the type is kept under _type."""
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(hp).items()}
     return {"_type": type(hp).__name__, **data}
+
+
+def changed_hparams(saved: HParams, hp: HParams) -> dict[str, tuple[Any, Any]]:
+    """Each hparam whose value differs between two sets, as (saved value, new value) in saved form (see to_dict).
+
+    A different type shows as `_type`, so sets of different agents never compare equal.
+    """
+    before, after = to_dict(saved), to_dict(hp)
+    return {key: (before.get(key), after.get(key)) for key in {**before, **after}
+            if before.get(key) != after.get(key)}
 
 
 def from_dict(data: dict[str, Any]) -> HParams:

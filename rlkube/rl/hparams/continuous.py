@@ -28,6 +28,11 @@ class ContinuousControlHParams(OffPolicyHParams):
                                   doc="hidden layers' matmuls; auto: bfloat16 on a CPU with a bfloat16 matrix unit "
                                       "(Intel AMX), else float32. Outputs, losses and optimizers stay float32")
 
+    def mutable_on_resume(self) -> frozenset[str]:
+        # lr: every optimizer reads it from one variable inside the compiled step. Not gamma: the replay
+        # memory holds discounts already multiplied out with the old one.
+        return frozenset({"lr"})
+
 
 @dataclass(frozen=True)
 class DDPGHParams(ContinuousControlHParams):
@@ -47,6 +52,10 @@ class DDPGHParams(ContinuousControlHParams):
     ou_theta: float = param(0.15, lo=0.0, doc="Ornstein-Uhlenbeck: pull towards 0 per unit of time")
     ou_dt: float = param(0.01, lo=0.0, doc="Ornstein-Uhlenbeck: time per environment step")
 
+    def mutable_on_resume(self) -> frozenset[str]:
+        # action_noise_std too: acting's noise reads it on every action.
+        return super().mutable_on_resume() | {"action_noise_std"}
+
 
 @dataclass(frozen=True)
 class SACHParams(ContinuousControlHParams):
@@ -58,6 +67,13 @@ class SACHParams(ContinuousControlHParams):
     auto_entropy: bool = param(True, doc="learn the entropy coefficient alpha towards target_entropy")
     init_ent_coef: float = param(1.0, lo=1e-8, doc="alpha at the start; with auto_entropy off, alpha throughout")
     target_entropy: float | None = param(None, doc="the policy's entropy alpha steers to; None: -(action size)")
+
+    def mutable_on_resume(self) -> frozenset[str]:
+        # The temperature: a learned alpha's target_entropy, which its step reads from a variable; or, with
+        # auto_entropy off, alpha itself (init_ent_coef), which is a variable that only this assigns. With
+        # auto_entropy on, init_ent_coef was only alpha's start, so changing it would change nothing.
+        temperature = "target_entropy" if self.auto_entropy else "init_ent_coef"
+        return super().mutable_on_resume() | {temperature}
 
 
 # -- Pendulum-v1: rl-zoo's settings; its benchmark.md reports -152 (DDPG), -152 (TD3), -157 (SAC) after 20k.

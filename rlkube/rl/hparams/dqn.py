@@ -27,6 +27,12 @@ class DQNHParams(OffPolicyHParams):
     exploration_fraction: float = param(0.1, lo=0.0, hi=1.0, doc="linear: share of train_steps to decay")
     epsilon_decay: float = param(0.999, lo=0.0, hi=1.0, doc="exponential: factor per step")
 
+    def mutable_on_resume(self) -> frozenset[str]:
+        # lr: Adam reads it from its variable inside the compiled step. epsilon's end-points: acting reads
+        # the schedule, a pure function of the step, on every action. Not gamma: the replay memory holds
+        # discounts and n-step returns already multiplied out with the old one.
+        return frozenset({"lr", "epsilon_start", "epsilon_end"})
+
 
 @hparams_registry.register()
 def dqn_cartpole() -> DQNHParams:

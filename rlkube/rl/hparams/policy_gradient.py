@@ -32,6 +32,12 @@ class PolicyGradientHParams(HParams):
     shared_torso: bool = param(False, doc="one torso under the policy and value heads (pixels); else two")
     log_std_init: float = param(0.0, doc="initial log standard deviation of a Gaussian policy")
 
+    def mutable_on_resume(self) -> frozenset[str]:
+        # lr, ent_coef, vf_coef: inputs of every compiled update (lr's schedule goes on from the new value at
+        # the current step). gamma, gae_lambda: the advantage estimator reads them for each new rollout, and
+        # nothing kept from earlier rollouts holds the old ones.
+        return frozenset({"lr", "ent_coef", "vf_coef", "gamma", "gae_lambda"})
+
 
 @dataclass(frozen=True)
 class PPOHParams(PolicyGradientHParams):
@@ -39,6 +45,10 @@ class PPOHParams(PolicyGradientHParams):
     clip_range: float = param(0.2, lo=0.0, doc="how far the probability ratio may move per update")
     clip_range_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps")
     clip_range_vf: float | None = param(None, lo=0.0, doc="clips value updates around the old values; None: off")
+
+    def mutable_on_resume(self) -> frozenset[str]:
+        # clip_range too: an input of every compiled update, scheduled like lr.
+        return super().mutable_on_resume() | {"clip_range"}
 
 
 @hparams_registry.register()

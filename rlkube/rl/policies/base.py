@@ -1,8 +1,8 @@
 """The policy interface: the acting half of each agent (see rlkube.rl.agents.base).
 
-A policy is a function of numpy parameters plus its own random state. It imports no TensorFlow and
-pickles, so actor processes (`--num-workers`) run copies of it and the learner sends them fresh
-parameters now and then.
+A policy is a function of numpy parameters (a network's named tree, rlkube.rl.networks.Params) plus
+its own random state. It imports no TensorFlow and pickles, so actor processes (`--num-workers`) run
+copies of it and the learner sends them fresh parameters now and then.
 """
 
 from abc import ABC, abstractmethod
@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from rlkube.rl.networks import Params
+
 Extras = dict[str, np.ndarray]
 
 
 class Policy(ABC):
     """Acts on a batch of observations, one row per environment."""
 
-    params: list[np.ndarray]
+    params: Params  # numpy arrays, replaced whole (never edited in place) when the learner syncs its weights
 
     @abstractmethod
     def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:

@@ -11,13 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.networks import MLP, NumpyOps
+from rlkube.rl.distributions import SquashedGaussian
+from rlkube.rl.networks import MLP, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
-
-LOG_2 = math.log(2.0)
-LOG_2PI = math.log(2.0 * math.pi)
-# Stable-Baselines3's bounds on SAC's log standard deviation.
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 class BoxScale:
@@ -90,25 +86,10 @@ def actor_inputs(obs: np.ndarray) -> np.ndarray:
     return NumpyOps.flatten(NumpyOps.float32(obs))
 
 
-def squashed_gaussian(outputs: Any, action_size: int, ops: Any) -> tuple[Any, Any]:
-    """SAC's actor outputs as the Gaussian's (mean, log_std) before the tanh, log_std within SB3's bounds."""
-    return outputs[:, :action_size], ops.clip(outputs[:, action_size:], LOG_STD_MIN, LOG_STD_MAX)
-
-
-def squashed_gaussian_log_prob(noise: Any, log_std: Any, pre_tanh: Any, ops: Any) -> Any:
-    """log pi(tanh(u)) for u = mean + exp(log_std) * noise, summed over action dimensions.
-
-    The Gaussian's log-density of u, less the log-determinant of the tanh: log(1 - tanh(u)^2), written
-    as 2 (log 2 - u - softplus(-2u)), which stays finite where tanh(u) rounds to +-1.
-    """
-    gaussian = -0.5 * noise * noise - log_std - 0.5 * LOG_2PI
-    return ops.sum(gaussian - 2.0 * (LOG_2 - pre_tanh - ops.softplus(-2.0 * pre_tanh)))
-
-
 class ContinuousPolicy(Policy):
     """Uniformly random actions before `random_steps`, then the subclass's; all mapped onto the Box."""
 
-    def __init__(self, actor: MLP, params: list[np.ndarray], scale: BoxScale, random_steps: int, seed: int) -> None:
+    def __init__(self, actor: MLP, params: Params, scale: BoxScale, random_steps: int, seed: int) -> None:
         self.actor = actor
         self.params = params
         self.scale = scale
@@ -136,7 +117,7 @@ class ContinuousPolicy(Policy):
 class DeterministicPolicy(ContinuousPolicy):
     """DDPG's and TD3's: tanh of the actor's output, plus exploration noise clipped back into [-1, 1]."""
 
-    def __init__(self, actor: MLP, params: list[np.ndarray], scale: BoxScale, random_steps: int, seed: int,
+    def __init__(self, actor: MLP, params: Params, scale: BoxScale, random_steps: int, seed: int,
                  noise: GaussianNoise | OrnsteinUhlenbeckNoise) -> None:
         super().__init__(actor, params, scale, random_steps, seed)
         self.noise = noise
@@ -159,10 +140,14 @@ class DeterministicPolicy(ContinuousPolicy):
 
 
 class SquashedGaussianPolicy(ContinuousPolicy):
-    """SAC's: tanh of a Gaussian sample; evaluation takes tanh of the mean."""
+    """SAC's: a squashed Gaussian sample (rlkube.rl.distributions.SquashedGaussian); evaluation, tanh of the mean."""
+
+    def __init__(self, actor: MLP, params: Params, scale: BoxScale, random_steps: int, seed: int) -> None:
+        super().__init__(actor, params, scale, random_steps, seed)
+        self.distribution = SquashedGaussian(len(scale.low))
 
     def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
-        mean, log_std = squashed_gaussian(outputs, len(self.scale.low), NumpyOps)
+        params = self.distribution.params(outputs, NumpyOps)
         if not explore:
-            return np.tanh(mean)
-        return np.tanh(mean + np.exp(log_std) * self.rng.standard_normal(mean.shape, np.float32))
+            return self.distribution.mode(params)
+        return self.distribution.sample(params, self.rng.standard_normal(params[0].shape, np.float32), NumpyOps)[0]

@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 
 from rlkube.rl import action_selection
-from rlkube.rl.networks import NumpyOps, QNetwork
+from rlkube.rl.networks import NumpyOps, Params, QNetwork
 from rlkube.rl.policies.base import Extras, Policy
 from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
 
@@ -13,7 +13,7 @@ from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
 class QPolicy(Policy):
     """DQN's: epsilon-greedy on Q-values (or greedy on a noisy network's), random before learning starts."""
 
-    def __init__(self, network: QNetwork, params: list[np.ndarray], num_actions: int,
+    def __init__(self, network: QNetwork, params: Params, num_actions: int,
                  epsilon: LinearSchedule | ExponentialSchedule, random_steps: int, seed: int) -> None:
         self.network = network
         self.params = params
@@ -24,7 +24,7 @@ class QPolicy(Policy):
 
     def q_values(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         noise = self.network.noise_numpy(self.rng) if explore else None
-        return self.network.forward(self.params, obs, noise, NumpyOps)
+        return self.network.forward(self.params, obs, NumpyOps, noise=noise)
 
     def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
         if not explore:

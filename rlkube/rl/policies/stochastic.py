@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.networks import ActorCriticNetwork, NumpyOps
+from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
 
@@ -17,7 +17,7 @@ class StochasticPolicy(Policy):
     travels as extras["unclipped_action"].
     """
 
-    def __init__(self, network: ActorCriticNetwork, params: list[np.ndarray], seed: int,
+    def __init__(self, network: ActorCriticNetwork, params: Params, seed: int,
                  action_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.network = network
         self.params = params

@@ -4,8 +4,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rlkube.launch import store
-from rlkube.launch.targets.base import CopyStatus, age_seconds, last_progress
+from rlkube.launch.targets.base import CopyStatus, age_seconds
 from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, list_jobs, list_pods
+from rlkube.rundir.progress_record import last_progress
 
 
 def _copy_of(pod: client.V1Pod) -> int:

@@ -60,31 +60,30 @@ class KubernetesTarget(Target):
         shown = ", ".join(f"{kind}/{name}" for kind, name in existing[:3])
         return f"in namespace {spec.namespace} ({shown})" if existing else ""
 
-    def _start(self, spec: ExperimentSpec) -> tuple[ExperimentSpec, dict[str, Any]]:
+    def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:
         """All or nothing: every object validated by a server-side dry-run, then created in order."""
         from rlkube.launch.targets.kubernetes.submit import (  # noqa: PLC0415
             create_all,
             delete_experiment,
-            experiment_objects,
             object_name,
             validate,
         )
 
         objects = render(spec, self.profile)
         with self._submitting(spec) as api:
-            if experiment_objects(api, spec.name, spec.namespace):
+            if replacing:  # only then can objects of this name exist: the name check just listed them
                 delete_experiment(api, spec.name, spec.namespace)
             validate(api, objects, replacing=False)
             create_all(api, objects, self._after_create)
         return spec, {"objects": [object_name(obj) for obj in objects], "cancelled": False}
 
-    def _dryrun(self, spec: ExperimentSpec) -> str:
-        from rlkube.launch.targets.kubernetes.submit import experiment_objects, object_name, validate  # noqa: PLC0415
+    def _dryrun(self, spec: ExperimentSpec, replacing: bool) -> str:
+        from rlkube.launch.targets.kubernetes.submit import object_name, validate  # noqa: PLC0415
 
         objects = render(spec, self.profile)
         with self._submitting(spec) as api:
             # Replacing: the old objects are still there, and a real submission deletes them first.
-            validate(api, objects, replacing=bool(experiment_objects(api, spec.name, spec.namespace)))
+            validate(api, objects, replacing=replacing)
         return (f"dry run: the API server accepted {', '.join(object_name(obj) for obj in objects)}; "
                 f"nothing was created")
 

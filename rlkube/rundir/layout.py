@@ -1,0 +1,175 @@
+"""The run directory's layout and the one rule for a complete checkpoint; no other module spells a name in it.
+
+An experiment's directory holds the summary across copies and one directory per copy:
+
+    summary.json                  across copies (test-summary.json for --no-training)
+    copies.json                   each copy's seed and hparam overrides, as `rlkube train --copies-file` reads them
+    copy-<i>/
+        hparams.yaml              the resolved hparams and the seed
+        events.out.tfevents.*     TensorBoard's event files
+        metrics.jsonl             one line per evaluation
+        progress.json             how far training is (rlkube.rundir.progress_record)
+        summary.json              the copy's final numbers (test-summary.json for --no-training)
+        videos/                   --record-video's episodes
+        train.log, exit-code      a local copy's output and exit status (the local target's)
+        checkpoints/
+            ckpt-<step>/
+                state.pkl         everything a resume needs
+                COMPLETE          written last: the checkpoint's files and their sizes
+            .tmp-*                a save or a download in progress
+
+A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files that
+all exist with the listed sizes (`is_complete`). Saves, uploads and downloads all write the marker last.
+"""
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+COPY_PREFIX = "copy-"
+COPIES_FILE = "copies.json"
+HPARAMS_FILE = "hparams.yaml"
+METRICS_FILE = "metrics.jsonl"
+EVENTS_GLOB = "events.out.tfevents.*"
+PROGRESS_FILE = "progress.json"
+SUMMARY_FILE = "summary.json"
+TEST_SUMMARY_FILE = "test-summary.json"
+VIDEOS = "videos"
+TRAIN_LOG = "train.log"
+EXIT_FILE = "exit-code"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt-"
+STATE_FILE = "state.pkl"
+COMPLETE_MARKER = "COMPLETE"
+TEMPORARY_GLOB = ".tmp-*"
+
+_CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINTS}/({CHECKPOINT_PREFIX}\d+)/(.+)$")
+
+
+# -- an experiment and its copies ----------------------------------------------------------------------------------
+
+
+def copy_name(index: int) -> str:
+    """A copy's directory name, which also labels its lines in logs and tables: copy-<i>."""
+    return f"{COPY_PREFIX}{index}"
+
+
+def copy_dir(output_dir: Path, index: int) -> Path:
+    return Path(output_dir) / copy_name(index)
+
+
+def copy_url(output_url: str, index: int) -> str:
+    """A copy's directory in a bucket (gs://..., s3://...)."""
+    return f"{output_url.rstrip('/')}/{copy_name(index)}"
+
+
+def summary_file(training: bool) -> str:
+    """The final numbers of a training run, or of a test-only run (--no-training), which must not replace them."""
+    return SUMMARY_FILE if training else TEST_SUMMARY_FILE
+
+
+def is_event_file(name: str) -> bool:
+    return name.startswith(EVENTS_GLOB.removesuffix("*"))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a small file of the run directory so that a reader, or a kill, sees the old content or the new,
+    never a torn file. The temporary name is hidden, so a sync never uploads it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------------
+
+
+def checkpoints_dir(copy: Path) -> Path:
+    return copy / CHECKPOINTS
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint directory's name (ckpt-<step>); None for any other name."""
+    suffix = name.removeprefix(CHECKPOINT_PREFIX)
+    return int(suffix) if name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() else None
+
+
+def checkpoint_path(name: str, file: str) -> str:
+    """A checkpoint's file as a path relative to its copy: checkpoints/ckpt-<step>/<file>."""
+    return f"{CHECKPOINTS}/{name}/{file}"
+
+
+def in_checkpoints(rel: str) -> bool:
+    """Whether a path relative to a copy lies in its checkpoints directory."""
+    return rel.startswith(f"{CHECKPOINTS}/")
+
+
+def split_checkpoint_path(rel: str) -> tuple[str, str] | None:
+    """(checkpoint name, file) of a path relative to a copy inside a checkpoint; None for any other path."""
+    match = _CHECKPOINT_FILE.match(rel)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def temporary_checkpoint(checkpoints: Path, label: str) -> Path:
+    """Where a checkpoint is assembled before it appears by one rename: hidden, so never synced or listed."""
+    return checkpoints / f".tmp-{label}-{os.getpid()}"
+
+
+def marker(step: int, files: Mapping[str, int]) -> bytes:
+    """The COMPLETE marker's content: the step and each file of the checkpoint with its size in bytes."""
+    return json.dumps({"step": step, "files": dict(files)}).encode()
+
+
+def parse_marker(data: bytes | str) -> dict[str, int] | None:
+    """The files a marker lists, with their sizes; None for anything that is not a marker."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        files = json.loads(data)["files"]
+        if isinstance(files, dict) and all(isinstance(size, int) for size in files.values()):
+            return files
+    return None
+
+
+def is_complete(sizes: Mapping[str, int], listed: Mapping[str, int] | None) -> bool:
+    """The one completeness rule: a marker (`listed`, parsed) that lists files, each of them among `sizes`
+    (every file of the checkpoint by name, the marker's own included or not) with the listed size."""
+    return bool(listed) and all(sizes.get(file) == size for file, size in listed.items())
+
+
+def _file_sizes(path: Path) -> dict[str, int]:
+    sizes = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path):
+            if entry.is_file():
+                sizes[entry.name] = entry.stat().st_size
+    return sizes
+
+
+def read_marker(path: Path) -> dict[str, int] | None:
+    """The files the marker of the checkpoint at `path` lists; None without a readable marker."""
+    try:
+        return parse_marker((path / COMPLETE_MARKER).read_bytes())
+    except OSError:
+        return None
+
+
+def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in a copy's checkpoints directory, oldest first."""
+    found = []
+    for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
+        step = checkpoint_step(path.name)
+        if step is not None and is_complete(_file_sizes(path), read_marker(path)):
+            found.append((step, path))
+    return sorted(found)
+
+
+def unmarked_checkpoints(checkpoints: Path) -> list[Path]:
+    """Checkpoints an rlkube older than the COMPLETE marker wrote: a state file and no marker at all."""
+    return sorted(path for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
+                  if checkpoint_step(path.name) is not None and (path / STATE_FILE).is_file()
+                  and not (path / COMPLETE_MARKER).exists())
