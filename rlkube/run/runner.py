@@ -254,6 +254,8 @@ class Runner:
     def _train_with_workers(self) -> None:
         """The same observe and update, fed by actor processes' rollouts (rlkube.run.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
+        if state.step >= hp.train_steps:
+            return  # a finished run, rerun: its first rollout would learn nothing yet evaluate the last step again
         rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
         observation_space = self.eval_envs[0].observation_space
         pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
