@@ -62,6 +62,20 @@ def test_local_copies_run_to_completion_with_status_logs_and_list(workdir: Path)
     assert len(tail) == 1
     assert tail[0].startswith("copy-1 | ")
 
+    # Without a name, as a user types them, the commands mean the latest experiment.
+    assert rlkube("logs", "--no-follow").stdout == rlkube("logs", "two", "--no-follow").stdout
+    assert json.loads(rlkube("status", "-o", "json").stdout)["experiment"] == "two"
+    assert json.loads(rlkube("results", "-o", "json").stdout)["experiment"] == "two"
+
+
+@pytest.mark.usefixtures("workdir")
+@pytest.mark.parametrize("command", ["logs", "status", "tensorboard", "results"])
+def test_a_command_without_an_experiment_and_none_submitted_says_so_in_one_line(command: str) -> None:
+    result = rlkube(command)
+    assert result.returncode == 2
+    assert result.stderr == ("error: no experiments yet, so none to show; submit one first: "
+                             "rlkube submit --hparams dqn_cartpole\n")
+
 
 def test_cancel_stops_every_copy_after_a_checkpoint_and_keeps_results(workdir: Path) -> None:
     assert rlkube("submit", *QUICK, "--train-steps", "500000", "--copies", "2", "--name", "long").returncode == 0
@@ -94,7 +108,8 @@ def test_a_taken_name_is_refused_unless_replaced() -> None:
 def test_tensorboard_serves_the_experiments_scalars() -> None:
     assert rlkube("submit", *QUICK, "--train-steps", "1000", "--name", "tb").returncode == 0
     wait_for_phase("tb", {"Succeeded"})
-    server = subprocess.Popen(rlkube_command("tensorboard", "tb"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # `rlkube tensorboard` as typed: the latest experiment, the only one here.
+    server = subprocess.Popen(rlkube_command("tensorboard"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ})
     try:
         line = server.stdout.readline()

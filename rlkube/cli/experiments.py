@@ -131,14 +131,17 @@ def _table(rows: list[list[str]]) -> str:
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
-def status(experiment: str, output_format: str) -> None:
-    """Per-copy phase, restarts, node, age and the last reported step and return."""
+def status(experiment: str | None, output_format: str) -> None:
+    """Per-copy phase, restarts, node, age and the last reported step and return.
+
+    Without EXPERIMENT: the latest submitted.
+    """
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
-    record = store.get(experiment)
+    record = store.get_or_latest(experiment)
     copies = target_for(record).describe(record)
     if output_format == "json":
         click.echo(json.dumps({"experiment": record.name, "cluster": record.cluster,
@@ -192,20 +195,23 @@ def _seconds(duration: str | None) -> int | None:
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.option("--copy", "copy_index", type=click.IntRange(min=0), default=None, help="Only this copy.")
 @click.option("-f", "--follow/--no-follow", default=True, show_default=True,
               help="Keep streaming until the experiment ends.")
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines of history per copy.")
 @click.option("--since", default=None, help="Only newer lines (Kubernetes), e.g. 10m.")
-def logs(experiment: str, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
-    """Every copy's log, prefixed `copy-<i> |`, following until the experiment ends."""
+def logs(experiment: str | None, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
+    """Every copy's log, prefixed `copy-<i> |`, following until the experiment ends.
+
+    Without EXPERIMENT: the latest submitted.
+    """
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
-    record = store.get(experiment)
+    record = store.get_or_latest(experiment)
     if copy_index is not None and copy_index >= record.copies:
-        raise UserError(f"--copy {copy_index} is out of range; {experiment} has copies 0..{record.copies - 1}")
+        raise UserError(f"--copy {copy_index} is out of range; {record.name} has copies 0..{record.copies - 1}")
     target_for(record).logs(record, click.echo, copy=copy_index, follow=follow, tail=tail,
                             since_seconds=_seconds(since))
 
@@ -224,35 +230,41 @@ def cancel(experiment: str) -> None:
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0, help="Local port (default: a free one).")
 @click.option("--in-cluster", is_flag=True, help="Use the in-cluster TensorBoard through a port-forward.")
-def tensorboard(experiment: str, port: int, in_cluster: bool) -> None:
-    """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster."""
+def tensorboard(experiment: str | None, port: int, in_cluster: bool) -> None:
+    """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster.
+
+    Without EXPERIMENT: the latest submitted.
+    """
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
-    record = store.get(experiment)
+    record = store.get_or_latest(experiment)
     target_for(record).tensorboard(record, port, click.echo, in_cluster=in_cluster)
 
 
 @click.command()
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write learning curves (mean ± std band across copies) to this PNG.")
 @click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
-def results(experiment: str, plot_path: str | None, output_format: str) -> None:
-    """Final evaluation and test returns of every copy, and mean ± std across copies."""
+def results(experiment: str | None, plot_path: str | None, output_format: str) -> None:
+    """Final evaluation and test returns of every copy, and mean ± std across copies.
+
+    Without EXPERIMENT: the latest submitted.
+    """
     from pathlib import Path  # noqa: PLC0415
 
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.results import across, collect, final_returns, plot  # noqa: PLC0415
 
-    record = store.get(experiment)
+    record = store.get_or_latest(experiment)
     copies = collect(record)
     summary = {key: across(final_returns(copies, key)) for key in ("eval_mean_return", "test_mean_return")}
     if output_format == "json":
-        click.echo(json.dumps({"experiment": experiment, "copies": copies, "across_copies": summary}, indent=2))
+        click.echo(json.dumps({"experiment": record.name, "copies": copies, "across_copies": summary}, indent=2))
     else:
         rows = [["COPY", "STEPS", "EVAL RETURN", "TEST RETURN"]]
         for copy in copies:

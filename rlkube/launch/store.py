@@ -96,6 +96,17 @@ def get(name: str) -> Record:
     return _record(row)
 
 
+def get_or_latest(name: str | None) -> Record:
+    """The experiment of that name; without one, the newest submitted (as `rlkube logs` alone means)."""
+    if name is not None:
+        return get(name)
+    with _connect() as db:
+        row = db.execute("SELECT * FROM experiments ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()
+    if row is None:
+        raise UserError("no experiments yet, so none to show; submit one first: rlkube submit --hparams dqn_cartpole")
+    return _record(row)
+
+
 def update_backend(name: str, backend: dict[str, Any]) -> None:
     with _connect() as db:
         db.execute("UPDATE experiments SET backend = ? WHERE name = ?", (json.dumps(backend), name))
