@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 import pytest
+import yaml
 
 from rlkube.cli.main import cli
-from rlkube.run.options import TrainOptions
+from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
 from tests.conftest import run_rlkube
 
 
@@ -148,3 +149,100 @@ def test_every_train_option_that_is_set_appears_in_the_args() -> None:
         assert option.metadata["flag"] in args
         if not isinstance(value, bool):
             assert args[args.index(option.metadata["flag"]) + 1] == str(value)
+
+
+# --hparams-file: a named set plus overrides in YAML, expanded into --hparams and --hparam-override when read.
+
+def test_a_run_from_an_hparams_file_trains_with_the_files_values(tmp_path: Path) -> None:
+    overrides = {"lr": 0.00031, "n_epochs": 2, "hidden_sizes": (16, 16), "normalize_advantage": False,
+                 "eval_every": 256, "checkpoint_every": 256}
+    hparams_file = tmp_path / "best.yaml"
+    hparams_file.write_text(hparams_file_text("ppo_cartpole", overrides))
+    result = run_rlkube("train", "--hparams-file", str(hparams_file), "--train-steps", "256", "--eval-episodes", "1",
+                        "--test-episodes", "1", "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    saved = yaml.safe_load((tmp_path / "run" / "copy-0" / "hparams.yaml").read_text())["hparams"]
+    assert saved["_type"] == "PPOHParams"
+    assert {key: saved[key] for key in overrides} == {**overrides, "hidden_sizes": [16, 16]}
+    assert saved["train_steps"] == 256
+
+
+@pytest.mark.parametrize(("command", "own_args"), [("train", ["--output-dir", "run"]), ("submit", []),
+                                                   ("render", [])])
+def test_hparam_override_wins_over_the_hparams_file(tmp_path: Path, command: str, own_args: list[str]) -> None:
+    hparams_file = tmp_path / "best.yaml"
+    hparams_file.write_text(hparams_file_text("ppo_cartpole", {"lr": 0.00031, "n_epochs": 8}))
+    options = parsed_train_options(cli.commands[command], ["--hparams-file", str(hparams_file),
+                                                           "--hparam-override", "lr=0.5", *own_args])
+    assert options == TrainOptions("ppo_cartpole", overrides="lr=0.5,n_epochs=8")
+    hp = options.resolved_hparams()
+    assert (hp.lr, hp.n_epochs) == (0.5, 8)
+
+
+# Each case's file (None: no file at that path) and the flags besides --output-dir; {file} is the file's path.
+BAD_HPARAMS_FILES = [
+    pytest.param(None, ["--hparams-file", "{file}"], "--hparams-file {file}: cannot read it (No such file",
+                 id="missing-file"),
+    pytest.param(b"\xff\xfe\x00binary", ["--hparams-file", "{file}"], "--hparams-file {file}: not a text file",
+                 id="not-text"),
+    pytest.param("hparams: [ppo_cartpole\n", ["--hparams-file", "{file}"], "--hparams-file {file}: not YAML (",
+                 id="not-yaml"),
+    pytest.param("- ppo_cartpole\n", ["--hparams-file", "{file}"], "--hparams-file {file}: not a YAML mapping",
+                 id="not-a-mapping"),
+    pytest.param("overrides: {lr: 0.1}\n", ["--hparams-file", "{file}"],
+                 "--hparams-file {file}: no set name under 'hparams'", id="missing-hparams"),
+    pytest.param("hparams: ppo_cartpole\nhparam_overrides: {lr: 0.1}\n", ["--hparams-file", "{file}"],
+                 "--hparams-file {file}: unknown key 'hparam_overrides'", id="unknown-top-level-key"),
+    pytest.param("hparams: ppo_cartpole\noverrides: lr=0.1\n", ["--hparams-file", "{file}"],
+                 "--hparams-file {file}: 'overrides' is not a mapping", id="overrides-not-a-mapping"),
+    pytest.param("hparams: ppo_cartpole\noverrides: {env: 'CartPole-v1,lr=0.5'}\n", ["--hparams-file", "{file}"],
+                 "--hparams-file {file}: override 'env': 'CartPole-v1,lr=0.5' is no hparam's", id="value-with-a-comma"),
+    pytest.param("hparams: ppo_cartpole\noverrides: {lrr: 0.1}\n", ["--hparams-file", "{file}"],
+                 "unknown hparam 'lrr'; did you mean lr?", id="unknown-hparam-in-the-file"),
+    pytest.param("hparams: ppo_cartpole\n", ["--hparams", "dqn_cartpole", "--hparams-file", "{file}"],
+                 "--hparams dqn_cartpole and --hparams-file {file} both name the hparams set", id="both-given"),
+    pytest.param(None, [], "which hparams? give --hparams SET (e.g. dqn_cartpole) or --hparams-file FILE",
+                 id="neither-given"),
+]
+
+
+@pytest.mark.parametrize(("content", "args", "message"), BAD_HPARAMS_FILES)
+def test_a_bad_hparams_file_gets_one_clear_line(tmp_path: Path, content: str | bytes | None, args: list[str],
+                                                message: str) -> None:
+    hparams_file = tmp_path / "hparams.yaml"
+    if isinstance(content, bytes):
+        hparams_file.write_bytes(content)
+    elif content is not None:
+        hparams_file.write_text(content)
+    result = run_rlkube("train", *[arg.format(file=hparams_file) for arg in args], "--output-dir",
+                        str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    assert message.format(file=hparams_file) in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("hparams", "overrides"), [
+    pytest.param("ppo_cartpole", {"lr": 0.1 + 0.2, "clip_range": 1 / 3, "gamma": 0.98}, id="float"),
+    pytest.param("ppo_cartpole", {"lr": 1e-5, "ent_coef": 0.0}, id="float-with-an-exponent"),
+    pytest.param("ppo_cartpole", {"n_epochs": 8, "batch_size": 64}, id="int"),
+    pytest.param("ppo_cartpole", {"normalize_advantage": False, "shared_torso": True}, id="bool"),
+    pytest.param("ppo_cartpole", {"hidden_sizes": (64, 32)}, id="tuple"),
+    pytest.param("ppo_cartpole", {"hidden_sizes": (7,)}, id="tuple-of-one"),
+    pytest.param("ppo_cartpole", {"target_return": None, "env": "Acrobot-v1"}, id="none-and-str"),
+])
+def test_an_hparams_file_gives_back_the_values_it_was_written_with(
+        tmp_path: Path, hparams: str, overrides: dict[str, object]) -> None:
+    hparams_file = tmp_path / "hparams.yaml"
+    hparams_file.write_text(hparams_file_text(hparams, overrides))
+    name, override_text = read_hparams_file(hparams_file)
+    hp = TrainOptions(name, override_text).resolved_hparams()
+    assert name == hparams
+    assert {key: getattr(hp, key) for key in overrides} == overrides
+    assert all(type(getattr(hp, key)) is type(value) for key, value in overrides.items())
+
+
+def test_an_hparams_file_says_how_to_run_it() -> None:
+    first_line, *_ = hparams_file_text("ppo_cartpole", {"lr": 0.1}).splitlines()
+    assert first_line.startswith("# rlkube train --hparams-file ")

@@ -153,9 +153,10 @@ def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index:
     return [planned[copy_index]]
 
 
-from rlkube.cli import experiments  # noqa: E402  (the group must exist before its commands join it)
+from rlkube.cli import experiments, sweep  # noqa: E402  (the group must exist before its commands join it)
 
 experiments.register(cli)
+sweep.register(cli)
 
 
 def _print_result(result: dict[str, Any]) -> None:

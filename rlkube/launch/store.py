@@ -33,6 +33,17 @@ CREATE TABLE IF NOT EXISTS experiments (
     backend TEXT NOT NULL DEFAULT '{}'
 )
 """
+# A sweep's study lives in its Optuna storage (the config too, so another machine can join it); this table
+# keeps where that storage is and this machine's driver of it.
+SWEEPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY,
+    storage TEXT NOT NULL,
+    driver_id TEXT NOT NULL,
+    driver_pid INTEGER,
+    created TEXT NOT NULL
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ def _connect() -> Iterator[sqlite3.Connection]:
         raise UserError(f"cannot open the experiment store in {directory} ({error}); set RLKUBE_DATA_DIR") from None
     try:
         connection.execute(SCHEMA)
+        connection.execute(SWEEPS_SCHEMA)
         with connection:
             yield connection
     finally:
@@ -125,3 +137,36 @@ def exists(name: str) -> bool:
 def delete(name: str) -> None:
     with _connect() as db:
         db.execute("DELETE FROM experiments WHERE name = ?", (name,))
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    name: str
+    storage: str  # an Optuna storage URL, or the path of the sweep's journal file
+    driver_id: str  # which of a study's trials this machine's driver owns
+    driver_pid: int | None
+    created: str
+
+
+def save_sweep(sweep: SweepRecord) -> None:
+    with _connect() as db:
+        db.execute("INSERT OR REPLACE INTO sweeps VALUES (?,?,?,?,?)", (
+            sweep.name, sweep.storage, sweep.driver_id, sweep.driver_pid, sweep.created))
+
+
+def find_sweep(name: str) -> SweepRecord | None:
+    with _connect() as db:
+        row = db.execute("SELECT * FROM sweeps WHERE name = ?", (name,)).fetchone()
+    return SweepRecord(*row) if row else None
+
+
+def get_sweep(name: str) -> SweepRecord:
+    found = find_sweep(name)
+    if found is None:
+        with _connect() as db:
+            names = [n for (n,) in db.execute("SELECT name FROM sweeps")]
+        if not names:
+            raise UserError(f"unknown sweep '{name}'; none started here yet (rlkube sweep start ...), or name its "
+                            f"--storage")
+        raise unknown_name("sweep", name, names)
+    return found

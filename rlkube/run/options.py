@@ -4,6 +4,10 @@
 its fields as flags (each field declares its own in its metadata), and a submission turns it back into the
 `rlkube train` arguments of every copy. A new option is one new field.
 
+An hparams file (`--hparams-file`) is a named set plus overrides in YAML, as `rlkube sweep best` writes it and as
+a user keeps their own sets outside the package. It is expanded into `hparams` and `overrides` when the flags are
+read, so nothing downstream (spec, pods, store) ever sees the file.
+
 `CopyPlan` is one copy: its index, its seed and its hparam overrides on top of the experiment's. `--seed S
 --copies K` plans copy i with seed S+i; a sweep's trial or a PBT member is a copy with its own seed and overrides.
 
@@ -35,7 +39,8 @@ def _flag(name: str, help_text: str | None = None, **click_settings: Any) -> dic
 class TrainOptions:
     """The train options that `rlkube train` and `rlkube submit` share and a submission passes on to every copy."""
 
-    hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole.", required=True))
+    # Not required by click: --hparams-file may name the set instead (from_click checks that exactly one does).
+    hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole (or give --hparams-file)."))
     overrides: str = field(default="", metadata=_flag(
         "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).'))
     env: str | None = field(default=None, metadata=_flag("--env", "Environment, replacing the set's."))
@@ -66,8 +71,23 @@ class TrainOptions:
 
     @classmethod
     def from_click(cls, kwargs: dict[str, Any]) -> "TrainOptions":
-        """Take the options out of a click command's keyword arguments, leaving the command's own."""
-        return cls(**{option.name: kwargs.pop(option.name) for option in dataclasses.fields(cls)})
+        """Take the options (and --hparams-file, expanded into hparams and overrides) out of a click command's
+        keyword arguments, leaving the command's own."""
+        options = {option.name: kwargs.pop(option.name) for option in dataclasses.fields(cls)}
+        hparams_file: Path | None = kwargs.pop("hparams_file")
+        if hparams_file is None:
+            if options["hparams"] is None:
+                raise UserError("which hparams? give --hparams SET (e.g. dqn_cartpole) or --hparams-file FILE")
+            return cls(**options)
+        if options["hparams"] is not None:
+            raise UserError(f"--hparams {options['hparams']} and --hparams-file {hparams_file} both name the hparams "
+                            f"set; give one of them")
+        from rlkube.rl.hparams import parse_overrides  # noqa: PLC0415
+
+        options["hparams"], file_overrides = read_hparams_file(hparams_file)
+        merged = {**parse_overrides(file_overrides), **parse_overrides(options["overrides"])}  # --hparam-override wins
+        options["overrides"] = ",".join(f"{key}={value}" for key, value in merged.items())
+        return cls(**options)
 
     def resolved_hparams(self) -> "HParams":
         """The named set with the overrides, then --env and --train-steps; a UserError for any bad input."""
@@ -88,11 +108,92 @@ def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def with_options(**kwargs: Any) -> Any:
         return command(options=TrainOptions.from_click(kwargs), **kwargs)
 
-    for option in reversed(dataclasses.fields(TrainOptions)):
-        default = {} if option.default is dataclasses.MISSING else {"default": option.default}
-        with_options = click.option(option.metadata["flag"], option.name, help=option.metadata["help"], **default,
-                                    **option.metadata["click"])(with_options)
-    return with_options
+    flags = [click.option(option.metadata["flag"], option.name, help=option.metadata["help"],
+                          **({} if option.default is dataclasses.MISSING else {"default": option.default}),
+                          **option.metadata["click"])
+             for option in dataclasses.fields(TrainOptions)]
+    # Shown right after --hparams, which it replaces. Unchecked by click (no exists=True), so that
+    # read_hparams_file says what is wrong with the file in one line.
+    flags.insert(1, click.option(
+        "--hparams-file", "hparams_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+        help="Instead of --hparams: YAML with 'hparams: SET' and 'overrides: {lr: 0.0003, hidden_sizes: [64, 64]}' "
+             "(rlkube sweep best writes one); --hparam-override applies on top."))
+    return functools.reduce(lambda decorated, flag: flag(decorated), reversed(flags), with_options)
+
+
+HPARAMS_FILE_KEYS = ("hparams", "overrides")
+
+
+def hparams_file_text(hparams: str, overrides: dict[str, Any]) -> str:
+    """An hparams file (see read_hparams_file) for the named set with these overrides (values of the hparams'
+    own types: tuples are written as YAML lists)."""
+    import yaml  # noqa: PLC0415  (only commands that read or write the file need it)
+
+    plain = {key: list(value) if isinstance(value, tuple) else value for key, value in overrides.items()}
+    body = yaml.safe_dump({"hparams": hparams, "overrides": plain}, sort_keys=False, default_flow_style=None)
+    return f"# rlkube train --hparams-file THIS_FILE --output-dir DIR   (rlkube submit and render take it too)\n{body}"
+
+
+def override_text(value: Any) -> str:
+    """One override value in --hparam-override syntax: lists as 64;64, floats by repr so that they parse back to
+    the same float."""
+    if isinstance(value, list | tuple):
+        return ";".join(override_text(item) for item in value) if value else "[]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """A YAML error in one line: PyYAML's own message spans several."""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark else problem
+
+
+def read_hparams_file(path: Path) -> tuple[str, str]:
+    """The set name and the overrides (in --hparam-override syntax) of an hparams file, which reads
+
+        hparams: ppo_cartpole
+        overrides: {lr: 0.00031, hidden_sizes: [64, 64]}
+
+    A UserError naming the file if it is not such a file. The override names and values are checked where every
+    override is, when the hparams are resolved (TrainOptions.resolved_hparams).
+    """
+    import yaml  # noqa: PLC0415
+
+    shape = "write 'hparams: <set name>' and optionally 'overrides: {key: value, ...}'"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UserError(f"--hparams-file {path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--hparams-file {path}: not a text file; {shape}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"--hparams-file {path}: not YAML ({_yaml_problem(error)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--hparams-file {path}: not a YAML mapping; {shape}")
+    unknown = [str(key) for key in data if key not in HPARAMS_FILE_KEYS]
+    if unknown:
+        raise UserError(f"--hparams-file {path}: unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))}; {shape}")
+    hparams, overrides = data.get("hparams"), data.get("overrides")
+    if overrides is None:  # `overrides:` with every line under it commented out
+        overrides = {}
+    if not isinstance(hparams, str) or not hparams:
+        raise UserError(f"--hparams-file {path}: no set name under 'hparams'; {shape}")
+    if not isinstance(overrides, dict):
+        raise UserError(f"--hparams-file {path}: 'overrides' is not a mapping; {shape}")
+    pairs = []
+    for key, value in overrides.items():
+        pair = f"{key}={override_text(value)}"
+        if "=" in str(key) or "," in pair:  # the separators of the override syntax would split it wrongly
+            raise UserError(f"--hparams-file {path}: override {key!r}: {value!r} is no hparam's name and value "
+                            f"(an hparam's name has no '=' or ',', nor its value a ',')")
+        pairs.append(pair)
+    return hparams, ",".join(pairs)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,15 @@ def evaluation_line(kind: str, step: int, mean: float, std: float) -> str:
     return f"{kind} at step {step}: return {mean:.2f} ± {std:.2f}"
 
 
+_EVALUATION = re.compile(r"\beval at step (\d+): return (-?\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")
+
+
+def evaluations_in_log(log_text: str) -> list[dict[str, float]]:
+    """Every evaluation line of a copy's log, as metrics.jsonl holds them (returns rounded to 0.01 by the line)."""
+    return [{"step": int(m.group(1)), "mean_return": float(m.group(2)), "std_return": float(m.group(3))}
+            for m in map(_EVALUATION.search, log_text.splitlines()) if m]
+
+
 def last_progress(log_text: str) -> tuple[int | None, float | None]:
     """The step and return of the newest progress or evaluation line in a copy's log."""
     for line in reversed(log_text.splitlines()):

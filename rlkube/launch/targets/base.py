@@ -70,6 +70,13 @@ class Target(ABC):
              tail: int | None = None, since_seconds: int | None = None) -> None:
         """Every copy's log (or one copy's), each line prefixed `copy-<i> | `; with follow, until the copies end."""
 
+    def evaluations(self, record: store.Record) -> dict[int, list[dict[str, float]]]:
+        """Each copy's evaluations so far ({"step", "mean_return", "std_return"}, as its metrics.jsonl holds them),
+        read from where the copies write them: the run directory, or its bucket synced here."""
+        from rlkube.launch.results import collect  # noqa: PLC0415  (results reads records through this module)
+
+        return {copy["copy"]: copy["evaluations"] for copy in collect(record)}
+
     def cancel(self, record: store.Record) -> list[str]:
         """Stop every copy (each checkpoints first) and record it; returns what was removed, for the user."""
         removed = self._stop(record)

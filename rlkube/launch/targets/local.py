@@ -48,6 +48,16 @@ def _alive(pid: int, exit_file: Path) -> bool:
     return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
 
 
+def _last_line(log: Path) -> str:
+    """Why a copy failed, as its log's last line says (an error line, or a traceback's last)."""
+    with contextlib.suppress(OSError):
+        with open(log, "rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1].strip()[:200] if lines else ""
+    return ""
+
+
 class LocalTarget(Target):
     kind: ClassVar[str] = "local"
     on_cluster: ClassVar[bool] = False
@@ -101,8 +111,9 @@ class LocalTarget(Target):
                 phase = "Running"
             else:
                 phase = "Cancelled" if record.backend.get("cancelled") else "Failed"
+            failure = _last_line(directory / layout.TRAIN_LOG) if phase == "Failed" else ""
             copies.append(CopyStatus(index, phase, 0, socket.gethostname(), age_seconds(record.created), step,
-                                     recent_return))
+                                     recent_return, failure))
         return copies
 
     def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,

@@ -6,7 +6,7 @@ from kubernetes.client.rest import ApiException
 from rlkube.launch import store
 from rlkube.launch.targets.base import CopyStatus, age_seconds
 from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, list_jobs, list_pods
-from rlkube.rundir.progress_record import last_progress
+from rlkube.rundir.progress_record import evaluations_in_log, last_progress
 
 
 def _copy_of(pod: client.V1Pod) -> int:
@@ -52,12 +52,24 @@ def pods_by_copy(api: client.ApiClient, record: store.Record) -> dict[int, list[
     return grouped
 
 
-def _log_tail(api: client.ApiClient, pod: client.V1Pod, lines: int) -> str:
+def _log_tail(api: client.ApiClient, pod: client.V1Pod, lines: int | None) -> str:
     try:
         return client.CoreV1Api(api).read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace,
                                                              tail_lines=lines, _request_timeout=REQUEST_TIMEOUT)
     except ApiException:
         return ""
+
+
+def logged_evaluations(api: client.ApiClient, record: store.Record) -> dict[int, list[dict[str, float]]]:
+    """Each copy's evaluations from its pods' logs, oldest pod first; a step evaluated again after a resume keeps
+    its newest value, as metrics.jsonl does."""
+    by_copy = pods_by_copy(api, record)
+    evaluations = {}
+    for index in range(record.copies):
+        logs = [_log_tail(api, pod, None) for pod in by_copy.get(index, [])]
+        by_step = {e["step"]: e for text in logs for e in evaluations_in_log(text)}
+        evaluations[index] = [by_step[step] for step in sorted(by_step)]
+    return evaluations
 
 
 def _last_failure(pods: list[client.V1Pod]) -> str:

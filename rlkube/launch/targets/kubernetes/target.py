@@ -93,6 +93,18 @@ class KubernetesTarget(Target):
         with self._reading(record, "reading") as api:
             return describe(api, record)
 
+    def evaluations(self, record: store.Record) -> dict[int, list[dict[str, float]]]:
+        """From a bucket, as every target reads them; from the cluster's volume, out of reach, the evaluation lines
+        of every pod of each copy (the same values as its metrics.jsonl, rounded to 0.01)."""
+        from rlkube.storage import filesystems  # noqa: PLC0415
+
+        if filesystems.is_remote(record.output_dir):
+            return super().evaluations(record)
+        from rlkube.launch.targets.kubernetes.status import logged_evaluations  # noqa: PLC0415
+
+        with self._reading(record, "reading the evaluations of") as api:
+            return logged_evaluations(api, record)
+
     def logs(self, record: store.Record, emit: Callable[[str], None], copy: int | None = None, follow: bool = True,
              tail: int | None = None, since_seconds: int | None = None) -> None:
         from rlkube.launch.targets.kubernetes.api import connect  # noqa: PLC0415
