@@ -8,10 +8,13 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.db_servers import PostgresServer, postgres_server, skip_without_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,3 +80,11 @@ def helm() -> str:
         pytest.fail(f"no helm binary ({binary or 'none found'}): run tools/testcluster/build.sh (it installs helm "
                     f"into ~/.cache/rlkube/testbin), or point RLKUBE_HELM at one")
     return binary
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL server with an empty database `rlkube` (about 1 s to start), stopped by pid afterwards."""
+    skip_without_postgres()
+    with postgres_server() as server:
+        yield server
