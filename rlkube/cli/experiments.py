@@ -236,13 +236,33 @@ def cancel(experiment: str) -> None:
 def tensorboard(experiment: str | None, port: int, in_cluster: bool) -> None:
     """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster.
 
-    Without EXPERIMENT: the latest submitted.
+    Without EXPERIMENT: the latest submitted. A sweep's name: every trial together, for the HParams dashboard.
     """
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
+    if experiment is not None and not store.exists(experiment) and store.find_sweep(experiment):
+        _sweep_tensorboard(experiment, port, in_cluster)
+        return
     record = store.get_or_latest(experiment)
     target_for(record).tensorboard(record, port, click.echo, in_cluster=in_cluster)
+
+
+def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
+    from rlkube.launch import store  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
+    from rlkube.launch.tensorboard import over_experiments  # noqa: PLC0415
+    from rlkube.storage.filesystems import is_remote  # noqa: PLC0415
+
+    trials = store.sweep_trials(sweep)
+    if not trials:
+        raise UserError(f"sweep {sweep} has started no trial yet; rlkube sweep status {sweep}")
+    first = trials[0]
+    if in_cluster or (target_for(first).on_cluster and not is_remote(first.output_dir)):
+        # The namespace's TensorBoard reads the whole volume, every trial included.
+        target_for(first).tensorboard(first, port, click.echo, in_cluster=True)
+        return
+    over_experiments(trials, port, click.echo, f"sweep {sweep} ({len(trials)} trials)")
 
 
 @click.command()

@@ -7,6 +7,7 @@ are gone.
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,6 +128,13 @@ def update_backend(name: str, backend: dict[str, Any]) -> None:
 def all_records() -> list[Record]:
     with _connect() as db:
         return [_record(row) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC, name")]
+
+
+def sweep_trials(sweep: str) -> list[Record]:
+    """The experiments a sweep ran as its trials (<sweep>-t<n>), in trial order."""
+    pattern = re.compile(rf"^{re.escape(sweep)}-t(\d+)$")
+    found = [record for record in all_records() if pattern.match(record.name)]
+    return sorted(found, key=lambda record: int(pattern.match(record.name).group(1)))
 
 
 def exists(name: str) -> bool:

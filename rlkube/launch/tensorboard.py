@@ -15,7 +15,7 @@ from rlkube.launch.results import experiment_cache
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import free_port, wait_for_http
 from rlkube.rundir import layout
-from rlkube.storage import sync
+from rlkube.storage import filesystems, sync
 
 REFRESH_SECONDS = 10.0
 # Besides the event files, what TensorBoard's tabs read of each copy.
@@ -26,11 +26,14 @@ def _is_log(path: str) -> bool:
     return layout.is_event_file(path.rsplit("/", 1)[-1]) or path in SYNCED
 
 
-def serve(logdir: Path, port: int, emit: Callable[[str], None], name: str,
+def serve(logdir: Path | dict[str, Path], port: int, emit: Callable[[str], None], name: str,
           refresh: Callable[[], None] | None = None) -> None:
-    """Run TensorBoard on `logdir` (127.0.0.1) until interrupted, calling `refresh` every few seconds."""
+    """Run TensorBoard on `logdir` (127.0.0.1) until interrupted, calling `refresh` every few seconds. Several
+    named logdirs (a sweep's trials) are served together, each run prefixed by its name."""
     port = port or free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
+    where = ["--logdir", str(logdir)] if isinstance(logdir, Path) else \
+        ["--logdir_spec", ",".join(f"{label}:{path}" for label, path in logdir.items())]
+    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", *where,
                                 "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "5"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # SIGTERM too must reach `finally`, or TensorBoard would outlive this command.
@@ -54,13 +57,28 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def from_bucket(record: Record, port: int, emit: Callable[[str], None]) -> None:
+def _sync_logs(record: Record) -> None:
     cache = experiment_cache(record.name)
+    for index in range(record.copies):
+        sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(cache, index), include=_is_log)
+
+
+def from_bucket(record: Record, port: int, emit: Callable[[str], None]) -> None:
+    _sync_logs(record)
+    emit(f"syncing {record.output_dir} into {experiment_cache(record.name)}")
+    serve(experiment_cache(record.name), port, emit, record.name, lambda: _sync_logs(record))
+
+
+def over_experiments(records: list[Record], port: int, emit: Callable[[str], None], name: str) -> None:
+    """One TensorBoard over several experiments (a sweep's trials), so its HParams dashboard compares them all:
+    each run directory where it is, or synced from its bucket."""
+    remote = [record for record in records if filesystems.is_remote(record.output_dir)]
 
     def refresh() -> None:
-        for index in range(record.copies):
-            sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(cache, index), include=_is_log)
+        for record in remote:
+            _sync_logs(record)
 
     refresh()
-    emit(f"syncing {record.output_dir} into {cache}")
-    serve(cache, port, emit, record.name, refresh)
+    logdirs = {record.name: experiment_cache(record.name) if record in remote else Path(record.output_dir)
+               for record in records}
+    serve(logdirs, port, emit, name, refresh if remote else None)
