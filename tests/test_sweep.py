@@ -1,0 +1,381 @@
+"""`rlkube sweep` on the local target: spaces checked before anything runs, trials as multi-seed experiments that
+learn and are pruned, a driver that survives `kill -9`, a failed trial retried, studies in a journal file and in a
+real PostgreSQL server shared by two drivers, and the outputs (status, best, plot, confirm, TensorBoard)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image
+import pytest
+import yaml
+
+from rlkube.errors import UserError
+from rlkube.launch.sweep.config import copy_value, intermediate_values, per_seed_values
+from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space
+from rlkube.rl.hparams import get_hparams, hparams_registry
+from tests.conftest import rlkube_command, run_rlkube
+from tests.db_servers import PostgresServer
+
+# Short PPO trials: an evaluation every 1000 steps, so intermediate values arrive for the pruner.
+QUICK = ["--hparams", "ppo_cartpole", "--eval-episodes", "2", "--test-episodes", "1",
+         "--hparam-override", "eval_every=1000,checkpoint_every=1000"]
+SPACE = {"lr": {"log_uniform": ["1e-5", "3e-3"]}, "n_epochs": {"choice": [1, 20]}}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    return tmp_path
+
+
+def rlkube(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess:
+    return run_rlkube(*args, env={"RLKUBE_DATA_DIR": str(data_dir or os.environ["RLKUBE_DATA_DIR"])}, cwd=Path.cwd())
+
+
+def sweep_state(name: str, *extra: str, data_dir: Path | None = None) -> dict[str, Any]:
+    shown = rlkube("sweep", "status", name, "-o", "json", *extra, data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    return json.loads(shown.stdout)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_driver(name: str, timeout: float = 900, data_dir: Path | None = None) -> dict[str, Any]:
+    return wait_for(lambda: (s := sweep_state(name, data_dir=data_dir))["driver"] == "not running" and s,
+                    f"sweep {name}'s driver to end", timeout)
+
+
+def trial_processes(run_dir: Path) -> list[int]:
+    """Processes whose command line names this run directory: trials' copies still running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(run_dir).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+# The space and the objective: pure checks
+
+def test_a_space_file_becomes_dimensions_of_each_kind() -> None:
+    hp = get_hparams("ppo_cartpole")
+    space = check_space({"lr": {"log_uniform": ["1e-5", 1e-2]}, "gamma": {"uniform": [0.9, 0.9999]},
+                         "n_steps": {"int": [16, 256], "log": True}, "batch_size": {"choice": [32, 64]},
+                         "hidden_sizes": {"choice": [[64, 64], [256]]}, "lr_schedule": {"choice": ["linear"]}},
+                        hp, "space.yaml")
+    assert (space["lr"].kind, space["lr"].low, space["lr"].log) == ("uniform", 1e-5, True)
+    assert (space["gamma"].kind, space["gamma"].log) == ("uniform", False)
+    assert (space["n_steps"].kind, space["n_steps"].low, space["n_steps"].high, space["n_steps"].log) == \
+        ("int", 16, 256, True)
+    assert space["batch_size"].choices == (32, 64)
+    assert space["hidden_sizes"].choices == ("64;64", "256")  # tuples travel as override text
+    assert space["lr_schedule"].choices == ("linear",)
+
+
+@pytest.mark.parametrize("name", sorted(hparams_registry))
+def test_every_set_has_a_default_space_that_fits_its_hparams(name: str) -> None:
+    hp = get_hparams(name)
+    assert set(default_space(hp)) == set(DEFAULT_SPACES[hp.agent])
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"lrr": {"uniform": [0.1, 0.2]}}, "unknown PPOHParams hparam 'lrr'; did you mean lr?"),
+    ({"batch_size": {"uniform": [1, 2]}}, "'batch_size' is int, so it takes int or choice, not uniform"),
+    ({"gamma": {"uniform": [0.5, 2]}}, "'gamma': [0.5, 2] leaves its allowed range [0.0, 1.0]"),
+    ({"n_epochs": {"choice": []}}, "'n_epochs': choice takes a non-empty list"),
+    ({"lr": {"uniform": [0.1, 0.01]}}, "'lr': low must be below high"),
+    ({"lr": {"log_uniform": [0, 0.1]}}, "'lr': a log scale needs low > 0"),
+    ({"n_steps": {"int": [1.5, 8]}}, "'n_steps': int takes whole numbers"),
+    ({"activation": {"choice": ["tanh", "gelu"]}}, "'activation': choice 'gelu': hparam 'activation' must be one of"),
+    ({"env": {"choice": ["CartPole-v1"]}}, "'env' is fixed for the whole sweep"),
+    ({"lr": [1e-4, 1e-3]}, "'lr': write one of {uniform: [lo, hi]}"),
+    ({"lr": {"uniform": [1e-4, 1e-3], "step": 2}}, "'lr': write one of {uniform: [lo, hi]}"),
+])
+def test_a_bad_space_entry_is_named_with_what_would_be_right(entry: dict, message: str) -> None:
+    with pytest.raises(UserError, match=r"^space\.yaml: ") as raised:
+        check_space(entry, get_hparams("ppo_cartpole"), "space.yaml")
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_every_mistake_of_a_space_gets_its_own_line() -> None:
+    with pytest.raises(UserError) as raised:
+        check_space({"lrr": {"uniform": [0.1, 0.2]}, "lr": {"log_uniform": [1e-4, 1e-2]},
+                     "gamma": {"uniform": [0.5, 2]}, "n_epochs": {"choice": []}}, get_hparams("ppo_cartpole"), "s")
+    assert len(str(raised.value).splitlines()) == 3
+
+
+def test_a_trials_value_is_its_seeds_mean_under_the_objective() -> None:
+    curve = [{"step": s, "mean_return": r} for s, r in ((1000, 10.0), (2000, 50.0), (3000, 30.0))]
+    assert copy_value(curve, "final") == 30.0
+    assert copy_value(curve, "best") == 50.0
+    assert copy_value(curve, "last:2") == 40.0
+    assert copy_value([], "final") is None
+    # The pruner sees a step only once every seed has evaluated it.
+    evaluations = {0: curve, 1: curve[:2]}
+    assert intermediate_values(evaluations, 2) == {1000: 10.0, 2000: 50.0}
+    assert per_seed_values({0: curve[:1], 1: [{"step": 1000, "mean_return": 4.0}]}, 2) == {2000: 10.0, 2001: 4.0}
+
+
+# Bad input: one line, exit 2, nothing started
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sampler", "bayes"], "unknown sampler 'bayes'; use one of tpe, gp, cmaes, random, grid"),
+    (["--pruner", "early"], "unknown pruner 'early'; use one of median, halving, hyperband, wilcoxon, none"),
+    (["--parallel", "0"], "--parallel must be at least 1, got 0"),
+    (["--trials", "0"], "--trials must be at least 1, got 0"),
+    (["--objective", "mean"], "bad --objective 'mean'"),
+    (["--space", "missing.yaml"], "--space missing.yaml: cannot read it"),
+    (["--space", "bad.yaml"], "--space bad.yaml: unknown PPOHParams hparam 'lrr'; did you mean lr?"),
+    (["--sampler", "grid"], "--sampler grid needs every dimension as choice or int"),
+    (["--cluster", "nowhere"], "unknown cluster"),
+    (["--name", "Bad_Name"], "bad experiment name 'Bad_Name'"),
+])
+def test_bad_sweep_input_gets_one_line_and_starts_nothing(workdir: Path, args: list[str], message: str) -> None:
+    (workdir / "bad.yaml").write_text("lrr: {uniform: [0.1, 0.2]}\n")
+    result = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "data" / "sweeps").exists()
+    assert not (workdir / "runs").exists()
+    assert "no experiments yet" in rlkube("list").stdout
+
+
+@pytest.mark.usefixtures("workdir")
+def test_a_taken_sweep_name_is_refused() -> None:
+    first = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "1000", "--trials", "1",
+                   "--seeds", "1", "--name", "taken", "--poll", "0.5", "--follow")
+    assert first.returncode == 0, first.stderr
+    again = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--name", "taken")
+    assert again.returncode == 2
+    assert "sweep 'taken' exists already; choose another --name, or rlkube sweep resume taken" in again.stderr
+
+
+# A sweep that learns
+
+def test_a_local_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path) -> None:
+    """ppo_cartpole's lr and n_epochs over a space with bad values (lr 1e-5, one epoch): TPE finds a trial that
+    reaches 475 on both seeds within the reduced budget, and the median pruner stops hopeless ones early."""
+    budget = 50_000
+    started = rlkube("sweep", "start", "--hparams", "ppo_cartpole", "--eval-episodes", "5", "--test-episodes", "1",
+                     "--hparam-override", "eval_every=5000", "--train-steps", str(budget), "--space", "space.yaml",
+                     "--trials", "12", "--parallel", "2", "--seeds", "2", "--objective", "final",
+                     "--sampler", "tpe", "--pruner", "median", "--poll", "1", "--name", "learns")
+    assert started.returncode == 0, started.stderr
+    state = wait_for_driver("learns", timeout=1500)
+    trials = state["trials"]
+    assert len(trials) == 12
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    best = max(complete, key=lambda t: t["value"])
+    assert best["value"] >= 475, trials
+    assert len(best["values"]) == 2
+    assert min(best["values"]) >= 475 - 2 * best["std"] - 1e-9
+    pruned = [t for t in trials if t["state"] == "PRUNED"]
+    assert pruned, "no trial was pruned"
+    for trial in pruned:
+        assert trial["steps"] < budget, trial
+        summary = workdir / "runs" / trial["experiment"] / "copy-0" / "summary.json"
+        assert not summary.exists(), f"pruned {trial['experiment']} finished anyway"
+    assert trial_processes(workdir / "runs") == []
+
+
+# Driver death, failures, storage
+
+def test_a_killed_driver_resumes_adopting_live_trials_and_counts_each_once(workdir: Path) -> None:
+    started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "6000", "--trials", "4",
+                     "--parallel", "2", "--seeds", "1", "--pruner", "none", "--poll", "0.5", "--name", "phoenix")
+    assert started.returncode == 0, started.stderr
+    from rlkube.launch import store  # noqa: PLC0415  (reads this test's RLKUBE_DATA_DIR)
+
+    def live() -> list[str]:
+        return [t["experiment"] for t in sweep_state("phoenix")["trials"] if t["state"] == "RUNNING"]
+
+    running = wait_for(lambda: len(names := live()) == 2 and all(store.exists(n) for n in names) and names,
+                       "two live trials")
+    pids_before = {name: store.get(name).backend["pids"] for name in running}
+    os.kill(store.get_sweep("phoenix").driver_pid, signal.SIGKILL)
+    wait_for(lambda: sweep_state("phoenix")["driver"] == "not running", "the driver to die")
+    assert live() == running  # nothing ended them: their processes are detached from the driver
+
+    resumed = rlkube("sweep", "resume", "phoenix")
+    assert resumed.returncode == 0, resumed.stderr
+    state = wait_for_driver("phoenix")
+    assert sorted(t["trial"] for t in state["trials"]) == [0, 1, 2, 3]
+    assert {t["state"] for t in state["trials"]} == {"COMPLETE"}
+    for name, pids in pids_before.items():  # the same processes finished them: adopted, not started again
+        assert store.get(name).backend["pids"] == pids
+    log = (workdir / "data" / "sweeps" / "phoenix" / "driver.log").read_text()
+    for name in running:
+        assert f"adopted {name}" in log
+        assert log.count(f"started {name} ") == 1
+
+
+def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir: Path) -> None:
+    started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "200000", "--trials", "1",
+                     "--parallel", "1", "--seeds", "1", "--retries", "1", "--pruner", "none", "--poll", "0.5",
+                     "--name", "fragile")
+    assert started.returncode == 0, started.stderr
+    from rlkube.launch import store  # noqa: PLC0415
+
+    wait_for(lambda: store.exists("fragile-t0") and (workdir / "runs/fragile-t0/copy-0/progress.json").exists(),
+             "the first trial to make progress")
+    # The copy dies as an out-of-memory kill would end it: SIGKILL, no checkpoint, a non-zero exit.
+    worker = store.get("fragile-t0").backend["pids"]["0"]
+    trainer = [pid for pid in trial_processes(workdir / "runs" / "fragile-t0") if pid != worker]
+    os.kill(trainer[0], signal.SIGKILL)
+    state = wait_for(lambda: len((s := sweep_state("fragile"))["trials"]) == 2 and s, "the retry")
+    first, retry = state["trials"]
+    assert first["state"] == "FAIL"
+    assert first["reason"].startswith("copy-0 failed: ")
+    assert retry["params"] == first["params"]
+    table = rlkube("sweep", "status", "fragile").stdout
+    assert "copy-0 failed" in table
+    assert rlkube("sweep", "cancel", "fragile").returncode == 0
+    state = sweep_state("fragile")
+    assert [t["state"] for t in state["trials"]] == ["FAIL", "FAIL"]
+    assert state["trials"][1]["reason"] == "cancelled by rlkube sweep cancel"
+    assert trial_processes(workdir / "runs") == []
+    assert len(state["trials"]) == 2  # a cancelled sweep retries nothing
+
+
+def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, postgres: PostgresServer) -> None:
+    """The study in a real PostgreSQL server: a second machine (its own data dir) joins with resume --storage, and
+    the two drivers run the 6 trials between them, none twice."""
+    other = workdir / "other-machine"
+    common = ["--space", "space.yaml", "--train-steps", "1000", "--trials", "6", "--parallel", "1", "--seeds", "1",
+              "--poll", "0.5", "--name", "shared", "--storage", postgres.url]
+    assert rlkube("sweep", "start", *QUICK, *common).returncode == 0
+    joined = rlkube("sweep", "resume", "shared", "--storage", postgres.url, data_dir=other)
+    assert joined.returncode == 0, joined.stderr
+    for data_dir in (None, other):
+        wait_for_driver("shared", data_dir=data_dir)
+    state = sweep_state("shared", "--storage", postgres.url, data_dir=other)
+    assert sorted(t["trial"] for t in state["trials"] if t["state"] == "COMPLETE") == [
+        t["trial"] for t in state["trials"]]
+    assert len(state["trials"]) == 6
+    from rlkube.launch import store  # noqa: PLC0415
+
+    here = {r.name for r in store.all_records()}
+    os.environ["RLKUBE_DATA_DIR"], mine = str(other), os.environ["RLKUBE_DATA_DIR"]
+    try:
+        there = {r.name for r in store.all_records()}
+    finally:
+        os.environ["RLKUBE_DATA_DIR"] = mine
+    assert here, "the other driver ran every trial"
+    assert there, "the first driver ran every trial"
+    assert not here & there
+    assert here | there == {t["experiment"] for t in state["trials"]}
+
+
+# Outputs
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A small finished sweep in its own directory (with its own data dir), shared by the output tests."""
+    directory = tmp_path_factory.mktemp("finished")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RLKUBE_DATA_DIR", str(directory / "data"))
+        patch.chdir(directory)
+        (directory / "space.yaml").write_text(yaml.safe_dump(SPACE))
+        started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "3000",
+                         "--trials", "3", "--parallel", "2", "--seeds", "2", "--pruner", "none", "--poll", "0.5",
+                         "--name", "done", "--follow")
+        assert started.returncode == 0, started.stderr
+        assert "sweep done done: 3 complete" in started.stdout
+        yield directory
+
+
+def test_status_shows_every_trials_state_params_value_and_steps(finished_sweep: Path) -> None:
+    table = rlkube("sweep", "status", "done", data_dir=finished_sweep / "data").stdout
+    assert "driver not running  3 complete  (of 3; 2 seeds each, objective last:3)" in table
+    rows = table.splitlines()[2:]
+    assert len(rows) == 3
+    for row in rows:
+        assert "COMPLETE" in row
+        assert " ± " in row
+        assert "(2)" in row
+        assert "3000" in row
+        assert "lr=" in row
+
+
+def test_best_writes_an_hparams_file_that_train_runs(finished_sweep: Path, tmp_path: Path) -> None:
+    data = finished_sweep / "data"
+    best = rlkube("sweep", "best", "done", "-o", str(tmp_path / "best.yaml"), data_dir=data)
+    assert best.returncode == 0, best.stderr
+    state = sweep_state("done", data_dir=data)
+    winner = max(state["trials"], key=lambda t: t["value"])
+    assert f"--hparam-override {winner['params']}" in best.stdout
+    written = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert written["hparams"] == "ppo_cartpole"
+    assert written["overrides"]["train_steps"] == 3000
+    trained = run_rlkube("train", "--hparams-file", str(tmp_path / "best.yaml"), "--hparam-override",
+                         "train_steps=500", "--eval-episodes", "1", "--test-episodes", "1",
+                         "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    saved = yaml.safe_load((tmp_path / "run" / "copy-0" / "hparams.yaml").read_text())["hparams"]
+    for key, value in written["overrides"].items():
+        if key != "train_steps":
+            assert saved[key] == value
+
+
+def test_plot_writes_pngs_that_open(finished_sweep: Path, tmp_path: Path) -> None:
+    plotted = rlkube("sweep", "plot", "done", "-o", str(tmp_path / "plots"), data_dir=finished_sweep / "data")
+    assert plotted.returncode == 0, plotted.stderr
+    for name in ("history.png", "importances.png", "parallel-coordinates.png"):
+        image = matplotlib.image.imread(tmp_path / "plots" / name)
+        assert image.shape[0] > 200
+        assert image.shape[1] > 300
+
+
+def test_confirm_reruns_the_best_params_on_fresh_seeds(finished_sweep: Path) -> None:
+    data = finished_sweep / "data"
+    confirmed = run_rlkube("sweep", "confirm", "done", "--seeds", "2", env={"RLKUBE_DATA_DIR": str(data)},
+                           cwd=finished_sweep)
+    assert confirmed.returncode == 0, confirmed.stderr
+    said = re.search(r"scored (-?[\d.]+) ± ([\d.]+) over 2 seeds in the sweep; on 2 fresh seeds (-?[\d.]+) ± "
+                     r"([\d.]+): (holds up|does not hold up)", confirmed.stdout)
+    assert said, confirmed.stdout
+    swept, swept_std, fresh, fresh_std = map(float, said.groups()[:4])
+    margin = fresh - (swept - max(fresh_std, swept_std, 0.01 * abs(swept)))
+    if abs(margin) > 0.02:  # the printed values are rounded to 0.01
+        assert said.group(5) == ("holds up" if margin >= 0 else "does not hold up")
+    copies = json.loads((finished_sweep / "runs" / "done-confirm" / "copies.json").read_text())
+    assert [c["seed"] for c in copies] == [2, 3]  # the sweep's trials used seeds 0 and 1
+
+
+def test_tensorboard_of_a_sweep_serves_every_trial(finished_sweep: Path) -> None:
+    process = subprocess.Popen(rlkube_command("tensorboard", "done"), stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "RLKUBE_DATA_DIR": str(finished_sweep / "data")},
+                               cwd=finished_sweep)
+    try:
+        line = process.stdout.readline()
+        assert "TensorBoard for sweep done (3 trials)" in line, line
+        url = line.split(": ", 1)[1].split()[0]
+        runs = wait_for(lambda: json.loads(urllib.request.urlopen(f"{url}data/runs", timeout=10).read()),
+                        "TensorBoard to list the runs", timeout=60)
+        assert {run.split("/")[0] for run in runs} == {"done-t0", "done-t1", "done-t2"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
