@@ -14,22 +14,26 @@ from rlkube.cli.main import cli
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
 from tests.conftest import run_rlkube
 
+HEAVY = ("tensorflow", "optuna", "mlflow", "wandb")
 
-def no_tensorflow_after(*cli_args: str) -> bool:
-    """Run the CLI in a fresh interpreter and report whether TensorFlow stayed unimported."""
+
+def heavy_imports_after(*cli_args: str) -> set[str]:
+    """Run the CLI in a fresh interpreter and report which heavy libraries it imported."""
     code = ("import sys\nfrom rlkube.cli.main import cli\n"
             f"try:\n    cli({list(cli_args)!r})\nexcept SystemExit:\n    pass\n"
-            "print('tensorflow' not in sys.modules)")
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return result.stdout.strip().splitlines()[-1] == "True"
+    return set(filter(None, result.stdout.strip().splitlines()[-1].split(",")))
 
 
-@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"],
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"], ["sweep", "--help"],
+                                  ["sweep", "start", "--help"], ["submit", "--help"],
                                   ["train", "--hparams", "nope", "--output-dir", "/tmp/x"],
                                   ["train", "--hparams", "dqn_cartpole", "--hparam-override", "agent=ppo",
-                                   "--output-dir", "/tmp/x"]])
-def test_commands_that_do_not_train_never_import_tensorflow(args: list[str]) -> None:
-    assert no_tensorflow_after(*args)
+                                   "--output-dir", "/tmp/x"],
+                                  ["sweep", "start", "--hparams", "ppo_cartpole", "--sampler", "nope"]])
+def test_commands_that_do_not_train_never_import_tensorflow_or_optuna(args: list[str]) -> None:
+    assert heavy_imports_after(*args) == set()
 
 
 # The paths live under each test's tmp_path, so cases name them: {run} a fresh run directory, {file} a plain file,

@@ -2,6 +2,7 @@
 learn and are pruned, a driver that survives `kill -9`, a failed trial retried, studies in a journal file and in a
 real PostgreSQL server shared by two drivers, and the outputs (status, best, plot, confirm, TensorBoard)."""
 
+import importlib.util
 import json
 import os
 import re
@@ -14,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
+import optuna
 import pytest
 import yaml
 
 from rlkube.errors import UserError
-from rlkube.launch.sweep.config import copy_value, intermediate_values, per_seed_values
-from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space
+from rlkube.launch.sweep import study as studies
+from rlkube.launch.sweep.config import SweepConfig, copy_value, intermediate_values, per_seed_values
+from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space, overrides_of
 from rlkube.rl.hparams import get_hparams, hparams_registry
+from rlkube.run.options import TrainOptions
 from tests.conftest import rlkube_command, run_rlkube
 from tests.db_servers import PostgresServer
 
@@ -135,6 +139,86 @@ def test_a_trials_value_is_its_seeds_mean_under_the_objective() -> None:
     evaluations = {0: curve, 1: curve[:2]}
     assert intermediate_values(evaluations, 2) == {1000: 10.0, 2000: 50.0}
     assert per_seed_values({0: curve[:1], 1: [{"step": 1000, "mean_return": 4.0}]}, 2) == {2000: 10.0, 2001: 4.0}
+
+
+# Optuna underneath: every sampler and pruner, as a sweep configures it
+
+def _config(**changes: Any) -> SweepConfig:
+    space = {"n_epochs": {"choice": [1, 5, 20]}, "n_steps": {"int": [16, 64]}, "gae_lambda": {"choice": [0.9, 0.95]}}
+    return SweepConfig(**{"name": "s", "cluster": "local", "train": TrainOptions("ppo_cartpole", seed=3),
+                          "space": space, "trials": 8, "parallel": 1, "seeds": 2, **changes})
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "grid"])
+def test_each_sampler_proposes_runnable_params_inside_the_space_and_replays_from_its_seed(sampler: str) -> None:
+    if sampler == "gp" and importlib.util.find_spec("torch") is None:
+        pytest.skip("Optuna's GPSampler needs PyTorch, which rlkube does not install; "
+                    "test_gp_without_pytorch_is_refused_in_one_line checks the refusal")
+    config = _config(sampler=sampler)
+    hp = get_hparams("ppo_cartpole")
+    space = check_space(config.space, hp, "space")
+    distributions = {name: studies.distribution(dim) for name, dim in space.items()}
+
+    def proposals() -> list[dict[str, Any]]:
+        study = optuna.create_study(direction="maximize", sampler=studies.sampler_for(config, space))
+        asked = []
+        for _ in range(config.trials):
+            trial = study.ask(distributions)
+            asked.append(trial.params)
+            study.tell(trial, trial.params["n_steps"] * trial.params["n_epochs"])  # a landscape to climb
+        return asked
+
+    first = proposals()
+    for params in first:
+        assert params["n_epochs"] in (1, 5, 20)
+        assert 16 <= params["n_steps"] <= 64
+        TrainOptions("ppo_cartpole", overrides_of(params)).resolved_hparams()  # what a trial's copies run
+    assert proposals() == first
+
+
+def test_gp_without_pytorch_is_refused_in_one_line(workdir: Path) -> None:
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("PyTorch is installed here, so GPSampler works (the sampler test covers it)")
+    result = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--sampler", "gp")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --sampler gp is Optuna's GPSampler, which is built on PyTorch, and rlkube "
+                                     "does not install PyTorch (see the README's Sweeps section); pip install torch, "
+                                     "or use tpe")
+    assert not (workdir / "data" / "sweeps").exists()
+
+
+@pytest.mark.parametrize("pruner", ["median", "halving", "hyperband", "wilcoxon", "none"])
+def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(pruner: str) -> None:
+    """Nine trials climb steadily (their two seeds apart); a tenth stays near zero. The pruner, configured as a sweep
+    configures it (warm-up in environment steps, startup trials), stops the tenth before its last evaluation."""
+    config = _config(pruner=pruner, trials=12)
+    study = optuna.create_study(direction="maximize",
+                                pruner=studies.pruner_for(config, train_steps=10_000, eval_every=1000))
+    report = per_seed_values if pruner == "wilcoxon" else intermediate_values
+    steps = range(1000, 10_001, 1000)
+
+    def curve(level: float) -> dict[int, list[dict[str, float]]]:
+        return {k: [{"step": s, "mean_return": level * s / 100 + 3 * k} for s in steps] for k in range(2)}
+
+    for good in range(9):
+        trial = study.ask()
+        for key, value in report(curve(1.0 + good / 10), 2).items():
+            trial.report(value, key)
+            assert not trial.should_prune()  # asked after every report, as the driver does (halving records rungs)
+        study.tell(trial, 100.0 + good)
+    bad = study.ask()
+    stopped_at = None
+    for key, value in report(curve(0.01), 2).items():
+        bad.report(value, key)
+        if bad.should_prune():
+            stopped_at = key
+            break
+    if pruner == "none":
+        assert stopped_at is None
+    else:
+        assert stopped_at is not None, f"{pruner} never stopped the bad trial"
+        last_key = max(report(curve(0.01), 2))
+        assert stopped_at < last_key
 
 
 # Bad input: one line, exit 2, nothing started
