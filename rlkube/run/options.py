@@ -153,6 +153,21 @@ def _yaml_problem(error: Exception) -> str:
     return f"{problem} at line {mark.line + 1}" if mark else problem
 
 
+def read_yaml(path: Path, flag: str, shape: str) -> Any:
+    """A YAML file the user named with `flag`; a UserError naming it, and `shape` (what it should hold), if it
+    cannot be read or parsed."""
+    import yaml  # noqa: PLC0415  (only commands that read such a file need it)
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UserError(f"{flag} {path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{flag} {path}: not a text file; {shape}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{flag} {path}: not YAML ({_yaml_problem(error)})") from None
+
+
 def read_hparams_file(path: Path) -> tuple[str, str]:
     """The set name and the overrides (in --hparam-override syntax) of an hparams file, which reads
 
@@ -162,17 +177,8 @@ def read_hparams_file(path: Path) -> tuple[str, str]:
     A UserError naming the file if it is not such a file. The override names and values are checked where every
     override is, when the hparams are resolved (TrainOptions.resolved_hparams).
     """
-    import yaml  # noqa: PLC0415
-
     shape = "write 'hparams: <set name>' and optionally 'overrides: {key: value, ...}'"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise UserError(f"--hparams-file {path}: cannot read it ({error.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"--hparams-file {path}: not a text file; {shape}") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"--hparams-file {path}: not YAML ({_yaml_problem(error)})") from None
+    data = read_yaml(path, "--hparams-file", shape)
     if not isinstance(data, dict):
         raise UserError(f"--hparams-file {path}: not a YAML mapping; {shape}")
     unknown = [str(key) for key in data if key not in HPARAMS_FILE_KEYS]

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rlkube.errors import UserError, unknown_name
 from rlkube.rl.hparams import HParams
 from rlkube.rl.hparams.base import _field_type, _parse_value, validate
-from rlkube.run.options import override_text
+from rlkube.run.options import override_text, read_yaml
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
 # What identifies a run or its budget is the sweep's, not a trial's: --hparams, --env and --train-steps.
@@ -147,13 +145,8 @@ def check_space(raw: Any, hp: HParams, source: str) -> SearchSpace:
 
 
 def read_space(path: Path, hp: HParams) -> SearchSpace:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise UserError(f"--space {path}: cannot read it ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"--space {path}: not YAML ({str(error).splitlines()[0]})") from None
-    return check_space(raw, hp, f"--space {path}")
+    shape = "write hparam names mapped to distributions, e.g. lr: {log_uniform: [1e-5, 1e-2]}"
+    return check_space(read_yaml(path, "--space", shape), hp, f"--space {path}")
 
 
 # rl-baselines3-zoo's samplers, narrowed to what these agents have (hyperparams_opt.py), keyed by agent.
