@@ -13,7 +13,13 @@ from rlkube.errors import UserError
 from rlkube.launch.targets.local import LocalTarget
 from rlkube.run.progress import Progress
 from rlkube.rundir import checkpoint, layout
-from rlkube.rundir.progress_record import ProgressRecord, evaluation_line, last_progress, progress_line
+from rlkube.rundir.progress_record import (
+    ProgressRecord,
+    evaluation_line,
+    evaluations_in_log,
+    last_progress,
+    progress_line,
+)
 from tests.conftest import run_rlkube
 
 
@@ -100,3 +106,9 @@ def test_pod_log_lines_are_parsed_with_the_format_they_are_written_in() -> None:
     assert last_progress(log + "\n" + evaluation_line("eval", 5000, 181.2, 18.46)) == (5000, 181.2)
     assert evaluation_line("eval", 5000, 181.2, 18.46) == "eval at step 5000: return 181.20 ± 18.46"
     assert last_progress("resumed from ckpt-500 at step 500") == (None, None)
+    # A sweep on a cluster's volume reads every evaluation from the pods' logs (the test's line is not one).
+    logged = log + "\n" + "\n".join([evaluation_line("eval", 5000, 181.2, 18.456),
+                                      evaluation_line("eval", 10000, -3.5, 0.0),
+                                      evaluation_line("test", 10000, 499.0, 1.0)])
+    assert evaluations_in_log(logged) == [{"step": 5000, "mean_return": 181.2, "std_return": 18.46},
+                                          {"step": 10000, "mean_return": -3.5, "std_return": 0.0}]
