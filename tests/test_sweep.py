@@ -375,6 +375,12 @@ def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, pos
 
 # Outputs
 
+def _post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A small finished sweep in its own directory (with its own data dir), shared by the output tests."""
@@ -460,6 +466,14 @@ def test_tensorboard_of_a_sweep_serves_every_trial(finished_sweep: Path) -> None
         runs = wait_for(lambda: json.loads(urllib.request.urlopen(f"{url}data/runs", timeout=10).read()),
                         "TensorBoard to list the runs", timeout=60)
         assert {run.split("/")[0] for run in runs} == {"done-t0", "done-t1", "done-t2"}
+        # The HParams dashboard compares the trials: one session per copy, the searched hparams differing.
+        experiment = _post_json(f"{url}data/plugin/hparams/experiment", {"experimentName": ""})
+        searched = {info["name"]: info["differs"] for info in experiment["hparamInfos"]}
+        assert searched["lr"] is True
+        groups = _post_json(f"{url}data/plugin/hparams/session_groups", {
+            "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "colParams": [],
+            "startIndex": 0, "sliceSize": 100})
+        assert groups["totalSize"] == 6  # 3 trials x 2 seeds
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
