@@ -234,6 +234,7 @@ def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(prun
     (["--sampler", "grid"], "--sampler grid needs every dimension as choice or int"),
     (["--cluster", "nowhere"], "unknown cluster"),
     (["--name", "Bad_Name"], "bad experiment name 'Bad_Name'"),
+    (["--storage", "postgresql://rlkube@127.0.0.1:1/none"], "cannot open the study storage postgresql://"),
 ])
 def test_bad_sweep_input_gets_one_line_and_starts_nothing(workdir: Path, args: list[str], message: str) -> None:
     (workdir / "bad.yaml").write_text("lrr: {uniform: [0.1, 0.2]}\n")
