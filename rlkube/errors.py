@@ -8,9 +8,18 @@ class UserError(Exception):
     """A mistake in the user's input, with what would be right."""
 
 
-def unknown_name(kind: str, name: str, known: Iterable[str]) -> UserError:
-    """The error for a name that is not registered, naming the close matches."""
-    known = sorted(known)
+def one_of(names: list[str]) -> str:
+    """'a', 'a or b', 'a, b or c': names as a sentence offers them."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], listing: str | None = None) -> UserError:
+    """The error for a name that is not registered, naming the close matches.
+
+    Without a close match it lists the known names, or, where there are too many to read in one line, says how
+    to list them (`listing`, e.g. "list them with `rlkube envs`").
+    """
+    known = sorted(set(known))  # registries may overlap: each name is offered once
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+    hint = f"did you mean {one_of(close)}?" if close else listing or f"known: {', '.join(known)}"
     return UserError(f"unknown {kind} '{name}'; {hint}")

@@ -1,6 +1,8 @@
 """The `rlkube` command: bad input gets one clear line and exit 2; nothing is left behind."""
 
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 import typing
@@ -11,19 +13,26 @@ import pytest
 import yaml
 
 from rlkube.cli.main import cli
+from rlkube.errors import UserError, unknown_name
+from rlkube.rl.envs import check_env_name
+from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
 from tests.conftest import run_rlkube
 
 HEAVY = ("tensorflow", "optuna", "mlflow", "wandb")
 
 
-def heavy_imports_after(*cli_args: str) -> set[str]:
-    """Run the CLI in a fresh interpreter and report which heavy libraries it imported."""
+def cli_in_fresh_interpreter(*cli_args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the CLI in a fresh interpreter: what it printed, and which heavy libraries it had imported."""
     code = ("import sys\nfrom rlkube.cli.main import cli\n"
             f"try:\n    cli({list(cli_args)!r})\nexcept SystemExit:\n    pass\n"
-            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))")
+            f"print('heavy:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(filter(None, result.stdout.strip().splitlines()[-1].split(",")))
+    return result, set(filter(None, result.stdout.rsplit("heavy:", 1)[1].strip().split(",")))
+
+
+def heavy_imports_after(*cli_args: str) -> set[str]:
+    return cli_in_fresh_interpreter(*cli_args)[1]
 
 
 @pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"], ["sweep", "--help"],
@@ -31,7 +40,10 @@ def heavy_imports_after(*cli_args: str) -> set[str]:
                                   ["train", "--hparams", "nope", "--output-dir", "/tmp/x"],
                                   ["train", "--hparams", "dqn_cartpole", "--hparam-override", "agent=ppo",
                                    "--output-dir", "/tmp/x"],
-                                  ["sweep", "start", "--hparams", "ppo_cartpole", "--sampler", "nope"]])
+                                  ["sweep", "start", "--hparams", "ppo_cartpole", "--sampler", "nope"],
+                                  ["hparams"], ["hparams", "show", "dqn_cartpole", "--hparam-override", "lr=1e-4",
+                                                "--env", "Acrobot-v1", "--train-steps", "1000"],
+                                  ["hparams", "show", "dqn_cartpol"], ["envs"]])
 def test_commands_that_do_not_train_never_import_tensorflow_or_optuna(args: list[str]) -> None:
     assert heavy_imports_after(*args) == set()
 
@@ -114,6 +126,8 @@ def test_a_multi_host_tpu_slice_is_refused_naming_the_single_host_types(
 def sample_value(option: dataclasses.Field) -> object:
     """A value of the option's type other than its default, as a user could give it."""
     kind = typing.get_type_hints(TrainOptions)[option.name]
+    if isinstance(choice := option.metadata["click"].get("type"), click.Choice):
+        return choice.choices[-1]
     if kind is bool:
         return not option.default
     if int in typing.get_args(kind) or kind is int:
@@ -250,3 +264,152 @@ def test_an_hparams_file_gives_back_the_values_it_was_written_with(
 def test_an_hparams_file_says_how_to_run_it() -> None:
     first_line, *_ = hparams_file_text("ppo_cartpole", {"lr": 0.1}).splitlines()
     assert first_line.startswith("# rlkube train --hparams-file ")
+
+
+# -- discovery (rlkube hparams, rlkube envs) and a quiet train ------------------------------------------------------
+
+TINY_RUN = ["--hparams", "dqn_cartpole", "--hparam-override", "lr=0.0005", "--train-steps", "300", "--seed", "3",
+            "--eval-episodes", "1", "--test-episodes", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A two-copy run (so its copies train in processes of their own) and what `rlkube train` printed."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    result = run_rlkube("train", *TINY_RUN, "--copies", "2", "--output-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    return run, result
+
+
+def test_train_prints_no_tensorflow_start_up_lines_in_any_process(
+        tiny_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    _, result = tiny_run
+    assert "copy-1 | " in result.stderr  # the copies' processes wrote here too
+    assert "oneDNN" not in result.stderr
+    assert "absl::InitializeLog" not in result.stderr
+
+
+def test_train_verbose_shows_tensorflows_info_lines(tiny_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run, _ = tiny_run
+    result = run_rlkube("train", *TINY_RUN, "--no-training", "--verbose", "--output-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    # absl's info lines (I0000 00:00:1796080641.176055   23530 port.cc:153] ...): oneDNN's, XLA's, ...
+    assert any(re.match(r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ", line) for line in result.stderr.splitlines()), result.stderr
+
+
+def test_hparams_show_prints_the_yaml_a_run_saves(tiny_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    run, _ = tiny_run
+    shown = run_rlkube("hparams", "show", *TINY_RUN[1:6], "--seed", "3")
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout) == yaml.safe_load((run / "copy-0" / "hparams.yaml").read_text())
+    lr_line = next(line for line in shown.stdout.splitlines() if line.startswith("  lr: "))
+    assert lr_line.split("#")[1].strip() == "float in [0.0, 1.0]: learning rate"
+
+
+def test_hparams_show_comments_every_field_with_its_type_and_range() -> None:
+    shown = run_rlkube("hparams", "show", "ppo_cartpole")
+    assert shown.returncode == 0, shown.stderr
+    fields = dataclasses.fields(get_hparams("ppo_cartpole"))
+    comments = {line.split(":")[0].strip(): line.split("#", 1)[1].strip()
+                for line in shown.stdout.splitlines() if line.startswith("  ") and "#" in line}
+    assert {field.name for field in fields} <= comments.keys()
+    assert comments["vector_mode"] == "str (sync | async): async steps each env in its own process"
+    assert comments["hidden_sizes"] == "list of int, each >= 1: widths of the hidden layers"
+    assert comments["clip_range_vf"].startswith("float >= 0.0 or null: ")
+
+
+def test_hparams_show_refuses_bad_input_in_one_line() -> None:
+    result = run_rlkube("hparams", "show", "dqn_cartpole", "--hparam-override", "lrr=1")
+    assert result.returncode == 2
+    assert result.stderr == "error: unknown hparam 'lrr'; did you mean lr?\n"
+
+
+def test_hparams_lists_every_set_with_its_agent_env_budget_and_target() -> None:
+    result = run_rlkube("hparams")
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split() for line in result.stdout.splitlines()]
+    assert header == ["SET", "AGENT", "ENV", "BUDGET", "TARGET", "MEASURED"]
+    assert [row[0] for row in rows] == hparams_registry.names()
+    for name, agent, env, budget, target, measured in rows:
+        hp = get_hparams(name)
+        assert (agent, env) == (hp.agent, hp.env)
+        assert int(budget.replace("M", "000000").replace("k", "000")) == hp.train_steps
+        assert target == ("-" if hp.target_return is None else f"{hp.target_return:g}")
+        assert measured == "-"  # no results given: nothing measured is claimed
+
+
+def test_hparams_measured_column_comes_from_the_benchmarks_results(tmp_path: Path) -> None:
+    records = [{"hparams": "dqn_cartpole", "seed": 0, "best_eval": 500.0, "first_step_reaching_target": 20000,
+                "budget_fraction": 1.0},
+               {"hparams": "dqn_cartpole", "seed": 1, "best_eval": 460.0, "first_step_reaching_target": None,
+                "budget_fraction": 1.0},
+               {"hparams": "vpg_cartpole", "seed": 0, "best_eval": 312.5, "first_step_reaching_target": None,
+                "budget_fraction": 0.2}]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(record) + "\n" for record in records))
+    result = run_rlkube("hparams", "--results", str(results))
+    assert result.returncode == 0, result.stderr
+    measured = {line.split()[0]: line.split(None, 5)[5] for line in result.stdout.splitlines()[1:]}
+    assert measured["dqn_cartpole"] == "best 480.0 ± 28.3, 1/2 seeds at target"
+    assert measured["vpg_cartpole"] == "best 312.5, 20% of the budget"  # vpg_cartpole has no published target
+    assert measured["ppo_cartpole"] == "-"
+    results.write_text('{"hparams": "dqn_cartpole"}\n')
+    bad = run_rlkube("hparams", "--results", str(results))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"error: --results {results}: line 1 is not a line that benchmarks/hparams_targets.py")
+    assert bad.stderr.count("\n") == 1
+
+
+def test_envs_lists_each_env_id_once() -> None:
+    result = run_rlkube("envs")
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == len(set(ids))
+    assert {"CartPole-v1", "CartPole-v0", "HalfCheetah-v5"} <= set(ids)
+
+
+def test_an_unknown_env_offers_each_close_match_once() -> None:
+    with pytest.raises(UserError) as error:
+        check_env_name("CartPole-v9")
+    offered = str(error.value).split("did you mean ")[1].rstrip("?").replace(" or ", ", ").split(", ")
+    assert offered[:2] == ["CartPole-v1", "CartPole-v0"]
+    assert len(offered) == len(set(offered))
+    assert str(unknown_name("env", "CartPole-v9", ["CartPole-v1", "CartPole-v1", "CartPole-v0"])) == (
+        "unknown env 'CartPole-v9'; did you mean CartPole-v1 or CartPole-v0?")
+
+
+def test_an_unknown_env_without_close_matches_points_to_rlkube_envs() -> None:
+    with pytest.raises(UserError) as error:
+        check_env_name("Zzyzx")
+    assert str(error.value) == "unknown env 'Zzyzx'; `rlkube envs` lists them"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(["--no-training", "--output-dir", "{run}"], "--no-training needs a checkpoint",
+                 id="no-training-without-checkpoint"),
+    pytest.param(["--env", "Pendulum-v1", "--output-dir", "{run}"],
+                 "agent 'dqn' needs a Discrete action space, but env 'Pendulum-v1' has Box",
+                 id="env-for-another-agent"),
+    pytest.param(["--copies-file", "{copies}", "--output-dir", "{run}"],
+                 "agent 'dqn' needs a Discrete action space, but env 'Pendulum-v1' has Box", id="a-copys-env"),
+    pytest.param(["--env", "CartPole-v9", "--output-dir", "{run}"], "unknown env 'CartPole-v9'", id="unknown-env"),
+    pytest.param(["--output-dir", "/proc/rlkube-run"], "cannot write in /proc", id="unwritable-dir"),
+    pytest.param(["--output-dir", "{file}/run"], "is a file, not a directory", id="dir-under-a-file"),
+    pytest.param(["--output-dir", "gcs://bucket/run"], "unsupported storage URL gcs://bucket/run",
+                 id="bucket-url-of-another-scheme"),
+    pytest.param(["--output-dir", "s3://"], "storage URL s3:// names no bucket", id="bucket-url-without-a-bucket"),
+])
+def test_every_input_check_of_train_runs_before_tensorflow_is_imported(tmp_path: Path, args: list[str],
+                                                                        message: str) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    copies = tmp_path / "copies.json"
+    copies.write_text('[{"index": 0, "seed": 0}, {"index": 1, "seed": 1, "overrides": "env=Pendulum-v1"}]')
+    paths = {"run": tmp_path / "run", "file": a_file, "copies": copies}
+    result, heavy = cli_in_fresh_interpreter("train", "--hparams", "dqn_cartpole",
+                                             *(arg.format(**paths) for arg in args))
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
+    assert "tensorflow" not in heavy
+    assert not (tmp_path / "run").exists()

@@ -139,11 +139,15 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
                                       active_deadline_seconds=1, ttl_seconds_after_finished=None)
         return _spec(profile, copies=2), profile
 
+    def trial_of_a_sweep() -> tuple[ExperimentSpec, ClusterProfile]:
+        spec = dataclasses.replace(_spec(kube, copies=2, name="tune-t3"), sweep="tune")
+        return spec, kube
+
     return {f.__name__: f for f in (kube_extras, no_resources_one_copy, dirty_tree_and_odd_strings, gke_gpu_spot,
                                     generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
                                     eks_karpenter_on_demand_cpu, s3_compatible_no_deadline_ttl_zero,
                                     copies_with_their_own_seeds_and_overrides, multihost_copies_with_their_own_seeds,
-                                    keep_finished_jobs)}
+                                    keep_finished_jobs, trial_of_a_sweep)}
 
 
 @pytest.mark.parametrize("variant", sorted(_variants()))

@@ -10,7 +10,8 @@ from rlkube.rl.hparams import changed_hparams, from_dict, get_hparams, hparams_r
 from rlkube.rl.replay import memory_registry
 
 DQN_FAMILY = ["dqn_cartpole", "double_dqn_cartpole", "dueling_dqn_cartpole", "noisy_dqn_cartpole",
-              "prioritized_dqn_cartpole", "rainbow_cartpole", "dqn_acrobot", "dqn_mountaincar"]
+              "prioritized_dqn_cartpole", "rainbow_cartpole", "c51_cartpole", "qrdqn_cartpole", "dqn_acrobot",
+              "dqn_mountaincar", "qrdqn_pong"]
 
 
 def test_every_promised_dqn_set_is_registered() -> None:

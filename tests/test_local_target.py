@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_local_copies_run_to_completion_with_status_logs_and_list(workdir: Path)
 
 
 @pytest.mark.usefixtures("workdir")
-@pytest.mark.parametrize("command", ["logs", "status", "tensorboard", "results"])
+@pytest.mark.parametrize("command", ["logs", "status", "tensorboard", "results", "cancel"])
 def test_a_command_without_an_experiment_and_none_submitted_says_so_in_one_line(command: str) -> None:
     result = rlkube(command)
     assert result.returncode == 2
@@ -164,3 +165,98 @@ def test_results_summarise_copies_and_plot_their_curves(workdir: Path) -> None:
     assert image.shape[0] > 300
     assert image.shape[1] > 500
     assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 20  # curves and a band, not a blank canvas
+
+
+def test_the_users_three_commands_work_as_typed(workdir: Path) -> None:
+    """`rlkube submit ... --copies 2`, `rlkube logs`, `rlkube tensorboard`: verbatim, nothing named after submit."""
+    submitted = rlkube("submit", "--cluster", "local", "--hparams", "dqn_cartpole", "--copies", "2",
+                           "--train-steps", "2500")
+    assert submitted.returncode == 0, submitted.stderr
+    name = re.search(r"^submitted (\S+) to local", submitted.stdout, re.MULTILINE).group(1)
+
+    followed = rlkube("logs")  # follows until both copies end
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stderr.splitlines()[0] == f"experiment: {name} (latest)"
+    for copy in (0, 1):
+        assert f"copy-{copy} | test at step 2500" in followed.stdout
+
+    with subprocess.Popen(rlkube_command("tensorboard"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as server:
+        try:
+            url = served_url(server)
+            returns = scalar_values(url, "copy-1", "eval/mean_return")
+        finally:
+            server.terminate()
+            _, stderr = server.communicate(timeout=30)
+    assert stderr.splitlines()[0] == f"experiment: {name} (latest)"
+    assert [step for step, _ in returns] == [2500]
+    summary = json.loads((workdir / "runs" / name / "copy-1" / "summary.json").read_text())
+    assert returns[0][1] == pytest.approx(summary["eval_mean_return"])
+
+
+def served_url(server: subprocess.Popen) -> str:
+    """The http://127.0.0.1:PORT/ that `rlkube tensorboard` prints once TensorBoard answers."""
+    line = server.stdout.readline()
+    found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    assert found, (line, server.stderr.read() if server.poll() is not None else "")
+    return found.group(0)
+
+
+def scalar_values(url: str, run: str, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of one scalar, as TensorBoard's scalars plugin serves them over HTTP."""
+    query = urllib.parse.urlencode({"run": run, "tag": tag})
+    with urllib.request.urlopen(f"{url}data/plugin/scalars/scalars?{query}", timeout=60) as response:
+        return [(step, value) for _wall_time, step, value in json.loads(response.read())]
+
+
+def test_commands_without_a_name_say_which_experiment_they_mean_and_keep_json_parseable(workdir: Path) -> None:
+    for name in ("first", "second"):
+        assert rlkube("submit", *QUICK, "--train-steps", "300", "--name", name).returncode == 0
+    wait_for_phase("second", {"Succeeded"})
+    for args in (["status"], ["status", "-o", "json"], ["results"], ["results", "-o", "json"],
+                 ["logs", "--no-follow"]):
+        result = rlkube(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines()[0] == "experiment: second (latest)", args
+    assert json.loads(rlkube("status", "-o", "json").stdout)["experiment"] == "second"
+    named = rlkube("status", "first")
+    assert "experiment:" not in named.stderr  # a named experiment needs no reminder
+    assert named.stdout.startswith("first ")
+    assert (workdir / "runs" / "first").is_dir()
+
+
+def on_a_terminal(args: list[str], typed: str) -> subprocess.CompletedProcess:
+    """`rlkube ARGS` with a terminal as its stdin, on which `typed` is typed."""
+    controller, terminal = os.openpty()
+    try:
+        with subprocess.Popen(rlkube_command(*args), stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as process:
+            os.write(controller, typed.encode())
+            stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.usefixtures("workdir")
+def test_cancel_without_a_name_asks_first_and_refuses_without_a_terminal() -> None:
+    assert rlkube("submit", *QUICK, "--train-steps", "500000", "--name", "long").returncode == 0
+
+    scripted = subprocess.run(rlkube_command("cancel"), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert scripted.returncode == 2
+    assert scripted.stderr == ("experiment: long (latest)\nerror: cancel without a name means the latest experiment, "
+                               "long; confirm with -y, or name it: rlkube cancel long\n")
+
+    declined = on_a_terminal(["cancel"], "n\n")
+    assert declined.returncode == 1
+    assert "cancel long (1 copy on local, submitted " in declined.stderr
+    assert declined.stdout == ""
+    assert wait_for_phase("long", {"Running"}, timeout=60)["phase"] == "Running"
+
+    confirmed = rlkube("cancel", "-y")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert confirmed.stderr == "experiment: long (latest)\n"  # no question asked
+    assert confirmed.stdout.startswith("cancelled long: removed process copy-0")
+    assert json.loads(rlkube("status", "long", "-o", "json").stdout)["phase"] == "Cancelled"

@@ -236,6 +236,17 @@ def test_profile_labels_reach_every_object_but_cannot_replace_rlkubes() -> None:
     assert job["spec"]["template"]["metadata"]["labels"]["team"] == "rl"
 
 
+def test_a_sweeps_trial_labels_its_job_pods_and_config_map_with_the_sweep() -> None:
+    profile = get_profile("kube")
+    trial = build_spec(profile, TrainOptions("ppo_cartpole"), 2, name="tune-t3", sweep="tune")
+    service_account, config_map, job = render(trial, profile)
+    for labelled in (service_account["metadata"], config_map["metadata"], job["metadata"],
+                     job["spec"]["template"]["metadata"]):
+        assert labelled["labels"]["rlkube.io/sweep"] == "tune"
+    alone = build_spec(profile, TrainOptions("ppo_cartpole"), 2, name="alone")
+    assert all("rlkube.io/sweep" not in obj["metadata"]["labels"] for obj in render(alone, profile))
+
+
 PLANNED = [CopyPlan(0, 11, "gamma=0.9"), CopyPlan(1, 5), CopyPlan(2, 40, "lr=0.002,batch_size=32")]
 
 
@@ -263,6 +274,13 @@ def test_a_spec_round_trips_through_its_dict_and_json() -> None:
                          test_episodes=0, seed=3, record_video=True, num_workers=2)
     spec = build_spec(get_profile("kube"), train, PLANNED, name="round-trip")
     assert ExperimentSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_a_record_from_before_trials_named_their_sweep_still_reads() -> None:
+    spec = build_spec(get_profile("kube"), TrainOptions("dqn_cartpole"), 1, name="older")
+    older = {key: value for key, value in spec.to_dict().items() if key != "sweep"}
+    assert ExperimentSpec.from_dict(older) == spec
+    assert spec.sweep is None
 
 
 def test_a_record_from_before_copies_had_their_own_seeds_still_reads() -> None:

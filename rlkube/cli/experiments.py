@@ -8,13 +8,18 @@ import dataclasses
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from rlkube.cli.completion import cluster_profiles, experiment_names, experiment_or_sweep_names
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions, with_train_options
+
+if TYPE_CHECKING:
+    from rlkube.launch.store import Record
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -23,7 +28,8 @@ SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What an experiment is and where it goes: shared by `submit` and `render`."""
     options = [
-        click.option("--cluster", default="local", show_default=True, help="Cluster profile (rlkube clusters)."),
+        click.option("--cluster", default="local", show_default=True, shell_complete=cluster_profiles,
+                     help="Cluster profile (rlkube clusters)."),
         with_train_options,
         click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
                      help="Independent seeds: the indices of one Indexed Job."),
@@ -130,18 +136,28 @@ def _table(rows: list[list[str]]) -> str:
                      for row in rows)
 
 
+def _chosen(experiment: str | None) -> "Record":
+    """The named experiment; without a name, the latest submitted, named on the first line so that the user sees
+    which one a command acts on. That line goes to stderr, so `-o json` output stays parseable."""
+    from rlkube.launch import store  # noqa: PLC0415
+
+    record = store.get_or_latest(experiment)
+    if experiment is None:
+        click.echo(f"experiment: {record.name} (latest)", err=True)
+    return record
+
+
 @click.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
 def status(experiment: str | None, output_format: str) -> None:
     """Per-copy phase, restarts, node, age and the last reported step and return.
 
     Without EXPERIMENT: the latest submitted.
     """
-    from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
-    record = store.get_or_latest(experiment)
+    record = _chosen(experiment)
     copies = target_for(record).describe(record)
     if output_format == "json":
         click.echo(json.dumps({"experiment": record.name, "cluster": record.cluster,
@@ -195,7 +211,7 @@ def _seconds(duration: str | None) -> int | None:
 
 
 @click.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--copy", "copy_index", type=click.IntRange(min=0), default=None, help="Only this copy.")
 @click.option("-f", "--follow/--no-follow", default=True, show_default=True,
               help="Keep streaming until the experiment ends.")
@@ -206,10 +222,9 @@ def logs(experiment: str | None, copy_index: int | None, follow: bool, tail: int
 
     Without EXPERIMENT: the latest submitted.
     """
-    from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
-    record = store.get_or_latest(experiment)
+    record = _chosen(experiment)
     if copy_index is not None and copy_index >= record.copies:
         raise UserError(f"--copy {copy_index} is out of range; {record.name} has copies 0..{record.copies - 1}")
     target_for(record).logs(record, click.echo, copy=copy_index, follow=follow, tail=tail,
@@ -217,26 +232,50 @@ def logs(experiment: str | None, copy_index: int | None, follow: bool, tail: int
 
 
 @click.command()
-@click.argument("experiment")
-def cancel(experiment: str) -> None:
-    """Stop every copy (each checkpoints first) and remove the experiment's objects; results are kept."""
-    from rlkube.launch import store  # noqa: PLC0415
+@click.argument("experiment", required=False, shell_complete=experiment_names)
+@click.option("-y", "--yes", is_flag=True, help="Cancel the latest experiment without asking.")
+def cancel(experiment: str | None, yes: bool) -> None:
+    """Stop every copy (each checkpoints first) and remove the experiment's objects; results are kept.
+
+    Without EXPERIMENT: the latest submitted, after a confirmation (-y skips it).
+    """
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
-    record = store.get(experiment)
+    record = _chosen(experiment)
+    if experiment is None and not yes:
+        # Guessing which experiment to stop is destructive, so it is confirmed; a script (no terminal to ask on)
+        # is refused rather than left waiting for an answer.
+        if not sys.stdin.isatty():
+            raise UserError(f"cancel without a name means the latest experiment, {record.name}; confirm with -y, "
+                            f"or name it: rlkube cancel {record.name}")
+        copies = f"{record.copies} {'copy' if record.copies == 1 else 'copies'}"
+        click.confirm(f"cancel {record.name} ({copies} on {record.cluster}, submitted {record.created})?",
+                      abort=True, err=True)
     removed = target_for(record).cancel(record)
-    click.echo(f"cancelled {experiment}: removed {', '.join(removed) if removed else 'nothing (it had ended)'}")
+    click.echo(f"cancelled {record.name}: removed {', '.join(removed) if removed else 'nothing (it had ended)'}")
     click.echo(f"results stay in {record.output_dir}")
 
 
 @click.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=experiment_or_sweep_names)
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0, help="Local port (default: a free one).")
-@click.option("--in-cluster", is_flag=True, help="Use the in-cluster TensorBoard through a port-forward.")
+@click.option("--in-cluster", is_flag=True,
+              help="The namespace's TensorBoard through a port-forward, even for runs in a bucket (gs:// only, and "
+                   "only if that TensorBoard's pod may read the bucket).")
 def tensorboard(experiment: str | None, port: int, in_cluster: bool) -> None:
-    """Open TensorBoard on an experiment: its run directory, its bucket synced here, or in-cluster.
+    """Serve TensorBoard on an experiment at a URL on 127.0.0.1, until Ctrl-C.
 
     Without EXPERIMENT: the latest submitted. A sweep's name: every trial together, for the HParams dashboard.
+
+    \b
+    Where the event files are read from:
+      local copies             their run directory
+      a cluster's volume       the namespace's TensorBoard (deployed on first use), port-forwarded
+      a bucket (gs://, s3://)  the bucket, synced here (only new bytes, every few seconds)
+
+    For runs in a bucket the sync is the better way, and the default: it needs neither the cluster nor the
+    experiment's pods (finished and deleted experiments work), only this machine's access to the bucket. The
+    in-cluster TensorBoard would need the bucket's identity in its own pod, and cannot read s3:// at all.
     """
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
@@ -244,7 +283,7 @@ def tensorboard(experiment: str | None, port: int, in_cluster: bool) -> None:
     if experiment is not None and not store.exists(experiment) and store.find_sweep(experiment):
         _sweep_tensorboard(experiment, port, in_cluster)
         return
-    record = store.get_or_latest(experiment)
+    record = _chosen(experiment)
     target_for(record).tensorboard(record, port, click.echo, in_cluster=in_cluster)
 
 
@@ -266,7 +305,7 @@ def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
 
 
 @click.command()
-@click.argument("experiment", required=False)
+@click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write learning curves (mean ± std band across copies) to this PNG.")
 @click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
@@ -277,10 +316,9 @@ def results(experiment: str | None, plot_path: str | None, output_format: str) -
     """
     from pathlib import Path  # noqa: PLC0415
 
-    from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.results import across, collect, final_returns, plot  # noqa: PLC0415
 
-    record = store.get_or_latest(experiment)
+    record = _chosen(experiment)
     copies = collect(record)
     summary = {key: across(final_returns(copies, key)) for key in ("eval_mean_return", "test_mean_return")}
     if output_format == "json":

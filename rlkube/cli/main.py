@@ -39,6 +39,17 @@ def cli() -> None:
     """Reinforcement-learning experiments in TensorFlow 2, from a laptop to Kubernetes."""
 
 
+def _output_location(output_dir: str) -> tuple[str | None, Path]:
+    """--output-dir as (bucket URL or None, where the run works here): a bucket's local mirror, or the directory."""
+    from rlkube.storage.filesystems import local_mirror, split_url  # noqa: PLC0415
+
+    if "://" not in output_dir:
+        return None, _writable_output_dir(Path(output_dir))
+    split_url(output_dir)  # a UserError for a scheme other than gs:// and s3://, or a URL without a bucket
+    remote = output_dir.rstrip("/")
+    return remote, local_mirror(remote)
+
+
 def _writable_output_dir(path: Path) -> Path:
     """Check that `path` could be created and written, leaving nothing behind."""
     import tempfile  # noqa: PLC0415
@@ -86,23 +97,32 @@ def _check_display() -> None:
 @click.option("--copies-file", default=None,
               help=f"Each copy's seed and hparam overrides, replacing --copies and seed+i (the {COPIES_FILE} that "
                    f"rlkube submit writes).")
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's C++ info and warning lines, start-up ones included (TF_CPP_MIN_LOG_LEVEL=0).")
 def train(options: TrainOptions, training: bool, copies: int, render: bool, output_dir: str, device: str,
-          copy_index: int | None, copies_file: str | None) -> None:
+          copy_index: int | None, copies_file: str | None, verbose: bool) -> None:
     """Train one experiment in this process (what a container runs)."""
     from rlkube.errors import UserError  # noqa: PLC0415
 
+    if verbose:  # before TensorFlow loads, here and in the copies' processes, which inherit it
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    # Every check of the user's input runs before TensorFlow is imported, which takes seconds.
     hp = options.resolved_hparams()
-    planned = _planned_copies(options.seed, copies, copies_file, copy_index)
-    for copy in planned:
-        copy_hparams(hp, copy)  # every copy's own overrides are checked before anything is written
-    from rlkube.storage.filesystems import is_remote, local_mirror  # noqa: PLC0415
+    from rlkube.run.tracking import TrackingSettings  # noqa: PLC0415
 
-    remote = output_dir.rstrip("/") if is_remote(output_dir) else None
-    output_dir = local_mirror(remote) if remote else _writable_output_dir(Path(output_dir))
+    tracking = TrackingSettings.from_options(options)
+    planned = _planned_copies(options.seed, copies, copies_file, copy_index)
+    # Every copy's own overrides are checked before anything is written, and each env built once, against its agent.
+    copies_hparams = [copy_hparams(hp, copy) for copy in planned]
+    remote, output_dir = _output_location(output_dir)
     if render:
         _check_display()
+    from rlkube.rl.envs import check_env_fits  # noqa: PLC0415  (gymnasium: not for --help)
+
+    for copy_hp in {copy_hp.env: copy_hp for copy_hp in copies_hparams}.values():
+        check_env_fits(copy_hp)
     if not training and not remote:
-        from rlkube.run.runner import has_checkpoint  # noqa: PLC0415
+        from rlkube.rundir.checkpoint import has_checkpoint  # noqa: PLC0415
         from rlkube.rundir.layout import copy_dir  # noqa: PLC0415
 
         missing = [copy.index for copy in planned if not has_checkpoint(copy_dir(output_dir, copy.index))]
@@ -120,7 +140,7 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     # Each copy's seed is its own (CopyPlan.seed), set where the copy starts.
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
-                             num_workers=options.num_workers)
+                             num_workers=options.num_workers, tracking=tracking)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -153,10 +173,11 @@ def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index:
     return [planned[copy_index]]
 
 
-from rlkube.cli import experiments, sweep  # noqa: E402  (the group must exist before its commands join it)
+from rlkube.cli import experiments, hparams, sweep  # noqa: E402  (the group must exist before its commands join it)
 
 experiments.register(cli)
 sweep.register(cli)
+hparams.register(cli)
 
 
 def _print_result(result: dict[str, Any]) -> None:

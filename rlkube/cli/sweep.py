@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from rlkube.cli.completion import cluster_profiles
 from rlkube.cli.experiments import _table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions, with_train_options
@@ -48,7 +49,8 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
 
 
 @sweep.command()
-@click.option("--cluster", default="local", show_default=True, help="Cluster profile the trials run on.")
+@click.option("--cluster", default="local", show_default=True, help="Cluster profile the trials run on.",
+              shell_complete=cluster_profiles)
 @with_train_options
 @click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
               help="YAML: hparam -> {uniform|log_uniform|int|choice: ...} (default: the agent's default space).")

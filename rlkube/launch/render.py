@@ -49,6 +49,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "capacitySelector": profile.capacity_selector,
         "serviceAccountAnnotations": dict(profile.service_account_annotations),
         "labels": {k: str(v) for k, v in profile.labels.items()},
+        "sweep": spec.sweep,
         "nodeSelector": {k: str(v) for k, v in profile.node_selector.items()},
         "tolerations": list(profile.tolerations),
         "retriesPerCopy": profile.retries_per_copy,
@@ -75,7 +76,8 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
 
 
 def labels(values: dict[str, Any]) -> dict[str, str]:
-    """The profile's extra labels, then rlkube's own (which an extra label cannot replace)."""
+    """The profile's extra labels, then rlkube's own (which an extra label cannot replace); a sweep's trials also
+    carry their sweep, so `-l rlkube.io/sweep=<name>` selects them all."""
     return {
         **values["labels"],
         "app.kubernetes.io/name": "rlkube",
@@ -84,6 +86,7 @@ def labels(values: dict[str, Any]) -> dict[str, str]:
         "app.kubernetes.io/managed-by": "rlkube",
         "app.kubernetes.io/version": values["version"],
         "rlkube.io/experiment": values["experiment"],
+        **({"rlkube.io/sweep": values["sweep"]} if values["sweep"] else {}),
     }
 
 

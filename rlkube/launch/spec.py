@@ -40,6 +40,7 @@ class ExperimentSpec:
     train: TrainOptions
     hparams: dict[str, Any]
     provenance: Provenance
+    sweep: str | None = None  # the sweep this experiment is a trial of (labels its objects rlkube.io/sweep)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +80,7 @@ def git_provenance() -> tuple[str | None, bool]:
 
 def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[CopyPlan], name: str | None = None,
                image: str | None = None, now: datetime | None = None,
-               provenance: Provenance | None = None) -> ExperimentSpec:
+               provenance: Provenance | None = None, sweep: str | None = None) -> ExperimentSpec:
     """Resolve and check everything about an experiment; raises UserError for any bad input.
 
     `copies` is a count K (copy i gets seed train.seed+i and the experiment's hparams, as `--copies K`) or each
@@ -98,5 +99,5 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     return ExperimentSpec(
         name=name, cluster=profile.name, namespace=profile.namespace, copies=planned,
         image=image or profile.default_image, output_dir=f"{profile.output.rstrip('/')}/{name}",
-        train=train, hparams=to_dict(hp), provenance=provenance,
+        train=train, hparams=to_dict(hp), provenance=provenance, sweep=sweep,
     )

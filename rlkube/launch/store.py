@@ -125,6 +125,12 @@ def update_backend(name: str, backend: dict[str, Any]) -> None:
         db.execute("UPDATE experiments SET backend = ? WHERE name = ?", (json.dumps(backend), name))
 
 
+def names() -> list[str]:
+    """Every experiment's name, newest first, without reading the specs (shell completion asks on every Tab)."""
+    with _connect() as db:
+        return [name for (name,) in db.execute("SELECT name FROM experiments ORDER BY created DESC, rowid DESC")]
+
+
 def all_records() -> list[Record]:
     with _connect() as db:
         return [_record(row) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC, name")]
@@ -168,13 +174,17 @@ def find_sweep(name: str) -> SweepRecord | None:
     return SweepRecord(*row) if row else None
 
 
+def sweep_names() -> list[str]:
+    with _connect() as db:
+        return [name for (name,) in db.execute("SELECT name FROM sweeps ORDER BY created DESC")]
+
+
 def get_sweep(name: str) -> SweepRecord:
     found = find_sweep(name)
     if found is None:
-        with _connect() as db:
-            names = [n for (n,) in db.execute("SELECT name FROM sweeps")]
-        if not names:
+        started = sweep_names()
+        if not started:
             raise UserError(f"unknown sweep '{name}'; none started here yet (rlkube sweep start ...), or name its "
                             f"--storage")
-        raise unknown_name("sweep", name, names)
+        raise unknown_name("sweep", name, started)
     return found

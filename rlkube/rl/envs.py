@@ -14,8 +14,9 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from rlkube.errors import UserError, unknown_name
+from rlkube.errors import UserError, one_of, unknown_name
 from rlkube.rl import atari
+from rlkube.rl.hparams import HParams, hparams_registry
 from rlkube.rl.registry import Registry
 
 EnvFactory = Callable[..., gym.Env]
@@ -40,6 +41,13 @@ for _env_id in CLASSIC_CONTROL_IDS + MUJOCO_IDS:
     env_registry.register(_env_id)(_plain(_env_id))
 
 
+def env_ids() -> list[str]:
+    """Every env id a run accepts, once each: rlkube's registered envs and gymnasium's ids, Atari's among them
+    where ale-py is installed."""
+    atari.register_ale_ids()
+    return sorted({*env_registry.names(), *gym.envs.registry.keys()})
+
+
 def check_env_name(name: str) -> None:
     """Raise a UserError unless `name` is a registered env or a gymnasium id."""
     if name in env_registry:
@@ -48,7 +56,29 @@ def check_env_name(name: str) -> None:
         return  # no ale-py here (a laptop submitting to a cluster, say): the run's own ale-py judges the name
     if name in gym.envs.registry:
         return
-    raise unknown_name("env", name, [*env_registry.names(), *gym.envs.registry.keys()])
+    raise unknown_name("env", name, env_ids(), listing="`rlkube envs` lists them")
+
+
+def check_action_space(hp: HParams, action_space: gym.Space) -> None:
+    """A UserError, naming the agents that would fit, unless `hp`'s agent can drive this action space."""
+    wanted = type(hp).action_spaces
+    if not wanted or isinstance(action_space, wanted):
+        return
+    fits = sorted({hp_of_set.agent for hp_of_set in (hparams_registry[name]() for name in hparams_registry)
+                   if isinstance(action_space, type(hp_of_set).action_spaces)})
+    hint = f"; agents for it: {', '.join(fits)}" if fits else ""
+    raise UserError(f"agent '{hp.agent}' needs a {one_of([space.__name__ for space in wanted])} action space, but "
+                    f"env '{hp.env}' has {type(action_space).__name__}{hint}")
+
+
+def check_env_fits(hp: HParams) -> None:
+    """A UserError unless `hp.env` can be built here and `hp`'s agent can drive its action space: what the run
+    would find out only once TensorFlow had loaded."""
+    env = make_env(hp.env)
+    try:
+        check_action_space(hp, env.action_space)
+    finally:
+        env.close()
 
 
 def _factory(name: str) -> EnvFactory:

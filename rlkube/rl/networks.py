@@ -293,23 +293,41 @@ class NatureCNN:
         return {"dense": self.dense.noise_tf(generator)}
 
 
+# What a Q head outputs per action (hparam `distributional`): one value; C51's logits over a fixed support of
+# returns (Bellemare et al. 2017); or QR-DQN's quantiles of the return at fixed fractions (Dabney et al. 2017).
+DISTRIBUTIONAL_HEADS = ("none", "c51", "qr")
+
+
+def c51_support(num_atoms: int, v_min: float, v_max: float) -> np.ndarray:
+    """C51's atoms: `num_atoms` returns evenly spaced from v_min to v_max."""
+    return np.linspace(v_min, v_max, num_atoms, dtype=np.float32)
+
+
 class QNetwork:
     """A torso (hp.model: mlp, or a CNN for pixels) with a Q head, or dueling value and advantage heads.
 
+    With `distributional` the head outputs `num_atoms` numbers per action rather than one: C51's logits over
+    `support`, or QR-DQN's quantiles. Dueling then works per atom, as in Rainbow (Hessel et al. 2018).
     Parameters: torso and head, or torso, value and advantage.
     """
 
     def __init__(self, model: str, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
-                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5) -> None:
+                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5, distributional: str = "none",
+                 num_atoms: int = 1, support: np.ndarray | None = None) -> None:
         self.torso = model_registry[model](obs_shape, hidden_sizes, noisy=noisy, sigma0=sigma0)
         width = self.torso.out_size
+        self.num_actions = num_actions
+        self.num_atoms = 1 if distributional == "none" else num_atoms
         # Dueling: one stack whose last layer has 1 + num_actions outputs is not the same network as two
         # heads on a shared torso (the heads' noise differs), so the heads are separate layers.
-        self.heads = {"value": MLP(width, (), 1, noisy=noisy, sigma0=sigma0),
-                      "advantage": MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)} \
-            if dueling else {"head": MLP(width, (), num_actions, noisy=noisy, sigma0=sigma0)}
+        outputs = num_actions * self.num_atoms
+        self.heads = {"value": MLP(width, (), self.num_atoms, noisy=noisy, sigma0=sigma0),
+                      "advantage": MLP(width, (), outputs, noisy=noisy, sigma0=sigma0)} \
+            if dueling else {"head": MLP(width, (), outputs, noisy=noisy, sigma0=sigma0)}
         self.dueling = dueling
         self.noisy = noisy
+        self.distributional = distributional
+        self.support = support
 
     def initial_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
@@ -317,15 +335,29 @@ class QNetwork:
                 **{name: head.initial_params(rng) for name, head in self.heads.items()}}
 
     def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
-        """Q-values for a batch of observations; without `noise`, the noise-free (mean) network's."""
+        """The head's output for a batch of observations; without `noise`, the noise-free (mean) network's.
+
+        Q-values [batch, actions], or with a distributional head [batch, actions, atoms]: C51's logits or
+        QR-DQN's quantiles, which `q_values` turns into Q-values.
+        """
         features = self.torso.forward(params["torso"], obs, ops, noise=None if noise is None else noise["torso"])
+        heads = {name: self.heads[name].forward(params[name], features, ops,
+                                                noise=None if noise is None else noise[name])
+                 for name in self.heads}
+        if self.distributional != "none":
+            heads = {name: ops.reshape(out, (-1, 1 if name == "value" else self.num_actions, self.num_atoms))
+                     for name, out in heads.items()}
         if not self.dueling:
-            return self.heads["head"].forward(params["head"], features, ops,
-                                              noise=None if noise is None else noise["head"])
-        value, advantage = (self.heads[name].forward(params[name], features, ops,
-                                                     noise=None if noise is None else noise[name])
-                            for name in ("value", "advantage"))
-        return value + advantage - ops.mean(advantage, 1)
+            return heads["head"]
+        return heads["value"] + heads["advantage"] - ops.mean(heads["advantage"], 1)
+
+    def q_values(self, outputs: Any, ops: Any) -> Any:
+        """Q-values [batch, actions] from `forward`'s outputs: each action's expected return."""
+        if self.distributional == "c51":
+            return ops.sum(ops.exp(ops.log_softmax(outputs)) * self.support)
+        if self.distributional == "qr":
+            return ops.sum(outputs) * (1.0 / self.num_atoms)
+        return outputs
 
     def noise_numpy(self, rng: np.random.Generator) -> Params | None:
         if not self.noisy:

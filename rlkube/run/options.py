@@ -35,15 +35,31 @@ def _flag(name: str, help_text: str | None = None, **click_settings: Any) -> dic
     return {"flag": name, "help": help_text, "click": click_settings}
 
 
+def _complete_hparams(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --hparams: the registered sets (TensorFlow stays unimported)."""
+    from rlkube.rl.hparams import hparams_registry  # noqa: PLC0415
+
+    return [name for name in hparams_registry.names() if name.startswith(incomplete)]
+
+
+def _complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --env: every id a run accepts (`rlkube envs`)."""
+    from rlkube.rl.envs import env_ids  # noqa: PLC0415
+
+    return [name for name in env_ids() if name.startswith(incomplete)]
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """The train options that `rlkube train` and `rlkube submit` share and a submission passes on to every copy."""
 
     # Not required by click: --hparams-file may name the set instead (from_click checks that exactly one does).
-    hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole (or give --hparams-file)."))
+    hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole (or give --hparams-file).",
+                                        shell_complete=_complete_hparams))
     overrides: str = field(default="", metadata=_flag(
         "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).'))
-    env: str | None = field(default=None, metadata=_flag("--env", "Environment, replacing the set's."))
+    env: str | None = field(default=None, metadata=_flag("--env", "Environment, replacing the set's.",
+                                                         shell_complete=_complete_env))
     train_steps: int | None = field(default=None, metadata=_flag(
         "--train-steps", "Environment steps, replacing the set's.", type=click.IntRange(min=1)))
     eval_episodes: int = field(default=10, metadata=_flag(
@@ -57,6 +73,18 @@ class TrainOptions:
     num_workers: int = field(default=0, metadata=_flag(
         "--num-workers", "Actor processes stepping their own envs while this process learns; 0 acts in-process.",
         type=click.IntRange(min=0), show_default=True))
+    # Experiment tracking (rlkube.run.tracking). Unset by default, so an untracked run's arguments stay as they were.
+    track: str | None = field(default=None, metadata=_flag(
+        "--track", "Also log hparams, scalars, provenance and videos to MLflow or W&B (rlkube[mlflow], rlkube[wandb]).",
+        type=click.Choice(["mlflow", "wandb"])))
+    track_project: str = field(default="", metadata=_flag(
+        "--track-project", "MLflow experiment or W&B project.  [default: rlkube]", metavar="NAME"))
+    track_group: str = field(default="", metadata=_flag(
+        "--track-group", "Group of this run's copies; a sweep's trials: the sweep's name.  [default: the experiment's "
+        "name]", metavar="NAME"))
+    track_uri: str = field(default="", metadata=_flag(
+        "--track-uri", "MLflow tracking URI or W&B server URL.  [default: $MLFLOW_TRACKING_URI or $WANDB_BASE_URL, "
+        "else the library's]", metavar="URI"))
 
     def args(self) -> list[str]:
         """The `rlkube train` arguments that give these options back: every value that is set (None, "" and False

@@ -28,10 +28,12 @@ from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import HParams, changed_hparams, from_dict, to_dict
 from rlkube.rl.schedules import multiples_between
 from rlkube.run.progress import Progress
+from rlkube.run.tracking import Outcome, TrackingSettings, open_tracked_log
 from rlkube.run.video import write_episode
 from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
 from rlkube.rundir import checkpoint, layout
+from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
 from rlkube.storage import sync
@@ -57,6 +59,7 @@ class RunOptions:
     remote_dir: str | None = None
     device: str = "auto"  # where the learner runs (rlkube.rl.devices)
     num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
+    tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
 
 
 @dataclass
@@ -81,10 +84,6 @@ class StopRequested(Exception):
         super().__init__(f"stopped by signal {signum} at step {step}")
         self.signum = signum
         self.step = step
-
-
-def has_checkpoint(copy_dir: Path) -> bool:
-    return checkpoint.latest(layout.checkpoints_dir(copy_dir)) is not None
 
 
 def check_same_hparams(copy_dir: Path, hp: HParams) -> dict[str, tuple[Any, Any]]:
@@ -185,10 +184,13 @@ class Runner:
                             f"train first or point --output-dir at a trained run")
         self.copy_dir.mkdir(parents=True, exist_ok=True)
         restored = checkpoint.load(latest) if latest else None
-        self.log = RunLog(self.copy_dir, restored["logs"] if restored else None)
+        self.log = self._open_log(restored)
         self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress,
                                  copy_dir=self.copy_dir)
+        if self.tracker:
+            self.progress.message(f"tracking: {self.tracker.where}")
         self.viewer = Viewer(f"rlkube: {self.hp.env} ({self.copy_dir.name})") if self.options.render else None
+        outcome: Outcome = "failed"
         try:
             if restored:
                 self._restore(restored)
@@ -200,10 +202,17 @@ class Runner:
             test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
             summary = self._summarise(test)
             self._sync()
+            self._track_files([self.copy_dir / layout.summary_file(self.options.training)])
+            outcome = "finished"
             return summary
+        except StopRequested:
+            outcome = "stopped"
+            raise
         finally:
             self.progress.close()
             self.log.close()
+            if self.tracker:
+                self.tracker.finish(outcome)
             if self.envs is not None:
                 self.envs.close()
             for env in self.eval_envs:
@@ -211,9 +220,27 @@ class Runner:
             if self.viewer:
                 self.viewer.close()
 
+    def _open_log(self, restored: dict[str, Any] | None) -> RunLog:
+        """The copy's logs, rolled back to the restored checkpoint; with --track, they go to the tracker's run too
+        (the same run on a resume)."""
+        lengths = restored["logs"] if restored else None
+        if self.options.tracking is None:
+            self.tracker = None
+            return RunLog(self.copy_dir, lengths)
+        restored_step = restored["loop"].step if restored else None
+        log = open_tracked_log(self.options.tracking, self.copy_dir, lengths, restored_step, self.options.seed,
+                               self.options.remote_dir)
+        self.tracker = log.tracker
+        return log
+
+    def _track_files(self, paths: list[Path]) -> None:
+        """Upload files of the copy's directory to the tracker, if there is one (videos, the summary)."""
+        for path in paths if self.tracker else []:
+            self.tracker.log_artifact(path, self.copy_dir)
+
     def _start(self) -> None:
-        record = {"hparams": to_dict(self.hp), "seed": self.options.seed}
-        layout.write_atomically(self.copy_dir / layout.HPARAMS_FILE, yaml.safe_dump(record, sort_keys=False))
+        layout.write_atomically(self.copy_dir / layout.HPARAMS_FILE,
+                                hparams_record_text(to_dict(self.hp), self.options.seed))
         self.log.hparams({**to_dict(self.hp), "seed": self.options.seed})
         if self.envs is not None:
             self.obs, _ = self.envs.reset(seed=self.options.seed)
@@ -326,7 +353,7 @@ class Runner:
             lengths += steps
             if record:
                 name = f"{kind}-step{state.step}" if kind == "eval" else "test"
-                write_episode(frames, self.copy_dir / layout.VIDEOS / name)
+                self._track_files(write_episode(frames, self.copy_dir / layout.VIDEOS / name))
         mean, std = float(np.mean(returns)), float(np.std(returns))
         if kind == "eval":
             state.evaluations += 1
@@ -396,10 +423,10 @@ class Runner:
         """hparams.yaml holds the hparams in force and, under `changes`, what each resume changed at which step."""
         path = self.copy_dir / layout.HPARAMS_FILE
         record = yaml.safe_load(path.read_text())
-        record["hparams"] = to_dict(self.hp)
         changes = {key: {"from": old, "to": new} for key, (old, new) in self.hparams_changes.items()}
-        record.setdefault("changes", []).append({"step": self.state.step, **changes})
-        layout.write_atomically(path, yaml.safe_dump(record, sort_keys=False))
+        earlier = record.get("changes", [])
+        layout.write_atomically(path, hparams_record_text(to_dict(self.hp), record["seed"],
+                                                          [*earlier, {"step": self.state.step, **changes}]))
         shown = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in self.hparams_changes.items())
         self.progress.message(f"hparams changed at step {self.state.step}: {shown}")
 

@@ -32,6 +32,11 @@ def latest(directory: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def has_checkpoint(copy_dir: Path) -> bool:
+    """Whether the copy in `copy_dir` has a complete checkpoint to resume or test from."""
+    return latest(layout.checkpoints_dir(copy_dir)) is not None
+
+
 def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> int:
     """Write a file through `write(handle)`, fsync it, and return its size."""
     with open(path, "wb") as handle:

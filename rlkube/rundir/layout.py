@@ -12,6 +12,7 @@ An experiment's directory holds the summary across copies and one directory per 
         summary.json              the copy's final numbers (test-summary.json for --no-training)
         videos/                   --record-video's episodes
         train.log, exit-code      a local copy's output and exit status (the local target's)
+        tracking.json             --track's run id in MLflow or W&B, so that a resume continues that run
         checkpoints/
             ckpt-<step>/
                 state.pkl         everything a resume needs
@@ -40,6 +41,7 @@ TEST_SUMMARY_FILE = "test-summary.json"
 VIDEOS = "videos"
 TRAIN_LOG = "train.log"
 EXIT_FILE = "exit-code"
+TRACKING_FILE = "tracking.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"

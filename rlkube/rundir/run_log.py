@@ -18,6 +18,11 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from rlkube.rundir.layout import EVENTS_GLOB, METRICS_FILE
 
 
+def finite_scalars(values: dict[str, float]) -> dict[str, float]:
+    """The scalars that are logged, to TensorBoard and to a tracker alike: the finite ones, as floats."""
+    return {tag: float(value) for tag, value in values.items() if math.isfinite(value)}
+
+
 class RunLog:
     def __init__(self, directory: Path, lengths: dict[str, int] | None = None) -> None:
         """Open the logs of a copy; `lengths` (from a checkpoint) rolls them back first."""
@@ -43,8 +48,8 @@ class RunLog:
         return {path.name: path.stat().st_size for path in paths if path.exists()}
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
-                                 for tag, value in values.items() if math.isfinite(value)])
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)
+                                 for tag, value in finite_scalars(values).items()])
         self.events.add_event(Event(step=step, summary=summary))
 
     def hparams(self, values: dict[str, Any]) -> None:

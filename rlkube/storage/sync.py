@@ -46,8 +46,9 @@ MANIFEST = ".rlkube-sync.json"
 PART_PREFIX = ".rlkube-part-"
 # Logs that only ever grow (or are truncated back by a resume): fetched incrementally.
 APPEND_ONLY = (layout.EVENTS_GLOB, layout.METRICS_FILE, "*.log")
-# What a resume reads besides the checkpoint: RunLog truncates the logs back to the checkpoint's lengths.
-RESUME_FILES = (layout.EVENTS_GLOB, layout.METRICS_FILE, layout.HPARAMS_FILE)
+# What a resume reads besides the checkpoint: RunLog truncates the logs back to the checkpoint's lengths, and
+# --track continues the tracker's run it names.
+RESUME_FILES = (layout.EVENTS_GLOB, layout.METRICS_FILE, layout.HPARAMS_FILE, layout.TRACKING_FILE)
 # Log files a resume deletes locally are deleted remotely too; other files a fresh machine never pulled
 # (videos, summaries) stay in the bucket.
 MIRRORED_DELETIONS = (layout.EVENTS_GLOB, layout.METRICS_FILE)

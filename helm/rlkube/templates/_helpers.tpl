@@ -16,16 +16,18 @@ rlkube.validate: what the schema leaves to the templates; called for every objec
 
 {{/*
 rlkube.labels: the labels of every object and pod (JSON): the extra .Values.labels, then rlkube's own, which
-win. managed-by is rlkube, also when Helm installs.
+win. managed-by is rlkube, also when Helm installs. A sweep's trial also carries rlkube.io/sweep.
 */}}
 {{- define "rlkube.labels" -}}
-{{- toJson (merge (dict
+{{- $own := dict
   "app.kubernetes.io/name" "rlkube"
   "app.kubernetes.io/instance" .Values.experiment
   "app.kubernetes.io/component" "trainer"
   "app.kubernetes.io/managed-by" "rlkube"
   "app.kubernetes.io/version" .Values.version
-  "rlkube.io/experiment" .Values.experiment) (.Values.labels | default dict)) -}}
+  "rlkube.io/experiment" .Values.experiment -}}
+{{- with index .Values "sweep" }}{{ $_ := set $own "rlkube.io/sweep" . }}{{ end -}}
+{{- toJson (merge $own (.Values.labels | default dict)) -}}
 {{- end -}}
 
 {{/*

@@ -170,14 +170,15 @@ class Driver:
                                 datetime.now(UTC).isoformat(timespec="seconds"))
         try:
             spec = build_spec(self.profile, self.config.train, self.config.trial_copies(overrides), name=name,
-                              provenance=provenance)
+                              provenance=provenance, sweep=self.config.name)
             self.target.submit(spec, replace=True)
         except UserError as error:
             self.emit(f"trial {number}: not submitted: {error}")
             self._tell_failed(trial, f"not submitted: {error}")
             return
         self.live[number] = LiveTrial(trial, store.get(name))
-        self.emit(f"trial {number}: started {name} ({self.config.seeds} seeds): {overrides}")
+        seeds = f"{self.config.seeds} {'seed' if self.config.seeds == 1 else 'seeds'}"
+        self.emit(f"trial {number}: started {name} ({seeds}): {overrides}")
 
     def _poll(self, number: int) -> None:
         live = self.live[number]

@@ -85,8 +85,12 @@ class Target(ABC):
 
     def tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None],
                     in_cluster: bool = False) -> None:
-        """Serve TensorBoard on 127.0.0.1:port (0: a free one) until interrupted: over a bucket's runs synced here,
-        else (or with in_cluster) where the target serves it."""
+        """Serve TensorBoard on 127.0.0.1:port (0: a free one) until interrupted.
+
+        Runs in a bucket are synced here: that needs neither the cluster nor the pods, and works where the in-cluster
+        TensorBoard cannot read the bucket (s3://, or a pod without the bucket's identity). Other runs are served
+        where the target can read them: the run directory here, or a cluster's volume through the namespace's
+        TensorBoard, port-forwarded. `in_cluster` asks for the namespace's TensorBoard whatever the output."""
         if in_cluster and not self.on_cluster:
             raise UserError(f"--in-cluster needs an experiment on a cluster, and {record.name} ran on "
                             f"{record.cluster}")

@@ -14,7 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlkube.errors import UserError
+from rlkube.rl.envs import check_action_space
 from rlkube.rl.hparams import HParams, changed_hparams
 from rlkube.rl.policies import Extras, Policy
 from rlkube.rl.registry import Registry
@@ -23,7 +23,7 @@ from rlkube.rl.registry import Registry
 class Agent(ABC):
     """act, observe, update: the whole contract between the runner's loop and an algorithm."""
 
-    # Which gymnasium action spaces the algorithm can drive.
+    # Which gymnasium action spaces the algorithm can drive: its hparams type's (HParams.action_spaces).
     action_spaces: tuple[type[gym.Space], ...] = ()
     # True when learning needs data from the current policy (PPO, VPG); actors then send whole rollouts.
     on_policy: bool = False
@@ -83,18 +83,6 @@ class Agent(ABC):
 
 
 agent_registry: Registry[type[Agent]] = Registry("agent")
-
-
-def check_action_space(hp: HParams, action_space: gym.Space) -> None:
-    """A UserError, naming the agents that would fit, unless `hp.agent` can drive this action space."""
-    cls = agent_registry[hp.agent]
-    if isinstance(action_space, cls.action_spaces):
-        return
-    wanted = " or ".join(space.__name__ for space in cls.action_spaces)
-    fits = [name for name in agent_registry if isinstance(action_space, agent_registry[name].action_spaces)]
-    hint = f"; agents for it: {', '.join(fits)}" if fits else ""
-    raise UserError(f"agent '{hp.agent}' needs a {wanted} action space, but env '{hp.env}' has "
-                    f"{type(action_space).__name__}{hint}")
 
 
 def make_agent(hp: HParams, observation_space: gym.Space, action_space: gym.Space, seed: int,

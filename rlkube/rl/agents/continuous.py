@@ -26,7 +26,7 @@ from rlkube.rl.policies.continuous import BoxScale, ContinuousPolicy
 
 
 class ContinuousControlAgent(OffPolicyAgent):
-    action_spaces = (gym.spaces.Box,)
+    action_spaces = ContinuousControlHParams.action_spaces
     hp: ContinuousControlHParams
     # What each gradient step reports, in the order `_gradient_step` returns it.
     scalar_names: ClassVar[tuple[str, ...]]

@@ -1,4 +1,5 @@
-"""The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay.
+"""The DQN family: DQN, Double DQN, dueling heads, noisy nets, n-step returns, prioritized replay, and the
+distributional heads of C51 and QR-DQN (all of them together: Rainbow).
 
 Acting runs in numpy on a copy of the weights (rlkube.rl.policies.QPolicy); learning runs many
 gradient steps inside one XLA-compiled graph call. `_learn` is the loop around the loss; the loss
@@ -17,7 +18,7 @@ from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.dqn import DQNHParams
 from rlkube.rl.losses import Transitions, dqn_loss
-from rlkube.rl.networks import Params, QNetwork, map_params, param_leaves
+from rlkube.rl.networks import Params, QNetwork, c51_support, map_params, param_leaves
 from rlkube.rl.policies import Extras, QPolicy
 from rlkube.rl.replay import NStepBuilder
 from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
@@ -25,7 +26,7 @@ from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
 
 @agent_registry.register("dqn")
 class DQNAgent(OffPolicyAgent):
-    action_spaces = (gym.spaces.Discrete,)
+    action_spaces = DQNHParams.action_spaces
 
     def __init__(self, hp: DQNHParams, observation_space: gym.Space, action_space: gym.Space,
                  seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
@@ -34,12 +35,14 @@ class DQNAgent(OffPolicyAgent):
         self.num_actions = int(action_space.n)
         self.network = QNetwork(
             hp.model, observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
-            noisy=hp.noisy, sigma0=hp.noisy_sigma0)
+            noisy=hp.noisy, sigma0=hp.noisy_sigma0, distributional=hp.distributional,
+            num_atoms=hp.num_quantiles if hp.distributional == "qr" else hp.num_atoms,
+            support=c51_support(hp.num_atoms, hp.v_min, hp.v_max) if hp.distributional == "c51" else None)
         initial = self.network.initial_params(seed)
         with self.strategy.scope():  # the learner's state lives on the --device
             self.online = map_params(tf.Variable, initial)
             self.target = map_params(tf.Variable, initial)
-            self.optimizer = tf.keras.optimizers.Adam(hp.lr)
+            self.optimizer = tf.keras.optimizers.Adam(hp.lr, epsilon=hp.adam_epsilon)
             self.optimizer.build(param_leaves(self.online))
             self.noise_generator = tf.random.Generator.from_seed(seed)
         self._make_memory(observation_space, (), np.int64, seed + 1)
@@ -118,7 +121,8 @@ class DQNAgent(OffPolicyAgent):
         return losses.stack(), priorities.stack(), q_means.stack()
 
     def _apply_network(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
-        """The network's Q-values, with fresh noise for noisy layers: what a loss calls the network by."""
+        """The network's output (Q-values, or a distributional head's), with fresh noise for noisy layers: what
+        a loss calls the network by."""
         return self.network.forward(params, obs, TFOps, noise=self.network.noise_tf(self.noise_generator))
 
     def _apply_hparams(self) -> None:

@@ -30,7 +30,7 @@ ADAM_EPSILON = 1e-5
 
 
 class OnPolicyAgent(Agent):
-    action_spaces = (gym.spaces.Discrete, gym.spaces.Box)
+    action_spaces = PolicyGradientHParams.action_spaces
     on_policy = True
     # The loss's diagnostics, averaged over an update's gradient steps and logged as losses/<name>.
     metric_names: ClassVar[tuple[str, ...]]

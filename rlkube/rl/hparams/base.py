@@ -9,7 +9,9 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+import gymnasium as gym
 
 from rlkube.errors import UserError, unknown_name
 from rlkube.rl.registry import Registry
@@ -24,6 +26,11 @@ def param(default: Any, *, lo: float | None = None, hi: float | None = None,
 @dataclass(frozen=True)
 class HParams:
     """What every agent shares: the environment, the budget, evaluation and checkpointing."""
+
+    # The gymnasium action spaces this type's agents can drive (empty: undeclared, nothing is refused). Declared
+    # with the hparams rather than the agents so that an env that does not fit is refused before TensorFlow loads
+    # (rlkube.rl.envs.check_action_space).
+    action_spaces: ClassVar[tuple[type[gym.Space], ...]] = ()
 
     agent: str = param("dqn", doc="agent registry name")
     env: str = param("CartPole-v1", doc="environment registry name")

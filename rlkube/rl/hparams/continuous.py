@@ -5,6 +5,9 @@ and each set's target_return comes from the zoo's benchmark.md, so results compa
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+import gymnasium as gym
 
 from rlkube.rl.hparams.base import hparams_registry, param
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
@@ -17,6 +20,7 @@ MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
 class ContinuousControlHParams(OffPolicyHParams):
     """What DDPG, TD3 and SAC share: an actor, Q critics, Polyak-averaged targets, one step per env step."""
 
+    action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Box,)
     hidden_sizes: tuple[int, ...] = param((400, 300), lo=1, doc="widths of the actor's and each critic's layers")
     batch_size: int = param(256, lo=1)
     max_grad_norm: float = param(0.0, lo=0.0, doc="global gradient-norm clip per network; 0 disables")

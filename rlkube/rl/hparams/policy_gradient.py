@@ -5,6 +5,9 @@ where it differs, so results compare with SB3.
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+import gymnasium as gym
 
 from rlkube.rl.hparams.base import HParams, hparams_registry, param
 from rlkube.rl.networks import ACTIVATIONS
@@ -16,6 +19,7 @@ SCHEDULES = ("constant", "linear")
 class PolicyGradientHParams(HParams):
     """What VPG and PPO share: rollouts, GAE(lambda), the loss's weights, the actor-critic network."""
 
+    action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Discrete, gym.spaces.Box)
     agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")

@@ -1,4 +1,4 @@
-"""DQN's policy: epsilon-greedy on Q-values."""
+"""DQN's policy: epsilon-greedy on Q-values, or on the expected returns of a distributional head."""
 
 from typing import Any
 
@@ -24,7 +24,7 @@ class QPolicy(Policy):
 
     def q_values(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         noise = self.network.noise_numpy(self.rng) if explore else None
-        return self.network.forward(self.params, obs, NumpyOps, noise=noise)
+        return self.network.q_values(self.network.forward(self.params, obs, NumpyOps, noise=noise), NumpyOps)
 
     def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
         if not explore:

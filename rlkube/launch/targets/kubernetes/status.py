@@ -100,6 +100,11 @@ def describe(api: client.ApiClient, record: store.Record) -> list[CopyStatus]:
             phase = "Cancelled" if record.backend.get("cancelled") else "Unknown"
         elif latest is None:
             phase = "Pending"
+        elif latest.status.phase in ("Succeeded", "Failed"):
+            # The pod ended, but only its Job knows whether the copy did: it retries a failed pod within
+            # backoffLimitPerIndex (after a backoff of 10 s or more) and one it ignores (preemption). Until the Job
+            # has counted the pod, the copy goes on; a sweep would otherwise fail a trial that is being retried.
+            phase = "Pending" if latest.status.phase == "Failed" else "Running"
         else:
             phase = latest.status.phase or "Pending"
         restarts = max(len(pods) - 1, 0) + sum(

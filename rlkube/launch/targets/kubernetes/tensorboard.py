@@ -16,11 +16,17 @@ from rlkube.launch.targets.kubernetes.api import api_errors, create
 from rlkube.launch.targets.kubernetes.portforward import forward
 
 START_TIMEOUT = 120
+# The image's TensorBoard reads event files through TensorFlow, whose 2.21 has no s3:// file system (tensorflow-io
+# held it, and does not load with 2.21): over an s3:// logdir it would serve an empty page.
+UNREADABLE_SCHEMES = ("s3://",)
 
 
 def _tensorboard_pod(api: client.ApiClient, record: store.Record) -> str:
     """Deploy the namespace's TensorBoard unless it runs already; returns a running pod's name."""
     profile = get_profile(record.cluster)
+    if not profile.pvc and profile.output.startswith(UNREADABLE_SCHEMES):
+        raise UserError(f"the in-cluster TensorBoard cannot read {profile.output} (its TensorFlow has no s3:// file "
+                        f"system); leave out --in-cluster to sync {record.name} from the bucket here")
     core = client.CoreV1Api(api)
     selector = "app.kubernetes.io/name=rlkube,app.kubernetes.io/component=tensorboard"
     for obj in tensorboard_objects(record.namespace, record.image, profile.pvc, profile.output,
