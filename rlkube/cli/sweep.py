@@ -115,17 +115,14 @@ def _started(record: Any, config: Any, follow: bool) -> None:
 
 def _follow(record: Any, log: Path) -> None:
     from rlkube.launch.sweep.driver import driver_alive  # noqa: PLC0415
+    from rlkube.launch.targets.local import new_lines  # noqa: PLC0415
 
     offset = 0
     while True:
         alive = driver_alive(record)
         with contextlib.suppress(OSError):
-            with open(log, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            offset += len(complete)
-            for line in complete.decode(errors="replace").splitlines():
+            lines, offset = new_lines(log, offset)
+            for line in lines:
                 click.echo(line)
         if not alive:
             return
@@ -166,8 +163,8 @@ def _value_text(trial: Any) -> str:
     return "-"
 
 
-def _trial_rows(study: Any, config: Any) -> list[dict[str, Any]]:
-    from rlkube.launch.sweep.driver import REASON, STD, STEPS, VALUES, counted  # noqa: PLC0415
+def _trial_rows(trials: list[Any], config: Any) -> list[dict[str, Any]]:
+    from rlkube.launch.sweep.driver import REASON, STD, STEPS, VALUES  # noqa: PLC0415
     from rlkube.launch.sweep.space import overrides_of  # noqa: PLC0415
 
     return [{"trial": trial.number, "state": trial.state.name, "params": overrides_of(trial.params),
@@ -175,7 +172,7 @@ def _trial_rows(study: Any, config: Any) -> list[dict[str, Any]]:
              "intermediate": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
              "steps": trial.user_attrs.get(STEPS), "reason": trial.user_attrs.get(REASON, ""),
              "experiment": config.trial_name(trial.number)}
-            for trial in counted(study.get_trials(deepcopy=False))]
+            for trial in trials]
 
 
 @sweep.command()
@@ -188,12 +185,13 @@ def status(name: str, storage: str | None, output_format: str) -> None:
 
     record, study, config = _open(name, storage)
     driver = "running" if record is not None and driver_alive(record) else "not running"
-    rows = _trial_rows(study, config)
+    # Read once: with a driver running, a second read could hold another trial.
+    trials = counted(study.get_trials(deepcopy=False))
+    rows = _trial_rows(trials, config)
     if output_format == "json":
         click.echo(json.dumps({"sweep": name, "driver": driver, "config": config.to_dict(), "trials": rows},
                               indent=2, default=str))
         return
-    trials = counted(study.get_trials(deepcopy=False))
     states = {}
     for trial in trials:
         states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1

@@ -78,6 +78,12 @@ def git_provenance() -> tuple[str | None, bool]:
     return commit, dirty
 
 
+def current_provenance(command: str, now: datetime) -> Provenance:
+    """What was submitted from where: this checkout's commit, this rlkube and the command that submitted it."""
+    commit, dirty = git_provenance()
+    return Provenance(commit, dirty, __version__, command, now.isoformat(timespec="seconds"))
+
+
 def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[CopyPlan], name: str | None = None,
                image: str | None = None, now: datetime | None = None,
                provenance: Provenance | None = None, sweep: str | None = None) -> ExperimentSpec:
@@ -93,9 +99,7 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
         copy_hparams(hp, copy)  # each copy's own overrides are checked here, before anything is sent
     name = check_name(name or default_name(train.hparams, now))
     if provenance is None:
-        commit, dirty = git_provenance()
-        provenance = Provenance(commit, dirty, __version__, shlex.join(["rlkube", *sys.argv[1:]]),
-                                now.isoformat(timespec="seconds"))
+        provenance = current_provenance(shlex.join(["rlkube", *sys.argv[1:]]), now)
     return ExperimentSpec(
         name=name, cluster=profile.name, namespace=profile.namespace, copies=planned,
         image=image or profile.default_image, output_dir=f"{profile.output.rstrip('/')}/{name}",

@@ -92,16 +92,22 @@ def mean_and_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
-def intermediate_values(evaluations: dict[int, list[dict[str, float]]], copies: int) -> dict[int, float]:
-    """At each step that every copy has evaluated, the mean over copies: what the pruner sees."""
+def _returns_at_shared_steps(evaluations: dict[int, list[dict[str, float]]],
+                             copies: int) -> tuple[list[dict[int, float]], list[int]]:
+    """Each copy's return by step, and the steps that every copy has evaluated, in order."""
     by_copy = [{e["step"]: e["mean_return"] for e in evaluations.get(k, [])} for k in range(copies)]
     shared = set.intersection(*(set(c) for c in by_copy)) if by_copy else set()
-    return {step: statistics.fmean(c[step] for c in by_copy) for step in sorted(shared)}
+    return by_copy, sorted(shared)
+
+
+def intermediate_values(evaluations: dict[int, list[dict[str, float]]], copies: int) -> dict[int, float]:
+    """At each step that every copy has evaluated, the mean over copies: what the pruner sees."""
+    by_copy, shared = _returns_at_shared_steps(evaluations, copies)
+    return {step: statistics.fmean(c[step] for c in by_copy) for step in shared}
 
 
 def per_seed_values(evaluations: dict[int, list[dict[str, float]]], copies: int) -> dict[int, float]:
     """For the Wilcoxon pruner, which compares trials instance by instance: at each step every copy has evaluated,
     each copy's own return, keyed step * copies + copy so that the same seed at the same step pairs up."""
-    by_copy = [{e["step"]: e["mean_return"] for e in evaluations.get(k, [])} for k in range(copies)]
-    shared = set.intersection(*(set(c) for c in by_copy)) if by_copy else set()
-    return {step * copies + k: by_copy[k][step] for step in sorted(shared) for k in range(copies)}
+    by_copy, shared = _returns_at_shared_steps(evaluations, copies)
+    return {step * copies + k: by_copy[k][step] for step in shared for k in range(copies)}

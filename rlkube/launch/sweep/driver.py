@@ -25,11 +25,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from rlkube import __version__
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
-from rlkube.launch.spec import Provenance, build_spec, git_provenance
+from rlkube.launch.spec import build_spec, current_provenance
 from rlkube.launch.sweep import study as studies
 from rlkube.launch.sweep.config import (
     SweepConfig,
@@ -66,6 +65,13 @@ def is_fresh(trial: FrozenTrial) -> bool:
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that take a slot: every trial but the surplus ones."""
     return [t for t in trials if not t.user_attrs.get(SURPLUS)]
+
+
+def owned_running(study: optuna.Study, driver_id: str) -> list[tuple[FrozenTrial, optuna.trial.Trial]]:
+    """The study's running trials that this driver owns (or that no driver recorded yet), each reopened to be told."""
+    return [(frozen, optuna.trial.Trial(study, frozen._trial_id))
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if frozen.user_attrs.get(DRIVER, driver_id) == driver_id]
 
 
 @dataclass
@@ -144,10 +150,7 @@ class Driver:
 
     def _adopt(self) -> None:
         """Take back this driver's live trials (after `kill -9` of the driver, say): by name, not by restarting."""
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.user_attrs.get(DRIVER, self.driver_id) != self.driver_id:
-                continue
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        for frozen, trial in owned_running(self.study, self.driver_id):
             if SLOT not in frozen.user_attrs:  # the driver died between asking and recording the slot
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
@@ -165,9 +168,7 @@ class Driver:
         number = trial.number
         name = self.config.trial_name(number)
         overrides = overrides_of(trial.params)
-        commit, dirty = git_provenance()
-        provenance = Provenance(commit, dirty, __version__, f"rlkube sweep {self.config.name} (trial {number})",
-                                datetime.now(UTC).isoformat(timespec="seconds"))
+        provenance = current_provenance(f"rlkube sweep {self.config.name} (trial {number})", datetime.now(UTC))
         try:
             spec = build_spec(self.profile, self.config.train, self.config.trial_copies(overrides), name=name,
                               provenance=provenance, sweep=self.config.name)
@@ -264,15 +265,12 @@ class Driver:
 def cancel_orphans(study: optuna.Study, driver_id: str) -> list[str]:
     """With no driver alive, cancel its live trials' experiments and mark them FAIL; returns their names."""
     cancelled = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if frozen.user_attrs.get(DRIVER, driver_id) != driver_id:
-            continue
+    for frozen, trial in owned_running(study, driver_id):
         name = frozen.user_attrs.get(EXPERIMENT)
         if name and store.exists(name):
             record = store.get(name)
             target_for(record).cancel(record)
             cancelled.append(name)
-        trial = optuna.trial.Trial(study, frozen._trial_id)
         trial.set_user_attr(REASON, "cancelled by rlkube sweep cancel")
         study.tell(trial, state=TrialState.FAIL)
     return cancelled

@@ -48,6 +48,16 @@ def _alive(pid: int, exit_file: Path) -> bool:
     return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
 
 
+def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The complete lines written to `path` after byte `offset`, and the offset after them (a line still being
+    written waits for its newline)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        chunk = handle.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    return complete.decode(errors="replace").splitlines(), offset + len(complete)
+
+
 def _last_line(log: Path) -> str:
     """Why a copy failed, as its log's last line says (an error line, or a traceback's last)."""
     with contextlib.suppress(OSError):
@@ -136,13 +146,9 @@ class LocalTarget(Target):
                 path = copy_dir(record.output_dir, index) / layout.TRAIN_LOG
                 if not path.exists():
                     continue
-                with open(path, "rb") as handle:
-                    handle.seek(offsets[index])
-                    chunk = handle.read()
-                complete = chunk[: chunk.rfind(b"\n") + 1]
-                for line in complete.decode(errors="replace").splitlines():
+                lines, offsets[index] = new_lines(path, offsets[index])
+                for line in lines:
                     emit(f"{layout.copy_name(index)} | {line}")
-                offsets[index] += len(complete)
             if not running.intersection(indices):
                 return
             time.sleep(0.2)
