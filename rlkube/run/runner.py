@@ -86,16 +86,23 @@ class StopRequested(Exception):
         self.step = step
 
 
+def saved_record(copy_dir: Path) -> dict[str, Any] | None:
+    """The copy's hparams.yaml (hparams, seed, changes), None before its first start: what a resume is checked
+    against."""
+    path = copy_dir / layout.HPARAMS_FILE
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
 def check_same_hparams(copy_dir: Path, hp: HParams) -> dict[str, tuple[Any, Any]]:
     """A run directory holds one experiment: refuse to resume it with hparams its agent cannot change mid-run.
 
     Returns the changes it accepts, as (saved, new) by name: those in the saved set's mutable_on_resume(),
     which the runner applies once the checkpoint is restored.
     """
-    saved_path = copy_dir / layout.HPARAMS_FILE
-    if not saved_path.exists():
+    record = saved_record(copy_dir)
+    if record is None:
         return {}
-    saved = from_dict(yaml.safe_load(saved_path.read_text())["hparams"])
+    saved = from_dict(record["hparams"])
     changes = changed_hparams(saved, hp)
     # train_steps may grow: continuing a finished run for longer is a resume, not a new experiment.
     changes.pop("train_steps", None)
@@ -110,8 +117,8 @@ def check_same_hparams(copy_dir: Path, hp: HParams) -> dict[str, tuple[Any, Any]
 
 def check_same_seed(copy_dir: Path, seed: int) -> None:
     """A copy resumes only with the seed it started with: its RNGs in the checkpoint came from that seed."""
-    saved_path = copy_dir / layout.HPARAMS_FILE
-    if saved_path.exists() and (saved := yaml.safe_load(saved_path.read_text())["seed"]) != seed:
+    record = saved_record(copy_dir)
+    if record is not None and (saved := record["seed"]) != seed:
         raise UserError(f"{copy_dir} holds a run with seed {saved}, not {seed}; "
                         f"use a new --output-dir or the same seed to resume")
 
@@ -421,12 +428,11 @@ class Runner:
 
     def _record_hparams_changes(self) -> None:
         """hparams.yaml holds the hparams in force and, under `changes`, what each resume changed at which step."""
-        path = self.copy_dir / layout.HPARAMS_FILE
-        record = yaml.safe_load(path.read_text())
+        record = saved_record(self.copy_dir)
         changes = {key: {"from": old, "to": new} for key, (old, new) in self.hparams_changes.items()}
-        earlier = record.get("changes", [])
-        layout.write_atomically(path, hparams_record_text(to_dict(self.hp), record["seed"],
-                                                          [*earlier, {"step": self.state.step, **changes}]))
+        history = [*record.get("changes", []), {"step": self.state.step, **changes}]
+        layout.write_atomically(self.copy_dir / layout.HPARAMS_FILE,
+                                hparams_record_text(to_dict(self.hp), record["seed"], history))
         shown = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in self.hparams_changes.items())
         self.progress.message(f"hparams changed at step {self.state.step}: {shown}")
 
