@@ -11,7 +11,8 @@ the kwok tests' pods name images that do not exist.
 
 The host is left as it was found: `HostState` records the sysctls the kubelet, dockerd and the bridge plugin write,
 the iptables rules, the network links, mounts and cgroups, and `stop()` restores them after every daemon it started
-has been stopped by its pid.
+has been stopped by its pid. The record and the daemons' pids are also journaled to disk, so that a run killed before
+`stop()` (a session that timed out, a machine restart) is stopped and restored by the next run's `start()`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "tools" / "testnode" / "build.sh"
 CACHE = Path(os.environ.get("RLKUBE_TESTBIN", Path.home() / ".cache" / "rlkube" / "testbin")).parent
+# What a running node changed and started; present only while a node runs or after one was killed (see `start`).
+JOURNAL = CACHE / "real-node-journal.json"
 
 NODE_NAME = "rlkube-real-0"
 # The kubelet refuses a loopback node IP (127.0.0.0/8). An address from TEST-NET-2 on a link of its own is reachable
@@ -163,6 +166,16 @@ class HostState:
         return cls(sysctls, saved, _links(), set(_mounts()), _cgroup_dirs(),
                    {p for p in cls.WATCHED_PATHS if p.exists()})
 
+    def to_json(self) -> dict[str, Any]:
+        return {"sysctls": self.sysctls, "iptables": self.iptables, "links": sorted(self.links),
+                "mounts": sorted(self.mounts), "cgroups": sorted(map(str, self.cgroups)),
+                "files": sorted(map(str, self.files))}
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> HostState:
+        return cls(saved["sysctls"], saved["iptables"], set(saved["links"]), set(saved["mounts"]),
+                   {Path(p) for p in saved["cgroups"]}, {Path(p) for p in saved["files"]})
+
     def restore(self, owned_dirs: list[Path]) -> list[str]:
         """Put everything back; returns what could not be (for the test log), empty when all went well."""
         problems: list[str] = []
@@ -265,10 +278,12 @@ class RealNode:
         self.stop()
 
     def start(self) -> RealNode:
+        _recover_from_a_killed_run()
         self._host = HostState.capture()
         # Short: containerd's and dockerd's unix sockets live here (108 bytes at most).
         self.workdir = Path(tempfile.mkdtemp(prefix="rlkube-node-", dir="/tmp"))
         try:
+            self._write_journal()
             _run("ip", "link", "add", NODE_LINK, "type", "bridge")
             _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK)
             _run("ip", "link", "set", NODE_LINK, "up")
@@ -295,6 +310,7 @@ class RealNode:
         problems = self._host.restore([self.workdir, self.docker_root])
         self._host = None
         shutil.rmtree(self.workdir, ignore_errors=True)
+        JOURNAL.unlink(missing_ok=True)
         if problems:
             raise RealNodeError("the host was not fully restored: " + "; ".join(problems))
 
@@ -369,7 +385,18 @@ class RealNode:
                                    env={**os.environ, **(env or {})}, cwd=self.workdir, start_new_session=True)
         daemon = _Daemon(name, process, log_path, log_file)
         self._daemons.append(daemon)
+        self._write_journal()
         return daemon
+
+    def _write_journal(self) -> None:
+        assert self._host is not None
+        daemons = [{"pid": d.process.pid, "start_time": _start_time(d.process.pid)} for d in self._daemons]
+        JOURNAL.parent.mkdir(parents=True, exist_ok=True)
+        temporary = JOURNAL.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"owner": {"pid": os.getpid(), "start_time": _start_time(os.getpid())},
+                                         "workdir": str(self.workdir), "docker_root": str(self.docker_root),
+                                         "daemons": daemons, "host": self._host.to_json()}))
+        temporary.replace(JOURNAL)
 
     def _stop_daemon(self, daemon: _Daemon, timeout: float = 30) -> None:
         if daemon.process.poll() is None:
@@ -542,15 +569,57 @@ class RealNode:
             self.cluster.api_call("DELETE", f"/api/v1/nodes/{NODE_NAME}")
 
     def _kill_shims(self) -> None:
-        """containerd's shims outlive containerd by design; end the ones that served this node (found by the socket
-        path in their command line, unique to this run), with their containers."""
-        marker = str(self.workdir).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes():
-                    os.kill(int(entry.name), signal.SIGKILL)
+        _kill_shims_of(self.workdir)
+
+
+def _kill_shims_of(workdir: Path) -> None:
+    """containerd's shims outlive containerd by design; end the ones that served a node (found by the socket path in
+    their command line, unique to its run), with their containers."""
+    marker = str(workdir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (with the pid, it names one process: pids are reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _same_process_alive(recorded: dict[str, Any]) -> bool:
+    return recorded["start_time"] is not None and _start_time(recorded["pid"]) == recorded["start_time"]
+
+
+def _recover_from_a_killed_run() -> None:
+    """If an earlier run was killed before its `stop()`, stop its daemons by their recorded pids and restore the host
+    it recorded, so that this run starts from (and will leave) the state found before that one."""
+    if not JOURNAL.exists():
+        return
+    journal = json.loads(JOURNAL.read_text())
+    if _same_process_alive(journal["owner"]):
+        raise RealNodeError(f"another test session (pid {journal['owner']['pid']}) runs the real node; "
+                            "run one session against the test cluster at a time")
+    for daemon in reversed(journal["daemons"]):
+        if _same_process_alive(daemon):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_same_process_alive(d) for d in journal["daemons"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workdir = Path(journal["workdir"])
+    _kill_shims_of(workdir)
+    problems = HostState.from_json(journal["host"]).restore([workdir, Path(journal["docker_root"])])
+    if problems:
+        raise RealNodeError("the host left by a killed earlier run could not be restored: " + "; ".join(problems))
+    shutil.rmtree(workdir, ignore_errors=True)
+    JOURNAL.unlink()
 
 
 def _build(client: Any, context: str, tag: str) -> None:
