@@ -140,7 +140,8 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     # Each copy's seed is its own (CopyPlan.seed), set where the copy starts.
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
-                             num_workers=options.num_workers, tracking=tracking)
+                             num_workers=options.num_workers, tracking=tracking,
+                             pause_at_step=options.pause_at_step)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -173,10 +174,11 @@ def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index:
     return [planned[copy_index]]
 
 
-from rlkube.cli import experiments, hparams, sweep  # noqa: E402  (the group must exist before its commands join it)
+from rlkube.cli import experiments, hparams, pbt, sweep  # noqa: E402  (the group must exist before its commands join it)
 
 experiments.register(cli)
 sweep.register(cli)
+pbt.register(cli)
 hparams.register(cli)
 
 

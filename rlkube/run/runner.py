@@ -5,6 +5,7 @@ TensorBoard and metrics.jsonl, atomic checkpoints with exact resume (on a period
 SIGINT), rendering and video.
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -60,6 +61,7 @@ class RunOptions:
     device: str = "auto"  # where the learner runs (rlkube.rl.devices)
     num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
+    pause_at_step: int | None = None  # --pause-at-step: stop there (evaluated and checkpointed), untested
 
 
 @dataclass
@@ -191,6 +193,9 @@ class Runner:
                             f"train first or point --output-dir at a trained run")
         self.copy_dir.mkdir(parents=True, exist_ok=True)
         restored = checkpoint.load(latest) if latest else None
+        exploit = self._exploit_at(restored["loop"].step) if restored else None
+        if exploit:  # the checkpoint is another member's; the logs are this one's, as long as they were then
+            restored["logs"] = exploit["logs"]
         self.log = self._open_log(restored)
         self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress,
                                  copy_dir=self.copy_dir)
@@ -202,11 +207,14 @@ class Runner:
             if restored:
                 self._restore(restored)
                 self.progress.message(f"resumed from {latest} at step {self.state.step}")
+                if exploit:
+                    self._take_own_random_streams(exploit)
             else:
                 self._start()
             if self.options.training:
                 self._train()
-            test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+            paused = self.state.step < self.hp.train_steps and self.options.training
+            test = None if paused else self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
             summary = self._summarise(test)
             self._sync()
             self._track_files([self.copy_dir / layout.summary_file(self.options.training)])
@@ -226,6 +234,32 @@ class Runner:
                 env.close()
             if self.viewer:
                 self.viewer.close()
+
+    @property
+    def stop_step(self) -> int:
+        """Where training stops this time: the end, or --pause-at-step before it."""
+        pause = self.options.pause_at_step
+        return min(self.hp.train_steps, pause) if pause else self.hp.train_steps
+
+    def _exploit_at(self, step: int) -> dict[str, Any] | None:
+        """PBT's record that the checkpoint at `step` was copied here from another member (see
+        rlkube.launch.pbt.exploit), or None. An older record (the member has checkpointed since) no longer applies."""
+        path = self.copy_dir / layout.EXPLOIT_FILE
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        return record if record["step"] == step else None
+
+    def _take_own_random_streams(self, exploit: dict[str, Any]) -> None:
+        """After an exploit: every random stream (the agent's and the envs') from this member's seed for that
+        generation, so that members sharing weights do not share their futures; new episodes start."""
+        self.agent.reseed(exploit["seed"])
+        if self.envs is not None:
+            self.obs, _ = self.envs.reset(seed=exploit["seed"])
+            self.state.episode_returns[:] = 0.0
+            self.state.episode_lengths[:] = 0
+        self.progress.message(f"PBT generation {exploit['generation']}: took copy-{exploit['donor']}'s state at step "
+                              f"{exploit['step']}; own random streams from seed {exploit['seed']}")
 
     def _open_log(self, restored: dict[str, Any] | None) -> RunLog:
         """The copy's logs, rolled back to the restored checkpoint; with --track, they go to the tracker's run too
@@ -269,7 +303,7 @@ class Runner:
 
     def _train_in_process(self) -> None:
         hp, state, agent = self.hp, self.state, self.agent
-        while state.step < hp.train_steps:
+        while state.step < self.stop_step:
             # The seed paper's loop: act, step, observe, update (here for a vector of environments).
             actions, extras = agent.act(self.obs)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
@@ -288,7 +322,7 @@ class Runner:
     def _train_with_workers(self) -> None:
         """The same observe and update, fed by actor processes' rollouts (rlkube.run.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
-        if state.step >= hp.train_steps:
+        if state.step >= self.stop_step:
             return  # a finished run, rerun: its first rollout would learn nothing yet evaluate the last step again
         rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
         observation_space = self.eval_envs[0].observation_space
@@ -297,7 +331,7 @@ class Runner:
                          agent.on_policy, self.progress.message)
         try:
             for rollout in pool.rollouts_to_learn():
-                steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
+                steps = min(len(rollout), -(-(self.stop_step - state.step) // hp.num_envs))
                 learned: dict[str, float] = {}
                 for t in range(steps):
                     agent.observe(*rollout.step(t), rollout.step_extras(t))
@@ -307,7 +341,7 @@ class Runner:
                 pool.publish(agent.policy.params if changed else None, agent.steps)
                 ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
                 self._after_steps(steps * hp.num_envs, learned, ended)
-                if state.step >= hp.train_steps:
+                if state.step >= self.stop_step:
                     break
         finally:
             pool.close()
@@ -323,12 +357,13 @@ class Runner:
         if learned and state.step - state.last_log_step >= hp.log_every:
             now = time.perf_counter()
             sps = (state.step - state.last_log_step) / max(now - self.last_log_time, 1e-9)
-            self.log.scalars(state.step, {**learned, **self.agent.scalars(), "charts/SPS": sps})
+            self.log.scalars(state.step, {**learned, **self.agent.scalars(), **self._mutable_hparams(),
+                                          "charts/SPS": sps})
             state.last_log_step, self.last_log_time = state.step, now
             if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
                 self._sync()
         state.wall_seconds = time.perf_counter() - self.started
-        finished = state.step >= hp.train_steps
+        finished = state.step >= self.stop_step
         if multiples_between(before, state.step, hp.eval_every) or finished:
             self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
             self._sync()
@@ -338,6 +373,12 @@ class Runner:
             self._save()
             raise StopRequested(self.stop_signal, state.step)
         self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None, state.wall_seconds)
+
+    def _mutable_hparams(self) -> dict[str, float]:
+        """The values of the hparams a resume (or PBT) may change, as scalars: TensorBoard shows their schedule."""
+        values = {name: getattr(self.hp, name) for name in sorted(self.hp.mutable_on_resume())}
+        return {f"hparams/{name}": float(value) for name, value in values.items()
+                if isinstance(value, int | float) and not isinstance(value, bool)}
 
     def _evaluate(self, kind: str, episodes: int, seed_offset: int) -> tuple[float, float] | None:
         """`episodes` greedy episodes with frozen weights on the separate evaluation env."""
@@ -383,6 +424,8 @@ class Runner:
             "eval_std_return": state.last_eval[1] if state.last_eval else None,
             "test_mean_return": test[0] if test else None,
             "test_std_return": test[1] if test else None,
+            # What `rlkube pbt replay` compares: the agent's whole state (weights, optimizer, memory, RNGs).
+            "state_sha256": hashlib.sha256(pickle.dumps(self.agent.state_dict(), pickle.HIGHEST_PROTOCOL)).hexdigest(),
         }
         name = layout.summary_file(self.options.training)
         layout.write_atomically(self.copy_dir / name, json.dumps(summary, indent=2) + "\n")

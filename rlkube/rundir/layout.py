@@ -42,6 +42,8 @@ VIDEOS = "videos"
 TRAIN_LOG = "train.log"
 EXIT_FILE = "exit-code"
 TRACKING_FILE = "tracking.json"
+# Written by PBT into a member's directory beside the donor's checkpoint it copied there (rlkube.launch.pbt).
+EXPLOIT_FILE = "exploit.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"

@@ -74,6 +74,20 @@ class Agent(ABC):
     def _apply_hparams(self) -> None:
         """Put self.hp's mutable values where the learner and the policy read them."""
 
+    def reseed(self, seed: int) -> None:
+        """Draw every random stream afresh from `seed`, keeping weights, optimizer, memory and counters: what a PBT
+        member does after copying another member's state, so that it goes on with streams of its own."""
+        numpy_streams, tf_streams = self._random_streams()
+        for index, generator in enumerate(numpy_streams):
+            generator.bit_generator.state = np.random.default_rng([seed, index]).bit_generator.state
+        for index, generator in enumerate(tf_streams):
+            # A 63-bit seed per stream from the same SeedSequence, for TensorFlow's own generators.
+            generator.reset_from_seed(int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]) >> 1)
+
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        """Every numpy Generator and tf.random.Generator the agent draws from (acting's, then learning's)."""
+        return [self.policy.rng], []
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, memory, RNG states, counters."""

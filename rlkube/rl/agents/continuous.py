@@ -181,6 +181,10 @@ class ContinuousControlAgent(OffPolicyAgent):
     def scalars(self) -> dict[str, float]:
         return {"charts/learning_rate": self.hp.lr}
 
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        numpy_streams, tf_streams = super()._random_streams()
+        return numpy_streams, [*tf_streams, self.generator]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "variables": {name: [v.numpy() for v in variables] for name, variables in self._variables().items()},

@@ -134,6 +134,10 @@ class DQNAgent(OffPolicyAgent):
     def scalars(self) -> dict[str, float]:
         return {"charts/epsilon": self.policy.epsilon(self.steps), "charts/learning_rate": self.hp.lr}
 
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        numpy_streams, tf_streams = super()._random_streams()
+        return numpy_streams, [*tf_streams, self.noise_generator]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "online": [v.numpy() for v in param_leaves(self.online)],

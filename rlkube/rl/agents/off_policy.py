@@ -58,6 +58,10 @@ class OffPolicyAgent(Agent):
             results = [learn(self.memory.sample(hp.batch_size, gradient_steps))[1]]
         return {name: float(np.mean([np.mean(r[name]) for r in results])) for name in results[0]}
 
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        numpy_streams, tf_streams = super()._random_streams()
+        return [*numpy_streams, self.memory.rng], tf_streams
+
     def _replay_state(self) -> dict[str, Any]:
         return {"steps": self.steps, "previous_steps": self.previous_steps, "memory": self.memory.state_dict()}
 

@@ -178,6 +178,10 @@ class OnPolicyAgent(Agent):
     def scalars(self) -> dict[str, float]:
         return {f"charts/{name}": value for name, value in self.coefficients().items()}
 
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        numpy_streams, tf_streams = super()._random_streams()
+        return [*numpy_streams, self.minibatch_rng], tf_streams
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "params": self.params.numpy(),

@@ -1,0 +1,312 @@
+"""The PBT controller: runs the population generation by generation as one experiment, ranks, exploits, explores.
+
+The members are the copies of one experiment named after the run, on any target. Each generation resubmits it
+with every member's current hparams and `--pause-at-step` at the generation's boundary (a Job per generation on
+Kubernetes): a member resumes from its own checkpoint, trains to the boundary, evaluates, checkpoints and exits.
+A member preempted mid-interval resumes exactly, as any copy does. The exploit crosses through the run directory
+itself (rlkube.launch.pbt.exploit), so it works wherever the copies write: a local path or a bucket.
+
+It runs detached (`rlkube pbt start` starts `python -m rlkube.launch.pbt.controller NAME`). Everything it has
+decided is in pbt.jsonl, a generation's lines ending with the generation's own line; so a new controller (after
+`kill -9` of the old one) drops a generation's unfinished lines, redoes its decisions (they depend only on the
+seed and the members' checkpoints) and adopts the members' experiment if it is the generation's.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rlkube.errors import UserError
+from rlkube.launch import store
+from rlkube.launch.clusters import get_profile
+from rlkube.launch.pbt.config import (
+    PBTConfig,
+    check_mutations,
+    decide,
+    initial_params,
+    member_seed,
+    scores,
+    stream_seed,
+)
+from rlkube.launch.pbt.exploit import copy_member_state, final_state_digest
+from rlkube.launch.spec import build_spec, current_provenance
+from rlkube.launch.sweep.space import overrides_of
+from rlkube.launch.targets.base import target_for
+from rlkube.run.options import CopyPlan
+
+MODULE = "rlkube.launch.pbt.controller"  # what the controller runs as (python -m), and how it is recognised
+CONFIG_FILE, LINEAGE_FILE, LOG_FILE, PID_FILE = "pbt.json", "pbt.jsonl", "controller.log", "controller.pid"
+
+
+def pbt_dir(name: str) -> Path:
+    return store.data_dir() / "pbt" / name
+
+
+def load_config(name: str) -> PBTConfig:
+    path = pbt_dir(name) / CONFIG_FILE
+    if not path.exists():
+        known = sorted(p.name for p in (store.data_dir() / "pbt").glob("*") if (p / CONFIG_FILE).exists())
+        raise UserError(f"no PBT run named '{name}'" + (f"; known: {', '.join(known)}" if known else
+                                                         "; start one with rlkube pbt start"))
+    return PBTConfig.from_dict(json.loads(path.read_text()))
+
+
+def read_lineage(name: str) -> list[dict[str, Any]]:
+    """pbt.jsonl up to its last complete generation (a generation's own line, with "scores", ends it)."""
+    path = pbt_dir(name) / LINEAGE_FILE
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    ends = [i for i, line in enumerate(lines) if "scores" in line]
+    return lines[: ends[-1] + 1] if ends else []
+
+
+def generations(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lineage if "scores" in line]
+
+
+def exploits(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lineage if "donor" in line]
+
+
+def current_params(config: PBTConfig, lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every member's hparams now: after the last finished generation, or the initial draw."""
+    done = generations(lineage)
+    if done:
+        return done[-1]["params"]
+    hp = config.train.resolved_hparams()
+    return initial_params(config, check_mutations(config.mutations, hp, "the run's mutations"))
+
+
+def ancestry(config: PBTConfig, lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best-scoring member's history, oldest first: each stretch of steps with the member it was then (an
+    exploit makes the donor the ancestor before it) and the hparams it trained with; the last stretch has the score."""
+    done = generations(lineage)
+    if not done:
+        raise UserError(f"PBT {config.name} has finished no generation yet; rlkube pbt status {config.name}")
+    final = done[-1]["scores"]
+    member = max(range(config.population), key=lambda m: (final[m], -m))
+    received = {(e["generation"], e["member"]): e["donor"] for e in exploits(lineage)}
+    start = current_params(config, [])
+    segments: list[dict[str, Any]] = []
+    for generation in reversed(range(len(done))):
+        params = done[generation - 1]["params"][member] if generation else start[member]
+        begin = done[generation - 1]["step"] if generation else 0
+        if segments and segments[-1]["member"] == member and segments[-1]["params"] == params:
+            segments[-1]["from"] = begin
+        else:
+            segments.append({"from": begin, "to": done[generation]["step"], "member": member, "params": params})
+        member = received.get((generation - 1, member), member)
+    segments.reverse()
+    segments[-1]["score"] = max(final)
+    return segments
+
+
+def plot_schedule(segments: list[dict[str, Any]], path: Path, title: str) -> None:
+    """One panel per mutated hparam: its value over steps along the ancestry, the members marked where they change."""
+    import matplotlib  # noqa: PLC0415  (the sweep extra brings it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    names = sorted(segments[0]["params"])
+    figure, axes = plt.subplots(len(names), 1, figsize=(9, 2.2 * len(names) + 0.8), sharex=True, squeeze=False)
+    for axis, name in zip(axes[:, 0], names, strict=True):
+        values = [s["params"][name] for s in segments]
+        numeric = all(isinstance(v, int | float) for v in values)
+        levels = sorted({str(v) for v in values})
+        ys = values if numeric else [levels.index(str(v)) for v in values]
+        steps = [s["from"] for s in segments] + [segments[-1]["to"]]
+        axis.step(steps, [*ys, ys[-1]], where="post")
+        if not numeric:
+            axis.set_yticks(range(len(levels)), levels)
+        elif name == "lr" or (min(values) > 0 and max(values) / min(values) > 20):
+            axis.set_yscale("log")
+        for segment, y in zip(segments, ys, strict=True):
+            axis.annotate(f"m{segment['member']}", (segment["from"], y), fontsize=7, xytext=(2, 3),
+                          textcoords="offset points")
+        axis.set_ylabel(name)
+    axes[-1, 0].set_xlabel("environment steps")
+    figure.suptitle(title)
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror}); choose another -o") from None
+    finally:
+        plt.close(figure)
+
+
+def compare(original: str, replay: str) -> list[str]:
+    """How a replay differs from the run it replays: its pbt.jsonl, and each member's final state (the digest its
+    runner writes in summary.json). Empty when they are identical."""
+    differences = []
+    if read_lineage(original) != read_lineage(replay):
+        differences.append("pbt.jsonl differs")
+    config = load_config(original)
+    digests = {}
+    for name in (original, replay):
+        output_dir = store.get(name).output_dir
+        digests[name] = [final_state_digest(output_dir, member) for member in range(config.population)]
+    differing = [m for m, (a, b) in enumerate(zip(digests[original], digests[replay], strict=True)) if a != b]
+    if differing:
+        differences.append(f"members {differing} end with other states")
+    return differences
+
+
+def controller_alive(name: str) -> int | None:
+    """The pid of the run's controller, if one is running (not a reused pid: its command names the run)."""
+    path = pbt_dir(name) / PID_FILE
+    if not path.exists():
+        return None
+    pid = int(path.read_text())
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if MODULE.encode() in command and name.encode() in command else None
+
+
+def launch(name: str) -> int:
+    """Start the controller detached, logging to the run's directory; returns its pid."""
+    directory = pbt_dir(name)
+    with open(directory / LOG_FILE, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", MODULE, name], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    (directory / PID_FILE).write_text(str(process.pid))
+    return process.pid
+
+
+class Controller:
+    def __init__(self, config: PBTConfig, emit: Callable[[str], None]) -> None:
+        self.config = config
+        self.emit = emit
+        self.profile = get_profile(config.cluster)
+        self.target = target_for(self.profile)
+        hp = config.train.resolved_hparams()
+        self.space = check_mutations(config.mutations, hp, "the run's mutations")
+        self.boundaries = config.boundaries(hp.train_steps)
+        self.train_steps = hp.train_steps
+        self.lineage_path = pbt_dir(config.name) / LINEAGE_FILE
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def run(self) -> bool:
+        """Every generation that is left; True once the population has trained to the end."""
+        lineage = read_lineage(self.config.name)
+        # A generation's lines after its last complete one were written by a controller that died mid-exploit.
+        self.lineage_path.write_text("".join(json.dumps(line) + "\n" for line in lineage))
+        params = current_params(self.config, lineage)
+        for generation in range(len(generations(lineage)), len(self.boundaries)):
+            step = self.boundaries[generation]
+            record = self._train_to(generation, step, params)
+            if record is None:
+                return False
+            params = self._exploit_and_explore(generation, step, record, params)
+        self.emit(f"PBT {self.config.name} done: {self.config.population} members trained to {self.train_steps}")
+        return True
+
+    def _train_to(self, generation: int, step: int, params: list[dict[str, Any]]) -> store.Record | None:
+        """Run (or adopt) the generation's experiment until every member reached `step`; None if it stopped."""
+        pause = step if step < self.train_steps else None
+        copies = [CopyPlan(member, member_seed(self.config, member), overrides_of(params[member]))
+                  for member in range(self.config.population)]
+        name = self.config.name
+        record = store.get(name) if store.exists(name) else None
+        adopt = record is not None and record.spec.train.pause_at_step == pause and \
+            record.spec.copies == copies and not record.backend.get("cancelled")
+        attempts = 0
+        if adopt:
+            self.emit(f"generation {generation}: adopted the members' experiment, training to step {step}")
+        else:
+            record = self._submit(generation, step, pause, copies)
+        while True:
+            if self.stopping:
+                self.target.cancel(record)
+                self.emit(f"generation {generation}: cancelled; every member checkpointed")
+                return None
+            phases = {c.copy: c.phase for c in self.target.describe(record)}
+            if set(phases.values()) == {"Succeeded"}:
+                return record
+            if "Cancelled" in phases.values():
+                self.emit(f"generation {generation}: the members' experiment {name} was cancelled; stopping")
+                return None
+            if "Failed" in phases.values() and "Running" not in phases.values():
+                failed = sorted(member for member, phase in phases.items() if phase == "Failed")
+                if attempts >= self.config.retries:
+                    self.emit(f"generation {generation}: members {failed} failed {attempts + 1} times; stopping "
+                              f"(see rlkube logs {name})")
+                    return None
+                attempts += 1
+                self.emit(f"generation {generation}: members {failed} failed; resubmitting (each resumes from its "
+                          f"checkpoint), attempt {attempts + 1}")
+                record = self._submit(generation, step, pause, copies)
+            self._sleep(self.config.poll_seconds)
+
+    def _submit(self, generation: int, step: int, pause: int | None, copies: list[CopyPlan]) -> store.Record:
+        train = dataclasses.replace(self.config.train, pause_at_step=pause)
+        provenance = current_provenance(f"rlkube pbt {self.config.name} (generation {generation})", datetime.now(UTC))
+        spec = build_spec(self.profile, train, copies, name=self.config.name, provenance=provenance)
+        self.target.submit(spec, replace=True)
+        self.emit(f"generation {generation}: {len(copies)} members training to step {step}")
+        return store.get(self.config.name)
+
+    def _exploit_and_explore(self, generation: int, step: int, record: store.Record,
+                             params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rank, exploit and explore at a boundary (not at the end, where the generation's line only records the
+        scores), then write the generation's lines."""
+        member_scores = scores(self.target.evaluations(record), self.config, step)
+        last = generation == len(self.boundaries) - 1
+        decided = [] if last else decide(self.config, self.space, generation, step, member_scores, params)
+        params = [dict(p) for p in params]
+        for exploit in decided:
+            copy_member_state(record.output_dir, exploit, stream_seed(self.config, exploit.member, generation))
+            params[exploit.member] = exploit.new
+            self.emit(f"generation {generation}: member {exploit.member} ({exploit.score:.1f}) <- member "
+                      f"{exploit.donor} ({exploit.donor_score:.1f}): {overrides_of(exploit.new)}")
+        lines = [*(e.to_dict() for e in decided),
+                 {"generation": generation, "step": step, "scores": member_scores, "params": params}]
+        with open(self.lineage_path, "a") as handle:
+            handle.write("".join(json.dumps(line) + "\n" for line in lines))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return params
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, seconds))
+
+
+def main(name: str) -> int:
+    def emit(line: str) -> None:
+        print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S} {line}", flush=True)
+
+    try:
+        controller = Controller(load_config(name), emit)
+    except UserError as error:
+        emit(f"error: {error}")
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: controller.stop())
+    config = controller.config
+    emit(f"controller of PBT {name} (pid {os.getpid()}): {config.population} members, {len(controller.boundaries)} "
+         f"generations of {config.interval} steps, on {config.cluster}")
+    try:
+        return 0 if controller.run() else 1
+    except UserError as error:
+        emit(f"error: {error}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
