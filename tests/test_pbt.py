@@ -5,7 +5,9 @@ exact, and a controller that survives `kill -9`."""
 import json
 import os
 import pickle
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -15,16 +17,18 @@ from typing import Any
 import matplotlib.image
 import numpy as np
 import pytest
+import yaml
 
 from rlkube.launch.pbt import controller
-from rlkube.launch.pbt.config import PBTConfig, check_mutations, decide, initial_params
+from rlkube.launch.pbt.config import PBTConfig, check_mutations, decide, hparam_limits, initial_params
 from rlkube.launch.pbt.exploit import copy_member_state
 from rlkube.launch.sweep.space import check_space
 from rlkube.rl.hparams import get_hparams
 from rlkube.run.options import TrainOptions
 from rlkube.run.runner import Runner, RunOptions
 from rlkube.rundir import checkpoint, layout
-from tests.conftest import run_rlkube, scalar_steps
+from rlkube.rundir.pbt_decisions import write_decision
+from tests.conftest import rlkube_command, run_rlkube, scalar_steps
 from tests.test_agents import trained_agent
 from tests.test_resume import ONE_SET_PER_AGENT
 
@@ -47,13 +51,19 @@ def status(data_dir: Path, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One uninterrupted run, followed to its end."""
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One uninterrupted run, followed to its end. Afterwards every run of the module is cancelled: a failed test
+    leaves no controller or member running."""
     root = tmp_path_factory.mktemp("pbt")
-    started = rlkube(root / "data", "pbt", "start", *QUICK, "--name", "base", "--follow")
-    assert started.returncode == 0, started.stdout + started.stderr
-    assert "PBT base done" in started.stdout
-    return root / "data", "base"
+    data = root / "data"
+    try:
+        started = rlkube(data, "pbt", "start", *QUICK, "--name", "base", "--follow")
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "PBT base done" in started.stdout
+        yield data, "base"
+    finally:
+        for run in (data / "pbt").glob("*"):
+            rlkube(data, "pbt", "cancel", run.name)
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
@@ -91,32 +101,50 @@ def _config(seed: int = 0, **changes: Any) -> PBTConfig:
 
 def test_decisions_depend_only_on_the_seed_and_copy_the_top_quantile_into_the_bottom() -> None:
     config = _config()
-    space = check_mutations(config.mutations, get_hparams("dqn_cartpole"), "test")
+    hp = get_hparams("dqn_cartpole")
+    space = check_mutations(config.mutations, hp, "test")
+    limits = hparam_limits(hp, space)
     params = initial_params(config, space)
     member_scores = [10.0, 80.0, 30.0, 500.0, 20.0, 470.0, 60.0, 5.0]
-    decided = decide(config, space, 3, 20000, member_scores, params)
-    assert decide(config, space, 3, 20000, member_scores, params) == decided
+    decided = decide(config, space, limits, 3, 20000, member_scores, params)
+    assert decide(config, space, limits, 3, 20000, member_scores, params) == decided
     assert [e.member for e in decided] == [0, 7]  # the bottom quarter, lowest scores
     assert {e.donor for e in decided} <= {3, 5}  # the top quarter
     for exploit in decided:
-        donor = params[exploit.donor]
-        assert 1e-4 <= exploit.new["lr"] <= 1e-2
-        resampled_or_perturbed = exploit.new["lr"] in (pytest.approx(donor["lr"] * 0.8, rel=1e-3),
-                                                       pytest.approx(donor["lr"] * 1.2, rel=1e-3))
-        assert resampled_or_perturbed or exploit.new["lr"] != donor["lr"]
+        donor_lr, new_lr = params[exploit.donor]["lr"], exploit.new["lr"]
+        perturbed = new_lr in (pytest.approx(donor_lr * 0.8, rel=1e-3), pytest.approx(donor_lr * 1.2, rel=1e-3))
+        assert perturbed or 1e-4 <= new_lr <= 1e-2  # else resampled from the distribution
         assert exploit.new["epsilon_end"] in (0.01, 0.05, 0.1, 0.2)
+        assert exploit.old == params[exploit.member]
     other_seed = _config(seed=1)
-    assert decide(other_seed, space, 3, 20000, member_scores, params) != decided or \
-        initial_params(other_seed, space) != params
-    assert decide(replace(config, ready_after=25000), space, 3, 20000, member_scores, params) == []
+    other = initial_params(other_seed, space)
+    assert other != params
+    assert decide(other_seed, space, limits, 3, 20000, member_scores, other) != decided
+    assert decide(replace(config, ready_after=25000), space, limits, 3, 20000, member_scores, params) == []
+
+
+def test_perturbing_leaves_the_first_range_but_not_the_hparams_own() -> None:
+    config = _config(resample_prob=0.0, perturb=(1.5, 1.5))
+    hp = get_hparams("dqn_cartpole")
+    space = check_space({"lr": {"log_uniform": [0.1, 0.5]}}, hp, "test")
+    params = [{"lr": 0.5} for _ in range(8)]
+    for generation in range(3):
+        higher_lr_scores_higher = [p["lr"] + member * 1e-6 for member, p in enumerate(params)]
+        for exploit in decide(config, space, hparam_limits(hp, space), generation, 5000, higher_lr_scores_higher,
+                              params):
+            assert exploit.new["lr"] == min(params[exploit.donor]["lr"] * 1.5, 1.0)
+            params[exploit.member] = exploit.new
+    assert max(p["lr"] for p in params) == 1.0  # lr's own upper bound
 
 
 def test_exploring_a_choice_moves_to_a_neighbour_without_resampling() -> None:
     config = _config(resample_prob=0.0)
-    space = check_space({"epsilon_end": {"choice": [0.01, 0.05, 0.1, 0.2]}}, get_hparams("dqn_cartpole"), "test")
+    hp = get_hparams("dqn_cartpole")
+    space = check_space({"epsilon_end": {"choice": [0.01, 0.05, 0.1, 0.2]}}, hp, "test")
     params = [{"epsilon_end": 0.05} for _ in range(8)]
     for generation in range(20):
-        for exploit in decide(config, space, generation, 5000, [float(i) for i in range(8)], params):
+        for exploit in decide(config, space, hparam_limits(hp, space), generation, 5000, [float(i) for i in range(8)],
+                              params):
             assert exploit.new["epsilon_end"] in (0.01, 0.1)
 
 
@@ -151,53 +179,73 @@ def test_reseeding_changes_every_random_stream_and_nothing_else(name: str) -> No
     assert all(_equal(after[path], value) for path, value in _leaves(agent.state_dict()))
 
 
+def _wait_for(condition: Any, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 def test_an_exploited_member_gets_the_donors_whole_state_with_its_own_streams_and_logs(tmp_path: Path) -> None:
+    """Two members wait at their boundary; member 0 receives member 1's checkpoint and goes on from it."""
     output = tmp_path / "run"
     copies = tmp_path / "copies.json"
     copies.write_text(json.dumps([{"index": 0, "seed": 0, "overrides": "lr=0.001"},
                                   {"index": 1, "seed": 1, "overrides": "lr=0.003"}]))
-    trained = run_rlkube("train", "--hparams", "dqn_cartpole", "--train-steps", "3000", "--pause-at-step", "1000",
-                         "--hparam-override", "eval_every=500,checkpoint_every=500,learning_starts=200",
-                         "--eval-episodes", "2", "--copies-file", str(copies), "--output-dir", str(output))
-    assert trained.returncode == 0, trained.stderr
-    receiver, donor = layout.copy_dir(output, 0), layout.copy_dir(output, 1)
-    paused = json.loads((receiver / layout.SUMMARY_FILE).read_text())
-    assert paused["total_steps"] == 1000
-    assert paused["test_mean_return"] is None
-    own_lengths = {p.name: p.stat().st_size for p in [*receiver.glob(layout.EVENTS_GLOB), receiver / "metrics.jsonl"]}
-
-    config = _config()
-    exploit = decide(replace(config, population=2, quantile=0.5), check_mutations(
-        {"lr": {"log_uniform": [1e-4, 1e-2]}}, get_hparams("dqn_cartpole"), "test"), 0, 1000, [1.0, 2.0],
-        [{"lr": 0.001}, {"lr": 0.003}])[0]
-    assert (exploit.member, exploit.donor) == (0, 1)
-    copy_member_state(str(output), exploit, seed=99)
-    copied = checkpoint.latest(layout.checkpoints_dir(receiver))
-    assert copied is not None
-    assert copied.name == "ckpt-1000"
-    donor_file = donor / layout.CHECKPOINTS / "ckpt-1000" / layout.STATE_FILE
-    assert (copied / layout.STATE_FILE).read_bytes() == donor_file.read_bytes()
-    copy_member_state(str(output), exploit, seed=99)  # a second controller redoing it changes nothing
-    assert json.loads((receiver / layout.EXPLOIT_FILE).read_text())["logs"] == own_lengths
-
-    hp = replace(get_hparams("dqn_cartpole", "eval_every=500,checkpoint_every=500,learning_starts=200"),
-                 train_steps=3000, lr=exploit.new["lr"])
-    runner = Runner(hp, receiver, RunOptions(seed=0, eval_episodes=2, test_episodes=0, pause_at_step=1000,
-                                             live_progress=False))
-    runner.run()  # restores at the boundary and stops there: nothing trained
-    donor_state = checkpoint.load(donor / "checkpoints/ckpt-1000")
-    restored, expected = dict(_leaves(runner.agent.state_dict())), dict(_leaves(donor_state["agent"]))
+    overrides = "eval_every=500,checkpoint_every=500,learning_starts=200"
+    members = subprocess.Popen(rlkube_command(
+        "train", "--hparams", "dqn_cartpole", "--train-steps", "2000", "--pbt-interval", "1000", "--hparam-override",
+        overrides, "--eval-episodes", "2", "--test-episodes", "0", "--copies-file", str(copies), "--output-dir",
+        str(output)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        receiver, donor = layout.copy_dir(output, 0), layout.copy_dir(output, 1)
+        _wait_for(lambda: all((d / "checkpoints/ckpt-1000" / layout.COMPLETE_MARKER).exists()
+                              for d in (receiver, donor)), "both members at the boundary")
+        time.sleep(2)
+        assert members.poll() is None  # they wait for the decision
+        own_lengths = {p.name: p.stat().st_size for p in [*receiver.glob(layout.EVENTS_GLOB),
+                                                           receiver / layout.METRICS_FILE]}
+        hp = get_hparams("dqn_cartpole", overrides)
+        space = check_mutations({"lr": {"log_uniform": [1e-4, 1e-2]}}, hp, "test")
+        exploit = decide(replace(_config(), population=2, quantile=0.5), space, hparam_limits(hp, space), 0, 1000,
+                         [1.0, 2.0], [{"lr": 0.001}, {"lr": 0.003}])[0]
+        assert (exploit.member, exploit.donor) == (0, 1)
+        copy_member_state(str(output), exploit, seed=99)
+        copy_member_state(str(output), exploit, seed=99)  # a restarted controller redoing it changes nothing
+        donor_file = donor / layout.CHECKPOINTS / "ckpt-1000" / layout.STATE_FILE
+        assert (receiver / layout.CHECKPOINTS / "ckpt-1000" / layout.STATE_FILE).read_bytes() == \
+            donor_file.read_bytes()
+        assert json.loads((receiver / layout.EXPLOIT_FILE).read_text())["logs"] == own_lengths
+        # What the member will restore, checked in this process on a copy of its directory as it is now.
+        scratch, donor_checkpoint = tmp_path / "scratch", tmp_path / "donor-ckpt-1000"
+        shutil.copytree(receiver, scratch)
+        shutil.copytree(donor_file.parent, donor_checkpoint)  # the donor goes on and prunes its old checkpoints
+        for member, decision in ((0, {"donor": 1, "seed": 99}), (1, None)):
+            write_decision(layout.copy_dir(output, member), {"generation": 0, "step": 1000,
+                                                             "hparams": {"lr": exploit.new["lr"] if member == 0
+                                                                         else 0.003}, "exploit": decision})
+        assert members.wait(timeout=300) == 0, members.stderr.read()
+    finally:
+        members.terminate()  # forwarded to the copies, which stop even while waiting for a decision
+        members.wait(timeout=120)
+    write_decision(scratch, {"generation": 0, "step": 1000, "hparams": {"lr": exploit.new["lr"]},
+                             "exploit": {"donor": 1, "seed": 99}})
+    runner = Runner(replace(hp, train_steps=1000), scratch, RunOptions(seed=0, eval_episodes=2, test_episodes=0,
+                                                                       pbt_interval=1000, live_progress=False))
+    runner.run()  # restores at step 1000, the end here: nothing more is trained
+    restored = dict(_leaves(runner.agent.state_dict()))
+    expected = dict(_leaves(checkpoint.load(donor_checkpoint)["agent"]))
     differing = {path for path in expected if not _equal(expected[path], restored[path])}
     # Besides the random streams, only the new hparam differs (Adam keeps its learning rate in a variable).
     new_lr = {path for path in differing if isinstance(restored[path], np.ndarray | np.generic)
               and np.ndim(restored[path]) == 0 and float(restored[path]) == pytest.approx(exploit.new["lr"], rel=1e-5)}
     assert differing - new_lr == {path for path in expected if path[-1] in RANDOM_STREAM_KEYS}
     assert runner.agent.optimizer.learning_rate.numpy() == pytest.approx(exploit.new["lr"])
-    assert runner.state.step == donor_state["loop"].step == 1000
-    # The member's logs are its own, as long as they were at the boundary.
-    assert {p.name: p.stat().st_size for p in receiver.glob(layout.EVENTS_GLOB)
-            if p.name in own_lengths} == {k: v for k, v in own_lengths.items() if k != "metrics.jsonl"}
-    assert (receiver / "metrics.jsonl").stat().st_size == own_lengths["metrics.jsonl"]
+    # The member went on from the donor's state with its own logs: one evaluation per step, in order.
+    evaluations = [json.loads(line)["step"] for line in (receiver / layout.METRICS_FILE).read_text().splitlines()]
+    assert evaluations == [500, 1000, 1500, 2000]
+    changes = yaml.safe_load((receiver / layout.HPARAMS_FILE).read_text())["changes"]
+    assert changes == [{"step": 1000, "lr": {"from": 0.001, "to": exploit.new["lr"]}}]
 
 
 # -- whole runs ----------------------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
                              num_workers=options.num_workers, tracking=tracking,
-                             pause_at_step=options.pause_at_step)
+                             pbt_interval=options.pbt_interval)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)

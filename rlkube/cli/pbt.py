@@ -90,7 +90,7 @@ def _start(config: Any, source: str, replace: bool, follow: bool) -> None:
     hp = config.train.resolved_hparams()
     space = check_mutations(config.mutations, hp, source)
     check_pbt_flags(config.name, config.population, config.interval, config.quantile, config.resample_prob,
-                    config.perturb, config.metric, hp)
+                    config.perturb, config.metric, hp, config.train.num_workers)
     params = initial_params(config, space)
     copies = [CopyPlan(m, config.seed + m, overrides_of(params[m])) for m in range(config.population)]
     build_spec(get_profile(config.cluster), config.train, copies, name=config.name)  # every flag checked

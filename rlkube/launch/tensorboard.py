@@ -36,8 +36,9 @@ def serve(logdir: Path | dict[str, Path], port: int, emit: Callable[[str], None]
     process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", *where,
                                 "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "5"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # SIGTERM too must reach `finally`, or TensorBoard would outlive this command.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM too must reach `finally`, or TensorBoard would outlive this command; and SIGINT even where the shell
+    # that started this command ignores it (a background job's does), so that Ctrl-C and kill -INT always stop it.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         wait_for_http(f"http://127.0.0.1:{port}/", 120, lambda: process.poll() is None)
         emit(f"TensorBoard for {name}: http://127.0.0.1:{port}/   (Ctrl-C to stop)")
@@ -48,7 +49,8 @@ def serve(logdir: Path | dict[str, Path], port: int, emit: Callable[[str], None]
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         process.terminate()
         process.wait()
 

@@ -68,9 +68,9 @@ class TrainOptions:
         "--test-episodes", type=click.IntRange(min=0), show_default=True))
     seed: int = field(default=0, metadata=_flag(
         "--seed", "Seed of copy 0; copy i gets seed+i.", type=int, show_default=True))
-    pause_at_step: int | None = field(default=None, metadata=_flag(
-        "--pause-at-step", "Train to this step, evaluate, checkpoint and exit without testing; running again with a "
-        "later one (or none) resumes. PBT's generations use it.", type=click.IntRange(min=1)))
+    pbt_interval: int | None = field(default=None, metadata=_flag(
+        "--pbt-interval", "At every multiple of this many steps, evaluate, checkpoint and wait for the PBT "
+        "controller's decision (rlkube pbt sets it).", type=click.IntRange(min=1)))
     record_video: bool = field(default=False, metadata=_flag(
         "--record-video", "Write mp4 and GIF of evaluation and test episodes.", is_flag=True))
     num_workers: int = field(default=0, metadata=_flag(

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import statistics
 import time
@@ -26,8 +27,9 @@ from rlkube.rl import devices
 from rlkube.rl.agents import Agent, make_agent
 from rlkube.rl.agents.compiled import one_thread_per_op
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
-from rlkube.rl.hparams import HParams, changed_hparams, from_dict, to_dict
+from rlkube.rl.hparams import HParams, apply_overrides, changed_hparams, from_dict, to_dict
 from rlkube.rl.schedules import multiples_between
+from rlkube.run.options import override_text
 from rlkube.run.progress import Progress
 from rlkube.run.tracking import Outcome, TrackingSettings, open_tracked_log
 from rlkube.run.video import write_episode
@@ -35,6 +37,7 @@ from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
 from rlkube.rundir import checkpoint, layout
 from rlkube.rundir.hparams_record import hparams_record_text
+from rlkube.rundir.pbt_decisions import latest_decision, read_decision
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
 from rlkube.storage import sync
@@ -44,6 +47,8 @@ SYNC_INTERVAL_S = 60.0
 # Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
 EVAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
+# How often a PBT member waiting at a boundary looks for the controller's decision.
+PBT_POLL_S = 0.5
 
 
 @dataclass
@@ -61,7 +66,7 @@ class RunOptions:
     device: str = "auto"  # where the learner runs (rlkube.rl.devices)
     num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
-    pause_at_step: int | None = None  # --pause-at-step: stop there (evaluated and checkpointed), untested
+    pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
 
 
 @dataclass
@@ -165,6 +170,8 @@ class Runner:
         self.hp = hp
         self.copy_dir = copy_dir
         self.options = options
+        if options.pbt_interval:
+            self.hp = hp = self._with_pbt_decision(hp)
         render_mode = "rgb_array" if options.render or options.record_video else None
         # Everything that can reject the user's input happens before anything is written.
         eval_env = make_env(hp.env, render_mode=render_mode)
@@ -213,8 +220,7 @@ class Runner:
                 self._start()
             if self.options.training:
                 self._train()
-            paused = self.state.step < self.hp.train_steps and self.options.training
-            test = None if paused else self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+            test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
             summary = self._summarise(test)
             self._sync()
             self._track_files([self.copy_dir / layout.summary_file(self.options.training)])
@@ -235,11 +241,46 @@ class Runner:
             if self.viewer:
                 self.viewer.close()
 
-    @property
-    def stop_step(self) -> int:
-        """Where training stops this time: the end, or --pause-at-step before it."""
-        pause = self.options.pause_at_step
-        return min(self.hp.train_steps, pause) if pause else self.hp.train_steps
+    # -- PBT (rlkube.launch.pbt) --------------------------------------------------------------------
+
+    def _with_pbt_decision(self, hp: HParams) -> HParams:
+        """The hparams the newest PBT decision at or before this copy's checkpoint gave it (or `hp`, the ones it
+        started with): a restarted member goes on with what an uninterrupted one would have."""
+        latest = checkpoint.latest(layout.checkpoints_dir(self.copy_dir))
+        if latest is None:
+            return hp
+        decision = latest_decision(self.options.remote_dir or self.copy_dir, layout.checkpoint_step(latest.name))
+        return self._decided_hparams(hp, decision) if decision else hp
+
+    @staticmethod
+    def _decided_hparams(hp: HParams, decision: dict[str, Any]) -> HParams:
+        return apply_overrides(hp, {name: override_text(value) for name, value in decision["hparams"].items()})
+
+    def _at_pbt_boundary(self, before: int, after: int) -> bool:
+        interval = self.options.pbt_interval
+        return bool(interval) and 0 < after < self.hp.train_steps and multiples_between(before, after, interval) > 0
+
+    def _follow_pbt_decision(self, step: int) -> None:
+        """At a PBT boundary, evaluated and checkpointed: wait for the controller's decision, then go on with it.
+        An exploited member takes the checkpoint the controller put in place of its own (the donor's), the new
+        hparams and its own random streams, exactly as it would after a restart there."""
+        location = self.options.remote_dir or self.copy_dir
+        self.progress.message(f"PBT: at step {step}, waiting for the controller's decision")
+        while (decision := read_decision(location, step)) is None:
+            if self.stop_signal is not None:
+                raise StopRequested(self.stop_signal, step)
+            time.sleep(PBT_POLL_S)
+        if decision["exploit"] is None:
+            return
+        name = layout.checkpoint_name(step)
+        if self.options.remote_dir:  # this copy's own checkpoint at the step would shadow the bucket's new one
+            shutil.rmtree(self.checkpoint_dir / name, ignore_errors=True)
+            sync.pull_latest_checkpoint(self.options.remote_dir, self.copy_dir)
+        hp = self._decided_hparams(self.hp, decision)
+        self.hparams_changes = check_same_hparams(self.copy_dir, hp)
+        self.hp = hp
+        self._restore(checkpoint.load(self.checkpoint_dir / name))
+        self._take_own_random_streams(self._exploit_at(step))
 
     def _exploit_at(self, step: int) -> dict[str, Any] | None:
         """PBT's record that the checkpoint at `step` was copied here from another member (see
@@ -293,6 +334,10 @@ class Runner:
         self.last_log_time = time.perf_counter()
         self.started = time.perf_counter() - self.state.wall_seconds
         try:
+            step = self.state.step
+            if self._at_pbt_boundary(step - 1, step) and read_decision(self.options.remote_dir or self.copy_dir,
+                                                                       step) is None:
+                self._follow_pbt_decision(step)  # restarted while waiting there
             if self.options.num_workers:
                 self._train_with_workers()
             else:
@@ -302,8 +347,9 @@ class Runner:
                 signal.signal(signum, handler)
 
     def _train_in_process(self) -> None:
-        hp, state, agent = self.hp, self.state, self.agent
-        while state.step < self.stop_step:
+        hp, agent = self.hp, self.agent
+        while self.state.step < hp.train_steps:
+            state = self.state  # a PBT exploit replaces it at a boundary
             # The seed paper's loop: act, step, observe, update (here for a vector of environments).
             actions, extras = agent.act(self.obs)
             next_obs, rewards, terminated, truncated, info = self.envs.step(actions)
@@ -322,7 +368,7 @@ class Runner:
     def _train_with_workers(self) -> None:
         """The same observe and update, fed by actor processes' rollouts (rlkube.run.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
-        if state.step >= self.stop_step:
+        if state.step >= hp.train_steps:
             return  # a finished run, rerun: its first rollout would learn nothing yet evaluate the last step again
         rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
         observation_space = self.eval_envs[0].observation_space
@@ -331,7 +377,7 @@ class Runner:
                          agent.on_policy, self.progress.message)
         try:
             for rollout in pool.rollouts_to_learn():
-                steps = min(len(rollout), -(-(self.stop_step - state.step) // hp.num_envs))
+                steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
                 learned: dict[str, float] = {}
                 for t in range(steps):
                     agent.observe(*rollout.step(t), rollout.step_extras(t))
@@ -341,7 +387,7 @@ class Runner:
                 pool.publish(agent.policy.params if changed else None, agent.steps)
                 ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
                 self._after_steps(steps * hp.num_envs, learned, ended)
-                if state.step >= self.stop_step:
+                if state.step >= hp.train_steps:
                     break
         finally:
             pool.close()
@@ -363,15 +409,18 @@ class Runner:
             if time.monotonic() - self.last_sync > SYNC_INTERVAL_S:
                 self._sync()
         state.wall_seconds = time.perf_counter() - self.started
-        finished = state.step >= self.stop_step
-        if multiples_between(before, state.step, hp.eval_every) or finished:
+        finished = state.step >= hp.train_steps
+        boundary = self._at_pbt_boundary(before, state.step)
+        if multiples_between(before, state.step, hp.eval_every) or finished or boundary:
             self._evaluate("eval", self.options.eval_episodes, EVAL_SEED_OFFSET)
             self._sync()
-        if multiples_between(before, state.step, hp.checkpoint_every) or finished:
+        if multiples_between(before, state.step, hp.checkpoint_every) or finished or boundary:
             self._save()
         if self.stop_signal is not None:
             self._save()
             raise StopRequested(self.stop_signal, state.step)
+        if boundary:
+            self._follow_pbt_decision(state.step)
         self.progress.update(state.step, state.recent_returns[-1] if state.recent_returns else None, state.wall_seconds)
 
     def _mutable_hparams(self) -> dict[str, float]:

@@ -116,3 +116,12 @@ def open_filesystem(url: str) -> tuple[Any, str]:
     if fs is None:
         fs = _FILESYSTEMS[cache_key] = _new_filesystem(scheme, url)
     return fs, f"{bucket}/{key}" if key else bucket
+
+
+def filesystem_for(location: str | Path) -> tuple[Any, str]:
+    """The fsspec filesystem and path for a run directory wherever it is: a bucket URL, or a local path."""
+    if is_remote(str(location)):
+        return open_filesystem(str(location))
+    import fsspec  # noqa: PLC0415
+
+    return fsspec.filesystem("file"), str(Path(location).absolute())

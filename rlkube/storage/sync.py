@@ -49,7 +49,7 @@ APPEND_ONLY = (layout.EVENTS_GLOB, layout.METRICS_FILE, "*.log")
 # What a resume reads besides the checkpoint: RunLog truncates the logs back to the checkpoint's lengths, and
 # --track continues the tracker's run it names.
 RESUME_FILES = (layout.EVENTS_GLOB, layout.METRICS_FILE, layout.HPARAMS_FILE, layout.TRACKING_FILE,
-                layout.EXPLOIT_FILE)
+                layout.EXPLOIT_FILE, layout.PBT_DECISION_GLOB)
 # Log files a resume deletes locally are deleted remotely too; other files a fresh machine never pulled
 # (videos, summaries) stay in the bucket.
 MIRRORED_DELETIONS = (layout.EVENTS_GLOB, layout.METRICS_FILE)

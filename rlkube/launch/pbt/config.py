@@ -22,6 +22,7 @@ from rlkube.rl.hparams import HParams
 from rlkube.run.options import TrainOptions
 
 DEFAULT_METRIC = "last:2"
+Limits = dict[str, tuple[float | None, float | None]]
 # The stream of generation g's decisions is (seed, g + 1); (seed, 0) draws the initial population.
 INITIAL_STREAM = 0
 
@@ -124,9 +125,11 @@ def check_mutations(raw: dict[str, Any], hp: HParams, source: str) -> SearchSpac
 
 
 def check_pbt_flags(name: str, population: int, interval: int, quantile: float, resample_prob: float,
-                    perturb: tuple[float, float], metric: str, hp: HParams) -> None:
+                    perturb: tuple[float, float], metric: str, hp: HParams, num_workers: int) -> None:
     """The flags' own mistakes, each one line, before anything is started."""
     check_name(name)
+    if num_workers:
+        raise UserError("PBT members act in their own process: leave out --num-workers")
     if len(name) > MAX_NAME_LENGTH:
         raise UserError(f"PBT name '{name}' is too long: use at most {MAX_NAME_LENGTH} characters")
     if population < 2:
@@ -161,17 +164,21 @@ def _sample(dimension: Dimension, rng: np.random.Generator) -> Any:
     return _kept(dimension, value)
 
 
-def _explore(dimension: Dimension, value: Any, config: PBTConfig, rng: np.random.Generator) -> Any:
+def _explore(dimension: Dimension, value: Any, config: PBTConfig, limits: Limits,
+             rng: np.random.Generator) -> Any:
     """Resample with the resample probability; else a choice moves to a neighbour and a number is multiplied by one
-    of the perturb factors, kept within its range."""
+    of the perturb factors. A perturbed number may leave the range it was first drawn from (that is how PBT escapes
+    a poor one), but not the range the hparam itself allows."""
     if rng.random() < config.resample_prob:
         return _sample(dimension, rng)
     if dimension.kind == "choice":
         index = dimension.choices.index(value)
         neighbours = [i for i in (index - 1, index + 1) if 0 <= i < len(dimension.choices)]
         return dimension.choices[neighbours[int(rng.integers(len(neighbours)))]]
-    factor = config.perturb[int(rng.integers(2))]
-    moved = min(max(value * factor, dimension.low), dimension.high)
+    low, high = limits.get(dimension.name, (None, None))
+    moved = value * config.perturb[int(rng.integers(2))]
+    moved = max(moved, low) if low is not None else moved
+    moved = min(moved, high) if high is not None else moved
     return _kept(dimension, moved)
 
 
@@ -179,6 +186,12 @@ def _kept(dimension: Dimension, value: float) -> int | float:
     """An int range's value rounded; a float to 4 significant digits, which reads well in overrides and logs and
     is finer than any perturb step."""
     return round(float(value)) if dimension.kind == "int" else float(f"{value:.4g}")
+
+
+def hparam_limits(hp: HParams, space: SearchSpace) -> Limits:
+    """Each mutated hparam's own allowed range (its field's lo and hi; None where it has no bound)."""
+    fields = {f.name: f for f in dataclasses.fields(hp)}
+    return {name: (fields[name].metadata.get("lo"), fields[name].metadata.get("hi")) for name in space}
 
 
 def initial_params(config: PBTConfig, space: SearchSpace) -> list[dict[str, Any]]:
@@ -193,8 +206,8 @@ def scores(evaluations: dict[int, list[dict[str, float]]], config: PBTConfig, st
             for member in range(config.population)]
 
 
-def decide(config: PBTConfig, space: SearchSpace, generation: int, step: int, member_scores: list[float | None],
-           params: list[dict[str, Any]]) -> list[Exploit]:
+def decide(config: PBTConfig, space: SearchSpace, limits: Limits, generation: int, step: int,
+           member_scores: list[float | None], params: list[dict[str, Any]]) -> list[Exploit]:
     """Generation `generation`'s exploits at `step`: the bottom quantile copies the top (ties go to the lower
     member number), each receiver drawing its donor and its new hparams from the generation's stream."""
     if step < config.ready_after:
@@ -209,7 +222,7 @@ def decide(config: PBTConfig, space: SearchSpace, generation: int, step: int, me
     exploits = []
     for member in bottom:
         donor = top[int(rng.integers(count))]
-        new = {name: _explore(space[name], params[donor][name], config, rng) for name in sorted(space)}
+        new = {name: _explore(space[name], params[donor][name], config, limits, rng) for name in sorted(space)}
         exploits.append(Exploit(generation, step, member, donor, member_scores[member], member_scores[donor],
                                 params[member], new))
     return exploits

@@ -1,15 +1,17 @@
-"""The PBT controller: runs the population generation by generation as one experiment, ranks, exploits, explores.
+"""The PBT controller: ranks the members at every boundary, exploits and explores, and tells each member.
 
-The members are the copies of one experiment named after the run, on any target. Each generation resubmits it
-with every member's current hparams and `--pause-at-step` at the generation's boundary (a Job per generation on
-Kubernetes): a member resumes from its own checkpoint, trains to the boundary, evaluates, checkpoints and exits.
-A member preempted mid-interval resumes exactly, as any copy does. The exploit crosses through the run directory
-itself (rlkube.launch.pbt.exploit), so it works wherever the copies write: a local path or a bucket.
+The members are the copies of one experiment named after the run, on any target (one Indexed Job on Kubernetes),
+started with `--pbt-interval`. At every boundary a member evaluates, checkpoints and waits; once every member has
+checkpointed there, the controller ranks them, copies each exploited member the donor's checkpoint
+(rlkube.launch.pbt.exploit) and writes every member its decision (rlkube.rundir.pbt_decisions), in the members'
+directories: a local path or their bucket. A member preempted mid-interval resumes exactly, as any copy does, with
+the decisions it has had. Members stay alive across generations, so a generation costs a ranking and a few file
+copies, not a restart of every member (TensorFlow, the agent, its compiled steps).
 
 It runs detached (`rlkube pbt start` starts `python -m rlkube.launch.pbt.controller NAME`). Everything it has
 decided is in pbt.jsonl, a generation's lines ending with the generation's own line; so a new controller (after
 `kill -9` of the old one) drops a generation's unfinished lines, redoes its decisions (they depend only on the
-seed and the members' checkpoints) and adopts the members' experiment if it is the generation's.
+seed and the members' evaluations), and adopts the members' experiment.
 """
 
 import dataclasses
@@ -31,16 +33,18 @@ from rlkube.launch.pbt.config import (
     PBTConfig,
     check_mutations,
     decide,
+    hparam_limits,
     initial_params,
     member_seed,
     scores,
     stream_seed,
 )
-from rlkube.launch.pbt.exploit import copy_member_state, final_state_digest
+from rlkube.launch.pbt.exploit import copy_location, copy_member_state, final_state_digest, has_checkpoint_at
 from rlkube.launch.spec import build_spec, current_provenance
 from rlkube.launch.sweep.space import overrides_of
 from rlkube.launch.targets.base import target_for
-from rlkube.run.options import CopyPlan
+from rlkube.run.options import CopyPlan, TrainOptions
+from rlkube.rundir.pbt_decisions import write_decision
 
 MODULE = "rlkube.launch.pbt.controller"  # what the controller runs as (python -m), and how it is recognised
 CONFIG_FILE, LINEAGE_FILE, LOG_FILE, PID_FILE = "pbt.json", "pbt.jsonl", "controller.log", "controller.pid"
@@ -192,6 +196,7 @@ class Controller:
         self.target = target_for(self.profile)
         hp = config.train.resolved_hparams()
         self.space = check_mutations(config.mutations, hp, "the run's mutations")
+        self.limits = hparam_limits(hp, self.space)
         self.boundaries = config.boundaries(hp.train_steps)
         self.train_steps = hp.train_steps
         self.lineage_path = pbt_dir(config.name) / LINEAGE_FILE
@@ -206,79 +211,106 @@ class Controller:
         # A generation's lines after its last complete one were written by a controller that died mid-exploit.
         self.lineage_path.write_text("".join(json.dumps(line) + "\n" for line in lineage))
         params = current_params(self.config, lineage)
+        record = self._members()
         for generation in range(len(generations(lineage)), len(self.boundaries)):
             step = self.boundaries[generation]
-            record = self._train_to(generation, step, params)
+            last = generation == len(self.boundaries) - 1
+            self.emit(f"generation {generation}: training to step {step}")
+            record = self._wait_for_boundary(record, step, last)
             if record is None:
                 return False
-            params = self._exploit_and_explore(generation, step, record, params)
+            params = self._exploit_and_explore(generation, step, record, params, last)
         self.emit(f"PBT {self.config.name} done: {self.config.population} members trained to {self.train_steps}")
         return True
 
-    def _train_to(self, generation: int, step: int, params: list[dict[str, Any]]) -> store.Record | None:
-        """Run (or adopt) the generation's experiment until every member reached `step`; None if it stopped."""
-        pause = step if step < self.train_steps else None
-        copies = [CopyPlan(member, member_seed(self.config, member), overrides_of(params[member]))
-                  for member in range(self.config.population)]
+    def _members(self) -> store.Record:
+        """The members' experiment: adopted when it is this run's (a controller restarted), else submitted."""
         name = self.config.name
-        record = store.get(name) if store.exists(name) else None
-        adopt = record is not None and record.spec.train.pause_at_step == pause and \
-            record.spec.copies == copies and not record.backend.get("cancelled")
+        if store.exists(name):
+            record = store.get(name)
+            if record.spec.train == self._train_options() and record.spec.copies == self._initial_copies() and \
+                    not record.backend.get("cancelled"):
+                self.emit(f"adopted the members' experiment {name}")
+                return record
+        return self._submit()
+
+    def _train_options(self) -> TrainOptions:
+        return dataclasses.replace(self.config.train, pbt_interval=self.config.interval)
+
+    def _initial_copies(self) -> list[CopyPlan]:
+        """The members as the experiment starts them: their seeds and first hparams (later ones come in decisions)."""
+        params = current_params(self.config, [])
+        return [CopyPlan(member, member_seed(self.config, member), overrides_of(params[member]))
+                for member in range(self.config.population)]
+
+    def _submit(self) -> store.Record:
+        provenance = current_provenance(f"rlkube pbt {self.config.name}", datetime.now(UTC))
+        spec = build_spec(self.profile, self._train_options(), self._initial_copies(), name=self.config.name,
+                          provenance=provenance)
+        self.target.submit(spec, replace=True)
+        self.emit(f"started {self.config.population} members as experiment {self.config.name}")
+        return store.get(self.config.name)
+
+    def _wait_for_boundary(self, record: store.Record, step: int, last: bool) -> store.Record | None:
+        """Until every member has checkpointed at `step` (the end: has finished); None if the run stops. Failed
+        members are started again (each resumes from its checkpoint, with the decisions it has had)."""
         attempts = 0
-        if adopt:
-            self.emit(f"generation {generation}: adopted the members' experiment, training to step {step}")
-        else:
-            record = self._submit(generation, step, pause, copies)
         while True:
             if self.stopping:
                 self.target.cancel(record)
-                self.emit(f"generation {generation}: cancelled; every member checkpointed")
+                self.emit("cancelled; every member checkpointed")
                 return None
-            phases = {c.copy: c.phase for c in self.target.describe(record)}
-            if set(phases.values()) == {"Succeeded"}:
+            copies = self.target.describe(record)
+            phases = {c.phase for c in copies}
+            if last and phases == {"Succeeded"}:
                 return record
-            if "Cancelled" in phases.values():
-                self.emit(f"generation {generation}: the members' experiment {name} was cancelled; stopping")
+            if not last and all(has_checkpoint_at(record.output_dir, c.copy, step) for c in copies):
+                return record
+            if "Cancelled" in phases:
+                self.emit(f"the members' experiment {record.name} was cancelled; stopping")
                 return None
-            if "Failed" in phases.values() and "Running" not in phases.values():
-                failed = sorted(member for member, phase in phases.items() if phase == "Failed")
+            if "Failed" in phases and not phases & {"Running", "Pending"}:
+                failed = sorted(c.copy for c in copies if c.phase == "Failed")
                 if attempts >= self.config.retries:
-                    self.emit(f"generation {generation}: members {failed} failed {attempts + 1} times; stopping "
-                              f"(see rlkube logs {name})")
+                    self.emit(f"members {failed} failed {attempts + 1} times; stopping (see rlkube logs {record.name})")
                     return None
                 attempts += 1
-                self.emit(f"generation {generation}: members {failed} failed; resubmitting (each resumes from its "
+                self.emit(f"members {failed} failed; starting the members again (each resumes from its "
                           f"checkpoint), attempt {attempts + 1}")
-                record = self._submit(generation, step, pause, copies)
+                record = self._submit()
             self._sleep(self.config.poll_seconds)
 
-    def _submit(self, generation: int, step: int, pause: int | None, copies: list[CopyPlan]) -> store.Record:
-        train = dataclasses.replace(self.config.train, pause_at_step=pause)
-        provenance = current_provenance(f"rlkube pbt {self.config.name} (generation {generation})", datetime.now(UTC))
-        spec = build_spec(self.profile, train, copies, name=self.config.name, provenance=provenance)
-        self.target.submit(spec, replace=True)
-        self.emit(f"generation {generation}: {len(copies)} members training to step {step}")
-        return store.get(self.config.name)
-
-    def _exploit_and_explore(self, generation: int, step: int, record: store.Record,
-                             params: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rank, exploit and explore at a boundary (not at the end, where the generation's line only records the
-        scores), then write the generation's lines."""
+    def _exploit_and_explore(self, generation: int, step: int, record: store.Record, params: list[dict[str, Any]],
+                             last: bool) -> list[dict[str, Any]]:
+        """Rank, exploit and explore at a boundary, then tell every member (at the end, where nothing is decided,
+        the generation's line only records the scores). The generation's own line goes last."""
+        started = time.perf_counter()
         member_scores = scores(self.target.evaluations(record), self.config, step)
-        last = generation == len(self.boundaries) - 1
-        decided = [] if last else decide(self.config, self.space, generation, step, member_scores, params)
+        decided = [] if last else decide(self.config, self.space, self.limits, generation, step, member_scores, params)
         params = [dict(p) for p in params]
+        exploits_by_member = {exploit.member: exploit for exploit in decided}
         for exploit in decided:
-            copy_member_state(record.output_dir, exploit, stream_seed(self.config, exploit.member, generation))
+            seed = stream_seed(self.config, exploit.member, generation)
+            copy_member_state(record.output_dir, exploit, seed)
             params[exploit.member] = exploit.new
             self.emit(f"generation {generation}: member {exploit.member} ({exploit.score:.1f}) <- member "
                       f"{exploit.donor} ({exploit.donor_score:.1f}): {overrides_of(exploit.new)}")
+        if not last:
+            for member in range(self.config.population):
+                exploit = exploits_by_member.get(member)
+                write_decision(copy_location(record.output_dir, member), {
+                    "generation": generation, "step": step, "hparams": params[member],
+                    "exploit": {"donor": exploit.donor, "seed": stream_seed(self.config, member, generation)}
+                    if exploit else None})
         lines = [*(e.to_dict() for e in decided),
                  {"generation": generation, "step": step, "scores": member_scores, "params": params}]
         with open(self.lineage_path, "a") as handle:
             handle.write("".join(json.dumps(line) + "\n" for line in lines))
             handle.flush()
             os.fsync(handle.fileno())
+        if not last:
+            self.emit(f"generation {generation}: ranked, exploited and told every member in "
+                      f"{time.perf_counter() - started:.2f} s")
         return params
 
     def _sleep(self, seconds: float) -> None:
