@@ -3,7 +3,6 @@
 Thin: checks the flags and the mutations, then hands over to rlkube.launch.pbt's controller, which runs detached.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -121,18 +120,9 @@ def _started(config: Any, pid: int, follow: bool) -> None:
 
 def _follow(name: str, log: Path) -> None:
     from rlkube.launch.pbt.controller import controller_alive  # noqa: PLC0415
-    from rlkube.launch.targets.local import new_lines  # noqa: PLC0415
+    from rlkube.launch.targets.local import follow_log  # noqa: PLC0415
 
-    offset = 0
-    while True:
-        alive = controller_alive(name)
-        with contextlib.suppress(OSError):
-            lines, offset = new_lines(log, offset)
-            for line in lines:
-                click.echo(line)
-        if not alive:
-            return
-        time.sleep(0.5)
+    follow_log(log, lambda: controller_alive(name) is not None, click.echo)
 
 
 @pbt.command()

@@ -4,7 +4,6 @@ Thin: checks the flags and the space, then hands over to rlkube.launch.sweep (wh
 these commands load it; `rlkube --help` does not).
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -115,18 +114,9 @@ def _started(record: Any, config: Any, follow: bool) -> None:
 
 def _follow(record: Any, log: Path) -> None:
     from rlkube.launch.sweep.driver import driver_alive  # noqa: PLC0415
-    from rlkube.launch.targets.local import new_lines  # noqa: PLC0415
+    from rlkube.launch.targets.local import follow_log  # noqa: PLC0415
 
-    offset = 0
-    while True:
-        alive = driver_alive(record)
-        with contextlib.suppress(OSError):
-            lines, offset = new_lines(log, offset)
-            for line in lines:
-                click.echo(line)
-        if not alive:
-            return
-        time.sleep(0.5)
+    follow_log(log, lambda: driver_alive(record), click.echo)
 
 
 @sweep.command()

@@ -48,7 +48,7 @@ SYNC_INTERVAL_S = 60.0
 EVAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
 # How often a PBT member waiting at a boundary looks for the controller's decision.
-PBT_POLL_S = 0.5
+PBT_POLL_S = 0.2
 
 
 @dataclass

@@ -58,6 +58,20 @@ def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
     return complete.decode(errors="replace").splitlines(), offset + len(complete)
 
 
+def follow_log(path: Path, alive: Callable[[], bool], emit: Callable[[str], None]) -> None:
+    """Emit a log's lines as they are written, until `alive()` turns false (the lines up to then included)."""
+    offset = 0
+    while True:
+        still_alive = alive()
+        with contextlib.suppress(OSError):
+            lines, offset = new_lines(path, offset)
+            for line in lines:
+                emit(line)
+        if not still_alive:
+            return
+        time.sleep(0.5)
+
+
 def _last_line(log: Path) -> str:
     """Why a copy failed, as its log's last line says (an error line, or a traceback's last)."""
     with contextlib.suppress(OSError):
