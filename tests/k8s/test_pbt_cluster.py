@@ -85,7 +85,8 @@ def test_pbt_members_run_as_one_job_exploit_through_the_bucket_and_a_killed_one_
             decision = json.loads(fs.cat(f"{copy}/pbt-decision-{step}.json"))
             assert decision["step"] == step
         # Every evaluation once, in order: the killed member resumed exactly, from its checkpoint in the bucket.
-        evaluations = [json.loads(line)["step"] for line in fs.cat(f"{copy}/{layout.METRICS_FILE}").decode().split()]
+        metrics = fs.cat(f"{copy}/{layout.METRICS_FILE}").decode().splitlines()
+        evaluations = [json.loads(line)["step"] for line in metrics]
         assert evaluations == list(range(EVAL_EVERY, TRAIN_STEPS + 1, EVAL_EVERY))
         assert json.loads(fs.cat(f"{copy}/{layout.SUMMARY_FILE}"))["total_steps"] == TRAIN_STEPS
 
