@@ -27,7 +27,7 @@ from rlkube.rl.hparams import get_hparams
 from rlkube.run.options import TrainOptions
 from rlkube.run.runner import Runner, RunOptions
 from rlkube.rundir import checkpoint, layout
-from rlkube.rundir.pbt_decisions import write_decision
+from rlkube.storage.pbt_decisions import write_decision
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
 from tests.test_agents import trained_agent
 from tests.test_resume import ONE_SET_PER_AGENT

@@ -37,10 +37,10 @@ from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
 from rlkube.rundir import checkpoint, layout
 from rlkube.rundir.hparams_record import hparams_record_text
-from rlkube.rundir.pbt_decisions import latest_decision, read_decision
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
 from rlkube.storage import sync
+from rlkube.storage.pbt_decisions import latest_decision, read_decision
 
 # Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
 SYNC_INTERVAL_S = 60.0

@@ -44,7 +44,7 @@ EXIT_FILE = "exit-code"
 TRACKING_FILE = "tracking.json"
 # Written by PBT into a member's directory beside the donor's checkpoint it copied there (rlkube.launch.pbt).
 EXPLOIT_FILE = "exploit.json"
-# The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.rundir.pbt_decisions).
+# The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.storage.pbt_decisions).
 PBT_DECISION_GLOB = "pbt-decision-*.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"

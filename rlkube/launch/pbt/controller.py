@@ -3,7 +3,7 @@
 The members are the copies of one experiment named after the run, on any target (one Indexed Job on Kubernetes),
 started with `--pbt-interval`. At every boundary a member evaluates, checkpoints and waits; once every member has
 checkpointed there, the controller ranks them, copies each exploited member the donor's checkpoint
-(rlkube.launch.pbt.exploit) and writes every member its decision (rlkube.rundir.pbt_decisions), in the members'
+(rlkube.launch.pbt.exploit) and writes every member its decision (rlkube.storage.pbt_decisions), in the members'
 directories: a local path or their bucket. A member preempted mid-interval resumes exactly, as any copy does, with
 the decisions it has had. Members stay alive across generations, so a generation costs a ranking and a few file
 copies, not a restart of every member (TensorFlow, the agent, its compiled steps).
@@ -44,7 +44,7 @@ from rlkube.launch.spec import build_spec, current_provenance
 from rlkube.launch.sweep.space import overrides_of
 from rlkube.launch.targets.base import target_for
 from rlkube.run.options import CopyPlan, TrainOptions
-from rlkube.rundir.pbt_decisions import write_decision
+from rlkube.storage.pbt_decisions import write_decision
 
 MODULE = "rlkube.launch.pbt.controller"  # what the controller runs as (python -m), and how it is recognised
 CONFIG_FILE, LINEAGE_FILE, LOG_FILE, PID_FILE = "pbt.json", "pbt.jsonl", "controller.log", "controller.pid"
