@@ -249,8 +249,13 @@ class Runner:
         latest = checkpoint.latest(layout.checkpoints_dir(self.copy_dir))
         if latest is None:
             return hp
-        decision = latest_decision(self.options.remote_dir or self.copy_dir, layout.checkpoint_step(latest.name))
+        decision = latest_decision(self._decisions_location, layout.checkpoint_step(latest.name))
         return self._decided_hparams(hp, decision) if decision else hp
+
+    @property
+    def _decisions_location(self) -> str | Path:
+        """Where the controller writes this member's decisions: its bucket directory, else its own."""
+        return self.options.remote_dir or self.copy_dir
 
     @staticmethod
     def _decided_hparams(hp: HParams, decision: dict[str, Any]) -> HParams:
@@ -264,9 +269,8 @@ class Runner:
         """At a PBT boundary, evaluated and checkpointed: wait for the controller's decision, then go on with it.
         An exploited member takes the checkpoint the controller put in place of its own (the donor's), the new
         hparams and its own random streams, exactly as it would after a restart there."""
-        location = self.options.remote_dir or self.copy_dir
         self.progress.message(f"PBT: at step {step}, waiting for the controller's decision")
-        while (decision := read_decision(location, step)) is None:
+        while (decision := read_decision(self._decisions_location, step)) is None:
             if self.stop_signal is not None:
                 raise StopRequested(self.stop_signal, step)
             time.sleep(PBT_POLL_S)
@@ -335,8 +339,7 @@ class Runner:
         self.started = time.perf_counter() - self.state.wall_seconds
         try:
             step = self.state.step
-            if self._at_pbt_boundary(step - 1, step) and read_decision(self.options.remote_dir or self.copy_dir,
-                                                                       step) is None:
+            if self._at_pbt_boundary(step - 1, step) and read_decision(self._decisions_location, step) is None:
                 self._follow_pbt_decision(step)  # restarted while waiting there
             if self.options.num_workers:
                 self._train_with_workers()
@@ -473,9 +476,12 @@ class Runner:
             "eval_std_return": state.last_eval[1] if state.last_eval else None,
             "test_mean_return": test[0] if test else None,
             "test_std_return": test[1] if test else None,
-            # What `rlkube pbt replay` compares: the agent's whole state (weights, optimizer, memory, RNGs).
-            "state_sha256": hashlib.sha256(pickle.dumps(self.agent.state_dict(), pickle.HIGHEST_PROTOCOL)).hexdigest(),
         }
+        if self.options.pbt_interval:
+            # What `rlkube pbt replay` compares: the agent's whole state (weights, optimizer, memory, RNGs). Only for
+            # PBT members: pickling a large replay memory once more costs memory and time no other run needs.
+            state_bytes = pickle.dumps(self.agent.state_dict(), pickle.HIGHEST_PROTOCOL)
+            summary["state_sha256"] = hashlib.sha256(state_bytes).hexdigest()
         name = layout.summary_file(self.options.training)
         layout.write_atomically(self.copy_dir / name, json.dumps(summary, indent=2) + "\n")
         return summary

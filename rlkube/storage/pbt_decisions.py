@@ -2,10 +2,11 @@
 directory, wherever the member works from (a local path, or its bucket), and the member, waiting there at its
 checkpoint, goes on with it (rlkube.run.runner).
 
-pbt-decision-<step>.json holds {"generation", "step", "hparams": {name: value}, "exploit": null or {"donor",
-"seed"}}: the member's mutated hparams from that step on, and whether its checkpoint at that step was replaced by
-a donor's (beside the exploit record, layout.EXPLOIT_FILE). A member that restarts takes the hparams of the
-newest decision at or before its checkpoint, so a restart and an uninterrupted run go on alike.
+pbt-decision-<step>.json holds {"generation", "step", "hparams": {name: value}, "exploit": null or {"donor"}}:
+the member's mutated hparams from that step on, and whether its checkpoint at that step was replaced by a donor's
+(the exploit record beside it, layout.EXPLOIT_FILE, has the seed of the member's own streams). A member that
+restarts takes the hparams of the newest decision at or before its checkpoint, so a restart and an uninterrupted
+run go on alike.
 """
 
 import json

@@ -300,8 +300,7 @@ class Controller:
                 exploit = exploits_by_member.get(member)
                 write_decision(copy_location(record.output_dir, member), {
                     "generation": generation, "step": step, "hparams": params[member],
-                    "exploit": {"donor": exploit.donor, "seed": stream_seed(self.config, member, generation)}
-                    if exploit else None})
+                    "exploit": {"donor": exploit.donor} if exploit else None})
         lines = [*(e.to_dict() for e in decided),
                  {"generation": generation, "step": step, "scores": member_scores, "params": params}]
         with open(self.lineage_path, "a") as handle:
