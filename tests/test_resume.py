@@ -161,8 +161,14 @@ def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_wor
         assert steps == sorted(steps), f"{tag} goes back in time"
     # Every episode logged once: none lost to a kill, none logged again by the rerun.
     assert len(logged["charts/episodic_return"]) == summary["episodes"]
-    evaluated = [json.loads(line)["step"] for line in (run / "copy-0" / "metrics.jsonl").read_text().splitlines()]
+    evaluations = [json.loads(line) for line in (run / "copy-0" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [evaluation["step"] for evaluation in evaluations]
+    # The best policy kept is the best evaluation's, whatever evaluations the kills undid.
+    best = max(evaluations, key=lambda evaluation: evaluation["mean_return"])
+    kept = checkpoint.load_best(run / "copy-0")
+    assert (kept["step"], kept["mean_return"]) == (best["step"], best["mean_return"])
     if not num_workers:
+        assert_same_state(kept, checkpoint.load_best(reference / "copy-0"), "best policy")
         assert evaluated == evaluation_steps(train_steps, hp.eval_every, hp.num_envs)
         # Exact: the same weights, bit for bit, as the run that was never interrupted.
         for resumed, uninterrupted in zip(final_weights(run), final_weights(reference), strict=True):

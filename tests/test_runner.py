@@ -1,7 +1,8 @@
-"""The runner's outputs: run layout, copies, --no-training, videos, and agent checkpoint round trips."""
+"""The runner's outputs: run layout, copies, the best policy, --no-training, videos, checkpoint round trips."""
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -14,7 +15,8 @@ from rlkube.rl.agents import make_agent
 from rlkube.rl.envs import make_env
 from rlkube.rl.hparams import get_hparams
 from rlkube.run.progress import Progress
-from rlkube.run.runner import _episodes
+from rlkube.run.runner import Runner, RunOptions, _episodes
+from rlkube.rundir import checkpoint, layout
 from tests.conftest import run_rlkube, scalar_steps
 
 SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-episodes", "2",
@@ -120,3 +122,39 @@ def test_evaluation_side_by_side_scores_each_episode_as_if_it_ran_alone(name: st
     assert returns == pytest.approx([result[0][0] for result in alone], rel=1e-6)
     assert lengths == [result[1][0] for result in alone]
     assert len(set(returns)) > 1  # different seeds, different episodes
+
+
+# A DQN run on CartPole that, on this seed, evaluates better midway than at its end (the test checks that it does).
+UNSTABLE = "dqn_cartpole", "train_steps=8000,eval_every=1000"
+
+
+def test_a_run_whose_last_evaluation_is_worse_than_its_best_tests_the_best(tmp_path: Path) -> None:
+    hp = get_hparams(*UNSTABLE)
+    options = RunOptions(eval_episodes=3, test_episodes=3, live_progress=False)
+    trained = Runner(hp, tmp_path, options).run()
+    evaluations = [json.loads(line) for line in (tmp_path / layout.METRICS_FILE).read_text().splitlines()]
+    best = max(evaluations, key=lambda evaluation: evaluation["mean_return"])
+    assert evaluations[-1]["mean_return"] < best["mean_return"], "this run must end below its best to test anything"
+
+    kept = checkpoint.load_best(tmp_path)
+    assert (kept["step"], kept["mean_return"]) == (best["step"], best["mean_return"])
+    assert (trained["best_eval_step"], trained["best_eval_mean_return"]) == (best["step"], best["mean_return"])
+    assert trained["eval_mean_return"] == evaluations[-1]["mean_return"]
+    assert trained["test_policy"] == "best"
+
+    # The test ran the kept weights: testing them again gives its numbers, and the last weights give others.
+    again = Runner(hp, tmp_path, replace(options, training=False)).run()
+    last = Runner(hp, tmp_path, replace(options, training=False, test_policy="last")).run()
+    assert again["test_mean_return"] == trained["test_mean_return"]
+    assert (last["test_policy"], again["test_policy"]) == ("last", "best")
+    assert last["test_mean_return"] != trained["test_mean_return"]
+
+
+def test_without_an_evaluation_the_test_runs_the_last_policy_and_says_so(tmp_path: Path) -> None:
+    result = run_rlkube("train", "--hparams", "dqn_cartpole", "--train-steps", "300", "--eval-episodes", "0",
+                        "--test-episodes", "1", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "no evaluation has kept a best policy" in result.stderr
+    assert "test return (last policy)" in result.stdout
+    assert json.loads((tmp_path / "copy-0" / layout.SUMMARY_FILE).read_text())["test_policy"] == "last"
+    assert not (tmp_path / "copy-0" / layout.BEST_POLICY).exists()

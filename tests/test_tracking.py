@@ -27,6 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from rlkube.rl.hparams import to_dict
 from rlkube.run.options import TrainOptions
+from rlkube.rundir import layout
 from tests.conftest import REPO, run_rlkube
 from tests.test_cli import heavy_imports_after
 
@@ -157,6 +158,8 @@ def test_an_mlflow_run_holds_hparams_scalars_provenance_and_files_and_a_resume_c
                       for suffix in ("mp4", "gif")}
     summary = client.download_artifacts(run_id, "summary.json", str(tmp_path))
     assert Path(summary).read_bytes() == (copy / "summary.json").read_bytes()
+    best = client.download_artifacts(run_id, layout.BEST_POLICY, str(tmp_path))
+    assert Path(best).read_bytes() == (copy / layout.BEST_POLICY).read_bytes()
 
     tracked_train(run, RESUMED_STEPS, *track, env=pod_env)
     assert json.loads((copy / "tracking.json").read_text())["run_id"] == run_id

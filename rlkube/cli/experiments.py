@@ -320,20 +320,25 @@ def results(experiment: str | None, plot_path: str | None, output_format: str) -
 
     record = _chosen(experiment)
     copies = collect(record)
-    summary = {key: across(final_returns(copies, key)) for key in ("eval_mean_return", "test_mean_return")}
+    summary = {key: across(final_returns(copies, key))
+               for key in ("eval_mean_return", "best_eval_mean_return", "test_mean_return")}
     if output_format == "json":
         click.echo(json.dumps({"experiment": record.name, "copies": copies, "across_copies": summary}, indent=2))
     else:
-        rows = [["COPY", "STEPS", "EVAL RETURN", "TEST RETURN"]]
+        rows = [["COPY", "STEPS", "LAST EVAL", "BEST EVAL (STEP)", "TEST RETURN (POLICY)"]]
         for copy in copies:
             done = copy["summary"]
             last = copy["evaluations"][-1] if copy["evaluations"] else None
+            best = max(copy["evaluations"], key=lambda evaluation: evaluation["mean_return"], default=None)
             rows.append([f"copy-{copy['copy']}", str(done["total_steps"] if done else last["step"] if last else "-"),
                          _pm(done.get("eval_mean_return"), done.get("eval_std_return")) if done
                          else (_pm(last["mean_return"], last["std_return"]) + " (running)" if last else "-"),
-                         _pm(done.get("test_mean_return"), done.get("test_std_return")) if done else "-"])
+                         f"{_pm(best['mean_return'], best['std_return'])} ({best['step']})" if best else "-",
+                         f"{_pm(done.get('test_mean_return'), done.get('test_std_return'))} "
+                         f"({done.get('test_policy', 'last')})" if done else "-"])
         click.echo(_table(rows))
-        for key, label in (("eval_mean_return", "eval"), ("test_mean_return", "test")):
+        for key, label in (("eval_mean_return", "last eval"), ("best_eval_mean_return", "best eval"),
+                           ("test_mean_return", "test")):
             if summary[key]:
                 n = len(final_returns(copies, key))
                 click.echo(f"{label} return across {n} {'copy' if n == 1 else 'copies'}: "

@@ -141,7 +141,7 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
                              num_workers=options.num_workers, tracking=tracking,
-                             pbt_interval=options.pbt_interval)
+                             pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best")
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -151,7 +151,7 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
         click.echo(f"stopped by signal {stop.signum} at step {stop.step}; checkpoint saved. Run the same command "
                    "to resume.", err=True)
         sys.exit(128 + stop.signum)
-    _print_result(result)
+    _print_result(result, hp.target_return)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "
                f"--record-video", err=True)
@@ -182,11 +182,19 @@ pbt.register(cli)
 hparams.register(cli)
 
 
-def _print_result(result: dict[str, Any]) -> None:
+def _print_result(result: dict[str, Any], target: float | None) -> None:
     def shown(key: str) -> str:
         value = result.get(key)
         return f"{value['mean']:.2f} ± {value['std']:.2f}" if value else "n/a"
 
-    click.echo(f"copies: {result['copies']}   eval return: {shown('eval_mean_return')}   "
-               f"test return: {shown('test_mean_return')}   steps: {shown('total_steps')}   "
+    click.echo(f"copies: {result['copies']}   last eval return: {shown('eval_mean_return')}   "
+               f"best eval return: {shown('best_eval_mean_return')}   steps: {shown('total_steps')}   "
                f"SPS: {shown('sps')}")
+    test = result.get("test_mean_return")
+    if test is None:
+        return
+    tested = " and ".join(sorted({copy["test_policy"] for copy in result["per_copy"]}))
+    verdict = ""
+    if target is not None:
+        verdict = f": {'at or above' if test['mean'] >= target else 'below'} the set's target {target:g}"
+    click.echo(f"test return ({tested} policy): {shown('test_mean_return')}{verdict}")

@@ -71,6 +71,10 @@ class TrainOptions:
     pbt_interval: int | None = field(default=None, metadata=_flag(
         "--pbt-interval", "At every multiple of this many steps, evaluate, checkpoint and wait for the PBT "
         "controller's decision (rlkube pbt sets it).", type=click.IntRange(min=1)))
+    # Unset by default, so that a submission's arguments stay as they were; the runner tests the best policy then.
+    test_policy: str | None = field(default=None, metadata=_flag(
+        "--test-policy", "Which policy the final test (and --no-training) runs: the best evaluation's weights, or the "
+        "last ones.  [default: best]", type=click.Choice(["best", "last"])))
     record_video: bool = field(default=False, metadata=_flag(
         "--record-video", "Write mp4 and GIF of evaluation and test episodes.", is_flag=True))
     num_workers: int = field(default=0, metadata=_flag(

@@ -67,6 +67,7 @@ class RunOptions:
     num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
     pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
+    test_policy: str = "best"  # --test-policy: the final test runs the best evaluation's weights, or the last
 
 
 @dataclass
@@ -186,6 +187,8 @@ class Runner:
         check_same_seed(copy_dir, options.seed)
         self.checkpoint_dir = layout.checkpoints_dir(copy_dir)
         self.state = LoopState()
+        # The best evaluation so far: its step, mean_return, std_return, and the acting params it evaluated.
+        self.best: dict[str, Any] | None = None
         self.obs: Any = None
         self.stop_signal: int | None = None
         self.last_sync = time.monotonic()
@@ -220,10 +223,12 @@ class Runner:
                 self._start()
             if self.options.training:
                 self._train()
-            test = self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+            test = self._test()
             summary = self._summarise(test)
             self._sync()
-            self._track_files([self.copy_dir / layout.summary_file(self.options.training)])
+            best_file = self.copy_dir / layout.BEST_POLICY
+            self._track_files([self.copy_dir / layout.summary_file(self.options.training),
+                               *([best_file] if best_file.exists() else [])])
             outcome = "finished"
             return summary
         except StopRequested:
@@ -460,10 +465,36 @@ class Runner:
             state.last_eval = (mean, std)
             self.log.metrics({"step": state.step, "wall_seconds": round(state.wall_seconds, 3),
                               "mean_return": mean, "std_return": std})
+            self._keep_if_best(mean, std)
         self.log.scalars(state.step, {f"{kind}/mean_return": mean, f"{kind}/std_return": std,
                                       f"{kind}/mean_length": float(np.mean(lengths))})
         self.progress.message(evaluation_line(kind, state.step, mean, std))
         return mean, std
+
+    def _test(self) -> tuple[float, float] | None:
+        """The final test: of the best evaluation's policy, unless --test-policy last or no evaluation kept one."""
+        self.tested_policy = "best" if self.options.test_policy == "best" and self.best else "last"
+        if self.tested_policy != self.options.test_policy and self.options.test_episodes:
+            self.progress.message("no evaluation has kept a best policy (no evaluation ran); testing the last")
+        if self.tested_policy == "last":
+            return self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+        policy = self.agent.policy
+        last_params, policy.params = policy.params, self.best["params"]
+        self.progress.message(f"testing the best policy: evaluated {self.best['mean_return']:.2f} at step "
+                              f"{self.best['step']}")
+        try:
+            return self._evaluate("test", self.options.test_episodes, TEST_SEED_OFFSET)
+        finally:
+            policy.params = last_params
+
+    def _keep_if_best(self, mean: float, std: float) -> None:
+        """Keep the policy that just evaluated if it beats the best so far (the first evaluation always does)."""
+        if self.best is not None and mean <= self.best["mean_return"]:
+            return
+        # Policies replace their params whole, never in place, so the reference stays this evaluation's.
+        self.best = {"step": self.state.step, "mean_return": mean, "std_return": std,
+                     "params": self.agent.policy.params}
+        checkpoint.save_best(self.copy_dir, self.best)
 
     def _summarise(self, test: tuple[float, float] | None) -> dict[str, Any]:
         state = self.state
@@ -474,8 +505,12 @@ class Runner:
             "sps": round(state.step / state.wall_seconds, 1) if state.wall_seconds else None,
             "eval_mean_return": state.last_eval[0] if state.last_eval else None,
             "eval_std_return": state.last_eval[1] if state.last_eval else None,
+            "best_eval_mean_return": self.best["mean_return"] if self.best else None,
+            "best_eval_std_return": self.best["std_return"] if self.best else None,
+            "best_eval_step": self.best["step"] if self.best else None,
             "test_mean_return": test[0] if test else None,
             "test_std_return": test[1] if test else None,
+            "test_policy": self.tested_policy,  # which weights the test ran: "best" or "last"
         }
         if self.options.pbt_interval:
             # What `rlkube pbt replay` compares: the agent's whole state (weights, optimizer, memory, RNGs). Only for
@@ -495,6 +530,7 @@ class Runner:
             "obs": self.obs,
             "envs": self._pickled_envs(),
             "logs": self.log.lengths(),
+            "best": self.best,
         })
         self._sync()
 
@@ -510,6 +546,13 @@ class Runner:
         # The checkpoint holds the saved run's values of the hparams a resume may change (Adam's learning rate).
         self.agent.set_hparams(self.hp)
         self.state = saved["loop"]
+        # The checkpoint's best, not the file's: a kill after a new best but before its checkpoint left the file
+        # ahead of the run it resumes. (A checkpoint from before best policies holds none.)
+        self.best = saved.get("best")
+        if self.best:
+            checkpoint.save_best(self.copy_dir, self.best)
+        else:
+            (self.copy_dir / layout.BEST_POLICY).unlink(missing_ok=True)
         if self.hparams_changes:
             self._record_hparams_changes()
         self.obs = saved["obs"]
@@ -550,7 +593,8 @@ class Runner:
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std across copies of each copy's final numbers."""
     result: dict[str, Any] = {"copies": len(summaries)}
-    for key in ("eval_mean_return", "test_mean_return", "wall_seconds", "sps", "total_steps"):
+    for key in ("eval_mean_return", "best_eval_mean_return", "test_mean_return", "wall_seconds", "sps",
+                "total_steps"):
         values = [s[key] for s in summaries if s.get(key) is not None]
         if values:
             result[key] = {"mean": statistics.fmean(values),

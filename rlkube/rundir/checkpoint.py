@@ -3,6 +3,9 @@
 A kill at any instant leaves either the previous checkpoints or the new one, never a partial one: the state and
 then the COMPLETE marker (rlkube.rundir.layout's rule) are written and fsynced into a temporary directory, which is
 renamed to `ckpt-<step>`. Leftover temporary directories from a killed save are removed on the next save.
+
+The best evaluation's policy (`best/policy.pkl`) is one file, replaced by one rename the same way. A checkpoint
+holds it too, so that a resume from before a kill rewrites the file the kill may have left ahead of it.
 """
 
 import os
@@ -78,4 +81,23 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
 
 def load(path: Path) -> dict[str, Any]:
     with open(path / layout.STATE_FILE, "rb") as handle:
+        return pickle.load(handle)
+
+
+def save_best(copy_dir: Path, best: dict[str, Any]) -> None:
+    """Replace the copy's best policy (its step, mean_return, std_return and acting params) in one rename."""
+    path = copy_dir / layout.BEST_POLICY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")  # hidden: never synced
+    _write_synced(temporary, lambda handle: pickle.dump(best, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
+
+
+def load_best(copy_dir: Path) -> dict[str, Any] | None:
+    """The copy's best policy as save_best wrote it; None before its first evaluation."""
+    path = copy_dir / layout.BEST_POLICY
+    if not path.exists():
+        return None
+    with open(path, "rb") as handle:
         return pickle.load(handle)

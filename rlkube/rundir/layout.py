@@ -13,6 +13,7 @@ An experiment's directory holds the summary across copies and one directory per 
         videos/                   --record-video's episodes
         train.log, exit-code      a local copy's output and exit status (the local target's)
         tracking.json             --track's run id in MLflow or W&B, so that a resume continues that run
+        best/policy.pkl           the acting weights of the best evaluation so far, with its step and return
         checkpoints/
             ckpt-<step>/
                 state.pkl         everything a resume needs
@@ -46,6 +47,8 @@ TRACKING_FILE = "tracking.json"
 EXPLOIT_FILE = "exploit.json"
 # The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.storage.pbt_decisions).
 PBT_DECISION_GLOB = "pbt-decision-*.json"
+# The best evaluation's policy (rlkube.rundir.checkpoint.save_best): one file, so one rename replaces it.
+BEST_POLICY = "best/policy.pkl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"
