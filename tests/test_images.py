@@ -120,10 +120,13 @@ def tensorflow_install(target: str) -> Instruction:
         Requirement(r).name.startswith("tensorflow") for r in pip_requirements(ins.value)))
 
 
-def pyproject_dependencies() -> list[Requirement]:
+def pyproject_dependencies(extras: tuple[str, ...] = ()) -> list[Requirement]:
+    """pyproject.toml's dependencies, then those of each of `extras`."""
     import tomllib  # noqa: PLC0415
 
-    return [Requirement(dep) for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [Requirement(dep) for dep in
+            [*project["dependencies"], *(dep for extra in extras for dep in project["optional-dependencies"][extra])]]
 
 
 # --- .dockerignore, with Docker's semantics ------------------------------------------------------
@@ -301,18 +304,21 @@ def test_tpu_image_skips_libtpu_where_there_is_no_tpu(tpu_variables: dict[str, s
     ("gpu", {"tensorflow", "tensorflow-cpu"}),
     ("tpu", {"tensorflow", "tensorflow-cpu", "tensorboard"}),
 ])
-def test_dependency_layer_installs_pyproject_minus_what_the_image_replaces(target: str, dropped: set[str],
-                                                                           tmp_path: Path) -> None:
-    """Run the Dockerfile's own requirements step on pyproject.toml and read what it would install."""
+def test_dependency_layer_installs_pyproject_and_the_pods_extras_minus_what_the_image_replaces(
+        target: str, dropped: set[str], tmp_path: Path) -> None:
+    """Run the Dockerfile's own requirements step on pyproject.toml and read what it would install: a pod can make
+    Atari and MuJoCo envs and track to MLflow or W&B."""
     instructions = dockerfile(target)
     args = {k: v for ins in instructions if ins.keyword == "ARG" for k, v in ins.pairs().items()}
     step = next(ins for _, ins in installs(target) if "requirements.txt" in ins.value)
     extract = step.value.split("&&")[0]
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     subprocess.run(["/bin/sh", "-c", extract], cwd=tmp_path, check=True,
-                   env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "EXCLUDE": args["EXCLUDE"] or ""})
+                   env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "EXCLUDE": args["EXCLUDE"] or "",
+                        "EXTRAS": args["EXTRAS"]})
     listed = [Requirement(line) for line in (tmp_path / "requirements.txt").read_text().splitlines() if line]
-    expected = [r for r in pyproject_dependencies() if r.name not in dropped]
+    assert set(args["EXTRAS"].split()) == {"atari", "mujoco", "mlflow", "wandb"}
+    expected = [r for r in pyproject_dependencies(("atari", "mujoco", "mlflow", "wandb")) if r.name not in dropped]
     assert [str(r) for r in listed] == [str(r) for r in expected]
 
 
@@ -781,6 +787,19 @@ def test_image_entrypoint_trains_in_a_fresh_virtualenv(cpu_image_venv: ImageVenv
     assert (output / "copy-0" / "summary.json").is_file()
     if venv.run_as is not None:
         assert (output / "copy-0").stat().st_uid == venv.run_as
+
+
+# Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
+@pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
+def test_image_makes_the_atari_and_mujoco_sets_envs_and_loads_both_trackers(cpu_image_venv: ImageVenv) -> None:
+    """What `rlkube submit --hparams dqn_pong` and `--track` need in a pod, checked as a run checks them."""
+    check = ("from rlkube.rl.envs import make_env; from rlkube.rl.hparams import get_hparams; "
+             "from rlkube.run.options import TrainOptions; from rlkube.run.tracking import TrackingSettings; "
+             "[make_env(get_hparams(name).env).close() for name in ('dqn_pong', 'sac_halfcheetah')]; "
+             "[TrackingSettings.from_options(TrainOptions(hparams='dqn_pong', track=kind)) for kind in "
+             "('mlflow', 'wandb')]; import mlflow, wandb; print('ok')")
+    result = cpu_image_venv.run(["python", "-c", check], timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
 # Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
