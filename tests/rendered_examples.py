@@ -40,9 +40,9 @@ def example_profiles() -> dict[str, ClusterProfile]:
     return profiles
 
 
-def example_spec(profile: ClusterProfile) -> ExperimentSpec:
+def example_spec(profile: ClusterProfile, train: TrainOptions | None = None) -> ExperimentSpec:
     copies = 2 if profile.tpu_slice and profile.tpu_slice.hosts > 1 else 5
-    return build_spec(profile, TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=0), copies,
+    return build_spec(profile, train or TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=0), copies,
                       name=f"example-{profile.name}", image=f"registry.example/rlkube:{profile.name}",
                       provenance=PROVENANCE)
 

@@ -83,8 +83,9 @@ def test_pods_write_only_to_size_limited_volumes_and_request_the_disk_they_may_u
 def test_profile_env_follows_rlkubes_own_and_secrets_arrive_through_env_from() -> None:
     profile = example_profiles()["kube-minio"]
     (container,) = pod_spec(render(example_spec(profile), profile)[-1])["containers"]
-    assert [e["name"] for e in container["env"]] == ["RLKUBE_EXPERIMENT", "HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME",
-                                                     "AWS_ENDPOINT_URL", "AWS_REGION"]
+    assert [e["name"] for e in container["env"]] == [
+        "RLKUBE_EXPERIMENT", "HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "WANDB_DIR", "RLKUBE_CLUSTER", "RLKUBE_IMAGE",
+        "RLKUBE_GIT_COMMIT", "AWS_ENDPOINT_URL", "AWS_REGION"]
     assert container["envFrom"] == [{"secretRef": {"name": "minio-credentials"}}]
     kube = get_profile("kube")
     assert "envFrom" not in pod_spec(render(example_spec(kube), kube)[-1])["containers"][0]
@@ -133,6 +134,65 @@ def test_no_credentials_in_configmaps_args_or_env(profile_name: str) -> None:
     text = str(render(example_spec(profile), profile)).lower()
     for secret_word in ("password", "secret_access_key", "private_key", "token:"):
         assert secret_word not in text
+
+
+TRACKER_URI_ENV = {"mlflow": "MLFLOW_TRACKING_URI", "wandb": "WANDB_BASE_URL"}
+
+
+@pytest.mark.parametrize("tracker", sorted(TRACKER_URI_ENV))
+def test_a_tracked_pod_learns_its_provenance_and_tracker_uri_from_its_env(tracker: str) -> None:
+    profile = example_profiles()["kube-minio"]
+    train = TrainOptions(hparams="dqn_cartpole", track=tracker, track_uri="http://tracking.ml:5000",
+                         track_project="pong")
+    spec = example_spec(profile, train)
+    (container,) = pod_spec(render(spec, profile)[-1])["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env[TRACKER_URI_ENV[tracker]] == "http://tracking.ml:5000"
+    assert (env["RLKUBE_CLUSTER"], env["RLKUBE_IMAGE"], env["RLKUBE_GIT_COMMIT"]) == (
+        profile.name, spec.image, spec.provenance.git_commit)
+    assert env["WANDB_DIR"] == "/tmp"  # the root file system is read-only
+    args = container["args"]
+    assert args[args.index("--track") + 1] == tracker
+    assert args[args.index("--track-project") + 1] == "pong"
+    assert "--track-uri" not in args
+    assert "http://tracking.ml:5000" not in args
+
+
+def test_track_uri_replaces_the_profiles_default_tracker_uri() -> None:
+    profile = dataclasses.replace(example_profiles()["kube"], env={"MLFLOW_TRACKING_URI": "http://default:5000"})
+    train = TrainOptions(hparams="dqn_cartpole", track="mlflow", track_uri="http://mine:5000")
+    (container,) = pod_spec(render(example_spec(profile, train), profile)[-1])["containers"]
+    assert [e["value"] for e in container["env"] if e["name"] == "MLFLOW_TRACKING_URI"] == ["http://mine:5000"]
+
+
+CREDENTIALS = {"WANDB_API_KEY": "wandb-key-0123456789", "MLFLOW_TRACKING_PASSWORD": "mlflow-password-4567",
+               "MLFLOW_TRACKING_TOKEN": "mlflow-token-89ab", "AWS_SECRET_ACCESS_KEY": "aws-secret-cdef"}
+
+
+@pytest.mark.parametrize("tracker", sorted(TRACKER_URI_ENV))
+def test_no_credential_in_the_submitters_environment_reaches_any_object(tracker: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submitter's shell holds the trackers' and the bucket's credentials; the pods get them only from the
+    Secret the profile names, so no value may appear in the Job, the ConfigMap or the ServiceAccount."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    profile = example_profiles()["kube-minio"]
+    train = TrainOptions(hparams="dqn_cartpole", track=tracker, track_uri="http://tracking.ml:5000")
+    objects = render(build_spec(profile, train, 2, name="tracked"), profile)
+    text = json.dumps(objects)
+    assert not [name for name, value in CREDENTIALS.items() if value in text]
+    (container,) = pod_spec(objects[-1])["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "minio-credentials"}}]
+
+
+@pytest.mark.parametrize("uri", ["https://alice:s3cret-pw@mlflow.example:5000", "https://s3cret-pw@mlflow.example",
+                                 "https://mlflow.example/?access_token=s3cret-pw"])
+def test_a_track_uri_carrying_credentials_is_refused_without_echoing_them(uri: str) -> None:
+    profile = example_profiles()["kube"]
+    with pytest.raises(UserError, match="carries credentials") as refused:
+        build_spec(profile, TrainOptions(hparams="dqn_cartpole", track="mlflow", track_uri=uri), 1, name="leaky")
+    assert "s3cret-pw" not in str(refused.value)
+    assert "mlflow.example" in str(refused.value)
 
 
 def test_single_host_tpu_selects_the_slice_and_requests_its_chips() -> None:

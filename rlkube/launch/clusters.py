@@ -24,10 +24,11 @@ PROVIDERS = ("generic", "gke", "eks")
 ACCELERATORS = ("tpu", "gpu")
 CAPACITY_SELECTORS = ("karpenter", "managed")
 # Environment variables of the trainer that rlkube (or, for JOB_COMPLETION_INDEX, the Job controller) sets itself.
-RESERVED_ENV = ("RLKUBE_EXPERIMENT", "HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME", "JOB_COMPLETION_INDEX")
+RESERVED_ENV = ("RLKUBE_EXPERIMENT", "RLKUBE_CLUSTER", "RLKUBE_IMAGE", "RLKUBE_GIT_COMMIT", "HOME", "MPLCONFIGDIR",
+                "XDG_CACHE_HOME", "WANDB_DIR", "JOB_COMPLETION_INDEX")
 # Names that say "credential": such values belong in a Secret (env_from_secrets), never in a profile's env, which
 # rlkube writes into the Job in plain text.
-_CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|ACCESS_KEY", re.IGNORECASE)
+CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # A size as Kubernetes writes quantities of bytes: a whole or decimal number with an optional decimal (k, M, G, T,
@@ -247,7 +248,7 @@ def _check_env(profile: ClusterProfile, where: str) -> None:
             raise UserError(f"{where}: env name {name!r} must be letters, digits and '_', not starting with a digit")
         if name in RESERVED_ENV:
             raise UserError(f"{where}: env cannot set {name}: rlkube sets {', '.join(RESERVED_ENV)} itself")
-        if _CREDENTIAL_NAME.search(name):
+        if CREDENTIAL_NAME.search(name):
             raise UserError(f"{where}: env {name} looks like a credential: put it in a Secret and name the Secret "
                             f"in env_from_secrets (env is written into the Job in plain text)")
         if not isinstance(value, str | int) or isinstance(value, bool):

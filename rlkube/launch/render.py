@@ -5,6 +5,7 @@ values of helm/rlkube, and `render_values` builds the objects from those values 
 chart's templates do. A test holds the two renderers to the same output.
 """
 
+import dataclasses
 import json
 from typing import Any
 
@@ -13,7 +14,7 @@ import yaml
 from rlkube import __version__
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.run.options import copies_json
+from rlkube.run.options import CLUSTER_ENV, GIT_COMMIT_ENV, IMAGE_ENV, TRACKER_URI_ENV, copies_json
 from rlkube.rundir.layout import COPIES_FILE
 
 Object = dict[str, Any]
@@ -38,8 +39,8 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "image": spec.image,
         "version": __version__,
         # A pod knows only its Job index: its copy's seed and overrides it reads from the table in the ConfigMap.
-        "args": [*spec.train.args(), "--copies-file", f"{CONFIG_MOUNT}/{COPIES_FILE}", "--output-dir",
-                 spec.output_dir],
+        "args": [*dataclasses.replace(spec.train, track_uri="").args(), "--copies-file",
+                 f"{CONFIG_MOUNT}/{COPIES_FILE}", "--output-dir", spec.output_dir],
         "pvc": None if spec.output_dir.startswith(("gs://", "s3://")) else profile.pvc,
         "pvcMountPath": profile.output,
         "resources": {k: str(v) for k, v in profile.resources.items()},
@@ -61,7 +62,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "ephemeralStorage": profile.ephemeral_storage_size,
         "activeDeadlineSeconds": profile.active_deadline_seconds,
         "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
-        "env": [{"name": name, "value": str(value)} for name, value in profile.env.items()],
+        "env": [{"name": name, "value": str(value)} for name, value in _trainer_env(spec, profile).items()],
         "envFromSecrets": list(profile.env_from_secrets),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
@@ -73,6 +74,19 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
                                     indent=2, sort_keys=True) + "\n",
         },
     }
+
+
+def _trainer_env(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, str]:
+    """The trainer's provenance (what --track records), the profile's env, and --track-uri as the tracker's own
+    variable, which replaces the profile's default for it. Credentials never come this way: they come from the
+    profile's Secrets (envFrom), and the spec refuses a --track-uri that holds any."""
+    env = {CLUSTER_ENV: spec.cluster, IMAGE_ENV: spec.image}
+    if spec.provenance.git_commit:
+        env[GIT_COMMIT_ENV] = spec.provenance.git_commit
+    env.update({name: str(value) for name, value in profile.env.items()})
+    if spec.train.track and spec.train.track_uri:
+        env[TRACKER_URI_ENV[spec.train.track]] = spec.train.track_uri
+    return env
 
 
 def labels(values: dict[str, Any]) -> dict[str, str]:
@@ -139,10 +153,10 @@ def _scheduling(values: dict[str, Any]) -> tuple[dict[str, str], list[Object], d
 
 
 def _writable_env() -> list[Object]:
-    """The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, and rlkube's mirror
-    of a run in a bucket) go to the /tmp emptyDir."""
+    """The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, rlkube's mirror of a
+    run in a bucket, and W&B's run files before they are uploaded) go to the /tmp emptyDir."""
     return [{"name": "HOME", "value": "/tmp"}, {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
-            {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"}]
+            {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"}, {"name": "WANDB_DIR", "value": "/tmp"}]
 
 
 def _container_security() -> Object:

@@ -5,13 +5,14 @@ import re
 import shlex
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from rlkube import __version__
 from rlkube.errors import UserError
-from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.clusters import CREDENTIAL_NAME, ClusterProfile
 from rlkube.rl.hparams import to_dict
 from rlkube.run.options import CopyPlan, TrainOptions, check_copies, copy_hparams, default_copies
 
@@ -84,6 +85,21 @@ def current_provenance(command: str, now: datetime) -> Provenance:
     return Provenance(commit, dirty, __version__, command, now.isoformat(timespec="seconds"))
 
 
+def check_track_uri(uri: str) -> None:
+    """A submitted --track-uri is written into the experiment's records and its pods' env in plain text, so it may
+    not carry credentials (user:password@, ?token=...): those belong in the environment, or a Secret on a cluster."""
+    parts = urllib.parse.urlsplit(uri)
+    secret_query = [key for key, _ in urllib.parse.parse_qsl(parts.query) if CREDENTIAL_NAME.search(key)]
+    if parts.username is None and not secret_query:
+        return
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    shown = parts._replace(netloc=host, query="").geturl()
+    raise UserError(f"--track-uri {shown} carries credentials, which a submission would write down in plain text; "
+                    f"give the URI without them, and the credentials as MLFLOW_TRACKING_USERNAME and "
+                    f"MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN, WANDB_API_KEY) in a Secret that the "
+                    f"profile's env_from_secrets names (locally: in your environment)")
+
+
 def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[CopyPlan], name: str | None = None,
                image: str | None = None, now: datetime | None = None,
                provenance: Provenance | None = None, sweep: str | None = None) -> ExperimentSpec:
@@ -93,6 +109,7 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     copy's own plan, numbered 0..K-1: what a sweep or PBT driver submits.
     """
     now = now or datetime.now(UTC)
+    check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
     planned = default_copies(train.seed, copies) if isinstance(copies, int) else check_copies(list(copies))
     for copy in planned:

@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     from rlkube.rl.hparams import HParams
 
 
+# What a pod learns from its environment, which the Kubernetes target sets (rlkube.launch.render) and a run reads
+# (rlkube.run.tracking): its experiment and provenance, and where its tracker is (--track-uri travels this way, as
+# the trackers' own variables, so that it is not part of the pod's arguments).
+EXPERIMENT_ENV = "RLKUBE_EXPERIMENT"
+CLUSTER_ENV = "RLKUBE_CLUSTER"
+IMAGE_ENV = "RLKUBE_IMAGE"
+GIT_COMMIT_ENV = "RLKUBE_GIT_COMMIT"
+TRACKER_URI_ENV = {"mlflow": "MLFLOW_TRACKING_URI", "wandb": "WANDB_BASE_URL"}
+
+
 def _flag(name: str, help_text: str | None = None, **click_settings: Any) -> dict[str, Any]:
     """A field's command-line flag, as click.option takes it; the option's destination is the field's name."""
     return {"flag": name, "help": help_text, "click": click_settings}

@@ -28,16 +28,11 @@ from typing import Any, Literal
 
 from rlkube import __version__
 from rlkube.errors import UserError
-from rlkube.run.options import TrainOptions
+from rlkube.run.options import CLUSTER_ENV, EXPERIMENT_ENV, GIT_COMMIT_ENV, IMAGE_ENV, TrainOptions
 from rlkube.rundir import layout
 from rlkube.rundir.run_log import RunLog, finite_scalars
 
 DEFAULT_PROJECT = "rlkube"
-# Where a pod learns its provenance (the Kubernetes target sets these); a local run reads git itself.
-EXPERIMENT_ENV = "RLKUBE_EXPERIMENT"
-CLUSTER_ENV = "RLKUBE_CLUSTER"
-IMAGE_ENV = "RLKUBE_IMAGE"
-GIT_COMMIT_ENV = "RLKUBE_GIT_COMMIT"
 
 # How a tracker run ended: finished, stopped by a signal (resumable), or failed.
 Outcome = Literal["finished", "stopped", "failed"]

@@ -213,8 +213,9 @@ spec:
             - train
           args:
             {{- include "rlkube.sequence" .args | nindent 12 }}
-          {{- /* The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, and rlkube's
-          mirror of a run in a bucket) go to the /tmp emptyDir. values.env comes after rlkube's own. */}}
+          {{- /* The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, rlkube's
+          mirror of a run in a bucket, W&B's run files) go to the /tmp emptyDir. values.env comes after rlkube's
+          own. */}}
           env:
             - name: RLKUBE_EXPERIMENT
               value: {{ toJson $values.experiment }}
@@ -224,6 +225,8 @@ spec:
               value: /tmp/matplotlib
             - name: XDG_CACHE_HOME
               value: /tmp/.cache
+            - name: WANDB_DIR
+              value: /tmp
             {{- with $values.env }}
             {{- include "rlkube.sequence" . | nindent 12 }}
             {{- end }}
