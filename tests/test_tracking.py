@@ -280,11 +280,16 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_its_extra(tracker: s
     assert not run.exists()
 
 
-def test_track_options_without_track_are_refused(tmp_path: Path) -> None:
-    result = run_rlkube("train", "--hparams", "dqn_cartpole", "--track-uri", "http://127.0.0.1:1",
-                        "--output-dir", str(tmp_path / "run"), timeout=120)
+@pytest.mark.parametrize("command", [("train", "--output-dir", "run"), ("submit", "--cluster", "local"),
+                                     ("submit", "--cluster", "kube", "--dry-run")])
+def test_track_options_without_track_are_refused(command: tuple[str, ...], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = run_rlkube(*command, "--hparams", "dqn_cartpole", "--track-group", "g", "--track-uri",
+                        "http://127.0.0.1:1", cwd=tmp_path, env={"RLKUBE_DATA_DIR": str(data)}, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --track-uri needs --track mlflow or --track wandb"
+    assert result.stderr.strip() == "error: --track-group needs --track mlflow or --track wandb"
+    assert not (tmp_path / "run").exists()
+    assert not data.exists() or not any(data.rglob("*.json"))  # nothing submitted
 
 
 def test_refused_input_with_track_imports_no_tracker_and_no_tensorflow() -> None:

@@ -101,6 +101,10 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
 
     spec, profile = _spec_and_profile(**flags)
     target = target_for(profile)
+    if not target.on_cluster and spec.train.track:  # the copies run here: their tracker's client must be installed
+        from rlkube.run.tracking import TrackingSettings  # noqa: PLC0415
+
+        TrackingSettings.from_options(spec.train)
     if build_target:
         from rlkube.launch import images  # noqa: PLC0415
 

@@ -109,6 +109,7 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     copy's own plan, numbered 0..K-1: what a sweep or PBT driver submits.
     """
     now = now or datetime.now(UTC)
+    train.check_tracking_flags()
     check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
     planned = default_copies(train.seed, copies) if isinstance(copies, int) else check_copies(list(copies))

@@ -134,6 +134,13 @@ class TrainOptions:
         options["overrides"] = ",".join(f"{key}={value}" for key, value in merged.items())
         return cls(**options)
 
+    def check_tracking_flags(self) -> None:
+        """--track-project, --track-group and --track-uri mean nothing without --track: one line, not a silent run."""
+        given = [flag for flag, value in (("--track-project", self.track_project), ("--track-group", self.track_group),
+                                          ("--track-uri", self.track_uri)) if value]
+        if self.track is None and given:
+            raise UserError(f"{given[0]} needs --track mlflow or --track wandb")
+
     def resolved_hparams(self) -> "HParams":
         """The named set with the overrides, then --env and --train-steps; a UserError for any bad input."""
         from rlkube.rl.envs import check_env_name  # noqa: PLC0415  (gymnasium: not for --help)

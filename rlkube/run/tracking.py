@@ -51,12 +51,8 @@ class TrackingSettings:
     def from_options(cls, options: TrainOptions) -> "TrackingSettings | None":
         """The --track* flags; None without --track. A UserError for --track-* without --track, or for a tracker
         whose extra is not installed (checked before TensorFlow loads)."""
+        options.check_tracking_flags()
         if options.track is None:
-            given = [flag for flag, value in (("--track-project", options.track_project),
-                                              ("--track-group", options.track_group),
-                                              ("--track-uri", options.track_uri)) if value]
-            if given:
-                raise UserError(f"{given[0]} needs --track mlflow or --track wandb")
             return None
         if importlib.util.find_spec(options.track) is None:
             raise UserError(f"--track {options.track} needs {options.track}, which is not installed: "
