@@ -1,4 +1,5 @@
-"""DDPG, TD3 and SAC piece by piece: the squashed Gaussian, exploration noise, target smoothing, prioritized replay."""
+"""DDPG, TD3 and SAC piece by piece: the squashed Gaussian, gSDE, exploration noise, target smoothing, prioritized
+replay."""
 
 import copy
 import math
@@ -16,7 +17,7 @@ from rlkube.rl.agents import make_agent
 from rlkube.rl.agents.compiled import hidden_dtype
 from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.tf_ops import TFOps
-from rlkube.rl.distributions import SquashedGaussian
+from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.hparams import get_hparams
 from rlkube.rl.networks import NumpyOps
 from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise
@@ -84,6 +85,63 @@ def test_squashed_gaussian_log_prob_stays_finite_where_tanh_saturates() -> None:
     # log(1 - tanh(u)^2) ~ log 4 - 2|u| for large |u|; the naive formula gives log(0) here.
     expected = -0.5 * math.log(2 * math.pi) - (math.log(4.0) - 60.0)
     np.testing.assert_allclose(log_prob, [expected, expected], rtol=1e-5)
+
+
+# -- gSDE ------------------------------------------------------------------------------------------
+
+def test_gsde_log_prob_is_the_gaussian_of_its_noise_through_the_tanh_on_numpy_and_tensorflow() -> None:
+    """Given the features, u = mean + latent @ M with M's entries N(0, std^2) is N(mean, latent^2 @ std^2): checked
+    against samples of M, and the log-probability against the change of variables in float64, on both ops."""
+    rng = np.random.default_rng(0)
+    sde = SquashedStateDependentNoise(2)
+    latent = rng.uniform(0.0, 2.0, (5, 4))
+    log_std = rng.uniform(-1.5, 0.0, (4, 2))
+    mean = rng.normal(0.0, 0.5, (5, 2))
+    variance = (latent ** 2) @ np.exp(2 * log_std) + sde.EPSILON
+    draws = np.stack([sde.sample(mean, latent, log_std, rng.standard_normal((4, 2)), NumpyOps)[1]
+                      for _ in range(40_000)])
+    np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.03)
+    np.testing.assert_allclose(draws.var(axis=0), variance, rtol=0.05)
+
+    pre_tanh = draws[0]
+    expected = (-0.5 * (pre_tanh - mean) ** 2 / variance - 0.5 * np.log(2 * math.pi * variance)
+                - np.log(1.0 - np.tanh(pre_tanh) ** 2)).sum(axis=-1)
+    np.testing.assert_allclose(sde.log_prob(pre_tanh, mean, latent, log_std, NumpyOps), expected, rtol=1e-9)
+    on_tf = sde.log_prob(*(tf.constant(x, tf.float32) for x in (pre_tanh, mean, latent, log_std)), TFOps)
+    np.testing.assert_allclose(on_tf.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gsde_actions_are_a_function_of_the_state_until_new_matrices_are_drawn() -> None:
+    """Each environment keeps its exploration matrix for sample_every steps: the same observation gets the same
+    action meanwhile, environments explore differently, and the next draw changes the action."""
+    sample_every = 4
+    agent = make_agent(get_hparams("sac_mountaincar_continuous", f"learning_starts=0,sde_sample_freq={sample_every}"),
+                       *spaces("MountainCarContinuous-v0"), seed=0)
+    obs = np.array([[-0.5, 0.0], [-0.5, 0.0]], np.float32)
+    held = [agent.act(obs)[0] for _ in range(sample_every)]
+    for actions in held[1:]:
+        np.testing.assert_array_equal(actions, held[0])
+    assert held[0][0] != held[0][1]  # each environment its own matrix
+    assert not np.array_equal(agent.act(obs)[0], held[0])
+    greedy = agent.act(obs, explore=False)[0]
+    np.testing.assert_array_equal(greedy[0], greedy[1])  # evaluation: tanh of the mean, no matrix
+
+
+def test_gsde_learns_its_exploration_scale_and_numpy_acting_matches_the_learner() -> None:
+    agent, *_ = trained_agent("sac_mountaincar_continuous", f"{SMALL},log_std_init=-2")
+    log_std = agent.actor_vars["log_std"].numpy()
+    assert log_std.shape == (32, 1)
+    assert not np.allclose(log_std, -2.0), "the exploration scale never learned"
+    np.testing.assert_array_equal(agent.policy.params["log_std"], log_std)
+    obs = np.random.default_rng(0).uniform(-1.0, 0.5, (8, 2)).astype(np.float32)
+    outputs = agent.actor.forward(agent.actor_vars, tf.constant(obs), TFOps).numpy()
+    np.testing.assert_allclose(agent.act(obs, explore=False)[0],
+                               agent.scale.to_env(np.tanh(np.clip(outputs, -2.0, 2.0))), rtol=1e-5, atol=1e-6)
+
+
+def spaces(env_name: str) -> tuple[gym.Space, gym.Space]:
+    env = gym.make(env_name)
+    return env.observation_space, env.action_space
 
 
 # -- exploration noise ------------------------------------------------------------------------------

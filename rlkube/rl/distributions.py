@@ -8,7 +8,8 @@ Categorical and DiagonalGaussian serve the policy-gradient agents: `log_prob` an
 `ops`; sampling and the mode are numpy only, since only actors draw their actions, and `sample`
 also returns the samples' log-probabilities from what sampling has already computed (acting is on
 every environment step's path). SquashedGaussian is SAC's: its learner samples too
-(reparameterised), so its `sample` takes the noise and `ops`.
+(reparameterised), so its `sample` takes the noise and `ops`; SquashedStateDependentNoise is SAC's
+with gSDE.
 
 A distribution's parameters are a tuple: (logits,) for Categorical, (mean, log_std) for the
 Gaussians, each row one environment.
@@ -123,3 +124,51 @@ class SquashedGaussian:
     @staticmethod
     def mode(params: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         return np.tanh(params[0])
+
+
+class SquashedStateDependentNoise:
+    """SAC's actions with generalised state-dependent exploration (gSDE, Raffin et al. 2022), as SB3's full_std.
+
+    The pre-tanh action is mean + latent @ M: `latent` is the actor's last hidden features, and M [latent, action]
+    a matrix of N(0, std^2) entries, std = exp(log_std) a learned matrix of the same shape. An actor holds one M
+    per environment for several steps, so its exploration is a smooth function of the state rather than noise
+    drawn afresh each step; the learner draws one M per batch, reparameterised. Given the features, the pre-tanh
+    action is Gaussian around the mean with variance latent^2 @ std^2 (plus SB3's epsilon), which log_prob uses.
+    Features enter the noise without a gradient (SB3's learn_features=False): the caller stops it.
+    """
+
+    EPSILON = 1e-6
+    CLIP_MEAN = 2.0  # SB3 bounds the mean of a gSDE actor (Hardtanh) so that tanh keeps a gradient
+
+    def __init__(self, action_size: int) -> None:
+        self.num_outputs = action_size  # the mean; the log-std is a matrix of its own
+
+    def mean(self, outputs: Any, ops: Any) -> Any:
+        return ops.clip(outputs, -self.CLIP_MEAN, self.CLIP_MEAN)
+
+    @staticmethod
+    def exploration_matrices(log_std: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """`count` matrices [count, latent, action], one per environment (acting)."""
+        return np.exp(log_std) * rng.standard_normal((count, *log_std.shape), np.float32)
+
+    @staticmethod
+    def explore(mean: np.ndarray, latent: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+        """Each environment's action in [-1, 1] with its own matrix (acting)."""
+        return np.tanh(mean + np.einsum("bi,bij->bj", latent, matrices))
+
+    @staticmethod
+    def sample(mean: Any, latent: Any, log_std: Any, standard_normal: Any, ops: Any) -> tuple[Any, Any]:
+        """Actions and their pre-tanh values with one matrix exp(log_std) * standard_normal for the whole batch."""
+        pre_tanh = mean + ops.matmul(latent, ops.exp(log_std) * standard_normal)
+        return ops.tanh(pre_tanh), pre_tanh
+
+    def log_prob(self, pre_tanh: Any, mean: Any, latent: Any, log_std: Any, ops: Any) -> Any:
+        """log pi(tanh(u)) summed over action dimensions, with the tanh's log-determinant as SquashedGaussian's."""
+        variance = ops.matmul(latent * latent, ops.exp(2.0 * log_std)) + self.EPSILON
+        deviation = pre_tanh - mean
+        gaussian = -0.5 * deviation * deviation / variance - 0.5 * ops.log(variance) - 0.5 * LOG_2PI
+        return ops.sum(gaussian - 2.0 * (LOG_2 - pre_tanh - ops.softplus(-2.0 * pre_tanh)))
+
+    @staticmethod
+    def mode(mean: np.ndarray) -> np.ndarray:
+        return np.tanh(mean)

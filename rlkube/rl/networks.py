@@ -94,7 +94,9 @@ class NumpyOps:
     mean = staticmethod(lambda x, axis: x.mean(axis=axis, keepdims=True))
     sign = staticmethod(np.sign)
     sqrt = staticmethod(np.sqrt)
+    log = staticmethod(np.log)
     abs = staticmethod(np.abs)
+    matmul = staticmethod(np.matmul)
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
     flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
     concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
@@ -173,8 +175,14 @@ class MLP:
         multiply in it: bfloat16 on AMX, in a plain graph with fused updates, took DDPG's Pendulum step from
         3.7 to 3.2 ms. The output layer stays float32: values and log-probabilities need its precision.
         """
+        return self.forward_with_features(params, obs, ops, noise=noise, last_activation=last_activation,
+                                          hidden_dtype=hidden_dtype)[0]
+
+    def forward_with_features(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None,
+                              last_activation: bool = False, hidden_dtype: Any = None) -> tuple[Any, Any]:
+        """The output, and the output layer's input (float32): the features gSDE's noise is a function of."""
         activate = getattr(ops, self.activation)
-        x = obs
+        x = features = obs
         for name, layer in self.layers.items():
             layer_params = params[name]
             output_layer = name == self.output_layer
@@ -182,10 +190,12 @@ class MLP:
                 x = ops.float32(x) if output_layer else ops.cast(x, hidden_dtype)
                 if not output_layer:
                     layer_params = {key: ops.cast(p, hidden_dtype) for key, p in layer_params.items()}
+            if output_layer:
+                features = x
             x = layer.apply(layer_params, x, None if noise is None else noise[name], ops)
             if not output_layer or last_activation:
                 x = activate(x)
-        return x
+        return x, features
 
     def noise_numpy(self, rng: np.random.Generator) -> Params:
         return {name: (rng.standard_normal(layer.fan_in, np.float32), rng.standard_normal(layer.fan_out, np.float32))

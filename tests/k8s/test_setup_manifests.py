@@ -197,3 +197,22 @@ def test_the_submitter_role_still_does_everything_rlkube_needs(alice: client.Api
     wait_for(lambda: not core.list_namespaced_pod(rlkube_namespace, label_selector=selector).items
              and not batch.list_namespaced_job(rlkube_namespace, label_selector=selector).items,
              what="the experiment's Job and pods gone")
+
+
+def test_a_submitter_may_read_no_secret(api: client.ApiClient, alice: client.ApiClient, rlkube_namespace: str) -> None:
+    """The trackers' and buckets' credentials reach pods through envFrom (the profile's env_from_secrets); the
+    shipped Role lets a submitter name a Secret in a pod, never read one."""
+    client.CoreV1Api(api).create_namespaced_secret(rlkube_namespace, {
+        "metadata": {"name": "tracking"}, "stringData": {"WANDB_API_KEY": "never-read"}})
+    for verb in ("get", "list", "watch"):
+        review = client.AuthorizationV1Api(alice).create_self_subject_access_review({"spec": {
+            "resourceAttributes": {"namespace": rlkube_namespace, "verb": verb, "resource": "secrets"}}})
+        assert not review.status.allowed, verb
+    assert "cannot get resource \"secrets\"" in refusal(
+        lambda: client.CoreV1Api(alice).read_namespaced_secret("tracking", rlkube_namespace))
+    assert not any(rule_names_secrets(doc) for doc in setup_documents("rbac.yaml"))
+
+
+def rule_names_secrets(doc: dict[str, Any]) -> bool:
+    return any("secrets" in rule.get("resources", []) or "*" in rule.get("resources", [])
+               for rule in doc.get("rules", []))

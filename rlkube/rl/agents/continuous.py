@@ -46,7 +46,7 @@ class ContinuousControlAgent(OffPolicyAgent):
         self.actor = MLP(obs_size, hp.hidden_sizes, self.actor_outputs)
         self.critics = Critics(obs_size, self.action_size, hp.hidden_sizes, self.num_critics)
         rng = np.random.default_rng(seed)
-        actor_initial = self.actor.initial_params(rng)
+        actor_initial = self._initial_actor_params(rng)
         critics_initial = self.critics.initial_params(rng)
         with self.strategy.scope():  # the learner's state lives on the --device
             self.actor_vars = map_params(tf.Variable, actor_initial)
@@ -91,6 +91,10 @@ class ContinuousControlAgent(OffPolicyAgent):
 
     @abstractmethod
     def _make_policy(self, actor_params: Params, seed: int) -> ContinuousPolicy: ...
+
+    def _initial_actor_params(self, rng: np.random.Generator) -> Params:
+        """The actor's parameters, to learn and to act with: its network's, and whatever else acting reads."""
+        return self.actor.initial_params(rng)
 
     @abstractmethod
     def _gradient_step(self, obs: tf.Tensor, action: tf.Tensor, reward: tf.Tensor, next_obs: tf.Tensor,

@@ -1,5 +1,9 @@
 """Soft Actor-Critic (Haarnoja et al. 2018): twin critics, a tanh-squashed Gaussian actor, a learned alpha.
 
+With use_sde the actor explores by gSDE (rlkube.rl.distributions.SquashedStateDependentNoise): its head is the
+mean alone, and a learned log-std matrix [last hidden width, action size] sits beside the network's layers in
+the actor's parameters.
+
 `_gradient_step` follows Stable-Baselines3's order: the entropy coefficient's step (alpha read
 before it), then the critics' towards the soft target, then the actor's through the updated critics,
 then the critics' targets.
@@ -8,16 +12,17 @@ then the critics' targets.
 import math
 
 import gymnasium as gym
+import numpy as np
 import tensorflow as tf
 
 from rlkube.rl.agents.base import agent_registry
 from rlkube.rl.agents.continuous import ContinuousControlAgent
 from rlkube.rl.agents.fused import Adam
 from rlkube.rl.agents.tf_ops import TFOps
-from rlkube.rl.distributions import SquashedGaussian
+from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.hparams.continuous import SACHParams
 from rlkube.rl.networks import Params
-from rlkube.rl.policies.continuous import SquashedGaussianPolicy
+from rlkube.rl.policies.continuous import ContinuousPolicy, SquashedGaussianPolicy, StateDependentSquashedPolicy
 
 
 @agent_registry.register("sac")
@@ -30,6 +35,7 @@ class SACAgent(ContinuousControlAgent):
                  seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
         super().__init__(hp, observation_space, action_space, seed, strategy)
         self.distribution = SquashedGaussian(self.action_size)
+        self.sde = SquashedStateDependentNoise(self.action_size) if hp.use_sde else None
         with self.strategy.scope():
             self.log_alpha = tf.Variable(math.log(hp.init_ent_coef))
             self.alpha_optimizer = Adam([self.log_alpha], self.learning_rate)
@@ -46,14 +52,26 @@ class SACAgent(ContinuousControlAgent):
 
     @property
     def actor_outputs(self) -> int:
-        return 2 * self.action_size  # the Gaussian's mean and log-std
+        return self.action_size if self.hp.use_sde else 2 * self.action_size  # the mean (and the log-std)
 
     @property
     def num_critics(self) -> int:
         return 2
 
-    def _make_policy(self, actor_params: Params, seed: int) -> SquashedGaussianPolicy:
-        return SquashedGaussianPolicy(self.actor, actor_params, self.scale, self.hp.learning_starts, seed)
+    def _make_policy(self, actor_params: Params, seed: int) -> ContinuousPolicy:
+        hp = self.hp
+        if hp.use_sde:
+            sample_every = hp.sde_sample_freq if hp.sde_sample_freq > 0 else hp.train_freq
+            return StateDependentSquashedPolicy(self.actor, actor_params, self.scale, hp.learning_starts, seed,
+                                                sample_every)
+        return SquashedGaussianPolicy(self.actor, actor_params, self.scale, hp.learning_starts, seed)
+
+    def _initial_actor_params(self, rng: np.random.Generator) -> Params:
+        params = super()._initial_actor_params(rng)
+        if self.hp.use_sde:
+            latent_size = self.hp.hidden_sizes[-1]
+            params["log_std"] = np.full((latent_size, self.action_size), self.hp.log_std_init, np.float32)
+        return params
 
     def _variables(self) -> dict[str, list[tf.Variable]]:
         return {**super()._variables(), "log_alpha": [self.log_alpha],
@@ -61,6 +79,12 @@ class SACAgent(ContinuousControlAgent):
 
     def sample_actions(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised actions from the current actor and their log-probabilities."""
+        if self.sde is not None:
+            outputs, latent = self.actor.forward_with_features(self.actor_vars, obs, TFOps,
+                                                               hidden_dtype=self.hidden_dtype)
+            mean, latent, log_std = self.sde.mean(outputs, TFOps), tf.stop_gradient(latent), self.actor_vars["log_std"]
+            actions, pre_tanh = self.sde.sample(mean, latent, log_std, self.generator.normal(tf.shape(log_std)), TFOps)
+            return actions, self.sde.log_prob(pre_tanh, mean, latent, log_std, TFOps)
         params = self.distribution.params(self.actor_output(self.actor_vars, obs), TFOps)
         noise = self.generator.normal(tf.shape(params[0]))
         actions, pre_tanh = self.distribution.sample(params, noise, TFOps)

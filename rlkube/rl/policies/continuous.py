@@ -1,4 +1,5 @@
-"""Continuous-control policies: DDPG/TD3's deterministic actor with exploration noise, SAC's squashed Gaussian.
+"""Continuous-control policies: DDPG/TD3's deterministic actor with exploration noise, SAC's squashed Gaussian
+with or without gSDE.
 
 Actors and critics work in actions scaled to [-1, 1] (the actor ends in tanh); `BoxScale` maps them
 onto the environment's bounds and back. Before learning starts both act uniformly at random, as
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.distributions import SquashedGaussian
+from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.networks import MLP, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
@@ -100,12 +101,12 @@ class ContinuousPolicy(Policy):
         if explore and step < self.random_steps:
             unit = self.rng.uniform(-1.0, 1.0, (len(obs), len(self.scale.low))).astype(np.float32)
         else:
-            unit = self.unit_actions(self.actor.forward(self.params, actor_inputs(obs), NumpyOps), explore)
+            unit = self.unit_actions(actor_inputs(obs), explore)
         return self.scale.to_env(unit), {}
 
     @abstractmethod
-    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
-        """Actions in [-1, 1] from the actor's outputs."""
+    def unit_actions(self, inputs: np.ndarray, explore: bool) -> np.ndarray:
+        """Actions in [-1, 1] for the actor's inputs (flattened float32 observations)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
@@ -122,8 +123,8 @@ class DeterministicPolicy(ContinuousPolicy):
         super().__init__(actor, params, scale, random_steps, seed)
         self.noise = noise
 
-    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
-        actions = np.tanh(outputs)
+    def unit_actions(self, inputs: np.ndarray, explore: bool) -> np.ndarray:
+        actions = np.tanh(self.actor.forward(self.params, inputs, NumpyOps))
         if not explore:
             return actions
         return np.clip(actions + self.noise.sample(actions.shape, self.rng), -1.0, 1.0)
@@ -146,8 +147,44 @@ class SquashedGaussianPolicy(ContinuousPolicy):
         super().__init__(actor, params, scale, random_steps, seed)
         self.distribution = SquashedGaussian(len(scale.low))
 
-    def unit_actions(self, outputs: np.ndarray, explore: bool) -> np.ndarray:
-        params = self.distribution.params(outputs, NumpyOps)
+    def unit_actions(self, inputs: np.ndarray, explore: bool) -> np.ndarray:
+        params = self.distribution.params(self.actor.forward(self.params, inputs, NumpyOps), NumpyOps)
         if not explore:
             return self.distribution.mode(params)
         return self.distribution.sample(params, self.rng.standard_normal(params[0].shape, np.float32), NumpyOps)[0]
+
+
+class StateDependentSquashedPolicy(ContinuousPolicy):
+    """SAC's with gSDE (rlkube.rl.distributions.SquashedStateDependentNoise): each environment explores with its
+    own exploration matrix, drawn afresh every `sample_every` vector steps; evaluation, tanh of the mean.
+
+    The matrices and the steps since they were drawn are acting's state, so a resume continues exactly.
+    """
+
+    def __init__(self, actor: MLP, params: Params, scale: BoxScale, random_steps: int, seed: int,
+                 sample_every: int) -> None:
+        super().__init__(actor, params, scale, random_steps, seed)
+        self.distribution = SquashedStateDependentNoise(len(scale.low))
+        self.sample_every = sample_every
+        self.matrices: np.ndarray | None = None  # [environments, latent, action] once drawn
+        self.steps_since_sample = 0
+
+    def unit_actions(self, inputs: np.ndarray, explore: bool) -> np.ndarray:
+        outputs, latent = self.actor.forward_with_features(self.params, inputs, NumpyOps)
+        mean = self.distribution.mean(outputs, NumpyOps)
+        if not explore:
+            return self.distribution.mode(mean)
+        if self.matrices is None or len(self.matrices) != len(inputs) or self.steps_since_sample >= self.sample_every:
+            self.matrices = self.distribution.exploration_matrices(self.params["log_std"], len(inputs), self.rng)
+            self.steps_since_sample = 0
+        self.steps_since_sample += 1
+        return self.distribution.explore(mean, latent, self.matrices)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps_since_sample": self.steps_since_sample,
+                "matrices": None if self.matrices is None else self.matrices.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.steps_since_sample = state["steps_since_sample"]
+        self.matrices = None if state["matrices"] is None else state["matrices"].copy()
