@@ -17,7 +17,7 @@ from rlkube.rl.agents import make_agent
 from rlkube.rl.agents.compiled import hidden_dtype
 from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.tf_ops import TFOps
-from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise
+from rlkube.rl.distributions import SDE_EPSILON, SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.hparams import get_hparams
 from rlkube.rl.networks import NumpyOps
 from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise
@@ -97,7 +97,7 @@ def test_gsde_log_prob_is_the_gaussian_of_its_noise_through_the_tanh_on_numpy_an
     latent = rng.uniform(0.0, 2.0, (5, 4))
     log_std = rng.uniform(-1.5, 0.0, (4, 2))
     mean = rng.normal(0.0, 0.5, (5, 2))
-    variance = (latent ** 2) @ np.exp(2 * log_std) + sde.EPSILON
+    variance = (latent ** 2) @ np.exp(2 * log_std) + SDE_EPSILON
     draws = np.stack([sde.sample(mean, latent, log_std, rng.standard_normal((4, 2)), NumpyOps)[1]
                       for _ in range(40_000)])
     np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.03)
@@ -111,13 +111,16 @@ def test_gsde_log_prob_is_the_gaussian_of_its_noise_through_the_tanh_on_numpy_an
     np.testing.assert_allclose(on_tf.numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_gsde_actions_are_a_function_of_the_state_until_new_matrices_are_drawn() -> None:
+@pytest.mark.parametrize(("name", "overrides"), [("sac_mountaincar_continuous", "learning_starts=0"),
+                                                 ("ppo_pendulum", "log_std_init=-1")])
+def test_gsde_actions_are_a_function_of_the_state_until_new_matrices_are_drawn(name: str, overrides: str) -> None:
     """Each environment keeps its exploration matrix for sample_every steps: the same observation gets the same
     action meanwhile, environments explore differently, and the next draw changes the action."""
     sample_every = 4
-    agent = make_agent(get_hparams("sac_mountaincar_continuous", f"learning_starts=0,sde_sample_freq={sample_every}"),
-                       *spaces("MountainCarContinuous-v0"), seed=0)
-    obs = np.array([[-0.5, 0.0], [-0.5, 0.0]], np.float32)
+    hp = get_hparams(name, f"{overrides},sde_sample_freq={sample_every}")
+    assert hp.use_sde
+    agent = make_agent(hp, *spaces(hp.env), seed=0)
+    obs = np.repeat(agent_obs(hp.env), 2, axis=0)
     held = [agent.act(obs)[0] for _ in range(sample_every)]
     for actions in held[1:]:
         np.testing.assert_array_equal(actions, held[0])
@@ -139,9 +142,41 @@ def test_gsde_learns_its_exploration_scale_and_numpy_acting_matches_the_learner(
                                agent.scale.to_env(np.tanh(np.clip(outputs, -2.0, 2.0))), rtol=1e-5, atol=1e-6)
 
 
+def test_ppo_gsde_acts_as_the_diagonal_gaussian_it_learns_from() -> None:
+    """PPO's actions latent @ M with M's entries N(0, exp(log_std)^2) are distributed as the Gaussian whose
+    log-probability the learner takes (per-row log-std from the features), and acting records that log-prob."""
+    hp = get_hparams("ppo_pendulum", "log_std_init=-0.5")
+    agent = make_agent(hp, *spaces(hp.env), seed=0)
+    policy = agent.policy
+    obs = agent_obs(hp.env)
+    (mean, row_log_std), _, _ = agent.network.forward_with_features(policy.params, obs, NumpyOps)
+    on_tf = agent.network.policy(agent.layout.unflatten(agent.params, TFOps), tf.constant(obs), TFOps)
+    np.testing.assert_allclose(on_tf[1].numpy(), row_log_std, rtol=1e-5)
+    unclipped = []
+    for _ in range(4000):
+        policy.matrices = None  # a new matrix each time: many draws of the noise at one state
+        _, extras = policy.act(obs, True, 0)
+        unclipped.append(extras["unclipped_action"][0])
+    np.testing.assert_allclose(extras["log_prob"], agent.network.distribution.log_prob(
+        (mean, row_log_std), extras["unclipped_action"], NumpyOps), rtol=1e-5)
+    np.testing.assert_allclose(np.mean(unclipped, axis=0), mean[0], atol=0.05 * np.exp(row_log_std[0, 0]))
+    np.testing.assert_allclose(np.std(unclipped, axis=0), np.exp(row_log_std[0]), rtol=0.05)
+
+
+def test_gsde_needs_continuous_actions() -> None:
+    hp = get_hparams("ppo_cartpole", "use_sde=true")
+    with pytest.raises(UserError, match="use_sde explores continuous actions; env 'CartPole-v1' has Discrete"):
+        make_agent(hp, *spaces(hp.env), seed=0)
+
+
 def spaces(env_name: str) -> tuple[gym.Space, gym.Space]:
     env = gym.make(env_name)
     return env.observation_space, env.action_space
+
+
+def agent_obs(env_name: str) -> np.ndarray:
+    """One observation of the env, as a batch of one."""
+    return gym.make(env_name).reset(seed=0)[0][None].astype(np.float32)
 
 
 # -- exploration noise ------------------------------------------------------------------------------

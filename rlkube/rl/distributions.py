@@ -62,6 +62,17 @@ class DiagonalGaussian:
     def __init__(self, action_size: int) -> None:
         self.num_outputs = action_size
 
+    def log_std_shape(self, features: int) -> tuple[int, ...]:
+        """The shape of the learned log-std parameter, for a policy with `features` features."""
+        del features
+        return (self.num_outputs,)
+
+    @staticmethod
+    def row_log_std(log_std: Any, features: Any, ops: Any) -> Any:
+        """The log-std the distribution's parameters carry: the learned vector itself."""
+        del features, ops
+        return log_std
+
     @staticmethod
     def log_prob(params: tuple[Any, ...], actions: Any, ops: Any) -> Any:
         mean, log_std = params
@@ -126,6 +137,42 @@ class SquashedGaussian:
         return np.tanh(params[0])
 
 
+# -- gSDE (Raffin et al. 2022), as SB3's full_std: exploration noise latent @ M, M [features, action] with entries
+# N(0, exp(log_std)^2), log_std a learned matrix; given the features, the noise is Gaussian with variance
+# latent^2 @ exp(2 log_std) per action. Features enter the noise and its variance without a gradient (SB3's
+# learn_features=False): `ops.stop_gradient`.
+
+SDE_EPSILON = 1e-6  # SB3's, added to the variance
+
+
+def exploration_matrices(log_std: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` matrices [count, features, action], one per environment (acting)."""
+    return np.exp(log_std) * rng.standard_normal((count, *log_std.shape), np.float32)
+
+
+def state_dependent_noise(latent: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+    """Each environment's noise through its own matrix (acting)."""
+    return np.einsum("bi,bij->bj", latent, matrices)
+
+
+def state_dependent_variance(latent: Any, log_std: Any, ops: Any) -> Any:
+    latent = ops.stop_gradient(latent)
+    return ops.matmul(latent * latent, ops.exp(2.0 * log_std)) + SDE_EPSILON
+
+
+class StateDependentGaussian(DiagonalGaussian):
+    """PPO's and VPG's gSDE, unsquashed as SB3's: a diagonal Gaussian whose per-row log-std comes from the
+    policy's features and a learned log-std matrix. Acting draws latent @ M with each environment's M, which has
+    exactly that distribution, so log_prob and entropy are the diagonal Gaussian's."""
+
+    def log_std_shape(self, features: int) -> tuple[int, ...]:
+        return (features, self.num_outputs)
+
+    @staticmethod
+    def row_log_std(log_std: Any, features: Any, ops: Any) -> Any:
+        return 0.5 * ops.log(state_dependent_variance(features, log_std, ops))
+
+
 class SquashedStateDependentNoise:
     """SAC's actions with generalised state-dependent exploration (gSDE, Raffin et al. 2022), as SB3's full_std.
 
@@ -137,7 +184,6 @@ class SquashedStateDependentNoise:
     Features enter the noise without a gradient (SB3's learn_features=False): the caller stops it.
     """
 
-    EPSILON = 1e-6
     CLIP_MEAN = 2.0  # SB3 bounds the mean of a gSDE actor (Hardtanh) so that tanh keeps a gradient
 
     def __init__(self, action_size: int) -> None:
@@ -147,14 +193,9 @@ class SquashedStateDependentNoise:
         return ops.clip(outputs, -self.CLIP_MEAN, self.CLIP_MEAN)
 
     @staticmethod
-    def exploration_matrices(log_std: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-        """`count` matrices [count, latent, action], one per environment (acting)."""
-        return np.exp(log_std) * rng.standard_normal((count, *log_std.shape), np.float32)
-
-    @staticmethod
     def explore(mean: np.ndarray, latent: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         """Each environment's action in [-1, 1] with its own matrix (acting)."""
-        return np.tanh(mean + np.einsum("bi,bij->bj", latent, matrices))
+        return np.tanh(mean + state_dependent_noise(latent, matrices))
 
     @staticmethod
     def sample(mean: Any, latent: Any, log_std: Any, standard_normal: Any, ops: Any) -> tuple[Any, Any]:
@@ -164,7 +205,7 @@ class SquashedStateDependentNoise:
 
     def log_prob(self, pre_tanh: Any, mean: Any, latent: Any, log_std: Any, ops: Any) -> Any:
         """log pi(tanh(u)) summed over action dimensions, with the tanh's log-determinant as SquashedGaussian's."""
-        variance = ops.matmul(latent * latent, ops.exp(2.0 * log_std)) + self.EPSILON
+        variance = state_dependent_variance(latent, log_std, ops)
         deviation = pre_tanh - mean
         gaussian = -0.5 * deviation * deviation / variance - 0.5 * ops.log(variance) - 0.5 * LOG_2PI
         return ops.sum(gaussian - 2.0 * (LOG_2 - pre_tanh - ops.softplus(-2.0 * pre_tanh)))

@@ -97,6 +97,7 @@ class NumpyOps:
     log = staticmethod(np.log)
     abs = staticmethod(np.abs)
     matmul = staticmethod(np.matmul)
+    stop_gradient = staticmethod(lambda x: x)  # numpy computes no gradients
     float32 = staticmethod(lambda x: np.asarray(x, np.float32))
     flatten = staticmethod(lambda x: x.reshape(x.shape[0], -1))
     concat = staticmethod(lambda xs: np.concatenate(xs, axis=-1))
@@ -422,7 +423,9 @@ class ActorCriticNetwork:
     Separate torsos for the two, like Stable-Baselines3's MlpPolicy, or one shared torso under both
     heads, like its CnnPolicy (pixels). Initialised like SB3 too, whatever the torso: orthogonal
     weights with gain sqrt(2) in torsos, 0.01 on the policy head (near-uniform first actions) and 1 on
-    the value head, zero biases. A Gaussian policy's log-std is one learned vector, not a head.
+    the value head, zero biases. A Gaussian policy's log-std is one learned vector, not a head; with gSDE
+    (rlkube.rl.distributions.StateDependentGaussian) it is a matrix [policy features, action size], and the
+    distribution's per-row log-std comes from it and the policy's features.
     Parameters: policy_torso, policy_head, value_torso (unless shared), value_head and log_std (Gaussian).
     """
 
@@ -447,7 +450,8 @@ class ActorCriticNetwork:
         params = {name: orthogonal_init(getattr(self, name).initial_params(rng), gain, rng)
                   for name, gain in self.gains.items()}
         if self.log_std_init is not None:
-            params["log_std"] = np.full(self.distribution.num_outputs, self.log_std_init, np.float32)
+            shape = self.distribution.log_std_shape(self.policy_torso.out_size)
+            params["log_std"] = np.full(shape, self.log_std_init, np.float32)
         return params
 
     def policy(self, params: Params, obs: Any, ops: Any) -> tuple[Any, ...]:
@@ -461,12 +465,18 @@ class ActorCriticNetwork:
 
     def forward(self, params: Params, obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any]:
         """Both at once; a shared torso runs once."""
+        return self.forward_with_features(params, obs, ops)[:2]
+
+    def forward_with_features(self, params: Params, obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any, Any]:
+        """The distribution's parameters, the values, and the policy's features (what gSDE's noise is made of)."""
         policy_features = self.policy_torso.forward(params["policy_torso"], obs, ops)
         value_features = policy_features if self.shared_torso else self.value_torso.forward(
             params["value_torso"], obs, ops)
         values = self.value_head.forward(params["value_head"], value_features, ops)[:, 0]
-        return self._distribution_params(params, policy_features, ops), values
+        return self._distribution_params(params, policy_features, ops), values, policy_features
 
     def _distribution_params(self, params: Params, features: Any, ops: Any) -> tuple[Any, ...]:
         outputs = self.policy_head.forward(params["policy_head"], features, ops)
-        return (outputs,) if self.log_std_init is None else (outputs, params["log_std"])
+        if self.log_std_init is None:
+            return (outputs,)
+        return outputs, self.distribution.row_log_std(params["log_std"], features, ops)

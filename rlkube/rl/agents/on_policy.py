@@ -18,7 +18,7 @@ from rlkube.errors import UserError
 from rlkube.rl.agents.base import Agent
 from rlkube.rl.agents.compiled import compile_learner, xla_suits
 from rlkube.rl.agents.tf_ops import TFOps
-from rlkube.rl.distributions import Categorical, DiagonalGaussian
+from rlkube.rl.distributions import Categorical, DiagonalGaussian, StateDependentGaussian
 from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
 from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, ParamLayout
 from rlkube.rl.policies import Extras, StochasticPolicy
@@ -44,7 +44,10 @@ class OnPolicyAgent(Agent):
             raise UserError(f"a rollout of n_steps * num_envs = {rollout_size} steps does not split into "
                             f"minibatches of batch_size {hp.batch_size}; pick a divisor of {rollout_size}")
         continuous = isinstance(action_space, gym.spaces.Box)
-        distribution = DiagonalGaussian(int(np.prod(action_space.shape))) if continuous \
+        if hp.use_sde and not continuous:
+            raise UserError(f"use_sde explores continuous actions; env '{hp.env}' has {action_space}: drop use_sde")
+        gaussian = StateDependentGaussian if hp.use_sde else DiagonalGaussian
+        distribution = gaussian(int(np.prod(action_space.shape))) if continuous \
             else Categorical(int(action_space.n))
         self.network = ActorCriticNetwork(hp.model, observation_space.shape, distribution, hp.hidden_sizes,
                                           hp.shared_torso, hp.activation, hp.log_std_init if continuous else None)
@@ -57,7 +60,8 @@ class OnPolicyAgent(Agent):
             self.optimizer = tf.keras.optimizers.Adam(hp.lr, epsilon=ADAM_EPSILON)
             self.optimizer.build([self.params])
         bounds = (action_space.low, action_space.high) if continuous else None
-        self.policy = StochasticPolicy(self.network, initial, seed, bounds)
+        sde_sample_every = (hp.sde_sample_freq if hp.sde_sample_freq > 0 else hp.n_steps) if hp.use_sde else 0
+        self.policy = StochasticPolicy(self.network, initial, seed, bounds, sde_sample_every)
         self.buffer = RolloutBuffer(hp.n_steps)
         self.minibatch_rng = np.random.default_rng(seed + 1)
         self._apply_hparams()  # the schedules

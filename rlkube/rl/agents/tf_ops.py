@@ -14,6 +14,7 @@ class TFOps:
     log = staticmethod(tf.math.log)
     abs = staticmethod(tf.abs)
     matmul = staticmethod(tf.matmul)
+    stop_gradient = staticmethod(tf.stop_gradient)
     float32 = staticmethod(lambda x: tf.cast(x, tf.float32))
     cast = staticmethod(tf.cast)
     flatten = staticmethod(lambda x: tf.reshape(x, (tf.shape(x)[0], -1)))

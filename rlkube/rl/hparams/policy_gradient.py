@@ -35,6 +35,10 @@ class PolicyGradientHParams(HParams):
     activation: str = param("tanh", choices=ACTIVATIONS)
     shared_torso: bool = param(False, doc="one torso under the policy and value heads (pixels); else two")
     log_std_init: float = param(0.0, doc="initial log standard deviation of a Gaussian policy")
+    use_sde: bool = param(False, doc="Box actions: explore with gSDE (Raffin et al. 2022), noise that is a function "
+                                     "of the policy's features through exploration matrices held for several steps")
+    sde_sample_freq: int = param(-1, lo=-1, doc="gSDE: steps between new exploration matrices; -1: once per "
+                                                "rollout (n_steps), as SB3")
 
     def mutable_on_resume(self) -> frozenset[str]:
         # lr, ent_coef, vf_coef: inputs of every compiled update (lr's schedule goes on from the new value at
@@ -80,14 +84,11 @@ def ppo_cartpole() -> PPOHParams:
 
 @hparams_registry.register()
 def ppo_pendulum() -> PPOHParams:
-    """rl-baselines3-zoo's Pendulum-v1 settings (published: -172 after 100k steps), without gSDE.
-
-    The zoo explores with generalised state-dependent noise (use_sde, sde_sample_freq=4); rlkube's
-    Gaussian policy has a state-independent log-std instead, everything else is the zoo's.
-    """
+    """rl-baselines3-zoo's Pendulum-v1 settings, gSDE included (published: -172 after 100k steps)."""
     return PPOHParams(
         env="Pendulum-v1", num_envs=4, n_steps=1024, batch_size=64, gae_lambda=0.95, gamma=0.9, n_epochs=10,
-        ent_coef=0.0, lr=1e-3, clip_range=0.2, train_steps=100_000, eval_every=10_000, target_return=-172.0,
+        ent_coef=0.0, lr=1e-3, clip_range=0.2, use_sde=True, sde_sample_freq=4, train_steps=100_000,
+        eval_every=10_000, target_return=-172.0,
     )
 
 

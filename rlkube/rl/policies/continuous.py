@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise
+from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise, exploration_matrices
 from rlkube.rl.networks import MLP, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
@@ -175,7 +175,7 @@ class StateDependentSquashedPolicy(ContinuousPolicy):
         if not explore:
             return self.distribution.mode(mean)
         if self.matrices is None or len(self.matrices) != len(inputs) or self.steps_since_sample >= self.sample_every:
-            self.matrices = self.distribution.exploration_matrices(self.params["log_std"], len(inputs), self.rng)
+            self.matrices = exploration_matrices(self.params["log_std"], len(inputs), self.rng)
             self.steps_since_sample = 0
         self.steps_since_sample += 1
         return self.distribution.explore(mean, latent, self.matrices)

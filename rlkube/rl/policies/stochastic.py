@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 
+from rlkube.rl.distributions import exploration_matrices, state_dependent_noise
 from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
@@ -18,19 +19,28 @@ class StochasticPolicy(Policy):
     """
 
     def __init__(self, network: ActorCriticNetwork, params: Params, seed: int,
-                 action_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 action_bounds: tuple[np.ndarray, np.ndarray] | None = None, sde_sample_every: int = 0) -> None:
         self.network = network
         self.params = params
         self.action_bounds = action_bounds
         self.rng = np.random.default_rng(seed)
+        # gSDE (rlkube.rl.distributions.StateDependentGaussian): each environment's exploration matrix, drawn
+        # afresh every `sde_sample_every` exploring steps; 0 without gSDE.
+        self.sde_sample_every = sde_sample_every
+        self.matrices: np.ndarray | None = None
+        self.steps_since_sample = 0
 
     def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
         del step  # no exploration schedule: the distribution's spread is learned
         distribution = self.network.distribution
         if not explore:
             return self._to_env(distribution.mode(self.network.policy(self.params, obs, NumpyOps))), {}
-        params, values = self.network.forward(self.params, obs, NumpyOps)
-        actions, log_probs = distribution.sample(params, self.rng)
+        params, values, features = self.network.forward_with_features(self.params, obs, NumpyOps)
+        if self.sde_sample_every:
+            actions = params[0] + state_dependent_noise(features, self._exploration_matrices(len(obs)))
+            log_probs = distribution.log_prob(params, actions, NumpyOps)
+        else:
+            actions, log_probs = distribution.sample(params, self.rng)
         extras = {"log_prob": log_probs, "value": values}
         if self.action_bounds is None:
             return actions, extras
@@ -43,8 +53,19 @@ class StochasticPolicy(Policy):
     def _to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions if self.action_bounds is None else np.clip(actions, *self.action_bounds)
 
+    def _exploration_matrices(self, count: int) -> np.ndarray:
+        if self.matrices is None or len(self.matrices) != count or self.steps_since_sample >= self.sde_sample_every:
+            self.matrices = exploration_matrices(self.params["log_std"], count, self.rng)
+            self.steps_since_sample = 0
+        self.steps_since_sample += 1
+        return self.matrices
+
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state}
+        return {"rng": self.rng.bit_generator.state, "steps_since_sample": self.steps_since_sample,
+                "matrices": None if self.matrices is None else self.matrices.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
+        # Checkpoints from before gSDE hold the generator alone.
+        self.steps_since_sample = state.get("steps_since_sample", 0)
+        self.matrices = None if state.get("matrices") is None else state["matrices"].copy()
