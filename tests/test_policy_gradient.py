@@ -166,11 +166,12 @@ def test_truncated_steps_and_the_rollouts_last_step_store_the_value_of_what_foll
     assert agent.buffer.size == 0
 
 
-def test_gaussian_policy_clips_what_the_env_gets_and_learns_from_the_sample() -> None:
-    hp = get_hparams("ppo_pendulum", "n_steps=4,num_envs=2,batch_size=4,log_std_init=1.0")
+@pytest.mark.parametrize("use_sde", [False, True])
+def test_gaussian_policy_clips_what_the_env_gets_and_learns_from_the_sample(use_sde: bool) -> None:
+    hp = get_hparams("ppo_pendulum", f"n_steps=4,num_envs=2,batch_size=4,log_std_init=1.0,use_sde={use_sde}")
     env = gym.make(hp.env)
     agent = make_agent(hp, env.observation_space, env.action_space, 0)
-    obs = np.zeros((2, 3), np.float32)
+    obs = np.ones((2, 3), np.float32)  # not zeros: gSDE's noise is a function of the features, 0 at 0
     actions, extras = agent.act(np.repeat(obs, 50, axis=0))
     assert (np.abs(actions) <= 2.0).all()
     assert (np.abs(extras["unclipped_action"]) > 2.0).any()
