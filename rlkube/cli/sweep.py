@@ -170,7 +170,7 @@ def _trial_rows(trials: list[Any], config: Any) -> list[dict[str, Any]]:
 @_storage_option
 @click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
 def status(name: str, storage: str | None, output_format: str) -> None:
-    """Every trial: state, params, value (mean ± std over seeds), steps reached, and why it ended."""
+    """Every trial: state, params, value (mean ± std over seeds), steps every seed reached, and why it ended."""
     from rlkube.launch.sweep.driver import counted, driver_alive  # noqa: PLC0415
 
     record, study, config = _open(name, storage)

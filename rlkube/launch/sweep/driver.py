@@ -208,7 +208,9 @@ class Driver:
             self._end(number, TrialState.PRUNED, f"pruned at step {max(new)}")
 
     def _record_steps(self, live: LiveTrial, copies: list[CopyStatus]) -> None:
-        steps = max((c.last_step or 0 for c in copies), default=0)
+        # A trial is as far as its slowest seed: its value at a step needs every seed's evaluation there, and a
+        # pruned trial whose faster seed finished still stopped the others early.
+        steps = min((c.last_step or 0 for c in copies), default=0)
         if steps > live.steps:
             live.steps = steps
             live.trial.set_user_attr(STEPS, steps)
