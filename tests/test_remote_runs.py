@@ -6,6 +6,7 @@ fresh machine (a new pod, with an empty local cache) resumes from the newest com
 
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -58,7 +59,7 @@ def test_a_run_in_a_bucket_ends_with_its_whole_directory_there(bucket: str) -> N
     result = run_rlkube(*TRAIN, "--train-steps", "1000", "--output-dir", f"{bucket}/exp")
     assert result.returncode == 0, result.stderr
     files = remote_files(f"{bucket}/exp")
-    for expected in ("copy-0/summary.json", "copy-0/metrics.jsonl", "copy-0/hparams.yaml"):
+    for expected in ("copy-0/summary.json", "copy-0/metrics.jsonl", "copy-0/hparams.yaml", "copy-0/best/policy.pkl"):
         assert expected in files
     assert any("events.out.tfevents" in f for f in files)
     assert remote_checkpoints(f"{bucket}/exp") == [500, 1000]
@@ -88,6 +89,15 @@ def test_sigkill_then_a_fresh_machine_resumes_from_the_bucket(bucket: str, tmp_p
     summary = json.loads(filesystems.open_filesystem(f"{remote}/copy-0/summary.json")[0].cat_file(
         filesystems.open_filesystem(f"{remote}/copy-0/summary.json")[1]))
     assert summary["total_steps"] == 4000
+    # The best policy in the bucket is the best evaluation's, though the new pod had only the checkpoint.
+    evaluations = [json.loads(line) for line in remote_bytes(f"{remote}/copy-0/metrics.jsonl").splitlines()]
+    kept = pickle.loads(remote_bytes(f"{remote}/copy-0/{layout.BEST_POLICY}"))
+    assert kept["mean_return"] == max(evaluation["mean_return"] for evaluation in evaluations)
+
+
+def remote_bytes(url: str) -> bytes:
+    fs, path = filesystems.open_filesystem(url)
+    return fs.cat_file(path)
 
 
 def test_sigterm_leaves_a_complete_checkpoint_in_the_bucket(bucket: str) -> None:
