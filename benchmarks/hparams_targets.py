@@ -1,41 +1,59 @@
 """Named hparams sets trained against their documented targets: best evaluation, first step at target, wall, SPS.
 
 Each set carries a `target_return` and a step budget (`train_steps`) from published results. This
-trains each set with `rlkube train`, one run at a time so that runs never share cores, and prints one
-JSON line per run and set. Full trainings that do not belong in CI run here, on a machine that can
-afford them, e.g. Pong on a GPU node (or on a cluster, through `rlkube submit`, the same command):
+trains each set with one `rlkube train` over the given seeds (one process per seed, as many at a time
+as there are cores) and prints one JSON line per set and seed. Full trainings that do not belong in CI
+run here, on a machine that can afford them, e.g. Pong on a GPU node (or on a cluster, through
+`rlkube submit`, the same command):
 
     python benchmarks/hparams_targets.py --hparams ppo_pong,dqn_pong --device gpu
     python benchmarks/hparams_targets.py --hparams ddpg_mountaincar_continuous --seeds 0,1
     python benchmarks/hparams_targets.py --hparams td3_halfcheetah --train-steps 200000   # part of the budget
+    python benchmarks/hparams_targets.py --hparams dqn_cartpole,c51_cartpole --seeds 0,1,2,3,4 --report docs/results
 
-With --train-steps, the run stops early and says so (`budget_fraction`): its numbers show learning
-under way, not the set's final result.
+With --train-steps, the runs stop early and say so (`budget_fraction`): their numbers show learning
+under way, not the set's final result. --report DIR also writes DIR/results.md (a markdown table over
+seeds: final and best evaluation, seeds reaching the target, wall time, SPS; dated, with the machine and
+the command) and DIR/<set>.png (the mean evaluation curve, a ±1 std band over seeds, the target line).
 """
 
 import argparse
 import json
+import os
+import platform
+import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rlkube.errors import UserError
 from rlkube.rl.hparams import get_hparams
+from rlkube.run.options import CopyPlan, copies_json
 
 
-def train(name: str, seed: int, train_steps: int | None, device: str, num_workers: int,
-          workdir: Path) -> dict[str, Any]:
+def train(name: str, seeds: list[int], train_steps: int | None, device: str, num_workers: int,
+          workdir: Path) -> list[dict[str, Any]]:
+    """One `rlkube train` of the set with a copy per seed; each copy's numbers."""
     hp = get_hparams(name, "")
     steps = train_steps or hp.train_steps
-    out = workdir / f"{name}-seed{seed}"
-    subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", name, "--seed", str(seed),
+    out = workdir / name
+    copies_file = workdir / f"{name}-copies.json"
+    copies_file.write_text(copies_json([CopyPlan(index, seed) for index, seed in enumerate(seeds)]))
+    subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", name, "--copies-file", str(copies_file),
                     "--train-steps", str(steps), "--device", device, "--num-workers", str(num_workers),
                     "--test-episodes", "0", "--output-dir", str(out)],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    summary = json.loads((out / "copy-0" / "summary.json").read_text())
-    evals = [json.loads(line) for line in (out / "copy-0" / "metrics.jsonl").read_text().splitlines()]
+    return [copy_record(name, seed, steps, out / f"copy-{index}") for index, seed in enumerate(seeds)]
+
+
+def copy_record(name: str, seed: int, steps: int, copy_dir: Path) -> dict[str, Any]:
+    hp = get_hparams(name, "")
+    summary = json.loads((copy_dir / "summary.json").read_text())
+    evals = [json.loads(line) for line in (copy_dir / "metrics.jsonl").read_text().splitlines()]
     target = hp.target_return
     reached = next((e["step"] for e in evals if target is not None and e["mean_return"] >= target), None)
     best = max(evals, key=lambda e: e["mean_return"])  # every run ends with an evaluation
@@ -46,6 +64,78 @@ def train(name: str, seed: int, train_steps: int | None, device: str, num_worker
             "evals": [(e["step"], round(e["mean_return"], 2)) for e in evals]}
 
 
+def _mean_std(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.1f} ± {statistics.pstdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def _steps(count: int) -> str:
+    for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if count % divisor == 0:
+            return f"{count // divisor}{suffix}"
+    return str(count)
+
+
+def report_table(records: list[dict[str, Any]]) -> str:
+    """The markdown table over seeds, one row per set, in the order the sets were trained."""
+    rows = ["| set | budget | target | final eval | best eval | seeds ≥ target | wall time | SPS |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(record["hparams"] for record in records):
+        runs = [record for record in records if record["hparams"] == name]
+        target = runs[0]["target_return"]
+        budget = _steps(runs[0]["steps"]) + ("" if runs[0]["budget_fraction"] == 1 else
+                                             f" ({runs[0]['budget_fraction']:.0%} of the set's)")
+        reaching = "-" if target is None else f"{sum(r['best_eval'] >= target for r in runs)}/{len(runs)}"
+        wall = statistics.fmean(r["wall_s"] for r in runs)
+        rows.append(f"| `{name}` | {budget} | {'-' if target is None else f'{target:g}'} "
+                    f"| {_mean_std([r['final_eval'] for r in runs])} | {_mean_std([r['best_eval'] for r in runs])} "
+                    f"| {reaching} | {wall / 60:.1f} min | {statistics.fmean(r['sps'] for r in runs):.0f} |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_set(runs: list[dict[str, Any]], path: Path) -> None:
+    """The mean evaluation curve over seeds with a ±1 std band, each seed thin, and the target line."""
+    import matplotlib  # noqa: PLC0415  (only --report needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    figure, axes = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    for run in runs:
+        steps, returns = zip(*run["evals"], strict=True)
+        axes.plot(steps, returns, linewidth=0.7, alpha=0.4)
+    shared = sorted(set.intersection(*({step for step, _ in run["evals"]} for run in runs)))
+    table = np.array([[dict(run["evals"])[step] for step in shared] for run in runs])
+    mean, std = table.mean(axis=0), table.std(axis=0)
+    axes.plot(shared, mean, color="black", linewidth=2, label=f"mean of {len(runs)} seeds")
+    axes.fill_between(shared, mean - std, mean + std, color="black", alpha=0.15, label="±1 std")
+    if runs[0]["target_return"] is not None:
+        axes.axhline(runs[0]["target_return"], color="tab:red", linestyle="--", label="target")
+    axes.set_xlabel("environment steps")
+    axes.set_ylabel("mean evaluation return")
+    axes.set_title(runs[0]["hparams"])
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_report(records: list[dict[str, Any]], directory: Path, command: str, device: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(record["hparams"] for record in records))
+    for name in names:
+        plot_set([record for record in records if record["hparams"] == name], directory / f"{name}.png")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    plots = " · ".join(f"[{name}]({name}.png)" for name in names)
+    (directory / "results.md").write_text(
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine}, device {device}, by\n"
+        f"`{command}`\n(best and final: 10-episode evaluations; seeds ≥ target: best evaluation ≥ target).\n\n"
+        f"{report_table(records)}\nCurves: {plots}\n")
+    (directory / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hparams", required=True, help="comma-separated hparams set names")
@@ -53,18 +143,24 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, help="stop before the set's budget (a partial run)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--report", type=Path, metavar="DIR", help="also write results.md and a plot per set here")
     args = parser.parse_args()
     names = [name for name in args.hparams.split(",") if name]
     try:
         for name in names:
             get_hparams(name, "")
-    except UserError as error:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except (UserError, ValueError) as error:
         sys.exit(f"error: {error}")
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            for seed in (int(s) for s in args.seeds.split(",")):
-                record = train(name, seed, args.train_steps, args.device, args.num_workers, Path(tmp))
+            for record in train(name, seeds, args.train_steps, args.device, args.num_workers, Path(tmp)):
                 print(json.dumps(record), flush=True)
+                records.append(record)
+    if args.report:
+        write_report(records, args.report, shlex.join(["python", *sys.argv]), args.device)
+        print(f"report: {args.report / 'results.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":
