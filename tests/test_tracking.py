@@ -245,6 +245,7 @@ def test_a_wandb_offline_run_holds_the_history_and_a_resume_continues_it(tmp_pat
         "a-sweep", "dqn-tracked-copy-0", "rlkube")
     assert {path.name for path in (first_dir / "files" / "videos").iterdir()} >= {"test.mp4", "eval-step600.mp4"}
     assert (first_dir / "files" / "summary.json").read_bytes() == (copy / "summary.json").read_bytes()
+    assert (first_dir / "files" / layout.BEST_POLICY).read_bytes() == (copy / layout.BEST_POLICY).read_bytes()
 
     tracked_train(run, RESUMED_STEPS, "--track", "wandb", "--track-group", "a-sweep", env=env)
     assert json.loads((copy / "tracking.json").read_text())["run_id"] == run_id
