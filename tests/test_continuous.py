@@ -154,7 +154,7 @@ def test_ppo_gsde_acts_as_the_diagonal_gaussian_it_learns_from() -> None:
     np.testing.assert_allclose(on_tf[1].numpy(), row_log_std, rtol=1e-5)
     unclipped = []
     for _ in range(4000):
-        policy.matrices = None  # a new matrix each time: many draws of the noise at one state
+        policy.exploration.matrices = None  # a new matrix each time: many draws of the noise at one state
         _, extras = policy.act(obs, True, 0)
         unclipped.append(extras["unclipped_action"][0])
     np.testing.assert_allclose(extras["log_prob"], agent.network.distribution.log_prob(

@@ -150,6 +150,32 @@ def exploration_matrices(log_std: np.ndarray, count: int, rng: np.random.Generat
     return np.exp(log_std) * rng.standard_normal((count, *log_std.shape), np.float32)
 
 
+class HeldExplorationMatrices:
+    """Acting's exploration matrices, one per environment, drawn afresh every `sample_every` exploring steps (and
+    whenever the number of environments changes); part of a policy's state, so that a resume continues exactly."""
+
+    def __init__(self, sample_every: int) -> None:
+        self.sample_every = sample_every
+        self.matrices: np.ndarray | None = None
+        self.steps_since_sample = 0
+
+    def next(self, log_std: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+        """The matrices for this exploring step."""
+        if self.matrices is None or len(self.matrices) != count or self.steps_since_sample >= self.sample_every:
+            self.matrices = exploration_matrices(log_std, count, rng)
+            self.steps_since_sample = 0
+        self.steps_since_sample += 1
+        return self.matrices
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps_since_sample": self.steps_since_sample,
+                "matrices": None if self.matrices is None else self.matrices.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_since_sample = state["steps_since_sample"]
+        self.matrices = None if state["matrices"] is None else state["matrices"].copy()
+
+
 def state_dependent_noise(latent: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Each environment's noise through its own matrix (acting)."""
     return np.einsum("bi,bij->bj", latent, matrices)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.distributions import SquashedGaussian, SquashedStateDependentNoise, exploration_matrices
+from rlkube.rl.distributions import HeldExplorationMatrices, SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.networks import MLP, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
@@ -165,26 +165,19 @@ class StateDependentSquashedPolicy(ContinuousPolicy):
                  sample_every: int) -> None:
         super().__init__(actor, params, scale, random_steps, seed)
         self.distribution = SquashedStateDependentNoise(len(scale.low))
-        self.sample_every = sample_every
-        self.matrices: np.ndarray | None = None  # [environments, latent, action] once drawn
-        self.steps_since_sample = 0
+        self.exploration = HeldExplorationMatrices(sample_every)
 
     def unit_actions(self, inputs: np.ndarray, explore: bool) -> np.ndarray:
         outputs, latent = self.actor.forward_with_features(self.params, inputs, NumpyOps)
         mean = self.distribution.mean(outputs, NumpyOps)
         if not explore:
             return self.distribution.mode(mean)
-        if self.matrices is None or len(self.matrices) != len(inputs) or self.steps_since_sample >= self.sample_every:
-            self.matrices = exploration_matrices(self.params["log_std"], len(inputs), self.rng)
-            self.steps_since_sample = 0
-        self.steps_since_sample += 1
-        return self.distribution.explore(mean, latent, self.matrices)
+        matrices = self.exploration.next(self.params["log_std"], len(inputs), self.rng)
+        return self.distribution.explore(mean, latent, matrices)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "steps_since_sample": self.steps_since_sample,
-                "matrices": None if self.matrices is None else self.matrices.copy()}
+        return {**super().state_dict(), **self.exploration.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.steps_since_sample = state["steps_since_sample"]
-        self.matrices = None if state["matrices"] is None else state["matrices"].copy()
+        self.exploration.load_state_dict(state)

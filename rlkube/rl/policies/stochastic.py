@@ -4,7 +4,7 @@ from typing import Any
 
 import numpy as np
 
-from rlkube.rl.distributions import exploration_matrices, state_dependent_noise
+from rlkube.rl.distributions import HeldExplorationMatrices, state_dependent_noise
 from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, Params
 from rlkube.rl.policies.base import Extras, Policy
 
@@ -26,9 +26,7 @@ class StochasticPolicy(Policy):
         self.rng = np.random.default_rng(seed)
         # gSDE (rlkube.rl.distributions.StateDependentGaussian): each environment's exploration matrix, drawn
         # afresh every `sde_sample_every` exploring steps; 0 without gSDE.
-        self.sde_sample_every = sde_sample_every
-        self.matrices: np.ndarray | None = None
-        self.steps_since_sample = 0
+        self.exploration = HeldExplorationMatrices(sde_sample_every) if sde_sample_every else None
 
     def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
         del step  # no exploration schedule: the distribution's spread is learned
@@ -36,8 +34,9 @@ class StochasticPolicy(Policy):
         if not explore:
             return self._to_env(distribution.mode(self.network.policy(self.params, obs, NumpyOps))), {}
         params, values, features = self.network.forward_with_features(self.params, obs, NumpyOps)
-        if self.sde_sample_every:
-            actions = params[0] + state_dependent_noise(features, self._exploration_matrices(len(obs)))
+        if self.exploration is not None:
+            matrices = self.exploration.next(self.params["log_std"], len(obs), self.rng)
+            actions = params[0] + state_dependent_noise(features, matrices)
             log_probs = distribution.log_prob(params, actions, NumpyOps)
         else:
             actions, log_probs = distribution.sample(params, self.rng)
@@ -53,19 +52,11 @@ class StochasticPolicy(Policy):
     def _to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions if self.action_bounds is None else np.clip(actions, *self.action_bounds)
 
-    def _exploration_matrices(self, count: int) -> np.ndarray:
-        if self.matrices is None or len(self.matrices) != count or self.steps_since_sample >= self.sde_sample_every:
-            self.matrices = exploration_matrices(self.params["log_std"], count, self.rng)
-            self.steps_since_sample = 0
-        self.steps_since_sample += 1
-        return self.matrices
-
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "steps_since_sample": self.steps_since_sample,
-                "matrices": None if self.matrices is None else self.matrices.copy()}
+        state = {"rng": self.rng.bit_generator.state}
+        return {**state, **self.exploration.state_dict()} if self.exploration is not None else state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
-        # Checkpoints from before gSDE hold the generator alone.
-        self.steps_since_sample = state.get("steps_since_sample", 0)
-        self.matrices = None if state.get("matrices") is None else state["matrices"].copy()
+        if self.exploration is not None:
+            self.exploration.load_state_dict(state)
