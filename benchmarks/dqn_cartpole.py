@@ -25,12 +25,13 @@ SB3_PYTHON = Path(os.environ.get("RLKUBE_SB3_VENV", Path.home() / ".cache/rlkube
 HERE = Path(__file__).resolve().parent
 
 
-def run_rlkube(seed: int, workdir: Path, hparams: str = "dqn_cartpole", eval_every: int = EVAL_EVERY) -> dict[str, Any]:
+def run_rlkube(seed: int, workdir: Path, hparams: str = "dqn_cartpole", eval_every: int = EVAL_EVERY,
+               overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     out = workdir / f"rlkube-seed{seed}"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", hparams, "--seed", str(seed),
                     "--output-dir", str(out), "--test-episodes", "0",
-                    "--hparam-override", f"eval_every={eval_every}"],
+                    "--hparam-override", ",".join((f"eval_every={eval_every}", *overrides))],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process_wall = time.perf_counter() - started
     summary = json.loads((out / "copy-0" / "summary.json").read_text())
@@ -53,8 +54,13 @@ def run_sb3(seed: int, algo: str = "dqn", eval_every: int = EVAL_EVERY) -> dict[
 
 
 def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over seeds: how many reach 475 and when, where the final policy ends (its stability), wall and SPS."""
     reached = [r for r in records if r["first_step_reaching_target"] is not None]
+    finals = [r["final_eval_mean"] for r in records]
     return {"framework": records[0]["framework"], "seeds": len(records), "seeds_reaching_475": len(reached),
+            "steps_to_475": [r["first_step_reaching_target"] for r in records],
+            "final_evals": [round(final, 1) for final in finals],
+            "final_eval_mean_std": [round(statistics.fmean(finals), 1), round(statistics.pstdev(finals), 1)],
             "mean_wall_s": round(statistics.fmean(r["wall_s"] for r in records), 2),
             "mean_sps": round(statistics.fmean(r["sps"] for r in records), 1),
             "mean_wall_s_to_475": round(statistics.fmean(r["wall_s_to_target"] for r in reached), 2)
@@ -67,13 +73,16 @@ def main(hparams: str = "dqn_cartpole", algo: str = "dqn", eval_every: int = EVA
     parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 side by side")
+    parser.add_argument("--hparam-override", action="append", default=[], metavar="NAME=VALUE",
+                        help="rlkube's side only: try a change against the same SB3 runs (repeatable)")
     args = parser.parse_args()
     if args.sb3 and not SB3_PYTHON.exists():
         sys.exit(f"no SB3 venv at {SB3_PYTHON}; run: bash benchmarks/setup_sb3_venv.sh")
     results: dict[str, list[dict[str, Any]]] = {"rlkube": [], "sb3": []}
     with tempfile.TemporaryDirectory() as workdir:
         for seed in (int(s) for s in args.seeds.split(",")):
-            results["rlkube"].append(run_rlkube(seed, Path(workdir), hparams, eval_every))
+            results["rlkube"].append(run_rlkube(seed, Path(workdir), hparams, eval_every,
+                                                  tuple(args.hparam_override)))
             print(json.dumps(results["rlkube"][-1]), flush=True)
             if args.sb3:
                 results["sb3"].append(run_sb3(seed, algo, eval_every))

@@ -76,10 +76,10 @@ def _steps(count: int) -> str:
     return str(count)
 
 
-def report_table(records: list[dict[str, Any]]) -> str:
-    """The markdown table over seeds, one row per set, in the order the sets were trained."""
-    rows = ["| set | budget | target | final eval | best eval | seeds ≥ target | wall time | SPS |",
-            "|---|---|---|---|---|---|---|---|"]
+def report_table(records: list[dict[str, Any]], measurements: list[dict[str, str]]) -> str:
+    """The markdown table over seeds, a row per set in training order; `run` is its index in `measurements`."""
+    rows = ["| set | budget | target | final eval | best eval | seeds ≥ target | wall time | SPS | run |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(record["hparams"] for record in records):
         runs = [record for record in records if record["hparams"] == name]
         target = runs[0]["target_return"]
@@ -89,7 +89,8 @@ def report_table(records: list[dict[str, Any]]) -> str:
         wall = statistics.fmean(r["wall_s"] for r in runs)
         rows.append(f"| `{name}` | {budget} | {'-' if target is None else f'{target:g}'} "
                     f"| {_mean_std([r['final_eval'] for r in runs])} | {_mean_std([r['best_eval'] for r in runs])} "
-                    f"| {reaching} | {wall / 60:.1f} min | {statistics.fmean(r['sps'] for r in runs):.0f} |")
+                    f"| {reaching} | {wall / 60:.1f} min | {statistics.fmean(r['sps'] for r in runs):.0f} "
+                    f"| {measurements.index(runs[0]['measured']) + 1} |")
     return "\n".join(rows) + "\n"
 
 
@@ -122,17 +123,34 @@ def plot_set(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(records: list[dict[str, Any]], directory: Path, command: str, device: str) -> None:
+def report_runs(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The distinct measurements behind the records (date, machine, device, command), in order."""
+    return list({json.dumps(r["measured"], sort_keys=True): r["measured"] for r in records}.values())
+
+
+def merged_records(directory: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report's records so far with the sets trained now replacing theirs, so reports accumulate set by set."""
+    previous = directory / "results.jsonl"
+    kept = [] if not previous.exists() else [json.loads(line) for line in previous.read_text().splitlines()]
+    retrained = {record["hparams"] for record in records}
+    return [record for record in kept if record["hparams"] not in retrained] + records
+
+
+def write_report(records: list[dict[str, Any]], directory: Path) -> None:
+    """DIR/results.md, a plot per set and DIR/results.jsonl, from these records and the sets DIR already reports."""
     directory.mkdir(parents=True, exist_ok=True)
+    records = merged_records(directory, records)
     names = list(dict.fromkeys(record["hparams"] for record in records))
     for name in names:
         plot_set([record for record in records if record["hparams"] == name], directory / f"{name}.png")
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    runs = report_runs(records)
+    sources = "\n".join(f"{number}. {run['date']} on {run['machine']}, device {run['device']}: `{run['command']}`"
+                         for number, run in enumerate(runs, start=1))
     plots = " · ".join(f"[{name}]({name}.png)" for name in names)
     (directory / "results.md").write_text(
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {machine}, device {device}, by\n"
-        f"`{command}`\n(best and final: 10-episode evaluations; seeds ≥ target: best evaluation ≥ target).\n\n"
-        f"{report_table(records)}\nCurves: {plots}\n")
+        "Best and final: 10-episode evaluations, mean ± std over seeds; seeds ≥ target: best evaluation ≥ target; "
+        "run: the measurement below that made the row.\n\n"
+        f"{report_table(records, runs)}\n{sources}\n\nCurves: {plots}\n")
     (directory / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
@@ -152,14 +170,19 @@ def main() -> None:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except (UserError, ValueError) as error:
         sys.exit(f"error: {error}")
+    measured = {"date": f"{datetime.now(UTC):%Y-%m-%d}", "device": args.device,
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+                "command": shlex.join(["python", *sys.argv])}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             for record in train(name, seeds, args.train_steps, args.device, args.num_workers, Path(tmp)):
+                record["measured"] = measured
                 print(json.dumps(record), flush=True)
                 records.append(record)
+            if args.report:  # after each set, so that hours of training survive a later set's failure
+                write_report(records, args.report)
     if args.report:
-        write_report(records, args.report, shlex.join(["python", *sys.argv]), args.device)
         print(f"report: {args.report / 'results.md'}", file=sys.stderr)
 
 

@@ -11,23 +11,40 @@ from tests.conftest import run_rlkube
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "hparams_targets.py"
 
 
+def _report(*args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def _rows(report: Path) -> dict[str, list[str]]:
+    text = (report / "results.md").read_text()
+    return {line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| `")}
+
+
+def _measurement_commands(report: Path) -> list[str]:
+    """The numbered list under the table: `N. date on machine, device D: `command``, as its commands."""
+    lines = (report / "results.md").read_text().splitlines()
+    return [line.split("`")[1] for line in lines if line[:1].isdigit()]
+
+
 def test_the_results_report_tables_each_set_over_its_seeds_and_plots_it(tmp_path: Path) -> None:
     report = tmp_path / "report"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--hparams", "dqn_cartpole,vpg_cartpole", "--seeds", "3,5",
-                             "--train-steps", "1024", "--report", str(report)],
-                            capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stderr
+    result = _report("--hparams", "dqn_cartpole,vpg_cartpole", "--seeds", "3,5", "--train-steps", "1024",
+                     "--report", str(report))
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["hparams"], r["seed"]) for r in records] == [("dqn_cartpole", 3), ("dqn_cartpole", 5),
                                                              ("vpg_cartpole", 3), ("vpg_cartpole", 5)]
     assert (report / "results.jsonl").read_text().splitlines() == result.stdout.splitlines()
 
-    text = (report / "results.md").read_text()
-    assert "--seeds 3,5" in text  # the command that made it
-    rows = {line.split("|")[1].strip(" `"): [cell.strip() for cell in line.split("|")[2:-1]]
-            for line in text.splitlines() if line.startswith("| `")}
+    assert len(_measurement_commands(report)) == 1
+    assert "--seeds 3,5" in _measurement_commands(report)[0]  # the command that made it
+    rows = _rows(report)
     assert list(rows) == ["dqn_cartpole", "vpg_cartpole"]
-    for name, (budget, target, final, best, reaching, _wall, _sps) in rows.items():
+    for name, (budget, target, final, best, reaching, _wall, _sps, run) in rows.items():
+        assert run == "1"
         runs = [r for r in records if r["hparams"] == name]
         assert budget.startswith("1024 (")
         finals, bests = [r["final_eval"] for r in runs], [r["best_eval"] for r in runs]
@@ -44,3 +61,19 @@ def test_the_results_report_tables_each_set_over_its_seeds_and_plots_it(tmp_path
     assert listed.returncode == 0, listed.stderr
     measured = {line.split()[0]: line.split(None, 5)[5] for line in listed.stdout.splitlines()[1:]}
     assert measured["dqn_cartpole"].startswith("best ")
+
+
+def test_a_report_accumulates_sets_and_a_set_trained_again_replaces_its_rows(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    _report("--hparams", "dqn_cartpole,vpg_cartpole", "--seeds", "0", "--train-steps", "512", "--report", str(report))
+    first = _rows(report)
+    _report("--hparams", "vpg_cartpole", "--seeds", "1,2", "--train-steps", "768", "--report", str(report))
+
+    rows = _rows(report)
+    assert rows["dqn_cartpole"] == first["dqn_cartpole"]  # kept, still credited to the first measurement
+    assert rows["vpg_cartpole"][0].startswith("768 (")
+    assert rows["vpg_cartpole"][-1] == "2"
+    assert [" --seeds 0 " in command for command in _measurement_commands(report)] == [True, False]
+    assert [" --seeds 1,2 " in command for command in _measurement_commands(report)] == [False, True]
+    kept = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
+    assert [(r["hparams"], r["seed"]) for r in kept] == [("dqn_cartpole", 0), ("vpg_cartpole", 1), ("vpg_cartpole", 2)]
