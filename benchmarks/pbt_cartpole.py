@@ -11,6 +11,7 @@ Each member evaluates every eval_every steps. Printed per arm, as mean ± std ov
   wall           seconds for the whole arm.
 And the controller's own cost per generation (ranking, the checkpoint copies, the decisions; from its log), and
 the overhead of PBT over the fixed arm's wall time (waiting for the slowest member at each boundary included).
+Each seed's numbers are also printed as a JSON line as it ends.
 
     python benchmarks/pbt_cartpole.py                                  # 8 members, 50k steps, 3 seeds
     python benchmarks/pbt_cartpole.py --seeds 1 --train-steps 30000
@@ -124,6 +125,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="rlkube-pbt-bench-") as workdir:
             runs.append(one_seed(args, seed, Path(workdir)))
             os.chdir(Path(workdir).parent)
+        print(json.dumps({"seed": seed, **runs[-1]}), flush=True)
     print(f"{args.hparams}: {args.population} members, {args.train_steps} steps each, lr from {args.lr_range}, "
           f"generations of {args.interval} steps; mean ± std over {args.seeds} seeds")
     print(f"{'arm':<6} {'steps to 475':>22} {'best final':>16} {'mean final':>16} {'wall s':>14}")

@@ -8,6 +8,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -299,3 +300,16 @@ def test_a_controller_killed_mid_generation_resumes_to_the_same_result(
     assert resumed.returncode == 0, resumed.stderr
     assert "adopted the members' experiment" in resumed.stdout
     assert controller.compare(name, killed) == []
+
+
+def test_pbt_ends_a_population_from_a_poor_lr_range_higher_than_the_same_members_run_fixed() -> None:
+    """The issue's first test, at a size make test affords: 4 members from learning rates 10-100x too low, 6
+    generations. The benchmark's full size (8 members, 50k steps, 3 seeds) is in the README."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pbt_cartpole.py"
+    result = subprocess.run([sys.executable, str(bench), "--population", "4", "--train-steps", "15000",
+                             "--interval", "2500", "--lr-range", "1e-5:1e-4", "--seeds", "1"],
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    arms = json.loads(result.stdout.splitlines()[0])
+    assert arms["pbt"]["mean_final"] > arms["fixed"]["mean_final"], arms
+    assert arms["pbt"]["controller_s"] < 1.0, arms  # ranking, copies and decisions, per generation

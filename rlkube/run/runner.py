@@ -47,8 +47,10 @@ SYNC_INTERVAL_S = 60.0
 # Evaluation and test episodes draw env seeds from their own ranges, apart from training's.
 EVAL_SEED_OFFSET = 1_000_000
 TEST_SEED_OFFSET = 2_000_000
-# How often a PBT member waiting at a boundary looks for the controller's decision.
-PBT_POLL_S = 0.2
+# How often a PBT member waiting at a boundary looks for the controller's decision: in its own directory (a file
+# to stat), or in its bucket (a request). Every member waits for the slowest, then for this.
+PBT_POLL_S = 0.05
+PBT_BUCKET_POLL_S = 0.2
 
 
 @dataclass
@@ -278,7 +280,7 @@ class Runner:
         while (decision := read_decision(self._decisions_location, step)) is None:
             if self.stop_signal is not None:
                 raise StopRequested(self.stop_signal, step)
-            time.sleep(PBT_POLL_S)
+            time.sleep(PBT_BUCKET_POLL_S if self.options.remote_dir else PBT_POLL_S)
         if decision["exploit"] is None:
             return
         name = layout.checkpoint_name(step)

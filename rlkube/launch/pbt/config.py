@@ -41,7 +41,6 @@ class PBTConfig:
     ready_after: int = 0  # no member is exploited before this step
     metric: str = DEFAULT_METRIC  # a member's score: final, best or last:N of its evaluations so far
     retries: int = 2  # times a generation is resubmitted after a member failed (each resumes from its checkpoint)
-    poll_seconds: float = 0.5  # every member waits while the controller looks: it looks often (cheap on local)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

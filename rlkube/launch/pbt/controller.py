@@ -278,7 +278,7 @@ class Controller:
                 self.emit(f"members {failed} failed; starting the members again (each resumes from its "
                           f"checkpoint), attempt {attempts + 1}")
                 record = self._submit()
-            self._sleep(self.config.poll_seconds)
+            self._sleep(self.target.status_poll_seconds)  # every member waits while it does
 
     def _exploit_and_explore(self, generation: int, step: int, record: store.Record, params: list[dict[str, Any]],
                              last: bool) -> list[dict[str, Any]]:

@@ -41,6 +41,9 @@ class Target(ABC):
     # Copies run on a cluster, from a container image: a path they write is on the cluster's volume, and images
     # (--build), manifests (render) and an in-cluster TensorBoard apply. Otherwise they run on this machine.
     on_cluster: ClassVar[bool]
+    # How often a waiting watcher (the PBT controller at a boundary) asks describe(): each ask reads a few local
+    # files, or is a request to an API server.
+    status_poll_seconds: ClassVar[float]
     context: str | None = None  # the kube context a record keeps, for a target that has one
 
     def submit(self, spec: ExperimentSpec, replace: bool = False) -> ExperimentSpec:

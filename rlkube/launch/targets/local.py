@@ -85,6 +85,7 @@ def _last_line(log: Path) -> str:
 class LocalTarget(Target):
     kind: ClassVar[str] = "local"
     on_cluster: ClassVar[bool] = False
+    status_poll_seconds: ClassVar[float] = 0.1
 
     def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:  # noqa: ARG002
         """Start every copy, with the spec's output directory made absolute. (`replacing` is never true here:

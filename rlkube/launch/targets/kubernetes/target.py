@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 class KubernetesTarget(Target):
     kind: ClassVar[str] = "kubernetes"
     on_cluster: ClassVar[bool] = True
+    status_poll_seconds: ClassVar[float] = 0.5
 
     def __init__(self, profile: ClusterProfile | None = None,
                  after_create: Callable[[Object], None] | None = None) -> None:
