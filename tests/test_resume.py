@@ -334,7 +334,7 @@ def test_a_new_learning_rate_takes_effect_without_a_retrace(name: str, traces: l
 # Per set, mutable hparams to change and where the learner or the policy reads them back.
 READ_BACK: list[tuple[str, dict[str, Any], Callable[[Any], dict[str, Any]]]] = [
     ("dqn_cartpole", {"lr": 0.01, "epsilon_start": 0.5, "epsilon_end": 0.2},
-     lambda agent: {"lr": agent.optimizer.learning_rate.numpy(), "epsilon_start": agent.policy.epsilon(0),
+     lambda agent: {"lr": agent.learning_rate.numpy(), "epsilon_start": agent.policy.epsilon(0),
                     "epsilon_end": agent.policy.epsilon(agent.hp.train_steps)}),
     ("ppo_cartpole", {"lr": 0.01, "clip_range": 0.1, "ent_coef": 0.01, "vf_coef": 1.0, "gamma": 0.9, "gae_lambda": 0.5},
      lambda agent: {"lr": agent.coefficients()["learning_rate"], "clip_range": agent.coefficients()["clip_range"],

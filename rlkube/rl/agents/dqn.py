@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from rlkube.rl.agents.base import agent_registry
 from rlkube.rl.agents.compiled import compile_learner, xla_suits
+from rlkube.rl.agents.fused import Adam
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.dqn import DQNHParams
@@ -42,8 +43,8 @@ class DQNAgent(OffPolicyAgent):
         with self.strategy.scope():  # the learner's state lives on the --device
             self.online = map_params(tf.Variable, initial)
             self.target = map_params(tf.Variable, initial)
-            self.optimizer = tf.keras.optimizers.Adam(hp.lr, epsilon=hp.adam_epsilon)
-            self.optimizer.build(param_leaves(self.online))
+            self.learning_rate = tf.Variable(hp.lr)  # a variable: set_hparams changes it without a retrace
+            self.optimizer = Adam(param_leaves(self.online), self.learning_rate, epsilon=hp.adam_epsilon)
             self.noise_generator = tf.random.Generator.from_seed(seed)
         self._make_memory(observation_space, (), np.int64, seed + 1)
         # One n-step builder per environment stream (an actor's envs have their own indices).
@@ -114,7 +115,7 @@ class DQNAgent(OffPolicyAgent):
             gradients = tape.gradient(output.loss, param_leaves(self.online))
             if self.hp.max_grad_norm > 0:
                 gradients, _ = tf.clip_by_global_norm(gradients, self.hp.max_grad_norm)
-            self.optimizer.apply_gradients(zip(gradients, param_leaves(self.online), strict=True))
+            self.optimizer.apply(gradients, param_leaves(self.online))
             losses = losses.write(i, output.loss)
             priorities = priorities.write(i, output.priorities)
             q_means = q_means.write(i, output.q_values)
@@ -126,7 +127,7 @@ class DQNAgent(OffPolicyAgent):
         return self.network.forward(params, obs, TFOps, noise=self.network.noise_tf(self.noise_generator))
 
     def _apply_hparams(self) -> None:
-        self.optimizer.learning_rate.assign(self.hp.lr)
+        self.learning_rate.assign(self.hp.lr)
         self.policy.epsilon = epsilon_schedule(self.hp)
 
     # -- logging and checkpoints ----------------------------------------------------------------

@@ -33,7 +33,8 @@ class DQNHParams(OffPolicyHParams):
     v_min: float = param(-10.0, doc="c51: the lowest return the support holds")
     v_max: float = param(10.0, doc="c51: the highest return the support holds")
     num_quantiles: int = param(200, lo=1, hi=1_000, doc="qr: quantiles of the return per action")
-    adam_epsilon: float = param(1e-7, lo=0.0, hi=1.0, doc="Adam's epsilon (QR-DQN and Rainbow raise it)")
+    adam_epsilon: float = param(1e-8, lo=0.0, hi=1.0,
+                                doc="Adam's epsilon, PyTorch's placement and default (QR-DQN and Rainbow raise it)")
     epsilon_schedule: str = param("linear", choices=("linear", "exponential"))
     epsilon_start: float = param(1.0, lo=0.0, hi=1.0)
     epsilon_end: float = param(0.05, lo=0.0, hi=1.0)
