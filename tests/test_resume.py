@@ -164,7 +164,7 @@ def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_wor
     evaluations = [json.loads(line) for line in (run / "copy-0" / "metrics.jsonl").read_text().splitlines()]
     evaluated = [evaluation["step"] for evaluation in evaluations]
     # The best policy kept is the best evaluation's, whatever evaluations the kills undid.
-    best = max(evaluations, key=lambda evaluation: evaluation["mean_return"])
+    best = max(reversed(evaluations), key=lambda evaluation: evaluation["mean_return"])  # the last of equals
     kept = checkpoint.load_best(run / "copy-0")
     assert (kept["step"], kept["mean_return"]) == (best["step"], best["mean_return"])
     if not num_workers:

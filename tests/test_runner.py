@@ -133,7 +133,7 @@ def test_a_run_whose_last_evaluation_is_worse_than_its_best_tests_the_best(tmp_p
     options = RunOptions(eval_episodes=3, test_episodes=3, live_progress=False)
     trained = Runner(hp, tmp_path, options).run()
     evaluations = [json.loads(line) for line in (tmp_path / layout.METRICS_FILE).read_text().splitlines()]
-    best = max(evaluations, key=lambda evaluation: evaluation["mean_return"])
+    best = max(reversed(evaluations), key=lambda evaluation: evaluation["mean_return"])  # the last of equals
     assert evaluations[-1]["mean_return"] < best["mean_return"], "this run must end below its best to test anything"
 
     kept = checkpoint.load_best(tmp_path)
