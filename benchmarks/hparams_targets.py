@@ -123,7 +123,7 @@ def plot_set(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def report_runs(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+def measurements_of(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The distinct measurements behind the records (date, machine, device, command), in order."""
     return list({json.dumps(r["measured"], sort_keys=True): r["measured"] for r in records}.values())
 
@@ -143,14 +143,14 @@ def write_report(records: list[dict[str, Any]], directory: Path) -> None:
     names = list(dict.fromkeys(record["hparams"] for record in records))
     for name in names:
         plot_set([record for record in records if record["hparams"] == name], directory / f"{name}.png")
-    runs = report_runs(records)
-    sources = "\n".join(f"{number}. {run['date']} on {run['machine']}, device {run['device']}: `{run['command']}`"
-                         for number, run in enumerate(runs, start=1))
+    measurements = measurements_of(records)
+    sources = "\n".join(f"{number}. {m['date']} on {m['machine']}, device {m['device']}: `{m['command']}`"
+                         for number, m in enumerate(measurements, start=1))
     plots = " · ".join(f"[{name}]({name}.png)" for name in names)
     (directory / "results.md").write_text(
         "Best and final: 10-episode evaluations, mean ± std over seeds; seeds ≥ target: best evaluation ≥ target; "
         "run: the measurement below that made the row.\n\n"
-        f"{report_table(records, runs)}\n{sources}\n\nCurves: {plots}\n")
+        f"{report_table(records, measurements)}\n{sources}\n\nCurves: {plots}\n")
     (directory / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
