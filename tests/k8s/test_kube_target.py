@@ -190,9 +190,23 @@ def test_a_submission_failing_midway_leaves_nothing_behind(api: client.ApiClient
         if obj["kind"] == "ConfigMap":
             quota = {"metadata": {"name": "no-jobs"}, "spec": {"hard": {"count/jobs.batch": "0"}}}
             client.CoreV1Api(api).create_namespaced_resource_quota(namespace, quota)
-            deadline = time.monotonic() + 30  # the quota controller must count usage before it is enforced
-            while not client.CoreV1Api(api).read_namespaced_resource_quota("no-jobs", namespace).status.hard:
-                assert time.monotonic() < deadline
+            # Admission enforces a quota only once the quota controller has filled in its status and the
+            # apiserver's informer has seen that: wait until a dry-run Job is refused, not just for the status.
+            probe = {"metadata": {"name": "quota-probe"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "probe", "image": "probe"}]}}}}
+
+            def probe_refused() -> bool:
+                try:
+                    client.BatchV1Api(api).create_namespaced_job(namespace, probe, dry_run="All")
+                except client.ApiException as refused:
+                    if "exceeded quota" not in str(refused.body):
+                        raise
+                    return True
+                return False
+
+            deadline = time.monotonic() + 30
+            while not probe_refused():
+                assert time.monotonic() < deadline, "the no-jobs quota was never enforced"
                 time.sleep(0.1)
 
     with pytest.raises(UserError, match=r"creating Job/midway failed .*exceeded quota.*nothing is left"):
