@@ -56,10 +56,10 @@ def copy_record(name: str, seed: int, steps: int, copy_dir: Path) -> dict[str, A
     evals = [json.loads(line) for line in (copy_dir / "metrics.jsonl").read_text().splitlines()]
     target = hp.target_return
     reached = next((e["step"] for e in evals if target is not None and e["mean_return"] >= target), None)
-    best = max(evals, key=lambda e: e["mean_return"])  # every run ends with an evaluation
     return {"hparams": name, "seed": seed, "steps": steps, "budget_fraction": round(steps / hp.train_steps, 3),
             "target_return": target, "first_step_reaching_target": reached,
-            "best_eval": round(best["mean_return"], 2), "best_eval_step": best["step"],
+            # the run's own best policy (of equal evaluations, the later), the one it saved and tested
+            "best_eval": round(summary["best_eval_mean_return"], 2), "best_eval_step": summary["best_eval_step"],
             "final_eval": summary["eval_mean_return"], "wall_s": summary["wall_seconds"], "sps": summary["sps"],
             "evals": [(e["step"], round(e["mean_return"], 2)) for e in evals]}
 

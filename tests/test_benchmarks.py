@@ -38,6 +38,10 @@ def test_the_results_report_tables_each_set_over_its_seeds_and_plots_it(tmp_path
     assert [(r["hparams"], r["seed"]) for r in records] == [("dqn_cartpole", 3), ("dqn_cartpole", 5),
                                                              ("vpg_cartpole", 3), ("vpg_cartpole", 5)]
     assert (report / "results.jsonl").read_text().splitlines() == result.stdout.splitlines()
+    for record in records:  # the best is the run's own best policy: of equal evaluations, the later
+        best = max(mean for _, mean in record["evals"])
+        assert record["best_eval"] == best
+        assert record["best_eval_step"] == max(step for step, mean in record["evals"] if mean == best)
 
     assert len(_measurement_commands(report)) == 1
     assert "--seeds 3,5" in _measurement_commands(report)[0]  # the command that made it

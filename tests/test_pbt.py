@@ -100,6 +100,12 @@ def _config(seed: int = 0, **changes: Any) -> PBTConfig:
     return replace(PBTConfig("p", "local", train, mutations, population=8, interval=5000), **changes)
 
 
+def test_a_config_written_by_an_older_rlkube_reads_back_without_its_removed_settings() -> None:
+    config = _config(seed=3)
+    written_then = {**json.loads(json.dumps(config.to_dict())), "poll_seconds": 1.0}
+    assert PBTConfig.from_dict(written_then) == config
+
+
 def test_decisions_depend_only_on_the_seed_and_copy_the_top_quantile_into_the_bottom() -> None:
     config = _config()
     hp = get_hparams("dqn_cartpole")

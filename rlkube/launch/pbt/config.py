@@ -47,7 +47,11 @@ class PBTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PBTConfig":
-        return cls(**{**data, "train": TrainOptions(**data["train"]), "perturb": tuple(data["perturb"])})
+        """Read a run's config back, also one an older rlkube wrote: settings since removed are dropped (a run
+        started before `poll_seconds` became the target's own resumes)."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{**{key: value for key, value in data.items() if key in known},
+                      "train": TrainOptions(**data["train"]), "perturb": tuple(data["perturb"])})
 
     @property
     def seed(self) -> int:
