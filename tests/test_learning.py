@@ -25,7 +25,7 @@ CASES = [
     ("dqn_cartpole", 50_000, 475.0),
     ("double_dqn_cartpole", 10_000, 100.0),
     ("dueling_dqn_cartpole", 10_000, 100.0),
-    ("noisy_dqn_cartpole", 20_000, 100.0),
+    ("noisy_dqn_cartpole", 5_000, 100.0),
     ("prioritized_dqn_cartpole", 10_000, 100.0),
     ("rainbow_cartpole", 10_000, 100.0),
     ("c51_cartpole", 50_000, 475.0),
