@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +83,16 @@ class LiveTrial:
     steps: int = 0
 
 
+@dataclass
+class EndingTrial:
+    """A trial whose end is decided, waiting for its experiment's cancel (its copies checkpoint and exit)."""
+
+    live: LiveTrial
+    state: TrialState
+    reason: str
+    cancelled: Future
+
+
 class Driver:
     def __init__(self, study: optuna.Study, config: SweepConfig, driver_id: str,
                  emit: Callable[[str], None]) -> None:
@@ -96,25 +107,33 @@ class Driver:
         self.study = studies.drive(study, config, self.space, hp.train_steps, hp.eval_every)
         self.train_steps = hp.train_steps
         self.live: dict[int, LiveTrial] = {}
+        # A cancel waits for the copies to checkpoint and exit (up to the local target's grace period); it runs
+        # beside the loop, so the other trials are polled meanwhile. An ending trial still holds its place in
+        # --parallel until its copies are gone.
+        self.ending: dict[int, EndingTrial] = {}
+        self.canceller = ThreadPoolExecutor(max_workers=config.parallel, thread_name_prefix="cancel")
         self.stopping = False
 
     def run(self) -> None:
         """Until every slot has ended (or a stop is asked for: then every live trial is cancelled)."""
         self._adopt()
         while not self.stopping:
+            self._finish_ended()
             for number in list(self.live):
                 self._poll(number)
-            while not self.stopping and len(self.live) < self.config.parallel:
+            while not self.stopping and len(self.live) + len(self.ending) < self.config.parallel:
                 trial = self._next_trial()
                 if trial is None:
                     break
                 self._start(trial)
-            if not self.live and not self._more_to_ask():
+            if not self.live and not self.ending and not self._more_to_ask():
                 break
             self._sleep(self.config.poll_seconds)
         if self.stopping:
             for number in list(self.live):
                 self._end(number, TrialState.FAIL, "cancelled by rlkube sweep cancel")
+        self.canceller.shutdown(wait=True)
+        self._finish_ended()
         self._summarise()
 
     def stop(self) -> None:
@@ -229,17 +248,26 @@ class Driver:
         self.emit(f"trial {number}: complete, {value:.2f} ± {std:.2f} over {len(per_copy)} seeds")
 
     def _end(self, number: int, state: TrialState, reason: str) -> None:
-        """Cancel the trial's experiment (its copies checkpoint), record how far it got and why, and tell Optuna."""
+        """Start cancelling the trial's experiment (its copies checkpoint); _finish_ended tells Optuna."""
         live = self.live.pop(number)
-        with contextlib.suppress(UserError):
-            self.target.cancel(live.record)
-            self._record_steps(live, self.target.describe(live.record))
-        live.trial.set_user_attr(REASON, reason)
-        self.emit(f"trial {number}: {state.name.lower()}, {reason} (steps reached {live.steps})")
-        if state == TrialState.FAIL:
-            self._tell_failed(live.trial, reason)
-        else:
-            self.study.tell(live.trial, state=state)
+        self.ending[number] = EndingTrial(live, state, reason, self.canceller.submit(self.target.cancel, live.record))
+
+    def _finish_ended(self) -> None:
+        """For each ended trial whose experiment is cancelled: record how far it got and why, and tell Optuna."""
+        for number, ending in list(self.ending.items()):
+            if not ending.cancelled.done():
+                continue
+            del self.ending[number]
+            live = ending.live
+            with contextlib.suppress(UserError):
+                ending.cancelled.result()
+                self._record_steps(live, self.target.describe(live.record))
+            live.trial.set_user_attr(REASON, ending.reason)
+            self.emit(f"trial {number}: {ending.state.name.lower()}, {ending.reason} (steps reached {live.steps})")
+            if ending.state == TrialState.FAIL:
+                self._tell_failed(live.trial, ending.reason)
+            else:
+                self.study.tell(live.trial, state=ending.state)
 
     def _tell_failed(self, trial: optuna.trial.Trial, reason: str) -> None:
         """FAIL, then the same params again while retries last (not for a cancelled sweep)."""
