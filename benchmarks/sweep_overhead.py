@@ -86,7 +86,7 @@ class CallTimer:
 # What the driver does, by label: (owner, attribute). Owners are found on the driver once it is built.
 def _timed_calls(driver: Driver) -> dict[str, tuple[Any, str]]:
     return {"ask (Optuna proposes params)": (driver.study, "ask"),
-            "provenance (git)": (driver_module, "git_provenance"),
+            "provenance (git)": (driver_module, "current_provenance"),
             "build spec": (driver_module, "build_spec"),
             "submit": (driver.target, "submit"),
             "poll: describe copies": (driver.target, "describe"),

@@ -1,4 +1,5 @@
-"""benchmarks/hparams_targets.py --report: the results report is made from the runs themselves."""
+"""The benchmarks run: hparams_targets.py's results report is made from the runs themselves, and sweep_overhead.py
+times the sweep driver's calls (both would otherwise rot unseen between their long runs)."""
 
 import json
 import statistics
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from tests.conftest import run_rlkube
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "hparams_targets.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "hparams_targets.py"
 
 
 def _report(*args: str) -> subprocess.CompletedProcess[str]:
@@ -81,3 +83,16 @@ def test_a_report_accumulates_sets_and_a_set_trained_again_replaces_its_rows(tmp
     assert [" --seeds 1,2 " in command for command in _measurement_commands(report)] == [False, True]
     kept = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
     assert [(r["hparams"], r["seed"]) for r in kept] == [("dqn_cartpole", 0), ("vpg_cartpole", 1), ("vpg_cartpole", 2)]
+
+
+def test_the_sweep_overhead_benchmark_times_every_driver_call_it_names() -> None:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "sweep_overhead.py"), "--trials", "3", "--parallel", "2",
+                             "--train-steps", "1024", "--eval-every", "512", "--poll", "0.2"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "trials: 3 (3 complete)" in result.stdout
+    table = result.stdout.split("\n\n", 1)[1].splitlines()[1:]  # below the header: operation, calls, ...
+    calls = {row.rsplit(None, 4)[0]: row.rsplit(None, 4)[1] for row in table}
+    for label in ("ask (Optuna proposes params)", "provenance (git)", "build spec", "submit", "tell (trial ends)"):
+        assert calls[label] == "3", result.stdout  # once per trial
+    assert int(calls["poll: describe copies"]) > 3, result.stdout
