@@ -250,3 +250,24 @@ def test_a_sweep_runs_trials_as_labelled_jobs_retries_a_killed_one_and_deletes_p
         steps = "-" if trial["steps"] is None else str(trial["steps"])  # None: killed before its first progress line
         assert (rows[number]["STATE"], rows[number]["PARAMS"], rows[number]["STEPS"]) == (
             trial["state"], trial["params"], steps)
+
+
+@pytest.mark.slow
+def test_the_sweep_overhead_benchmark_runs_its_trials_on_the_real_node(e2e: dict[str, Any], pushed_image: str) -> None:
+    """The harness of `benchmarks/sweep_overhead.py --cluster real-bench`: the benchmark needs the test cluster, its
+    real node and the bucket, which exist only while these tests run. It is not a timed assert; it checks that the
+    benchmark ran every trial on the node, and prints the benchmark's table:
+    `pytest -m slow -s tests/k8s/test_sweep_cluster.py -k overhead` (options for the benchmark in
+    RLKUBE_BENCHMARK_ARGS, e.g. "--trials 20")."""
+    profiles_file = e2e["dir"] / "rlkube.yaml"  # the benchmark runs there, as the user's working directory
+    profiles = yaml.safe_load(profiles_file.read_text())
+    profiles["real-bench"] = {**profiles["real"], "image": pushed_image}
+    profiles_file.write_text(yaml.safe_dump(profiles))
+    options = os.environ.get("RLKUBE_BENCHMARK_ARGS", "").split()
+    result = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / "sweep_overhead.py"),
+                             "--cluster", "real-bench", *options], capture_output=True, text=True, timeout=3600,
+                            check=False)
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.search(r"^trials: \d+ \(.*complete", result.stdout, re.MULTILINE), result.stdout
+    assert "first failure" not in result.stdout, result.stdout
