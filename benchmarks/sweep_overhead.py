@@ -4,7 +4,7 @@ Runs a whole sweep with rlkube's Driver in this process (the code `python -m rlk
 runs, without the detaching), on short trials so that the driver's work is a visible part of the whole,
 and times the driver's calls without changing them: asking Optuna, building and submitting each trial,
 each poll (describe the copies, read their evaluations), reporting and the pruning decision, cancelling
-a pruned trial (on a thread of its own), telling Optuna. CPU is this process's own (time.process_time; per call,
+a pruned trial (on a thread of its own), telling Optuna. CPU is this process's own (time.process_time; for a cancel,
 its thread's): the trials are other processes and are not counted. Start-up (interpreter and imports) is
 measured once in a fresh process.
 
@@ -71,12 +71,15 @@ class CallTimer:
             if getattr(self._local, "inside", False):
                 return function(*args, **kwargs)
             self._local.inside = True
-            cpu, wall = time.thread_time(), time.perf_counter()
+            # On the driver's thread, the process's CPU: a call may wait on a helper thread (fsspec runs its
+            # bucket reads on an event loop of its own). On a cancelling thread, only that thread's.
+            clock = time.process_time if threading.current_thread() is threading.main_thread() else time.thread_time
+            cpu, wall = clock(), time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
                 calls.count += 1
-                calls.cpu_s += time.thread_time() - cpu
+                calls.cpu_s += clock() - cpu
                 calls.wall_s += time.perf_counter() - wall
                 self._local.inside = False
 

@@ -5,6 +5,8 @@ list profiles) costs nothing.
 """
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,6 +18,11 @@ from rlkube.launch.targets.base import CopyStatus, Target
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+
+
+# A sweep's or PBT's driver reads every live experiment each round. One client per context, made again after this
+# long (so a changed kubeconfig or credential is picked up), saves a kubeconfig load and a TLS handshake per read.
+CLIENT_REUSE_SECONDS = 60.0
 
 
 class KubernetesTarget(Target):
@@ -30,26 +37,35 @@ class KubernetesTarget(Target):
         self.profile = profile
         self.context = profile.context if profile else None
         self._after_create = after_create
-        self._profile_api: ApiClient | None = None
+        self._clients: dict[str | None, tuple[float, ApiClient]] = {}
+        self._clients_lock = threading.Lock()  # a sweep's driver cancels trials on other threads
+
+    def _client(self, context: str | None) -> "ApiClient":
+        from rlkube.launch.targets.kubernetes.api import connect  # noqa: PLC0415
+
+        with self._clients_lock:
+            cached = self._clients.get(context)
+            if cached is None or time.monotonic() - cached[0] > CLIENT_REUSE_SECONDS:
+                cached = self._clients[context] = (time.monotonic(), connect(context))
+            return cached[1]
 
     @contextlib.contextmanager
     def _submitting(self, spec: ExperimentSpec) -> Iterator["ApiClient"]:
         """The profile's cluster, with its failures as one line."""
-        from rlkube.launch.targets.kubernetes.api import api_errors, connect  # noqa: PLC0415
+        from rlkube.launch.targets.kubernetes.api import api_errors  # noqa: PLC0415
 
         if self.profile is None:
             raise TypeError("a KubernetesTarget made from a record reads experiments; submitting needs a profile")
-        if self._profile_api is None:
-            self._profile_api = connect(self.profile.context)
-        with api_errors(f"submitting {spec.name} to {self.profile.name}", self._profile_api.configuration.host):
-            yield self._profile_api
+        api = self._client(self.profile.context)
+        with api_errors(f"submitting {spec.name} to {self.profile.name}", api.configuration.host):
+            yield api
 
     @contextlib.contextmanager
     def _reading(self, record: store.Record, action: str) -> Iterator["ApiClient"]:
         """The cluster a record's experiment runs on, with its failures as one line."""
-        from rlkube.launch.targets.kubernetes.api import api_errors, connect  # noqa: PLC0415
+        from rlkube.launch.targets.kubernetes.api import api_errors  # noqa: PLC0415
 
-        api = connect(record.context)
+        api = self._client(record.context)
         with api_errors(f"{action} {record.name}", api.configuration.host):
             yield api
 
