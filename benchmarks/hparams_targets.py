@@ -9,12 +9,18 @@ run here, on a machine that can afford them, e.g. Pong on a GPU node (or on a cl
     python benchmarks/hparams_targets.py --hparams ppo_pong,dqn_pong --device gpu
     python benchmarks/hparams_targets.py --hparams ddpg_mountaincar_continuous --seeds 0,1
     python benchmarks/hparams_targets.py --hparams td3_halfcheetah --train-steps 200000   # part of the budget
+    python benchmarks/hparams_targets.py --hparams sac_halfcheetah --seeds 0,1 --workdir ~/halfcheetah  # resumable
     python benchmarks/hparams_targets.py --hparams dqn_cartpole,c51_cartpole --seeds 0,1,2,3,4 --report docs/results
 
 With --train-steps, the runs stop early and say so (`budget_fraction`): their numbers show learning
-under way, not the set's final result. --report DIR also writes DIR/results.md (a markdown table over
-seeds: final and best evaluation, seeds reaching the target, wall time, SPS; dated, with the machine and
-the command) and DIR/<set>.png (the mean evaluation curve, a ±1 std band over seeds, the target line).
+under way, not the set's final result. --workdir DIR keeps the runs in DIR/<set> rather than a temporary
+directory, so that a benchmark longer than a sitting (HalfCheetah's 1M steps on a CPU) survives being stopped:
+the same command again resumes each run from its last checkpoint (rlkube train checkpoints on SIGTERM and
+SIGINT), and a larger --train-steps continues finished runs.
+
+--report DIR also writes DIR/results.md (a markdown table over seeds: final and best evaluation, seeds
+reaching the target, wall time, SPS; dated, with the machine and the command) and DIR/<set>.png (the mean
+evaluation curve, a ±1 std band over seeds, the target line).
 """
 
 import argparse
@@ -162,6 +168,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--report", type=Path, metavar="DIR", help="also write results.md and a plot per set here")
+    parser.add_argument("--workdir", type=Path, metavar="DIR",
+                        help="keep the runs here (default: a temporary directory); run again to resume them")
     args = parser.parse_args()
     names = [name for name in args.hparams.split(",") if name]
     try:
@@ -175,8 +183,10 @@ def main() -> None:
                 "command": shlex.join(["python", *sys.argv])}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            for record in train(name, seeds, args.train_steps, args.device, args.num_workers, Path(tmp)):
+            for record in train(name, seeds, args.train_steps, args.device, args.num_workers, workdir):
                 record["measured"] = measured
                 print(json.dumps(record), flush=True)
                 records.append(record)

@@ -69,6 +69,20 @@ def test_the_results_report_tables_each_set_over_its_seeds_and_plots_it(tmp_path
     assert measured["dqn_cartpole"].startswith("best ")
 
 
+def test_a_benchmark_run_again_in_its_workdir_continues_its_runs_rather_than_starting_afresh(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    first = json.loads(_report("--hparams", "dqn_cartpole", "--train-steps", "1024", "--workdir", str(workdir)).stdout)
+    assert (workdir / "dqn_cartpole" / "copy-0" / "summary.json").exists()  # kept, not in a temporary directory
+
+    continued = json.loads(_report("--hparams", "dqn_cartpole", "--train-steps", "2048", "--workdir",
+                                   str(workdir)).stdout)
+    # A fresh 2048-step run would evaluate once, at its end (dqn_cartpole evaluates every 2500 steps); the
+    # continued one keeps the first run's evaluation at 1024 as it was.
+    assert [step for step, _ in continued["evals"]] == [1024, 2048]
+    assert continued["evals"][0] == first["evals"][0]
+    assert continued["steps"] == 2048
+
+
 def test_a_report_accumulates_sets_and_a_set_trained_again_replaces_its_rows(tmp_path: Path) -> None:
     report = tmp_path / "report"
     _report("--hparams", "dqn_cartpole,vpg_cartpole", "--seeds", "0", "--train-steps", "512", "--report", str(report))
