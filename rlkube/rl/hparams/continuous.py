@@ -129,17 +129,29 @@ def ddpg_mountaincar_continuous() -> DDPGHParams:
 
 @hparams_registry.register()
 def sac_mountaincar_continuous() -> SACHParams:
-    """rl-baselines3-zoo's settings, with gSDE (benchmark.md: 94.7 after 50k steps).
+    """rl-baselines3-zoo's settings with gSDE (benchmark.md: 94.7 after 50k steps), but alpha 0.2 and log-std -2.
 
-    Without gSDE, SAC with the same fixed alpha of 0.1 does not find the flag: seed 0 settles at 0 (standing
-    still) within the 50k steps. Exploration matrices held for a rollout (train_freq 32 steps) push the car
-    one way for long enough to climb. Measured here (`rlkube train --copies 3`, 5-10 evaluation episodes):
-    best evaluations 94.0, 94.0, 94.5 on seeds 0-2, reached at 35k-45k steps.
+    Without gSDE, SAC with a fixed alpha of 0.1 does not find the flag: seed 0 settles at 0 (standing still)
+    within the 50k steps. Exploration matrices held for a rollout (train_freq 32 steps) push the car one way for
+    long enough to climb.
+
+    The zoo's alpha 0.1 and log_std_init -3.67 found the flag on four of seeds 0-4, but their best evaluations
+    (94.71, 94.24, 94.20, 94.03, and -0.06 for the seed that never left the valley) reached 94.7 on one. alpha
+    0.2 and log_std_init -2.0 come from the grid sweep `rlkube sweep start --hparams sac_mountaincar_continuous
+    --space S --sampler grid --pruner none --objective best --trials 9 --seeds 5` with S `init_ent_coef:
+    {choice: [0.05, 0.1, 0.2]}` and `log_std_init: {choice: [-3.67, -3.0, -2.0]}` (2026-12-01). Best evaluation,
+    mean ± std over the seeds, then seeds reaching 94.7:
+    alpha 0.2, -2.0: 95.46 ± 0.16, 5/5 (each still rising at 50k);  0.2, -3.0: 94.62 ± 0.26, 2/5;
+    0.1, -2.0: 94.62 ± 0.66, 1/5;  0.2, -3.67: 94.25 ± 0.42, 0/5;  0.1, -3.0: 94.17 ± 0.54, 2/5;
+    0.05, -2.0: 94.17 ± 0.36, 1/5;  0.05, -3.67: 93.96 ± 0.67, 1/5;  0.05, -3.0: 92.50 ± 1.85, 0/5;
+    0.1, -3.67 (the zoo's): 75.42 ± 37.74, 1/5. At every log-std, alpha 0.2 did best; at
+    alpha 0.2, the widest start did. Trials are deterministic on a CPU: the zoo's trial repeats, seed for seed,
+    the five-seed report made with those settings.
     """
     return SACHParams(
         env="MountainCarContinuous-v0", lr=3e-4, memory_size=50_000, batch_size=512, auto_entropy=False,
-        init_ent_coef=0.1, train_freq=32, gradient_steps=32, gamma=0.9999, tau=0.01, learning_starts=0,
-        hidden_sizes=(64, 64), use_sde=True, log_std_init=-3.67, train_steps=50_000, eval_every=5_000,
+        init_ent_coef=0.2, train_freq=32, gradient_steps=32, gamma=0.9999, tau=0.01, learning_starts=0,
+        hidden_sizes=(64, 64), use_sde=True, log_std_init=-2.0, train_steps=50_000, eval_every=5_000,
         target_return=94.7,
     )
 
