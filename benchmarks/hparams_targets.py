@@ -181,16 +181,17 @@ def main() -> None:
     measured = {"date": f"{datetime.now(UTC):%Y-%m-%d}", "device": args.device,
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
                 "command": shlex.join(["python", *sys.argv])}
-    records = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            for record in train(name, seeds, args.train_steps, args.device, args.num_workers, workdir):
+            records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir)
+            for record in records:
                 record["measured"] = measured
                 print(json.dumps(record), flush=True)
-                records.append(record)
-            if args.report:  # after each set, so that hours of training survive a later set's failure
+            # After each set, so that hours of training survive a later set's failure; its rows alone, so that
+            # a report another run has written meanwhile keeps that run's sets.
+            if args.report:
                 write_report(records, args.report)
     if args.report:
         print(f"report: {args.report / 'results.md'}", file=sys.stderr)

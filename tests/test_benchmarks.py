@@ -5,6 +5,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import run_rlkube
@@ -97,6 +98,25 @@ def test_a_report_accumulates_sets_and_a_set_trained_again_replaces_its_rows(tmp
     assert [" --seeds 1,2 " in command for command in _measurement_commands(report)] == [False, True]
     kept = [json.loads(line) for line in (report / "results.jsonl").read_text().splitlines()]
     assert [(r["hparams"], r["seed"]) for r in kept] == [("dqn_cartpole", 0), ("vpg_cartpole", 1), ("vpg_cartpole", 2)]
+
+
+def test_a_run_ending_keeps_the_rows_another_run_wrote_to_its_report_meanwhile(tmp_path: Path) -> None:
+    report, results = tmp_path / "report", tmp_path / "report" / "results.jsonl"
+    running = subprocess.Popen([sys.executable, str(SCRIPT), "--hparams", "dqn_cartpole,vpg_cartpole", "--seeds", "0",
+                                "--train-steps", "512", "--report", str(report)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not results.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Another run retrains dqn_cartpole while this one trains vpg_cartpole (its rows written in milliseconds,
+    # while vpg_cartpole's `rlkube train` is still importing TensorFlow).
+    (other,) = [json.loads(line) for line in results.read_text().splitlines()]
+    results.write_text(json.dumps({**other, "seed": 7, "measured": {**other["measured"], "command": "another"}}) + "\n")
+    assert running.wait(timeout=600) == 0, running.stderr.read() if running.stderr else ""
+
+    kept = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["hparams"], r["seed"]) for r in kept] == [("dqn_cartpole", 7), ("vpg_cartpole", 0)]
+    assert _measurement_commands(report)[0] == "another"
 
 
 def test_the_sweep_overhead_benchmark_times_every_driver_call_it_names() -> None:
