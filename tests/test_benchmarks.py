@@ -106,7 +106,8 @@ def test_a_run_ending_keeps_the_rows_another_run_wrote_to_its_report_meanwhile(t
                                 "--train-steps", "512", "--report", str(report)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
-    while not results.exists() and time.monotonic() < deadline:
+    # Until its first set's row is whole: the file exists, empty, for a moment before it is written.
+    while not (results.exists() and results.read_text().endswith("\n")) and time.monotonic() < deadline:
         time.sleep(0.02)
     # Another run retrains dqn_cartpole while this one trains vpg_cartpole (its rows written in milliseconds,
     # while vpg_cartpole's `rlkube train` is still importing TensorFlow).
