@@ -24,6 +24,7 @@ evaluation curve, a ±1 std band over seeds, the target line).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -181,8 +182,8 @@ def main() -> None:
     measured = {"date": f"{datetime.now(UTC):%Y-%m-%d}", "device": args.device,
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
                 "command": shlex.join(["python", *sys.argv])}
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = args.workdir or Path(tmp)
+    with contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as runs:
+        workdir = Path(runs)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
             records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir)
