@@ -338,7 +338,7 @@ def test_hparams_lists_every_set_with_its_agent_env_budget_and_target() -> None:
         assert measured == "-"  # no results given: nothing measured is claimed
 
 
-def test_hparams_measured_column_comes_from_the_benchmarks_results(tmp_path: Path) -> None:
+def test_hparams_measured_column_comes_from_the_benchmarks_results_file_or_report_directory(tmp_path: Path) -> None:
     records = [{"hparams": "dqn_cartpole", "seed": 0, "best_eval": 500.0, "first_step_reaching_target": 20000,
                 "budget_fraction": 1.0},
                {"hparams": "dqn_cartpole", "seed": 1, "best_eval": 460.0, "first_step_reaching_target": None,
@@ -350,9 +350,12 @@ def test_hparams_measured_column_comes_from_the_benchmarks_results(tmp_path: Pat
     result = run_rlkube("hparams", "--results", str(results))
     assert result.returncode == 0, result.stderr
     measured = {line.split()[0]: line.split(None, 5)[5] for line in result.stdout.splitlines()[1:]}
-    assert measured["dqn_cartpole"] == "best 480.0 ± 28.3, 1/2 seeds at target"
+    assert measured["dqn_cartpole"] == "best 480.0 ± 20.0, 1/2 seeds at target"  # as the report: pstdev
     assert measured["vpg_cartpole"] == "best 312.5, 20% of the budget"  # vpg_cartpole has no published target
     assert measured["ppo_cartpole"] == "-"
+    report_directory = run_rlkube("hparams", "--results", str(tmp_path))  # as --report DIR wrote it
+    assert report_directory.returncode == 0, report_directory.stderr
+    assert report_directory.stdout == result.stdout
     results.write_text('{"hparams": "dqn_cartpole"}\n')
     bad = run_rlkube("hparams", "--results", str(results))
     assert bad.returncode == 2

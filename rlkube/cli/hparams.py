@@ -26,8 +26,9 @@ RESULT_KEYS = ("hparams", "best_eval", "first_step_reaching_target", "budget_fra
 
 
 @click.group(invoke_without_command=True)
-@click.option("--results", "results_file", type=click.Path(path_type=Path), default=None, metavar="FILE",
-              help="JSON lines from benchmarks/hparams_targets.py (one per set and seed): fills the measured column.")
+@click.option("--results", "results_file", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="A report directory of benchmarks/hparams_targets.py (e.g. docs/results) or its results.jsonl "
+                   "(one line per set and seed): fills the measured column.")
 @click.pass_context
 def hparams(ctx: click.Context, results_file: Path | None) -> None:
     """The named hparams sets: agent, env, budget, published target and what was measured here.
@@ -59,6 +60,8 @@ def _measured(path: Path) -> dict[str, str]:
     """Each set's measured result, over the seeds in the results file: best evaluation, seeds at the target."""
     from rlkube.rl.hparams import get_hparams  # noqa: PLC0415
 
+    if path.is_dir():  # a report directory, as --report DIR wrote it
+        path = path / "results.jsonl"
     try:
         lines = path.read_text().splitlines()
     except OSError as error:
@@ -78,7 +81,8 @@ def _measured(path: Path) -> dict[str, str]:
     cells = {}
     for name, records in by_set.items():
         bests = [record["best_eval"] for record in records]
-        cell = f"best {statistics.mean(bests):.1f}" + (f" ± {statistics.stdev(bests):.1f}" if len(bests) > 1 else "")
+        # The population std over seeds, as the report and README give it.
+        cell = f"best {statistics.fmean(bests):.1f}" + (f" ± {statistics.pstdev(bests):.1f}" if len(bests) > 1 else "")
         if get_hparams(name).target_return is not None:
             reached = sum(record["first_step_reaching_target"] is not None for record in records)
             cell += f", {reached}/{len(records)} seeds at target"
