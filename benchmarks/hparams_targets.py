@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,11 +51,36 @@ def train(name: str, seeds: list[int], train_steps: int | None, device: str, num
     out = workdir / name
     copies_file = workdir / f"{name}-copies.json"
     copies_file.write_text(copies_json([CopyPlan(index, seed) for index, seed in enumerate(seeds)]))
-    subprocess.run([sys.executable, "-m", "rlkube", "train", "--hparams", name, "--copies-file", str(copies_file),
-                    "--train-steps", str(steps), "--device", device, "--num-workers", str(num_workers),
-                    "--test-episodes", "0", "--output-dir", str(out)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run_letting_it_checkpoint([sys.executable, "-m", "rlkube", "train", "--hparams", name, "--copies-file",
+                                str(copies_file), "--train-steps", str(steps), "--device", device, "--num-workers",
+                                str(num_workers), "--test-episodes", "0", "--output-dir", str(out)])
     return [copy_record(name, seed, steps, out / f"copy-{index}") for index, seed in enumerate(seeds)]
+
+
+class Stopped(Exception):
+    """A stop signal ended the training; each run checkpointed first."""
+
+
+def _run_letting_it_checkpoint(command: list[str]) -> None:
+    """Runs `command`, passing SIGINT and SIGTERM on and waiting while it checkpoints (subprocess.run would kill
+    it a quarter of a second after Ctrl-C, mid-checkpoint: a replay buffer takes seconds to write)."""
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        stopped: list[int] = []
+
+        def forward(signum: int, _frame: object) -> None:
+            stopped.append(signum)
+            process.send_signal(signum)  # also when Ctrl-C reached it already: a stop request is idempotent
+
+        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            returncode = process.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if stopped:
+        raise Stopped
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, command)
 
 
 def copy_record(name: str, seed: int, steps: int, copy_dir: Path) -> dict[str, Any]:
@@ -186,7 +212,11 @@ def main() -> None:
         workdir = Path(runs)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir)
+            try:
+                records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir)
+            except Stopped:
+                resume = f"; the same command resumes them from {workdir}" if args.workdir else ""
+                sys.exit(f"stopped while training {name}: its runs checkpointed{resume}")
             for record in records:
                 record["measured"] = measured
                 print(json.dumps(record), flush=True)

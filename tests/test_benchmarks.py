@@ -2,6 +2,7 @@
 times the sweep driver's calls (both would otherwise rot unseen between their long runs)."""
 
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,6 +83,31 @@ def test_a_benchmark_run_again_in_its_workdir_continues_its_runs_rather_than_sta
     assert [step for step, _ in continued["evals"]] == [1024, 2048]
     assert continued["evals"][0] == first["evals"][0]
     assert continued["steps"] == 2048
+
+
+def test_a_benchmark_stopped_by_a_signal_lets_its_runs_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    workdir = tmp_path / "runs"
+    # ddpg_mountaincar_continuous checkpoints every 50k steps, far beyond where this stops it: a checkpoint found
+    # afterwards is the one the stop wrote.
+    running = subprocess.Popen([sys.executable, str(SCRIPT), "--hparams", "ddpg_mountaincar_continuous", "--workdir",
+                                str(workdir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = workdir / "ddpg_mountaincar_continuous" / "copy-0" / "progress.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and running.poll() is None:
+        if progress.exists() and progress.read_text().endswith("}\n") and json.loads(progress.read_text())["step"] > 0:
+            break
+        time.sleep(0.1)
+    running.send_signal(signal.SIGINT)  # to the script alone, as `kill -INT` sends it: it passes it on
+    _, stderr = running.communicate(timeout=300)
+
+    assert running.returncode != 0
+    assert stderr == (f"stopped while training ddpg_mountaincar_continuous: its runs checkpointed; the same command "
+                      f"resumes them from {workdir}\n")
+    stopped_at = json.loads(progress.read_text())["step"]
+    checkpoints = list((workdir / "ddpg_mountaincar_continuous" / "copy-0").glob("checkpoints/*/COMPLETE"))
+    assert len(checkpoints) == 1, "the run was killed before it could checkpoint"
+    assert 0 < stopped_at < 50_000
 
 
 def test_a_report_accumulates_sets_and_a_set_trained_again_replaces_its_rows(tmp_path: Path) -> None:
