@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkube.errors import UserError
+from rlkube.launch.targets.local_worker import wait_passing_on_stop_signals
 from rlkube.rl.hparams import get_hparams
 from rlkube.run.options import CopyPlan, copies_json
 
@@ -62,22 +63,11 @@ class Stopped(Exception):
 
 
 def _run_letting_it_checkpoint(command: list[str]) -> None:
-    """Runs `command`, passing SIGINT and SIGTERM on and waiting while it checkpoints (subprocess.run would kill
-    it a quarter of a second after Ctrl-C, mid-checkpoint: a replay buffer takes seconds to write)."""
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
-        stopped: list[int] = []
-
-        def forward(signum: int, _frame: object) -> None:
-            stopped.append(signum)
-            process.send_signal(signum)  # also when Ctrl-C reached it already: a stop request is idempotent
-
-        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            returncode = process.wait()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-    if stopped:
+    """Runs `command`, its stop signals passed on (subprocess.run would kill it a quarter of a second after
+    Ctrl-C, mid-checkpoint: a replay buffer takes seconds to write)."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    returncode = wait_passing_on_stop_signals(child)
+    if returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # how `rlkube train` ends when stopped
         raise Stopped
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, command)

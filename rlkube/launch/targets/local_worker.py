@@ -16,12 +16,21 @@ def main(argv: list[str]) -> int:
     exit_file, separator, *command = argv
     if separator != "--" or not command:
         sys.exit("usage: python -m rlkube.launch.targets.local_worker EXIT_FILE -- COMMAND...")
-    child = subprocess.Popen(command)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda received, _frame: child.send_signal(received))
-    code = child.wait()
+    code = wait_passing_on_stop_signals(subprocess.Popen(command))
     layout.write_atomically(Path(exit_file), f"{code}\n")
     return code
+
+
+def wait_passing_on_stop_signals(child: subprocess.Popen[bytes]) -> int:
+    """`child`'s exit code, SIGTERM and SIGINT passed on to it meanwhile: `rlkube train` checkpoints, then exits
+    128 + the signal. A stop request is idempotent, so one that Ctrl-C sent the child as well does no harm."""
+    previous = {signum: signal.signal(signum, lambda received, _frame: child.send_signal(received))
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":
