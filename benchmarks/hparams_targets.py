@@ -42,6 +42,7 @@ from rlkube.errors import UserError
 from rlkube.launch.targets.local_worker import wait_passing_on_stop_signals
 from rlkube.rl.hparams import get_hparams
 from rlkube.run.options import CopyPlan, copies_json
+from rlkube.rundir.across_copies import mean_plus_minus
 
 
 def train(name: str, seeds: list[int], train_steps: int | None, device: str, num_workers: int,
@@ -87,11 +88,6 @@ def copy_record(name: str, seed: int, steps: int, copy_dir: Path) -> dict[str, A
             "evals": [(e["step"], round(e["mean_return"], 2)) for e in evals]}
 
 
-def _mean_std(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    return f"{mean:.1f} ± {statistics.pstdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-
 def _steps(count: int) -> str:
     for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
         if count % divisor == 0:
@@ -110,8 +106,9 @@ def report_table(records: list[dict[str, Any]], measurements: list[dict[str, str
                                              f" ({runs[0]['budget_fraction']:.0%} of the set's)")
         reaching = "-" if target is None else f"{sum(r['best_eval'] >= target for r in runs)}/{len(runs)}"
         wall = statistics.fmean(r["wall_s"] for r in runs)
+        finals, bests = [r["final_eval"] for r in runs], [r["best_eval"] for r in runs]
         rows.append(f"| `{name}` | {budget} | {'-' if target is None else f'{target:g}'} "
-                    f"| {_mean_std([r['final_eval'] for r in runs])} | {_mean_std([r['best_eval'] for r in runs])} "
+                    f"| {mean_plus_minus(finals)} | {mean_plus_minus(bests)} "
                     f"| {reaching} | {wall / 60:.1f} min | {statistics.fmean(r['sps'] for r in runs):.0f} "
                     f"| {measurements.index(runs[0]['measured']) + 1} |")
     return "\n".join(rows) + "\n"

@@ -37,6 +37,7 @@ from rlkube.launch.targets.base import target_for
 from rlkube.rl.hparams import get_hparams
 from rlkube.run.options import CopyPlan, TrainOptions
 from rlkube.rundir import layout
+from rlkube.rundir.across_copies import mean_plus_minus
 
 TARGET = 475.0
 
@@ -105,7 +106,7 @@ def shown(values: list[float | None], digits: int = 0) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "-"
-    text = f"{statistics.fmean(known):.{digits}f} ± {statistics.pstdev(known):.{digits}f}"
+    text = mean_plus_minus(known, digits)
     return text + (f" ({len(known)}/{len(values)} seeds)" if len(known) < len(values) else "")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from rlkube.rl.networks import param_leaves
 from rlkube.run.workers import ObservationSlots, ParameterBoard, Rollout
-from tests.conftest import rlkube_command, run_rlkube
+from tests.conftest import assert_workers_learned_cartpole, rlkube_command, run_rlkube
 
 WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]
 
@@ -116,11 +116,10 @@ def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process
 
 @pytest.mark.learning
 def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
-    result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--output-dir", str(tmp_path), timeout=900)
+    result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--copies", "2", "--output-dir",
+                        str(tmp_path), timeout=1200)
     assert result.returncode == 0, result.stderr
-    evaluations = [json.loads(line) for line in (tmp_path / "copy-0" / "metrics.jsonl").read_text().splitlines()]
-    best = max(e["mean_return"] for e in evaluations)
-    assert best >= 400, f"two workers reached only {best}: {evaluations}"
+    assert_workers_learned_cartpole([tmp_path / "copy-0", tmp_path / "copy-1"])
 
 
 def test_a_killed_actor_is_restarted_and_the_run_finishes(tmp_path: Path) -> None:

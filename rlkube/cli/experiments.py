@@ -320,11 +320,12 @@ def results(experiment: str | None, plot_path: str | None, output_format: str) -
     """
     from pathlib import Path  # noqa: PLC0415
 
-    from rlkube.launch.results import across, collect, final_returns, plot  # noqa: PLC0415
+    from rlkube.launch.results import collect, final_returns, plot  # noqa: PLC0415
+    from rlkube.rundir.across_copies import mean_and_std  # noqa: PLC0415
 
     record = _chosen(experiment)
     copies = collect(record)
-    summary = {key: across(final_returns(copies, key))
+    summary = {key: mean_and_std(values) if (values := final_returns(copies, key)) else None
                for key in ("eval_mean_return", "best_eval_mean_return", "test_mean_return")}
     if output_format == "json":
         click.echo(json.dumps({"experiment": record.name, "copies": copies, "across_copies": summary}, indent=2))

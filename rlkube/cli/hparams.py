@@ -6,7 +6,6 @@ None of these import TensorFlow: they read the hparams registry and gymnasium's.
 import dataclasses
 import json
 import re
-import statistics
 import types
 import typing
 from pathlib import Path
@@ -59,6 +58,7 @@ def _steps(count: int) -> str:
 def _measured(path: Path) -> dict[str, str]:
     """Each set's measured result, over the seeds in the results file: best evaluation, seeds at the target."""
     from rlkube.rl.hparams import get_hparams  # noqa: PLC0415
+    from rlkube.rundir.across_copies import mean_plus_minus  # noqa: PLC0415
 
     if path.is_dir():  # a report directory, as --report DIR wrote it
         path = path / "results.jsonl"
@@ -81,8 +81,7 @@ def _measured(path: Path) -> dict[str, str]:
     cells = {}
     for name, records in by_set.items():
         bests = [record["best_eval"] for record in records]
-        # The population std over seeds, as the report and README give it.
-        cell = f"best {statistics.fmean(bests):.1f}" + (f" ± {statistics.pstdev(bests):.1f}" if len(bests) > 1 else "")
+        cell = f"best {mean_plus_minus(bests)}"
         if get_hparams(name).target_return is not None:
             reached = sum(record["first_step_reaching_target"] is not None for record in records)
             cell += f", {reached}/{len(records)} seeds at target"

@@ -306,10 +306,11 @@ def confirm(name: str, storage: str | None, seeds: int) -> None:
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.clusters import get_profile  # noqa: PLC0415
     from rlkube.launch.spec import build_spec  # noqa: PLC0415
-    from rlkube.launch.sweep.config import copy_value, mean_and_std  # noqa: PLC0415
+    from rlkube.launch.sweep.config import copy_value  # noqa: PLC0415
     from rlkube.launch.sweep.driver import STD  # noqa: PLC0415
     from rlkube.launch.sweep.space import overrides_of  # noqa: PLC0415
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
+    from rlkube.rundir.across_copies import mean_and_std  # noqa: PLC0415
 
     _record, study, config = _open(name, storage)
     trial = _best(study, name)

@@ -5,7 +5,6 @@ bucket (gs://, s3://), synced into the local cache first. A run on a cluster's P
 """
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,6 @@ def collect(record: Record) -> list[dict[str, Any]]:
             if metrics_path.exists() else []
         copies.append({"copy": index, "summary": summary, "evaluations": evaluations})
     return copies
-
-
-def across(values: list[float]) -> tuple[float, float] | None:
-    if not values:
-        return None
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
 def final_returns(copies: list[dict[str, Any]], key: str) -> list[float]:

@@ -11,7 +11,6 @@ import os
 import pickle
 import shutil
 import signal
-import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from rlkube.run.video import write_episode
 from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
 from rlkube.rundir import checkpoint, layout
+from rlkube.rundir.across_copies import mean_and_std
 from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
@@ -601,8 +601,8 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
                 "total_steps"):
         values = [s[key] for s in summaries if s.get(key) is not None]
         if values:
-            result[key] = {"mean": statistics.fmean(values),
-                           "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+            mean, std = mean_and_std(values)
+            result[key] = {"mean": mean, "std": std}
     return result
 
 

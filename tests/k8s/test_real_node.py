@@ -28,7 +28,7 @@ from node import RealNode
 
 from rlkube.rundir import layout
 from rlkube.storage import filesystems
-from tests.conftest import scalar_steps
+from tests.conftest import assert_workers_learned_cartpole, scalar_steps
 
 # Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = pytest.mark.xdist_group("k8s")
@@ -294,17 +294,17 @@ def fetch_json(url: str, timeout: float, ready: Any) -> Any:
 
 
 def test_workers_share_memory_in_a_pod_and_learn(e2e: dict[str, Any], pushed_image: str) -> None:
-    submit("workers", pushed_image, "--hparams", "dqn_cartpole", "--num-workers", "2", "--eval-episodes", "5",
-           "--test-episodes", "1")
+    submit("workers", pushed_image, "--hparams", "dqn_cartpole", "--num-workers", "2", "--copies", "2",
+           "--eval-episodes", "5", "--test-episodes", "1")
     job = wait_for_job(e2e, "workers")
     assert {c.type for c in job.status.conditions if c.status == "True"} >= {"Complete"}, job.status
-    (pod,) = pods_of(e2e, "workers")
-    shm = next(v for v in pod.spec.volumes if v.name == "shm")
-    assert shm.empty_dir.medium == "Memory"
-    run_dir = download(f"{e2e['output']}/workers/copy-0", e2e["dir"] / "workers-copy-0")
-    evaluations = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    best = max(e["mean_return"] for e in evaluations)
-    assert best >= 200, f"2 workers in a pod did not learn CartPole: best eval {best}"
+    pods = pods_of(e2e, "workers")
+    assert len(pods) == 2
+    for pod in pods:
+        shm = next(v for v in pod.spec.volumes if v.name == "shm")
+        assert shm.empty_dir.medium == "Memory"
+    assert_workers_learned_cartpole([download(f"{e2e['output']}/workers/copy-{copy}", e2e["dir"] / f"workers-{copy}")
+                                     for copy in (0, 1)])
 
 
 def test_a_copy_over_its_memory_limit_is_oom_killed_retried_and_shown_while_the_others_finish(

@@ -88,10 +88,6 @@ def copy_value(evaluations: list[dict[str, float]], objective: str) -> float | N
     return statistics.fmean(returns[-int(match.group(2)):])
 
 
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
-
-
 def _returns_at_shared_steps(evaluations: dict[int, list[dict[str, float]]],
                              copies: int) -> tuple[list[dict[int, float]], list[int]]:
     """Each copy's return by step, and the steps that every copy has evaluated, in order."""

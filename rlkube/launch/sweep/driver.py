@@ -35,11 +35,11 @@ from rlkube.launch.sweep.config import (
     SweepConfig,
     copy_value,
     intermediate_values,
-    mean_and_std,
     per_seed_values,
 )
 from rlkube.launch.sweep.space import check_space, overrides_of
 from rlkube.launch.targets.base import CopyStatus, target_for
+from rlkube.rundir.across_copies import mean_and_std
 
 MODULE = "rlkube.launch.sweep.driver"  # what the driver runs as (python -m), and how its process is recognised
 DRIVER_LOG = "driver.log"
