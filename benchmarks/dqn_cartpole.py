@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlkube.rundir.across_copies import mean_and_std
+
 TARGET = 475.0
 EVAL_EVERY = 2500
 SB3_PYTHON = Path(os.environ.get("RLKUBE_SB3_VENV", Path.home() / ".cache/rlkube/sb3-venv-2.9")) / "bin/python"
@@ -60,7 +62,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"framework": records[0]["framework"], "seeds": len(records), "seeds_reaching_475": len(reached),
             "steps_to_475": [r["first_step_reaching_target"] for r in records],
             "final_evals": [round(final, 1) for final in finals],
-            "final_eval_mean_std": [round(statistics.fmean(finals), 1), round(statistics.pstdev(finals), 1)],
+            "final_eval_mean_std": [round(value, 1) for value in mean_and_std(finals)],
             "mean_wall_s": round(statistics.fmean(r["wall_s"] for r in records), 2),
             "mean_sps": round(statistics.fmean(r["sps"] for r in records), 1),
             "mean_wall_s_to_475": round(statistics.fmean(r["wall_s_to_target"] for r in reached), 2)
