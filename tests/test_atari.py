@@ -203,7 +203,7 @@ def test_dqn_pong_starts_learning_through_the_cli(tmp_path: Path) -> None:
     assert min(steps) > 500, "no learning before learning_starts"
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_dqn_pong_resumed_from_a_checkpoint_continues_mid_game_exactly(tmp_path: Path) -> None:
     """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns."""
     overrides = ("memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,target_update_period=100,"

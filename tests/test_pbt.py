@@ -306,6 +306,7 @@ def test_a_controller_killed_mid_generation_resumes_to_the_same_result(
     assert controller.compare(name, killed) == []
 
 
+@pytest.mark.full
 def test_pbt_ends_a_population_from_a_poor_lr_range_higher_than_the_same_members_run_fixed() -> None:
     """The issue's first test, at a size make test affords: 4 members from learning rates 10-100x too low, 6
     generations. The benchmark at full size (8 members, 50k steps) is in the README."""

@@ -135,8 +135,13 @@ def kill_at_random_moments(command: list[str], run: Path) -> list[dict[str, Any]
     return resumed_from
 
 
+# make test kills one set per family (off-policy discrete, on-policy, off-policy continuous); make test-all all of them.
+KILLED_PER_CHANGE = {"dqn_cartpole", "ppo_cartpole", "sac_pendulum"}
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("name", list(RESUMED))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in KILLED_PER_CHANGE else pytest.mark.full)
+                                  for name in RESUMED])
 def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_workers: int, tmp_path: Path) -> None:
     command = resumed_command(name, num_workers)
     train_steps, overrides = RESUMED[name]

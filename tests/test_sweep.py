@@ -262,6 +262,7 @@ def test_a_taken_sweep_name_is_refused() -> None:
 
 # A sweep that learns
 
+@pytest.mark.full
 def test_a_local_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path) -> None:
     """ppo_cartpole's lr and n_epochs over a space with bad values (lr 1e-5, one epoch): TPE finds a trial that
     reaches 475 on both seeds within the reduced budget, and the median pruner stops hopeless ones early."""
@@ -347,6 +348,7 @@ def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir:
     assert len(state["trials"]) == 2  # a cancelled sweep retries nothing
 
 
+@pytest.mark.full
 def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, postgres: PostgresServer) -> None:
     """The study in a real PostgreSQL server: a second machine (its own data dir) joins with resume --storage, and
     the two drivers run the 6 trials between them, none twice."""

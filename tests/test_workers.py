@@ -115,6 +115,7 @@ def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process
 
 
 @pytest.mark.learning
+@pytest.mark.full
 def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
     result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--copies", "2", "--output-dir",
                         str(tmp_path), timeout=1200)
