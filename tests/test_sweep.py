@@ -22,6 +22,7 @@ import yaml
 from rlkube.errors import UserError
 from rlkube.launch.sweep import study as studies
 from rlkube.launch.sweep.config import SweepConfig, copy_value, intermediate_values, per_seed_values
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
 from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space, overrides_of
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions
@@ -149,7 +150,12 @@ def _config(**changes: Any) -> SweepConfig:
                           "space": space, "trials": 8, "parallel": 1, "seeds": 2, **changes})
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "grid"])
+def test_optuna_builds_every_sampler_and_pruner_a_sweep_may_name_and_no_other() -> None:
+    assert studies.sampler_factories.names() == sorted(SAMPLERS)
+    assert studies.pruner_factories.names() == sorted(PRUNERS)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_each_sampler_proposes_runnable_params_inside_the_space_and_replays_from_its_seed(sampler: str) -> None:
     if sampler == "gp" and importlib.util.find_spec("torch") is None:
         pytest.skip("Optuna's GPSampler needs PyTorch, which rlkube does not install; "
@@ -187,7 +193,7 @@ def test_gp_without_pytorch_is_refused_in_one_line(workdir: Path) -> None:
     assert not (workdir / "data" / "sweeps").exists()
 
 
-@pytest.mark.parametrize("pruner", ["median", "halving", "hyperband", "wilcoxon", "none"])
+@pytest.mark.parametrize("pruner", PRUNERS.names())
 def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(pruner: str) -> None:
     """Nine trials climb steadily (their two seeds apart); a tenth stays near zero. The pruner, configured as a sweep
     configures it (warm-up in environment steps, startup trials), stops the tenth before its last evaluation.
@@ -196,7 +202,7 @@ def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(prun
     config = _config(pruner=pruner, trials=12)
     study = optuna.create_study(study_name=config.name, direction="maximize",
                                 pruner=studies.pruner_for(config, train_steps=10_000, eval_every=1000))
-    report = per_seed_values if pruner == "wilcoxon" else intermediate_values
+    report = per_seed_values if PRUNERS[pruner].per_seed else intermediate_values
     steps = range(1000, 10_001, 1000)
 
     def curve(level: float) -> dict[int, list[dict[str, float]]]:

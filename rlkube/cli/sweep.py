@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from rlkube.cli.completion import cluster_profiles
+from rlkube.cli.completion import cluster_profiles, one_of
 from rlkube.cli.experiments import _table
 from rlkube.errors import UserError
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
 from rlkube.run.options import TrainOptions, with_train_options
 
 DEFAULT_TRIALS, DEFAULT_PARALLEL, DEFAULT_SEEDS = 20, 2, 3
@@ -58,8 +59,10 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
               help="Most trials (experiments) running at once.")
 @click.option("--seeds", type=int, default=DEFAULT_SEEDS, show_default=True,
               help="Copies per trial, one seed each; a trial's value is their mean.")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe, gp, cmaes, random or grid.")
-@click.option("--pruner", default="median", show_default=True, help="median, halving, hyperband, wilcoxon or none.")
+@click.option("--sampler", default=SAMPLERS.default(), show_default=True, help=SAMPLERS.help_text(),
+              shell_complete=one_of(SAMPLERS))
+@click.option("--pruner", default=PRUNERS.default(), show_default=True, help=PRUNERS.help_text(),
+              shell_complete=one_of(PRUNERS))
 @click.option("--objective", default="last:3", show_default=True,
               help="Each seed's value: final (last evaluation), best, or last:N (mean of its last N evaluations).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,

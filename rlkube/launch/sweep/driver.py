@@ -37,6 +37,7 @@ from rlkube.launch.sweep.config import (
     intermediate_values,
     per_seed_values,
 )
+from rlkube.launch.sweep.methods import PRUNERS
 from rlkube.launch.sweep.space import check_space, overrides_of
 from rlkube.launch.targets.base import CopyStatus, target_for
 from rlkube.rundir.across_copies import mean_and_std
@@ -209,7 +210,7 @@ class Driver:
             self.emit(f"trial {number}: cannot read {live.record.name} now: {error}")
             return
         self._record_steps(live, copies)
-        values = (per_seed_values if self.config.pruner == "wilcoxon" else intermediate_values)(
+        values = (per_seed_values if PRUNERS[self.config.pruner].per_seed else intermediate_values)(
             evaluations, self.config.seeds)
         new = [step for step in values if step not in live.reported]
         for step in new:
