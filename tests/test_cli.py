@@ -11,7 +11,9 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from rlkube.cli.flags import renamed_option
 from rlkube.cli.main import cli
 from rlkube.errors import UserError, unknown_name
 from rlkube.rl.envs import check_env_name
@@ -167,6 +169,92 @@ def test_every_train_option_that_is_set_appears_in_the_args() -> None:
         assert option.metadata["flag"] in args
         if not isinstance(value, bool):
             assert args[args.index(option.metadata["flag"]) + 1] == str(value)
+
+
+def every_command(group: click.Group = cli, path: str = "rlkube") -> typing.Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
+@pytest.mark.parametrize(("command", "own_args", "shown"), [
+    ("rlkube train", ["--output-dir", "run"], True), ("rlkube submit", [], True), ("rlkube sweep start", [], False),
+    ("rlkube pbt start", ["--interval", "500"], False)])
+def test_pbt_interval_is_left_out_of_the_help_of_commands_whose_copies_rlkube_paces(
+        command: str, own_args: list[str], shown: bool) -> None:
+    parsed = dict(every_command())[command]
+    assert ("--pbt-interval" in parsed.get_help(click.Context(parsed))) == shown
+    # Left out of the help, not refused: a command takes it as before.
+    assert parsed_train_options(parsed, ["--hparams", "dqn_cartpole", "--pbt-interval", "500", *own_args]) == \
+        TrainOptions("dqn_cartpole", pbt_interval=500)
+
+
+def test_dash_o_is_an_output_format_wherever_a_command_shows_it() -> None:
+    for path, command in every_command():
+        for param in command.params:
+            if "-o" in param.opts and not param.hidden:
+                assert param.opts == ["-o", "--output"], path
+                assert isinstance(param.type, click.Choice), path
+
+
+def renamed_flags_command() -> click.Command:
+    @click.command()
+    @renamed_option("--wait", ("--follow",), "wait", "Wait.", is_flag=True)
+    @renamed_option("--output-dir", ("-o",), "output_dir", "Where.", required=True)
+    def command(wait: bool, output_dir: str) -> None:
+        click.echo(f"wait={wait} output_dir={output_dir}")
+
+    return command
+
+
+@pytest.mark.parametrize(("args", "stdout", "notices"), [
+    (["--output-dir", "d", "--wait"], "wait=True output_dir=d", []),
+    (["-o", "d"], "wait=False output_dir=d",
+     ["note: -o is now --output-dir; the old spelling goes in the next release"]),
+    (["--follow", "--output-dir", "d"], "wait=True output_dir=d",
+     ["note: --follow is now --wait; the old spelling goes in the next release"]),
+])
+def test_a_renamed_flags_old_spelling_works_for_a_release_with_a_one_line_notice(args: list[str], stdout: str,
+                                                                                 notices: list[str]) -> None:
+    result = CliRunner().invoke(renamed_flags_command(), args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == stdout
+    assert result.stderr.strip().splitlines() == notices
+
+
+def test_a_renamed_flag_is_refused_twice_and_still_required() -> None:
+    both = CliRunner().invoke(renamed_flags_command(), ["-o", "a", "--output-dir", "b"])
+    assert isinstance(both.exception, UserError)
+    assert str(both.exception) == "-o is the old spelling of --output-dir; give --output-dir once"
+    neither = CliRunner().invoke(renamed_flags_command(), [])
+    assert neither.exit_code == 2
+    assert "Missing option '--output-dir'" in neither.stderr
+    shown = CliRunner().invoke(renamed_flags_command(), ["--help"]).stdout
+    assert " -o" not in shown
+    assert "--follow" not in shown
+
+
+@pytest.mark.parametrize(("args", "lines"), [
+    (["pbt", "replay", "nosuch", "--follow"],
+     ["note: --follow is now --wait; the old spelling goes in the next release", "error: no PBT run named 'nosuch'"]),
+    (["pbt", "lineage", "nosuch", "-o", "x.png"],
+     ["note: -o/--output is now --output-file; the old spelling goes in the next release",
+      "error: no PBT run named 'nosuch'"]),
+    (["sweep", "plot", "nosuch", "-o", "plots"],
+     ["note: -o is now --output-dir; the old spelling goes in the next release", "error: unknown sweep 'nosuch'"]),
+    (["sweep", "best", "nosuch", "-o", "a.yaml", "--output-file", "b.yaml"],
+     ["error: -o/--output is the old spelling of --output-file; give --output-file once"]),
+])
+def test_each_renamed_flag_of_sweep_and_pbt_says_its_new_name(tmp_path: Path, args: list[str],
+                                                             lines: list[str]) -> None:
+    result = run_rlkube(*args, env={"RLKUBE_DATA_DIR": str(tmp_path / "data")}, cwd=tmp_path)
+    assert result.returncode == 2
+    said = result.stderr.strip().splitlines()
+    assert len(said) == len(lines), result.stderr
+    for line, start in zip(said, lines, strict=True):
+        assert line.startswith(start)
 
 
 # --hparams-file: a named set plus overrides in YAML, expanded into --hparams and --hparam-override when read.

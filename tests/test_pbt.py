@@ -253,6 +253,29 @@ def test_an_exploited_member_gets_the_donors_whole_state_with_its_own_streams_an
     assert changes == [{"step": 1000, "lr": {"from": 0.001, "to": exploit.new["lr"]}}]
 
 
+# -- lineage ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["--output-file", "-o", "--output"])
+def test_lineage_draws_where_output_file_says_and_takes_the_old_spelling_for_a_release(tmp_path: Path,
+                                                                                        spelling: str) -> None:
+    """On a run's config and one generation's line, written as the controller writes them (no member trains)."""
+    data = tmp_path / "data"
+    config = _config(name="drawn")
+    run = data / "pbt" / config.name
+    run.mkdir(parents=True)
+    (run / controller.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    generation = {"generation": 0, "step": 5000, "scores": [float(m) for m in range(config.population)],
+                  "params": controller.current_params(config, [])}
+    (run / controller.LINEAGE_FILE).write_text(json.dumps(generation) + "\n")
+    drawn = rlkube(data, "pbt", "lineage", config.name, spelling, str(tmp_path / "lineage.png"))
+    assert drawn.returncode == 0, drawn.stderr
+    assert "member 7 scores best" in drawn.stdout
+    assert matplotlib.image.imread(tmp_path / "lineage.png").shape[0] > 100
+    notices = [] if spelling == "--output-file" else [
+        "note: -o/--output is now --output-file; the old spelling goes in the next release"]
+    assert drawn.stderr.strip().splitlines() == notices
+
+
 # -- whole runs ----------------------------------------------------------------------------------------------------
 
 def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Path, str], tmp_path: Path) -> None:
@@ -265,7 +288,7 @@ def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Pat
     lineage = [json.loads(line) for line in (data / "pbt" / name / "pbt.jsonl").read_text().splitlines()]
     assert [line["generation"] for line in lineage if "scores" in line] == [0, 1, 2]
     plot = tmp_path / "lineage.png"
-    drawn = rlkube(data, "pbt", "lineage", name, "-o", str(plot))
+    drawn = rlkube(data, "pbt", "lineage", name, "--output-file", str(plot))
     assert drawn.returncode == 0, drawn.stderr
     assert "ancestry" in drawn.stdout
     assert matplotlib.image.imread(plot).shape[0] > 100
@@ -278,7 +301,7 @@ def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Pat
 
 def test_a_replay_gives_the_same_decisions_and_weights(finished_run: tuple[Path, str]) -> None:
     data, name = finished_run
-    replayed = rlkube(data, "pbt", "replay", name, "--follow")
+    replayed = rlkube(data, "pbt", "replay", name, "--wait")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"replay {name}-replay is identical to {name}" in replayed.stdout
     assert (data / "pbt" / name / "pbt.jsonl").read_bytes() == (data / "pbt" / f"{name}-replay" /

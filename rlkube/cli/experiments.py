@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rlkube.cli.completion import cluster_profiles, experiment_names, experiment_or_sweep_names
+from rlkube.cli.completion import experiment_names, experiment_or_sweep_names
+from rlkube.cli.flags import cluster_option, follow_option, output_format_option
+from rlkube.cli.output import table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions, with_train_options
 
@@ -28,8 +30,7 @@ SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What an experiment is and where it goes: shared by `submit` and `render`."""
     options = [
-        click.option("--cluster", default="local", show_default=True, shell_complete=cluster_profiles,
-                     help="Cluster profile (rlkube clusters)."),
+        cluster_option("the copies run"),
         with_train_options,
         click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
                      help="Independent seeds: the indices of one Indexed Job."),
@@ -64,8 +65,7 @@ def _spec_and_profile(options: TrainOptions, cluster: str, copies: int, name: st
 
 @click.command()
 @submission_options
-@click.option("-o", "--output", "output_format", type=click.Choice(["yaml", "json"]), default="yaml",
-              show_default=True)
+@output_format_option("yaml", "json")
 @click.option("--format", "what", type=click.Choice(["manifests", "helm-values"]), default="manifests",
               show_default=True, help="Kubernetes objects, or values for the helm/rlkube chart.")
 def render(output_format: str, what: str, **flags: Any) -> None:
@@ -90,7 +90,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
 @click.command()
 @submission_options
 @click.option("--dry-run", is_flag=True, help="Validate (server-side on Kubernetes) and create nothing.")
-@click.option("--follow", is_flag=True, help="Stream every copy's logs after submitting.")
+@follow_option("Stream every copy's logs after submitting.")
 @click.option("--replace", is_flag=True, help="Cancel an experiment of the same name first.")
 @click.option("--build", "build_target", type=click.Choice(["cpu", "gpu", "tpu"]), default=None,
               help="Build and push this image first, then submit it by digest.")
@@ -134,12 +134,6 @@ def _age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
-
-
 def _chosen(experiment: str | None) -> "Record":
     """The named experiment; without a name, the latest submitted, named on the first line so that the user sees
     which one a command acts on. That line goes to stderr, so `-o json` output stays parseable."""
@@ -153,7 +147,7 @@ def _chosen(experiment: str | None) -> "Record":
 
 @click.command()
 @click.argument("experiment", required=False, shell_complete=experiment_names)
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def status(experiment: str | None, output_format: str) -> None:
     """Per-copy phase, restarts, node, age and the last reported step and return.
 
@@ -173,11 +167,11 @@ def status(experiment: str | None, output_format: str) -> None:
     rows += [[f"copy-{c.copy}", c.phase, str(c.restarts), c.last_failure or "-", c.node or "-", _age(c.age_seconds),
               str(c.last_step) if c.last_step is not None else "-",
               f"{c.last_return:.2f}" if c.last_return is not None else "-"] for c in copies]
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 @click.command(name="list")
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def list_experiments(output_format: str) -> None:
     """Every submitted experiment, with its live state from its cluster."""
     from rlkube.launch import store  # noqa: PLC0415
@@ -202,7 +196,7 @@ def list_experiments(output_format: str) -> None:
     rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED"]]
     rows += [[e["name"], e["cluster"], e["phase"], e["hparams"], str(e["copies"]), e["git_commit"] or "-",
               e["created"]] for e in entries]
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 def _seconds(duration: str | None) -> int | None:
@@ -217,8 +211,7 @@ def _seconds(duration: str | None) -> int | None:
 @click.command()
 @click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--copy", "copy_index", type=click.IntRange(min=0), default=None, help="Only this copy.")
-@click.option("-f", "--follow/--no-follow", default=True, show_default=True,
-              help="Keep streaming until the experiment ends.")
+@follow_option("Keep streaming until the experiment ends.", by_default=True)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines of history per copy.")
 @click.option("--since", default=None, help="Only newer lines (Kubernetes), e.g. 10m.")
 def logs(experiment: str | None, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
@@ -312,7 +305,7 @@ def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
 @click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write learning curves (mean ± std band across copies) to this PNG.")
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def results(experiment: str | None, plot_path: str | None, output_format: str) -> None:
     """Final evaluation and test returns of every copy, and mean ± std across copies.
 
@@ -341,7 +334,7 @@ def results(experiment: str | None, plot_path: str | None, output_format: str) -
                          f"{_pm(best['mean_return'], best['std_return'])} ({best['step']})" if best else "-",
                          f"{_pm(done.get('test_mean_return'), done.get('test_std_return'))} "
                          f"({done.get('test_policy', 'last')})" if done else "-"])
-        click.echo(_table(rows))
+        click.echo(table(rows))
         for key, label in (("eval_mean_return", "last eval"), ("best_eval_mean_return", "best eval"),
                            ("test_mean_return", "test")):
             if summary[key]:
@@ -381,7 +374,7 @@ def clusters() -> None:
                      f"{accelerator.type} {accelerator.name}" if accelerator else "-",
                      profile.context or ("(current)" if profile.target == "kubernetes" else "-"),
                      profile.namespace if profile.target == "kubernetes" else "-", profile.output])
-    click.echo(_table(rows))
+    click.echo(table(rows))
     click.echo(f"\noverride or add profiles in: {', '.join(str(p) for p in config_files())}", err=True)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rlkube.cli.experiments import _table
+from rlkube.cli.output import table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions
 
@@ -44,7 +44,7 @@ def hparams(ctx: click.Context, results_file: Path | None) -> None:
         hp = hparams_registry[name]()
         target = "-" if hp.target_return is None else f"{hp.target_return:g}"
         rows.append([name, hp.agent, hp.env, _steps(hp.train_steps), target, measured.get(name, "-")])
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 def _steps(count: int) -> str:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from rlkube.errors import UserError
 from rlkube.launch import store
+from rlkube.launch.logtail import new_lines
 from rlkube.launch.spec import ExperimentSpec
 from rlkube.launch.targets.base import CopyStatus, Target, age_seconds
 from rlkube.run.options import copies_json
@@ -46,30 +47,6 @@ def _alive(pid: int, exit_file: Path) -> bool:
             return False
         return True
     return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
-
-
-def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines written to `path` after byte `offset`, and the offset after them (a line still being
-    written waits for its newline)."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        chunk = handle.read()
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    return complete.decode(errors="replace").splitlines(), offset + len(complete)
-
-
-def follow_log(path: Path, alive: Callable[[], bool], emit: Callable[[str], None]) -> None:
-    """Emit a log's lines as they are written, until `alive()` turns false (the lines up to then included)."""
-    offset = 0
-    while True:
-        still_alive = alive()
-        with contextlib.suppress(OSError):
-            lines, offset = new_lines(path, offset)
-            for line in lines:
-                emit(line)
-        if not still_alive:
-            return
-        time.sleep(0.5)
 
 
 def _last_line(log: Path) -> str:
