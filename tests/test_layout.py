@@ -2,7 +2,8 @@
 
 What runs in the container images (rl, run, rundir, storage) never imports the launch layer or the CLI;
 the RL library knows nothing of runs; and acting (the numpy side of rl) never imports TensorFlow, so actor
-processes stay light. Checked on the source, so a lazy import inside a function counts too.
+processes stay light; and within a layer no modules import each other round a loop. Checked on the source, so a
+lazy import inside a function counts too.
 """
 
 import ast
@@ -65,3 +66,34 @@ def test_the_acting_side_never_imports_the_learners() -> None:
 
 def test_every_numpy_side_entry_exists() -> None:
     assert [relative for relative in NUMPY_SIDE if not (PACKAGE / relative).exists()] == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The groups of a package's modules that import each other round a loop, lazy imports included. A module's
+    own package, which Python initialises before it, is no edge: that is how a package's __init__ registers its
+    members (rlkube.rl.agents, rlkube.launch.targets)."""
+    modules = {module_name(path): path for path in sources(package)}
+    graph = {name: {imported for imported in imported_modules(path) if imported in modules} - {name}
+             for name, path in modules.items()}
+
+    def reachable(start: str) -> set[str]:
+        found, frontier = set(), [start]
+        while frontier:
+            for imported in graph[frontier.pop()] - found:
+                found.add(imported)
+                frontier.append(imported)
+        return found
+
+    reach = {name: reachable(name) for name in graph}
+    loops = {frozenset(other for other in reach[name] if name in reach[other]) for name in graph if name in reach[name]}
+    return sorted(sorted(loop) for loop in loops)
+
+
+@pytest.mark.parametrize("package", ["rl", "run", "rundir", "storage", "launch", "cli"])
+def test_no_modules_import_each_other_round_a_loop(package: str) -> None:
+    assert import_cycles(package) == []

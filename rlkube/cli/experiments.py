@@ -74,7 +74,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
-    if not target_for(profile).on_cluster:
+    if not target_for(profile).renders_manifests:
         raise UserError(f"cluster '{profile.name}' runs local processes, which have no manifests; "
                         f"render for a Kubernetes profile, e.g. --cluster kube")
     values = helm_values(spec, profile)
@@ -101,14 +101,14 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
 
     spec, profile = _spec_and_profile(**flags)
     target = target_for(profile)
-    if not target.on_cluster and spec.train.track:  # the copies run here: their tracker's client must be installed
+    if not target.runs_images and spec.train.track:  # the copies run here: their tracker's client must be installed
         from rlkube.run.tracking import TrackingSettings  # noqa: PLC0415
 
         TrackingSettings.from_options(spec.train)
     if build_target:
         from rlkube.launch import images  # noqa: PLC0415
 
-        if not target.on_cluster:
+        if not target.runs_images:
             raise UserError("--build makes an image for a cluster; local copies run this checkout directly")
         image = images.build(build_target, images.default_registry(profile.default_image), True, images.repo_root(),
                              lambda line: click.echo(line, err=True))
@@ -294,7 +294,7 @@ def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
     if not trials:
         raise UserError(f"sweep {sweep} has started no trial yet; rlkube sweep status {sweep}")
     first = trials[0]
-    if in_cluster or (target_for(first).on_cluster and not is_remote(first.output_dir)):
+    if in_cluster or (target_for(first).writes_to_cluster_volume and not is_remote(first.output_dir)):
         # The namespace's TensorBoard reads the whole volume, every trial included.
         target_for(first).tensorboard(first, port, click.echo, in_cluster=True)
         return
@@ -366,14 +366,16 @@ def build(target: str, push: bool, registry: str | None) -> None:
 def clusters() -> None:
     """The cluster profiles: shipped ones and yours (~/.config/rlkube/clusters.yaml, ./rlkube.yaml)."""
     from rlkube.launch.clusters import config_files, load_profiles  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     rows = [["NAME", "TARGET", "PROVIDER", "ACCELERATOR", "CONTEXT", "NAMESPACE", "OUTPUT"]]
     for profile in load_profiles().values():
         accelerator = profile.accelerator
-        rows.append([profile.name, profile.target, profile.provider if profile.target == "kubernetes" else "-",
+        in_namespace = target_for(profile).renders_manifests
+        rows.append([profile.name, profile.target, profile.provider if in_namespace else "-",
                      f"{accelerator.type} {accelerator.name}" if accelerator else "-",
-                     profile.context or ("(current)" if profile.target == "kubernetes" else "-"),
-                     profile.namespace if profile.target == "kubernetes" else "-", profile.output])
+                     profile.context or ("(current)" if in_namespace else "-"),
+                     profile.namespace if in_namespace else "-", profile.output])
     click.echo(table(rows))
     click.echo(f"\noverride or add profiles in: {', '.join(str(p) for p in config_files())}", err=True)
 

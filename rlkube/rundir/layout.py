@@ -46,7 +46,8 @@ TRACKING_FILE = "tracking.json"
 # Written by PBT into a member's directory beside the donor's checkpoint it copied there (rlkube.launch.pbt).
 EXPLOIT_FILE = "exploit.json"
 # The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.storage.pbt_decisions).
-PBT_DECISION_GLOB = "pbt-decision-*.json"
+PBT_DECISION_PREFIX = "pbt-decision-"
+PBT_DECISION_GLOB = f"{PBT_DECISION_PREFIX}*.json"
 # The best evaluation's policy (rlkube.rundir.checkpoint.save_best): one file, so one rename replaces it.
 BEST_POLICY = "best/policy.pkl"
 CHECKPOINTS = "checkpoints"
@@ -78,6 +79,16 @@ def copy_url(output_url: str, index: int) -> str:
 def summary_file(training: bool) -> str:
     """The final numbers of a training run, or of a test-only run (--no-training), which must not replace them."""
     return SUMMARY_FILE if training else TEST_SUMMARY_FILE
+
+
+def pbt_decision_name(step: int) -> str:
+    return f"{PBT_DECISION_PREFIX}{step}.json"
+
+
+def pbt_decision_step(name: str) -> int | None:
+    """The boundary step of a PBT decision's file name (pbt-decision-<step>.json); None for any other name."""
+    step = name.removeprefix(PBT_DECISION_PREFIX).removesuffix(".json")
+    return int(step) if name.startswith(PBT_DECISION_PREFIX) and name.endswith(".json") and step.isdigit() else None
 
 
 def is_event_file(name: str) -> bool:

@@ -21,7 +21,8 @@ from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.logtail import new_lines
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.launch.targets.base import CopyStatus, Target, age_seconds
+from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, register_target
+from rlkube.launch.tensorboard import serve
 from rlkube.run.options import copies_json
 from rlkube.rundir import layout
 from rlkube.rundir.progress_record import ProgressRecord
@@ -59,9 +60,12 @@ def _last_line(log: Path) -> str:
     return ""
 
 
+@register_target
 class LocalTarget(Target):
     kind: ClassVar[str] = "local"
-    on_cluster: ClassVar[bool] = False
+    renders_manifests: ClassVar[bool] = False
+    runs_images: ClassVar[bool] = False
+    writes_to_cluster_volume: ClassVar[bool] = False
     status_poll_seconds: ClassVar[float] = 0.1
 
     def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:  # noqa: ARG002
@@ -163,6 +167,4 @@ class LocalTarget(Target):
         return [f"process {layout.copy_name(i)} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
 
     def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
-        from rlkube.launch.tensorboard import serve  # noqa: PLC0415
-
         serve(Path(record.output_dir), port, emit, record.name)
