@@ -18,16 +18,9 @@ from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import DiagonalGaussian
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams, hparams_registry
+from rlkube.rl.hparams.dqn import DQNHParams
 from rlkube.rl.networks import ActorCriticNetwork, Critics, NumpyOps, ParamLayout, QNetwork, map_params, param_leaves
 
-# Per agent, overrides that make any of its sets learn early and often on a small network.
-SMALL = {
-    "ddpg": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
-    "dqn": "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=500",
-    "ppo": "hidden_sizes=16;16,n_steps=16,batch_size=32,n_epochs=2",
-    "sac": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
-    "vpg": "hidden_sizes=16;16,n_steps=16,batch_size=128",
-}
 CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
 
 
@@ -43,7 +36,8 @@ def small_sets() -> list[str]:
 
 
 def small_hparams(name: str):
-    return get_hparams(name, SMALL[get_hparams(name).agent])
+    """The set shrunk by its type's smoke_overrides, so that it learns early and often on a small network."""
+    return get_hparams(name, type(get_hparams(name)).smoke_overrides)
 
 
 def run_steps(agent, envs, obs, steps: int) -> tuple[np.ndarray, list[dict[str, float]]]:
@@ -104,7 +98,8 @@ def test_an_agent_refuses_an_action_space_it_cannot_drive(agent: str) -> None:
 
 
 def test_soft_target_updates_collapse_missed_polyak_steps() -> None:
-    hp = get_hparams("dqn_cartpole", SMALL["dqn"] + ",target_update_period=5,target_update_tau=0.1")
+    hp = get_hparams("dqn_cartpole", {**DQNHParams.smoke_overrides, "target_update_period": "5",
+                                      "target_update_tau": "0.1"})
     env = gym.make(hp.env)
     agent = make_agent(hp, env.observation_space, env.action_space, 0)
     for variable in param_leaves(agent.online):
