@@ -18,7 +18,6 @@ from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import DiagonalGaussian
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams, hparams_registry
-from rlkube.rl.hparams.dqn import DQNHParams
 from rlkube.rl.networks import ActorCriticNetwork, Critics, NumpyOps, ParamLayout, QNetwork, map_params, param_leaves
 
 CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
@@ -35,9 +34,13 @@ def small_sets() -> list[str]:
     return chosen
 
 
+def smoke_overrides(name: str) -> str:
+    """What makes the set learn early and often on a small network: its hparams type's smoke_overrides."""
+    return type(get_hparams(name)).smoke_overrides
+
+
 def small_hparams(name: str):
-    """The set shrunk by its type's smoke_overrides, so that it learns early and often on a small network."""
-    return get_hparams(name, type(get_hparams(name)).smoke_overrides)
+    return get_hparams(name, smoke_overrides(name))
 
 
 def run_steps(agent, envs, obs, steps: int) -> tuple[np.ndarray, list[dict[str, float]]]:
@@ -98,8 +101,7 @@ def test_an_agent_refuses_an_action_space_it_cannot_drive(agent: str) -> None:
 
 
 def test_soft_target_updates_collapse_missed_polyak_steps() -> None:
-    hp = get_hparams("dqn_cartpole", {**DQNHParams.smoke_overrides, "target_update_period": "5",
-                                      "target_update_tau": "0.1"})
+    hp = get_hparams("dqn_cartpole", smoke_overrides("dqn_cartpole") + ",target_update_period=5,target_update_tau=0.1")
     env = gym.make(hp.env)
     agent = make_agent(hp, env.observation_space, env.action_space, 0)
     for variable in param_leaves(agent.online):

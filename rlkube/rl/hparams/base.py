@@ -114,9 +114,9 @@ class HParams:
     # - the sweep's search space when no --space file is given, written as a space file writes it
     #   (rlkube.launch.sweep.space); empty: the sweep asks for --space;
     # - overrides that make any of the family's sets learn within a few hundred steps on a small network, for
-    #   tests and smoke runs; empty: the sets as they are.
+    #   tests and smoke runs, written as --hparam-override takes them; empty: the sets as they are.
     sweep_space: ClassVar[dict[str, dict[str, Any]]] = {}
-    smoke_overrides: ClassVar[dict[str, str]] = {}
+    smoke_overrides: ClassVar[str] = ""
 
     agent: str = param("dqn", doc="agent registry name")
     env: str = param("CartPole-v1", doc="environment registry name")

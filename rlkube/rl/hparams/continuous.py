@@ -26,8 +26,7 @@ class ContinuousControlHParams(OffPolicyHParams):
         "lr": {"log_uniform": [1e-5, 1e-2]}, "batch_size": {"choice": [64, 128, 256, 512]},
         "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "tau": {"choice": [0.001, 0.005, 0.01, 0.02]},
         "train_freq": {"choice": [1, 4, 8, 16]}, "learning_starts": {"choice": [0, 1000, 10000]}}
-    smoke_overrides: ClassVar[dict[str, str]] = {
-        "hidden_sizes": "32;32", "learning_starts": "50", "batch_size": "16", "memory_size": "500"}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
     hidden_sizes: tuple[int, ...] = param((400, 300), lo=1, doc="widths of the actor's and each critic's layers")
     batch_size: int = param(256, lo=1)
     max_grad_norm: float = param(0.0, lo=0.0, doc="global gradient-norm clip per network; 0 disables")

@@ -24,9 +24,8 @@ class DQNHParams(OffPolicyHParams):
         "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "train_freq": {"choice": [1, 4, 8, 16]},
         "target_update_period": {"choice": [1, 10, 100, 1000]}, "exploration_fraction": {"uniform": [0.0, 0.5]},
         "epsilon_end": {"uniform": [0.0, 0.2]}, "learning_starts": {"choice": [0, 1000, 5000]}}
-    smoke_overrides: ClassVar[dict[str, str]] = {
-        "hidden_sizes": "32;32", "learning_starts": "50", "train_freq": "20", "gradient_steps": "4",
-        "batch_size": "16", "memory_size": "500"}
+    smoke_overrides: ClassVar[str] = \
+        "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=500"
     agent: str = param("dqn", choices=("dqn",), doc="agent registry name")
     target_update_period: int = param(10, lo=1, doc="environment steps between target updates")
     target_update_tau: float = param(1.0, lo=0.0, hi=1.0, doc="1 copies (hard); below 1 is Polyak")

@@ -30,7 +30,7 @@ class PolicyGradientHParams(HParams):
     # VPG has no minibatches, epochs or clipping to search.
     sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
         k: ZOO_PPO_SPACE[k] for k in ("lr", "n_steps", "gamma", "gae_lambda", "ent_coef")}
-    smoke_overrides: ClassVar[dict[str, str]] = {"hidden_sizes": "16;16", "n_steps": "16", "batch_size": "128"}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=128"
     agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")
@@ -61,8 +61,7 @@ class PolicyGradientHParams(HParams):
 @dataclass(frozen=True)
 class PPOHParams(PolicyGradientHParams):
     sweep_space: ClassVar[dict[str, dict[str, Any]]] = ZOO_PPO_SPACE
-    smoke_overrides: ClassVar[dict[str, str]] = {
-        "hidden_sizes": "16;16", "n_steps": "16", "batch_size": "32", "n_epochs": "2"}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=32,n_epochs=2"
     agent: str = param("ppo", choices=("ppo",), doc="agent registry name")
     clip_range: float = param(0.2, lo=0.0, doc="how far the probability ratio may move per update")
     clip_range_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps")
