@@ -2,8 +2,9 @@
 
 The learner (rlkube.rl.agents.dqn) owns the loop, the gradient and the optimizer; a loss owns what is
 wrong with the network's values. A variant with another head (C51's distribution over returns, say)
-is that head (rlkube.rl.networks.QHead) plus its loss in HEAD_LOSSES, not a copy of the loop. Each loss also hands back
-what replay and logging need: every sample's priority and the mean value of the actions taken.
+is that head (rlkube.rl.networks.QHead) plus its loss in HEAD_LOSSES, not a copy of the loop. Each loss
+also hands back what replay and logging need: every sample's priority and the mean value of the actions
+taken.
 
 Every loss composes with the rest of the family the same way: Double DQN picks the next action by the
 online network's (expected) Q-values; n-step returns arrive folded into the batch's reward and discount;
