@@ -98,6 +98,17 @@ def test_a_sweeps_samplers_and_pruners_complete_from_their_registry_without_optu
     assert complete("rlkube sweep start --pruner w") == [name for name in PRUNERS if name.startswith("w")]
 
 
+@pytest.mark.usefixtures("workdir")
+@pytest.mark.parametrize("shell", ["zsh", "fish"])  # bash splits words at '=', so it completes the first name only
+def test_hparam_overrides_complete_the_sets_names_then_the_values_a_field_may_take(shell: str) -> None:
+    assert complete("rlkube train --hparams ppo_cartpole --hparam-override lr=1e-3,use_s", shell) == [
+        "lr=1e-3,use_sde="]
+    assert complete("rlkube submit --hparams dqn_cartpole --hparam-override double_q=true,distributional=", shell) == [
+        f"double_q=true,distributional={head}" for head in ("none", "c51", "qr")]
+    # Without --hparams first, the hparams every set has.
+    assert complete("rlkube train --hparam-override vector_mode=", shell) == ["vector_mode=sync", "vector_mode=async"]
+
+
 def test_cluster_profiles_complete_the_shipped_ones_and_the_users(workdir: Path) -> None:
     (workdir / "rlkube.yaml").write_text(yaml.safe_dump({"gke-mine": {"target": "local", "output": "runs"}}))
     assert complete("rlkube submit --hparams dqn_cartpole --cluster gke") == ["gke-tpu", "gke-gpu", "gke-mine"]

@@ -19,10 +19,11 @@ from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import SDE_EPSILON, SquashedGaussian, SquashedStateDependentNoise
 from rlkube.rl.hparams import get_hparams
+from rlkube.rl.hparams.continuous import ContinuousControlHParams
 from rlkube.rl.networks import NumpyOps
 from rlkube.rl.policies.continuous import BoxScale, OrnsteinUhlenbeckNoise
 
-SMALL = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
+SMALL = ContinuousControlHParams.smoke_overrides
 PENDULUM_SETS = ["ddpg_pendulum", "td3_pendulum", "sac_pendulum"]
 
 

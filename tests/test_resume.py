@@ -27,7 +27,7 @@ from rlkube.run.runner import Runner, RunOptions, check_same_hparams
 from rlkube.run.workers import OFF_POLICY_CHUNK
 from rlkube.rundir import checkpoint
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
-from tests.test_agents import SMALL, run_steps, trained_agent
+from tests.test_agents import run_steps, smoke_overrides, trained_agent
 
 DQN_OVERRIDES = "eval_every=1500,checkpoint_every=500,log_every=256"
 TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-episodes", "2",
@@ -38,11 +38,11 @@ TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-
 # adds with workers (32 off-policy steps, n_steps x num_envs = 128 on-policy), except DQN's, kept as they were.
 RESUMED: dict[str, tuple[int, str]] = {
     "dqn_cartpole": (6000, DQN_OVERRIDES),
-    "vpg_cartpole": (40960, f"{SMALL['vpg']},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "ppo_cartpole": (40960, f"{SMALL['ppo']},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "ddpg_pendulum": (2048, f"{SMALL['ddpg']},eval_every=512,checkpoint_every=256,log_every=256"),
-    "td3_pendulum": (2048, f"{SMALL['ddpg']},eval_every=512,checkpoint_every=256,log_every=256"),
-    "sac_pendulum": (2048, f"{SMALL['sac']},eval_every=512,checkpoint_every=256,log_every=256"),
+    "vpg_cartpole": (40960, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "ppo_cartpole": (40960, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "ddpg_pendulum": (2048, f"{smoke_overrides('ddpg_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
+    "td3_pendulum": (2048, f"{smoke_overrides('td3_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
+    "sac_pendulum": (2048, f"{smoke_overrides('sac_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
 }
 # Tags logged once per ended episode: episodes of several environments, or of one actor's rollout, end at the
 # same step.
@@ -196,7 +196,8 @@ def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_wor
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_rerunning_a_finished_run_evaluates_it_no_more(num_workers: int, tmp_path: Path) -> None:
-    hp = get_hparams("vpg_cartpole", f"{SMALL['vpg']},train_steps=256,eval_every=128,checkpoint_every=128")
+    hp = get_hparams("vpg_cartpole",
+                     f"{smoke_overrides('vpg_cartpole')},train_steps=256,eval_every=128,checkpoint_every=128")
     options = RunOptions(eval_episodes=1, test_episodes=1, live_progress=False, num_workers=num_workers)
     Runner(hp, tmp_path, options).run()
     evaluations = (tmp_path / "metrics.jsonl").read_text()
@@ -291,7 +292,7 @@ def train_in_process(hp: Any, copy_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ONE_SET_PER_AGENT)
 def test_a_resume_with_a_new_learning_rate_learns_with_it_and_records_the_change(
         name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    hp = get_hparams(name, f"{SMALL[get_hparams(name).agent]},train_steps=256,checkpoint_every=256,log_every=64")
+    hp = get_hparams(name, f"{smoke_overrides(name)},train_steps=256,checkpoint_every=256,log_every=64")
     before = train_in_process(hp, tmp_path)
     after = train_in_process(replace(hp, lr=0.0, train_steps=512), tmp_path)
     # Learning went on after the resume, but with a learning rate of 0 it moved no weight.

@@ -26,8 +26,8 @@ from rlkube.launch.sweep import study as studies
 from rlkube.launch.sweep.config import SweepConfig, copy_value, intermediate_values, per_seed_values
 from rlkube.launch.sweep.driver import STD, VALUES, default_storage
 from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
-from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space, overrides_of
-from rlkube.rl.hparams import get_hparams, hparams_registry
+from rlkube.launch.sweep.space import check_space, default_space, overrides_of
+from rlkube.rl.hparams import HParams, get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions
 from tests.conftest import rlkube_command, run_rlkube
 from tests.db_servers import PostgresServer
@@ -103,7 +103,12 @@ def test_a_space_file_becomes_dimensions_of_each_kind() -> None:
 @pytest.mark.parametrize("name", sorted(hparams_registry))
 def test_every_set_has_a_default_space_that_fits_its_hparams(name: str) -> None:
     hp = get_hparams(name)
-    assert set(default_space(hp)) == set(DEFAULT_SPACES[hp.agent])
+    assert set(default_space(hp)) == set(type(hp).sweep_space)
+
+
+def test_an_agent_without_a_default_space_is_asked_for_a_space_file() -> None:
+    with pytest.raises(UserError, match=r"^HParams \(dqn\) has no default search space: give one with --space FILE"):
+        default_space(HParams())
 
 
 @pytest.mark.parametrize(("entry", "message"), [

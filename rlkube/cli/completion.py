@@ -1,6 +1,6 @@
 """Shell completion (click's, for bash, zsh and fish) of the names the launch layer knows: experiments, sweeps,
 cluster profiles, and a sweep's samplers and pruners. The train flags complete their own values (hparams sets,
-env ids: rlkube/run/options.py).
+hparam overrides, env ids: rlkube/run/options.py).
 
 A completer runs on every Tab, so it reads only names (never a spec, never TensorFlow), and it stays silent when
 its source cannot be read: a broken store or profile file is reported by the command itself, not by Tab.

@@ -53,6 +53,21 @@ def _complete_hparams(_ctx: click.Context, _param: click.Parameter, incomplete: 
     return [name for name in hparams_registry.names() if name.startswith(incomplete)]
 
 
+def _complete_overrides(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --hparam-override: the hparams of the set that --hparams names (before it on the line;
+    else those every set has) as `name=`, then after the `=` a choice's or a bool's values."""
+    from rlkube.rl.hparams import HParams, hparams_registry  # noqa: PLC0415
+
+    set_name = ctx.params.get("hparams")
+    domains = (type(hparams_registry[set_name]()) if set_name in hparams_registry else HParams).domains()
+    done, comma, current = incomplete.rpartition(",")
+    key, equals, value = current.partition("=")
+    if not equals:
+        return [f"{done}{comma}{name}=" for name in domains if name.startswith(key)]
+    offered = domains[key].completions() if key in domains else ()
+    return [f"{done}{comma}{key}={text}" for text in offered if text.startswith(value)]
+
+
 def _complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of --env: every id a run accepts (`rlkube envs`)."""
     from rlkube.rl.envs import env_ids  # noqa: PLC0415
@@ -68,7 +83,8 @@ class TrainOptions:
     hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole (or give --hparams-file).",
                                         shell_complete=_complete_hparams))
     overrides: str = field(default="", metadata=_flag(
-        "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).'))
+        "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).',
+        shell_complete=_complete_overrides))
     env: str | None = field(default=None, metadata=_flag("--env", "Environment, replacing the set's.",
                                                          shell_complete=_complete_env))
     train_steps: int | None = field(default=None, metadata=_flag(

@@ -19,7 +19,7 @@ from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.dqn import DQNHParams
 from rlkube.rl.losses import Transitions, dqn_loss
-from rlkube.rl.networks import Params, QNetwork, c51_support, map_params, param_leaves
+from rlkube.rl.networks import Params, QNetwork, map_params, param_leaves, q_head
 from rlkube.rl.policies import Extras, QPolicy
 from rlkube.rl.replay import NStepBuilder
 from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
@@ -36,9 +36,7 @@ class DQNAgent(OffPolicyAgent):
         self.num_actions = int(action_space.n)
         self.network = QNetwork(
             hp.model, observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
-            noisy=hp.noisy, sigma0=hp.noisy_sigma0, distributional=hp.distributional,
-            num_atoms=hp.num_quantiles if hp.distributional == "qr" else hp.num_atoms,
-            support=c51_support(hp.num_atoms, hp.v_min, hp.v_max) if hp.distributional == "c51" else None)
+            noisy=hp.noisy, sigma0=hp.noisy_sigma0, head=q_head(hp))
         initial = self.network.initial_params(seed)
         with self.strategy.scope():  # the learner's state lives on the --device
             self.online = map_params(tf.Variable, initial)
