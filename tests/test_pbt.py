@@ -1,6 +1,9 @@
-"""`rlkube pbt` on the local target: bad input refused in one line, decisions drawn from the seed alone, an exploit
-that copies the donor's whole state while the member keeps its own random streams and logs, a replay that is
-exact, and a controller that survives `kill -9`."""
+"""`rlkube pbt`: bad input refused in one line, decisions drawn from the seed alone, an exploit that copies the
+donor's whole state while the member keeps its own random streams and logs, a replay that is exact, and a controller
+that survives `kill -9`.
+
+Whole runs go on two targets: the local one, whose members train for real (the full tier), and the fake one
+(tests/fake_target.py), whose members wait at each boundary and take exploits in virtual time (the per-change tier)."""
 
 import json
 import os
@@ -30,6 +33,7 @@ from rlkube.run.runner import Runner, RunOptions
 from rlkube.rundir import checkpoint, layout
 from rlkube.storage.pbt_decisions import write_decision
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
+from tests.fake_target import fake_env, fake_profile
 from tests.test_agents import trained_agent
 from tests.test_resume import ONE_SET_PER_AGENT
 
@@ -39,6 +43,8 @@ QUICK = ["--hparams", "dqn_cartpole", "--train-steps", "3000", "--eval-episodes"
          "--population", "4", "--interval", "1000", "--quantile", "0.5",
          "--mutate", "lr=log_uniform:1e-4:1e-2", "--mutate", "epsilon_end=uniform:0.01:0.2"]
 RANDOM_STREAM_KEYS = {"rng", "minibatch_rng", "noise_generator", "generator"}
+# Where whole runs go: for real on the local target (the full tier), in virtual time on the fake one.
+TARGETS = [pytest.param("local", marks=pytest.mark.full), "fake"]
 
 
 def rlkube(data_dir: Path, *args: str) -> Any:
@@ -51,20 +57,27 @@ def status(data_dir: Path, name: str) -> dict[str, Any]:
     return json.loads(shown.stdout)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+@pytest.fixture(scope="module", params=TARGETS)
+def finished_run(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """One uninterrupted run, followed to its end. Afterwards every run of the module is cancelled: a failed test
     leaves no controller or member running."""
     root = tmp_path_factory.mktemp("pbt")
     data = root / "data"
-    try:
-        started = rlkube(data, "pbt", "start", *QUICK, "--name", "base", "--follow")
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert "PBT base done" in started.stdout
-        yield data, "base"
-    finally:
-        for run in (data / "pbt").glob("*"):
-            rlkube(data, "pbt", "cancel", run.name)
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "fake":
+            fake_profile(root)
+            patch.setenv("PYTHONPATH", fake_env()["PYTHONPATH"])
+            # A generation in about a second: a controller killed after the first is killed mid-run.
+            patch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "1000")
+        try:
+            started = rlkube(data, "pbt", "start", *QUICK, "--cluster", request.param, "--name", "base", "--follow")
+            assert started.returncode == 0, started.stdout + started.stderr
+            assert "PBT base done" in started.stdout
+            yield data, "base"
+        finally:
+            for run in (data / "pbt").glob("*"):
+                rlkube(data, "pbt", "cancel", run.name)
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
@@ -278,7 +291,7 @@ def test_lineage_draws_where_output_file_says_and_takes_the_old_spelling_for_a_r
 
 # -- whole runs ----------------------------------------------------------------------------------------------------
 
-def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Path, str], tmp_path: Path) -> None:
+def test_a_run_reports_status_and_lineage(finished_run: tuple[Path, str], tmp_path: Path) -> None:
     data, name = finished_run
     shown = status(data, name)
     assert shown["generations_done"] == 3
@@ -292,6 +305,12 @@ def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Pat
     assert drawn.returncode == 0, drawn.stderr
     assert "ancestry" in drawn.stdout
     assert matplotlib.image.imread(plot).shape[0] > 100
+
+
+@pytest.mark.parametrize("finished_run", [pytest.param("local", marks=pytest.mark.full)], indirect=True)
+def test_a_runs_members_log_their_hparams_and_evaluations_as_scalars(finished_run: tuple[Path, str]) -> None:
+    """On the local target only: the fake one writes no TensorBoard events."""
+    data, name = finished_run
     run_dir = data.parent / "runs" / name
     for member in range(4):
         steps = scalar_steps(layout.copy_dir(run_dir, member))

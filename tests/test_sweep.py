@@ -1,6 +1,9 @@
-"""`rlkube sweep` on the local target: spaces checked before anything runs, trials as multi-seed experiments that
-learn and are pruned, a driver that survives `kill -9`, a failed trial retried, studies in a journal file and in a
-real PostgreSQL server shared by two drivers, and the outputs (status, best, plot, confirm, TensorBoard)."""
+"""`rlkube sweep`: spaces checked before anything runs, trials as multi-seed experiments that learn and are pruned, a
+driver that survives `kill -9`, a failed trial retried, studies in a journal file and in a real PostgreSQL server
+shared by two drivers, and the outputs (status, best, plot, confirm, TensorBoard).
+
+The orchestration tests run each sweep on two targets: the local one, whose trials train for real (the full tier),
+and the fake one (tests/fake_target.py), whose trials run in virtual time (the per-change tier)."""
 
 import importlib.util
 import json
@@ -31,11 +34,14 @@ from rlkube.rl.hparams import HParams, get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions
 from tests.conftest import rlkube_command, run_rlkube
 from tests.db_servers import PostgresServer
+from tests.fake_target import fake_env, fake_profile, kill_copy
 
 # Short PPO trials: an evaluation every 1000 steps, so intermediate values arrive for the pruner.
 QUICK = ["--hparams", "ppo_cartpole", "--eval-episodes", "2", "--test-episodes", "1",
          "--hparam-override", "eval_every=1000,checkpoint_every=1000"]
 SPACE = {"lr": {"log_uniform": ["1e-5", "3e-3"]}, "n_epochs": {"choice": [1, 20]}}
+# Where a sweep's trials run: for real on the local target (the full tier), in virtual time on the fake one.
+TARGETS = [pytest.param("local", marks=pytest.mark.full), "fake"]
 
 
 @pytest.fixture
@@ -44,6 +50,19 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     return tmp_path
+
+
+@pytest.fixture(params=TARGETS)
+def target(request: pytest.FixtureRequest, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The target the test's trials run on, known to every rlkube process the test starts (and those they start)."""
+    use_target(request.param, workdir, monkeypatch)
+    return request.param
+
+
+def use_target(target: str, directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if target == "fake":
+        fake_profile(directory)
+        monkeypatch.setenv("PYTHONPATH", fake_env()["PYTHONPATH"])
 
 
 def rlkube(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess:
@@ -81,6 +100,18 @@ def trial_processes(run_dir: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def kill_local_trainer(workdir: Path, experiment: str) -> None:
+    worker = store.get(experiment).backend["pids"]["0"]
+    trainer = [pid for pid in trial_processes(workdir / "runs" / experiment) if pid != worker]
+    os.kill(trainer[0], signal.SIGKILL)
+
+
+# How each target ends a trial's first copy as SIGKILL does, and what in its record says which copies it started.
+KILL_FIRST_COPY = {"local": kill_local_trainer,
+                   "fake": lambda _workdir, experiment: kill_copy(store.get(experiment), 0)}
+STARTED_BY = {"local": "pids", "fake": "started"}
 
 
 # The space and the objective: pure checks
@@ -264,10 +295,9 @@ def test_bad_sweep_input_gets_one_line_and_starts_nothing(workdir: Path, args: l
     assert "no experiments yet" in rlkube("list").stdout
 
 
-@pytest.mark.usefixtures("workdir")
-def test_a_taken_sweep_name_is_refused() -> None:
-    first = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "1000", "--trials", "1",
-                   "--seeds", "1", "--name", "taken", "--poll", "0.5", "--follow")
+def test_a_taken_sweep_name_is_refused(target: str) -> None:
+    first = rlkube("sweep", "start", *QUICK, "--cluster", target, "--space", "space.yaml", "--train-steps", "1000",
+                   "--trials", "1", "--seeds", "1", "--name", "taken", "--poll", "0.5", "--follow")
     assert first.returncode == 0, first.stderr
     again = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--name", "taken")
     assert again.returncode == 2
@@ -276,15 +306,17 @@ def test_a_taken_sweep_name_is_refused() -> None:
 
 # A sweep that learns
 
-@pytest.mark.full
-def test_a_local_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path) -> None:
+def test_a_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path, target: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """ppo_cartpole's lr and n_epochs over a space with bad values (lr 1e-5, one epoch): TPE finds a trial that
     reaches 475 on both seeds within the reduced budget, and the median pruner stops hopeless ones early."""
     budget = 50_000
+    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "25000")  # 2 s a trial, so the pruner sees it evaluate
+    poll = {"local": "1", "fake": "0.2"}[target]
     started = rlkube("sweep", "start", "--hparams", "ppo_cartpole", "--eval-episodes", "5", "--test-episodes", "1",
                      "--hparam-override", "eval_every=5000", "--train-steps", str(budget), "--space", "space.yaml",
                      "--trials", "12", "--parallel", "2", "--seeds", "2", "--objective", "final",
-                     "--sampler", "tpe", "--pruner", "median", "--poll", "1", "--name", "learns")
+                     "--sampler", "tpe", "--pruner", "median", "--poll", poll, "--name", "learns", "--cluster", target)
     assert started.returncode == 0, started.stderr
     state = wait_for_driver("learns", timeout=1500)
     trials = state["trials"]
@@ -305,9 +337,12 @@ def test_a_local_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path) ->
 
 # Driver death, failures, storage
 
-def test_a_killed_driver_resumes_adopting_live_trials_and_counts_each_once(workdir: Path) -> None:
-    started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "6000", "--trials", "4",
-                     "--parallel", "2", "--seeds", "1", "--pruner", "none", "--poll", "0.5", "--name", "phoenix")
+def test_a_killed_driver_resumes_adopting_live_trials_and_counts_each_once(workdir: Path, target: str,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "1000")  # 6 s a trial: the driver dies while two run
+    started = rlkube("sweep", "start", *QUICK, "--cluster", target, "--space", "space.yaml", "--train-steps", "6000",
+                     "--trials", "4", "--parallel", "2", "--seeds", "1", "--pruner", "none", "--poll", "0.5",
+                     "--name", "phoenix")
     assert started.returncode == 0, started.stderr
     from rlkube.launch import store  # noqa: PLC0415  (reads this test's RLKUBE_DATA_DIR)
 
@@ -316,7 +351,8 @@ def test_a_killed_driver_resumes_adopting_live_trials_and_counts_each_once(workd
 
     running = wait_for(lambda: len(names := live()) == 2 and all(store.exists(n) for n in names) and names,
                        "two live trials")
-    pids_before = {name: store.get(name).backend["pids"] for name in running}
+    started_by = STARTED_BY[target]
+    pids_before = {name: store.get(name).backend[started_by] for name in running}
     os.kill(store.get_sweep("phoenix").driver_pid, signal.SIGKILL)
     wait_for(lambda: sweep_state("phoenix")["driver"] == "not running", "the driver to die")
     assert live() == running  # nothing ended them: their processes are detached from the driver
@@ -327,26 +363,26 @@ def test_a_killed_driver_resumes_adopting_live_trials_and_counts_each_once(workd
     assert sorted(t["trial"] for t in state["trials"]) == [0, 1, 2, 3]
     assert {t["state"] for t in state["trials"]} == {"COMPLETE"}
     for name, pids in pids_before.items():  # the same processes finished them: adopted, not started again
-        assert store.get(name).backend["pids"] == pids
+        assert store.get(name).backend[started_by] == pids
     log = (workdir / "data" / "sweeps" / "phoenix" / "driver.log").read_text()
     for name in running:
         assert f"adopted {name}" in log
         assert log.count(f"started {name} ") == 1
 
 
-def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir: Path) -> None:
-    started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "200000", "--trials", "1",
-                     "--parallel", "1", "--seeds", "1", "--retries", "1", "--pruner", "none", "--poll", "0.5",
-                     "--name", "fragile")
+def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir: Path, target: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "5000")  # 40 s a trial: the retry runs until cancelled
+    started = rlkube("sweep", "start", *QUICK, "--cluster", target, "--space", "space.yaml", "--train-steps",
+                     "200000", "--trials", "1", "--parallel", "1", "--seeds", "1", "--retries", "1", "--pruner",
+                     "none", "--poll", "0.5", "--name", "fragile")
     assert started.returncode == 0, started.stderr
     from rlkube.launch import store  # noqa: PLC0415
 
     wait_for(lambda: store.exists("fragile-t0") and (workdir / "runs/fragile-t0/copy-0/progress.json").exists(),
              "the first trial to make progress")
     # The copy dies as an out-of-memory kill would end it: SIGKILL, no checkpoint, a non-zero exit.
-    worker = store.get("fragile-t0").backend["pids"]["0"]
-    trainer = [pid for pid in trial_processes(workdir / "runs" / "fragile-t0") if pid != worker]
-    os.kill(trainer[0], signal.SIGKILL)
+    KILL_FIRST_COPY[target](workdir, "fragile-t0")
     state = wait_for(lambda: len((s := sweep_state("fragile"))["trials"]) == 2 and s, "the retry")
     first, retry = state["trials"]
     assert first["state"] == "FAIL"
@@ -362,14 +398,15 @@ def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir:
     assert len(state["trials"]) == 2  # a cancelled sweep retries nothing
 
 
-@pytest.mark.full
-def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, postgres: PostgresServer) -> None:
+def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, target: str, postgres: PostgresServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The study in a real PostgreSQL server: a second machine (its own data dir) joins with resume --storage, and
     the two drivers run the 6 trials between them, none twice."""
+    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "250")  # 4 s a trial: the second driver joins in time
     other = workdir / "other-machine"
     common = ["--space", "space.yaml", "--train-steps", "1000", "--trials", "6", "--parallel", "1", "--seeds", "1",
               "--poll", "0.5", "--name", "shared", "--storage", postgres.url]
-    assert rlkube("sweep", "start", *QUICK, *common).returncode == 0
+    assert rlkube("sweep", "start", *QUICK, "--cluster", target, *common).returncode == 0
     joined = rlkube("sweep", "resume", "shared", "--storage", postgres.url, data_dir=other)
     assert joined.returncode == 0, joined.stderr
     for data_dir in (None, other):
@@ -438,20 +475,40 @@ def test_plot_writes_in_the_directory_output_dir_names_and_takes_the_old_spellin
     assert (notice in plotted.stderr.splitlines()) == (spelling == "-o")
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+@pytest.fixture(scope="module", params=TARGETS)
+def finished_sweep(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A small finished sweep in its own directory (with its own data dir), shared by the output tests."""
     directory = tmp_path_factory.mktemp("finished")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RLKUBE_DATA_DIR", str(directory / "data"))
         patch.chdir(directory)
+        use_target(request.param, directory, patch)
         (directory / "space.yaml").write_text(yaml.safe_dump(SPACE))
-        started = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--train-steps", "3000",
-                         "--trials", "3", "--parallel", "2", "--seeds", "2", "--pruner", "none", "--poll", "0.5",
-                         "--name", "done", "--follow")
+        started = rlkube("sweep", "start", *QUICK, "--cluster", request.param, "--space", "space.yaml",
+                         "--train-steps", "3000", "--trials", "3", "--parallel", "2", "--seeds", "2", "--pruner",
+                         "none", "--poll", "0.5", "--name", "done", "--follow")
         assert started.returncode == 0, started.stderr
         assert "sweep done done: 3 complete" in started.stdout
         yield directory
+
+
+def train_locally(hparams_file: Path, project: Path, scratch: Path) -> Path:  # noqa: ARG001
+    trained = run_rlkube("train", "--hparams-file", str(hparams_file), "--hparam-override", "train_steps=500",
+                         "--eval-episodes", "1", "--test-episodes", "1", "--output-dir", str(scratch / "run"),
+                         cwd=scratch)
+    assert trained.returncode == 0, trained.stderr
+    return scratch / "run" / "copy-0"
+
+
+def submit_to_fake(hparams_file: Path, project: Path, scratch: Path) -> Path:  # noqa: ARG001
+    submitted = rlkube("submit", "--cluster", "fake", "--hparams-file", str(hparams_file), "--hparam-override",
+                       "train_steps=500", "--name", "from-best", "--follow", data_dir=project / "data")
+    assert submitted.returncode == 0, submitted.stderr
+    return project / "runs" / "from-best" / "copy-0"
+
+
+# How each target runs an hparams file, and the copy directory that ran it.
+RUN_HPARAMS_FILE = {"local": train_locally, "fake": submit_to_fake}
 
 
 def test_status_shows_every_trials_state_params_value_and_steps(finished_sweep: Path) -> None:
@@ -477,11 +534,8 @@ def test_best_writes_an_hparams_file_that_train_runs(finished_sweep: Path, tmp_p
     written = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert written["hparams"] == "ppo_cartpole"
     assert written["overrides"]["train_steps"] == 3000
-    trained = run_rlkube("train", "--hparams-file", str(tmp_path / "best.yaml"), "--hparam-override",
-                         "train_steps=500", "--eval-episodes", "1", "--test-episodes", "1",
-                         "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr
-    saved = yaml.safe_load((tmp_path / "run" / "copy-0" / "hparams.yaml").read_text())["hparams"]
+    run_copy = RUN_HPARAMS_FILE[state["config"]["cluster"]](tmp_path / "best.yaml", finished_sweep, tmp_path)
+    saved = yaml.safe_load((run_copy / "hparams.yaml").read_text())["hparams"]
     for key, value in written["overrides"].items():
         if key != "train_steps":
             assert saved[key] == value
@@ -513,7 +567,9 @@ def test_confirm_reruns_the_best_params_on_fresh_seeds(finished_sweep: Path) -> 
     assert [c["seed"] for c in copies] == [2, 3]  # the sweep's trials used seeds 0 and 1
 
 
+@pytest.mark.parametrize("finished_sweep", [pytest.param("local", marks=pytest.mark.full)], indirect=True)
 def test_tensorboard_of_a_sweep_serves_every_trial(finished_sweep: Path) -> None:
+    """On the local target only: the fake one writes no TensorBoard events."""
     process = subprocess.Popen(rlkube_command("tensorboard", "done"), stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "RLKUBE_DATA_DIR": str(finished_sweep / "data")},
                                cwd=finished_sweep)
