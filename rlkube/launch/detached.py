@@ -32,6 +32,11 @@ class DetachedLoop:
             process = subprocess.Popen([sys.executable, "-m", self.module, self.name], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # Popen returns once the child has exec'd, yet its /proc cmdline can read empty for a moment after (the kernel
+        # lets the parent go before the new command line is in place): until it shows, is_running, asked at once by
+        # --follow, would take the starting loop for a dead one and stop following.
+        while process.poll() is None and not self.is_running(process.pid):
+            time.sleep(0.01)
         return process.pid
 
     def is_running(self, pid: int | None) -> bool:
