@@ -401,7 +401,8 @@ def test_hparams_show_comments_every_field_with_its_type_and_range() -> None:
     comments = {line.split(":")[0].strip(): line.split("#", 1)[1].strip()
                 for line in shown.stdout.splitlines() if line.startswith("  ") and "#" in line}
     assert {field.name for field in fields} <= comments.keys()
-    assert comments["vector_mode"] == "str (sync | async): async steps each env in its own process"
+    assert comments["vector_mode"] == ("str (sync | async | envpool): async steps each env in its own process; "
+                                       "envpool steps Atari in C++ threads")
     assert comments["hidden_sizes"] == "list of int, each >= 1: widths of the hidden layers"
     assert comments["clip_range_vf"].startswith("float >= 0.0 or null: ")
 

@@ -566,7 +566,8 @@ class Runner:
             self.envs.close()
             self.envs = pickle.loads(saved["envs"])
         else:
-            # Async envs live in their processes and cannot be saved: the resumed run starts new episodes.
+            # Async envs live in their processes, envpool's in C++, and neither can be saved: the resumed run starts
+            # new episodes.
             self.obs, _ = self.envs.reset(seed=self.options.seed + self.state.step)
             self.state.episode_returns[:] = 0.0
             self.state.episode_lengths[:] = 0
@@ -583,7 +584,7 @@ class Runner:
 
     def _pickled_envs(self) -> bytes | None:
         """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""
-        if self.envs is None or isinstance(self.envs, gym.vector.AsyncVectorEnv):
+        if not isinstance(self.envs, gym.vector.SyncVectorEnv):
             return None
         return pickle.dumps(self.envs)
 

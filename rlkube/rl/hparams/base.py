@@ -127,7 +127,8 @@ class HParams:
     batch_size: int = param(64, lo=1)
     max_grad_norm: float = param(10.0, lo=0.0, doc="global gradient-norm clip; 0 disables")
     num_envs: int = param(1, lo=1, doc="environments stepped together, with one batched forward pass")
-    vector_mode: str = param("sync", choices=("sync", "async"), doc="async steps each env in its own process")
+    vector_mode: str = param("sync", choices=("sync", "async", "envpool"),
+                             doc="async steps each env in its own process; envpool steps Atari in C++ threads")
     train_steps: int = param(50_000, lo=1, doc="environment steps to train for (summed over environments)")
     eval_every: int = param(5_000, lo=1, doc="environment steps between evaluations")
     checkpoint_every: int = param(10_000, lo=1, doc="environment steps between checkpoints")
