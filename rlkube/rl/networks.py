@@ -58,6 +58,14 @@ def param_leaves(params: Params) -> list[Any]:
     return [leaf for value in params.values() for leaf in (param_leaves(value) if isinstance(value, dict) else [value])]
 
 
+def named_like(names: Params, leaves: Sequence[Any]) -> Params:
+    """`leaves`, given in `param_leaves` order, as a tree with the names of `names`."""
+    if len(leaves) != len(param_leaves(names)):
+        raise ValueError(f"{len(leaves)} arrays for a tree of {len(param_leaves(names))}")
+    remaining = iter(leaves)
+    return map_params(lambda _: next(remaining), names)
+
+
 class ParamLayout:
     """Where each array of a parameter tree lies in one flat vector.
 
