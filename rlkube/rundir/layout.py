@@ -17,7 +17,7 @@ An experiment's directory holds the summary across copies and one directory per 
         checkpoints/
             ckpt-<step>/
                 state.pkl         everything a resume needs
-                COMPLETE          written last: the checkpoint's files and their sizes
+                COMPLETE          written last: the checkpoint's files and their sizes, its format (FORMAT)
             .tmp-*                a save or a download in progress
 
 A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files that
