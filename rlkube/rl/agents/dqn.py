@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.rl.agents.base import AgentState, agent_registry, assign_params, numpy_params
-from rlkube.rl.agents.compiled import compile_learner, xla_suits
+from rlkube.rl.agents.compiled import compile_learner, convolution_dtype, xla_suits
 from rlkube.rl.agents.fused import Adam
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
@@ -44,6 +44,7 @@ class DQNAgent(OffPolicyAgent):
             self.learning_rate = tf.Variable(hp.lr)  # a variable: set_hparams changes it without a retrace
             self.optimizer = Adam(param_leaves(self.online), self.learning_rate, epsilon=hp.adam_epsilon)
             self.noise_generator = tf.random.Generator.from_seed(seed)
+        self.hidden_dtype = convolution_dtype(hp, self.strategy)
         self._make_memory(observation_space, (), np.int64, seed + 1)
         # One n-step builder per environment stream (an actor's envs have their own indices).
         self.n_step: dict[int, NStepBuilder] = {}
@@ -122,7 +123,8 @@ class DQNAgent(OffPolicyAgent):
     def _apply_network(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
         """The network's output (Q-values, or a distributional head's), with fresh noise for noisy layers: what
         a loss calls the network by."""
-        return self.network.forward(params, obs, TFOps, noise=self.network.noise_tf(self.noise_generator))
+        return self.network.forward(params, obs, TFOps, noise=self.network.noise_tf(self.noise_generator),
+                                    hidden_dtype=self.hidden_dtype)
 
     def _apply_hparams(self) -> None:
         self.learning_rate.assign(self.hp.lr)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rlkube.errors import UserError
 from rlkube.rl.agents.base import Agent, AgentState
-from rlkube.rl.agents.compiled import compile_learner, xla_suits
+from rlkube.rl.agents.compiled import compile_learner, convolution_dtype, xla_suits
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import Categorical, DiagonalGaussian, StateDependentGaussian
 from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
@@ -53,6 +53,7 @@ class OnPolicyAgent(Agent):
                                           hp.shared_torso, hp.activation, hp.log_std_init if continuous else None)
         initial = self.network.initial_params(seed)
         self.layout = ParamLayout(initial)
+        self.hidden_dtype = convolution_dtype(hp, self.strategy)
         with self.strategy.scope():  # the learner's state lives on the --device
             # One flat variable: Adam then compiles to a handful of ops instead of a handful per layer,
             # which halves XLA's compile time; Adam is elementwise, so the updates are the same.
@@ -151,7 +152,7 @@ class OnPolicyAgent(Agent):
                 minibatch["advantage"] = standardized(minibatch["advantage"])
             with tf.GradientTape() as tape:
                 network_params = self.layout.unflatten(self.params, TFOps)  # the flat variable, by name
-                params, values = self.network.forward(network_params, minibatch["obs"], TFOps)
+                params, values = self.network.forward(network_params, minibatch["obs"], TFOps, self.hidden_dtype)
                 log_prob = distribution.log_prob(params, minibatch["action"], TFOps)
                 entropy = tf.reduce_mean(distribution.entropy(params, TFOps))
                 loss, metrics = self._loss(log_prob, entropy, values, minibatch, coefficients)

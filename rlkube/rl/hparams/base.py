@@ -18,6 +18,12 @@ import gymnasium as gym
 from rlkube.errors import UserError, unknown_name
 from rlkube.rl.registry import Registry
 
+# The precision of a learner's matmuls and convolutions (rlkube.rl.agents.compiled); acting always runs float32.
+MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
+CONVOLUTION_PRECISION_DOC = ("model=nature_cnn: the convolutions' precision when learning; auto: bfloat16 on a CPU "
+                             "with bfloat16 dot products (AVX512-BF16 or AMX), else float32. Dense layers, losses "
+                             "and the optimizer stay float32")
+
 
 def param(default: Any, *, lo: float | None = None, hi: float | None = None,
           choices: tuple[str, ...] | None = None, doc: str = "") -> Any:

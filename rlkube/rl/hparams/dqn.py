@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 
 from rlkube.errors import UserError
-from rlkube.rl.hparams.base import hparams_registry, param
+from rlkube.rl.hparams.base import CONVOLUTION_PRECISION_DOC, MATMUL_PRECISIONS, hparams_registry, param
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
 from rlkube.rl.networks import DISTRIBUTIONAL_HEADS
 
@@ -48,6 +48,7 @@ class DQNHParams(OffPolicyHParams):
     epsilon_end: float = param(0.05, lo=0.0, hi=1.0)
     exploration_fraction: float = param(0.1, lo=0.0, hi=1.0, doc="linear: share of train_steps to decay")
     epsilon_decay: float = param(0.999, lo=0.0, hi=1.0, doc="exponential: factor per step")
+    matmul_precision: str = param("auto", choices=MATMUL_PRECISIONS, doc=CONVOLUTION_PRECISION_DOC)
 
     def __post_init__(self) -> None:
         if self.v_min >= self.v_max:

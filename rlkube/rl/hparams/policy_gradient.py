@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from rlkube.rl.hparams.base import HParams, hparams_registry, param
+from rlkube.rl.hparams.base import CONVOLUTION_PRECISION_DOC, MATMUL_PRECISIONS, HParams, hparams_registry, param
 from rlkube.rl.networks import ACTIVATIONS
 
 SCHEDULES = ("constant", "linear")
@@ -50,6 +50,7 @@ class PolicyGradientHParams(HParams):
                                      "of the policy's features through exploration matrices held for several steps")
     sde_sample_freq: int = param(-1, lo=-1, doc="gSDE: steps between new exploration matrices; -1: once per "
                                                 "rollout (n_steps), as SB3")
+    matmul_precision: str = param("auto", choices=MATMUL_PRECISIONS, doc=CONVOLUTION_PRECISION_DOC)
 
     def mutable_on_resume(self) -> frozenset[str]:
         # lr, ent_coef, vf_coef: inputs of every compiled update (lr's schedule goes on from the new value at
