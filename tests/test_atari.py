@@ -12,8 +12,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkube.errors import UserError
-from rlkube.rl import atari
+from rlkube.rl import atari, devices
 from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.compiled import convolution_dtype
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.envs import check_env_name, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
@@ -152,6 +153,30 @@ def test_nature_cnn_q_values_agree_on_numpy_and_tensorflow(noisy: bool) -> None:
         np.testing.assert_allclose(on_numpy, on_tf.numpy(), rtol=1e-4, atol=1e-6)
     assert on_numpy.shape == (5, 6)
     assert np.ptp(on_numpy, axis=0).max() > 0, "different frames must give different Q-values"
+
+
+def test_nature_cnn_in_bfloat16_differs_from_float32_only_by_bfloat16s_rounding() -> None:
+    network = QNetwork("nature_cnn", FRAMES, 6, (512,))
+    params = tf.nest.map_structure(tf.constant, network.initial_params(0))
+    obs = tf.constant(np.random.default_rng(1).integers(0, 256, (5, *FRAMES), dtype=np.uint8))
+    full = network.forward(params, obs, TFOps).numpy()
+    low = network.forward(params, obs, TFOps, hidden_dtype=tf.bfloat16)
+    assert low.dtype == tf.float32  # the heads, and so the losses, stay float32
+    assert not np.array_equal(low.numpy(), full)
+    np.testing.assert_allclose(low.numpy(), full, rtol=0.02, atol=0.02 * np.abs(full).max())
+
+
+@pytest.mark.parametrize(("hparams", "dot_products", "expected"), [
+    ("dqn_pong", True, tf.bfloat16), ("dqn_pong", False, None), ("ppo_pong", True, tf.bfloat16),
+    ("ppo_pong", False, None), ("dqn_cartpole", True, None),  # dense torsos keep float32
+])
+def test_auto_precision_convolves_in_bfloat16_only_on_a_cpu_with_bfloat16_dot_products(
+        monkeypatch: pytest.MonkeyPatch, hparams: str, dot_products: bool, expected: tf.DType | None) -> None:
+    # Whether this machine's CPU has them is fixed, so the probe is replaced to see both answers.
+    monkeypatch.setattr(devices, "bfloat16_dot_products", lambda: dot_products)
+    strategy = tf.distribute.get_strategy()
+    assert convolution_dtype(get_hparams(hparams), strategy) == expected
+    assert convolution_dtype(get_hparams(hparams, "matmul_precision=float32"), strategy) is None
 
 
 def test_nature_cnn_rejects_flat_observations() -> None:
