@@ -110,6 +110,8 @@ class RlkubeWorker:
 
 
 def serve(precision: str, threads: int) -> None:
+    import rlkube  # noqa: F401, PLC0415  (before numpy: it keeps acting's OpenBLAS on one thread, as in a run)
+
     worker = RlkubeWorker(precision, threads)
     print(json.dumps(worker.ready), flush=True)
     for command in sys.stdin:

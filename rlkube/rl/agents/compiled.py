@@ -63,8 +63,8 @@ def convolution_dtype(hp: HParams, strategy: tf.distribute.Strategy) -> tf.DType
     `auto` is bfloat16 on a CPU with bfloat16 dot products (AVX512-BF16 or AMX): oneDNN then runs the Nature
     CNN's convolutions and their gradients in bfloat16 with float32 sums. Measured on the 2-core AMD EPYC VM
     (AVX512-BF16, no AMX), CPU time of one thread, interleaved with float32: a dqn_pong gradient step (batch 32)
-    32.1 -> 24.5 ms (0.76x), a ppo_pong one (batch 256) 160 -> 114 ms (0.71x); the first convolution alone
-    (4 input channels) gains least, 0.74x, and running it in float32 lost 0.05x of the gain. The kernels stay
+    33.3 -> 24.2 ms (0.72x), a ppo_pong one (batch 256) 160 -> 114 ms (0.71x); keeping the first convolution
+    (4 input channels) in float32 lost 0.05x of the gain (benchmarks/atari_learner_vs_sb3.py). The kernels stay
     float32 variables, the torso's output is cast back to float32, and heads, losses and Adam stay float32,
     as Keras's mixed precision does; acting (numpy) stays float32.
     """
