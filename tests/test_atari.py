@@ -12,8 +12,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlkube.errors import UserError
-from rlkube.rl import atari
+from rlkube.rl import atari, devices
 from rlkube.rl.agents import make_agent
+from rlkube.rl.agents.compiled import convolution_dtype
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.envs import check_env_name, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
@@ -154,6 +155,30 @@ def test_nature_cnn_q_values_agree_on_numpy_and_tensorflow(noisy: bool) -> None:
     assert np.ptp(on_numpy, axis=0).max() > 0, "different frames must give different Q-values"
 
 
+def test_nature_cnn_in_bfloat16_differs_from_float32_only_by_bfloat16s_rounding() -> None:
+    network = QNetwork("nature_cnn", FRAMES, 6, (512,))
+    params = tf.nest.map_structure(tf.constant, network.initial_params(0))
+    obs = tf.constant(np.random.default_rng(1).integers(0, 256, (5, *FRAMES), dtype=np.uint8))
+    full = network.forward(params, obs, TFOps).numpy()
+    low = network.forward(params, obs, TFOps, hidden_dtype=tf.bfloat16)
+    assert low.dtype == tf.float32  # the heads, and so the losses, stay float32
+    assert not np.array_equal(low.numpy(), full)
+    np.testing.assert_allclose(low.numpy(), full, rtol=0.02, atol=0.02 * np.abs(full).max())
+
+
+@pytest.mark.parametrize(("hparams", "dot_products", "expected"), [
+    ("dqn_pong", True, tf.bfloat16), ("dqn_pong", False, None), ("ppo_pong", True, tf.bfloat16),
+    ("ppo_pong", False, None), ("dqn_cartpole", True, None),  # dense torsos keep float32
+])
+def test_auto_precision_convolves_in_bfloat16_only_on_a_cpu_with_bfloat16_dot_products(
+        monkeypatch: pytest.MonkeyPatch, hparams: str, dot_products: bool, expected: tf.DType | None) -> None:
+    # Whether this machine's CPU has them is fixed, so the probe is replaced to see both answers.
+    monkeypatch.setattr(devices, "bfloat16_dot_products", lambda: dot_products)
+    strategy = tf.distribute.get_strategy()
+    assert convolution_dtype(get_hparams(hparams), strategy) == expected
+    assert convolution_dtype(get_hparams(hparams, "matmul_precision=float32"), strategy) is None
+
+
 def test_nature_cnn_rejects_flat_observations() -> None:
     with pytest.raises(UserError, match="image observations"):
         QNetwork("nature_cnn", (4,), 2, (512,))
@@ -205,9 +230,12 @@ def test_dqn_pong_starts_learning_through_the_cli(tmp_path: Path) -> None:
 
 @pytest.mark.full
 def test_dqn_pong_resumed_from_a_checkpoint_continues_mid_game_exactly(tmp_path: Path) -> None:
-    """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns."""
-    overrides = ("memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,target_update_period=100,"
-                 "checkpoint_every=500,log_every=50,epsilon_start=0.2,epsilon_end=0.2")
+    """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns.
+
+    On the ALE pipeline (vector_mode=sync), whose envs a checkpoint holds; envpool's restart their episodes
+    (tests/test_envpool.py)."""
+    overrides = ("vector_mode=sync,memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,"
+                 "target_update_period=100,checkpoint_every=500,log_every=50,epsilon_start=0.2,epsilon_end=0.2")
     common = ("train", "--hparams", "dqn_pong", "--hparam-override", overrides, "--eval-episodes", "0",
               "--test-episodes", "0")
     for steps, run_dir in (("1000", "straight"), ("500", "resumed"), ("1000", "resumed")):

@@ -3,9 +3,11 @@
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import typing
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 from rlkube.cli.flags import renamed_option
 from rlkube.cli.main import cli
 from rlkube.errors import UserError, unknown_name
+from rlkube.launch import store
 from rlkube.rl.envs import check_env_name
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
@@ -401,7 +404,8 @@ def test_hparams_show_comments_every_field_with_its_type_and_range() -> None:
     comments = {line.split(":")[0].strip(): line.split("#", 1)[1].strip()
                 for line in shown.stdout.splitlines() if line.startswith("  ") and "#" in line}
     assert {field.name for field in fields} <= comments.keys()
-    assert comments["vector_mode"] == "str (sync | async): async steps each env in its own process"
+    assert comments["vector_mode"] == ("str (sync | async | envpool): async steps each env in its own process; "
+                                       "envpool steps Atari in C++ threads")
     assert comments["hidden_sizes"] == "list of int, each >= 1: widths of the hidden layers"
     assert comments["clip_range_vf"].startswith("float >= 0.0 or null: ")
 
@@ -504,3 +508,47 @@ def test_every_input_check_of_train_runs_before_tensorflow_is_imported(tmp_path:
     assert message in errors[0]
     assert "tensorflow" not in heavy
     assert not (tmp_path / "run").exists()
+
+
+# -- the experiment store's version (rlkube.launch.store.SCHEMA_VERSION) -------------------------------------------
+
+def store_version(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def set_store_version(path: Path, version: int) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA user_version = {version}")
+
+
+def test_a_store_written_before_store_versions_is_read_and_stamped(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path))
+    sweep = store.SweepRecord("s", "sqlite:///s.db", "driver", 1, "2026-01-01T00:00:00+00:00")
+    store.save_sweep(sweep)
+    assert store_version(tmp_path / store.STORE_FILE) == store.SCHEMA_VERSION
+    # What rlkube wrote before store versions: these tables, at SQLite's default version 0.
+    set_store_version(tmp_path / store.STORE_FILE, 0)
+    assert store.find_sweep("s") == sweep
+    assert store_version(tmp_path / store.STORE_FILE) == store.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(("made", "message"), [
+    ("newer", "experiments.db was written by a newer rlkube (experiment store version 2; rlkube"),
+    ("corrupt", "experiments.db is not an experiment store rlkube can read (file is not a database); move it aside"),
+])
+def test_a_store_of_a_newer_rlkube_or_a_corrupt_one_is_refused_in_one_line(made: str, message: str,
+                                                                           tmp_path: Path) -> None:
+    path = tmp_path / store.STORE_FILE
+    if made == "newer":
+        set_store_version(path, store.SCHEMA_VERSION + 1)
+    else:
+        path.write_bytes(b"not SQLite at all, but long enough to be taken for a header of one" * 4)
+    before = path.read_bytes()
+    result = run_rlkube("list", env={"RLKUBE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], "one line"
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert path.read_bytes() == before

@@ -22,13 +22,17 @@ FORBIDDEN = {
     "launch": ("rlkube.cli", "tensorflow"),
 }
 # The numpy side of the RL library: actors import these and must not pay for TensorFlow.
-NUMPY_SIDE = ("rl/networks.py", "rl/replay.py", "rl/envs.py", "rl/atari.py", "rl/policies", "rl/action_selection.py",
-              "rl/schedules.py", "rl/distributions.py", "rl/hparams", "run/workers.py")
+NUMPY_SIDE = ("rl/networks.py", "rl/replay.py", "rl/envs.py", "rl/atari.py", "rl/atari_envpool.py", "rl/policies",
+              "rl/action_selection.py", "rl/schedules.py", "rl/distributions.py", "rl/hparams", "run/workers.py")
 
 
 def imported_modules(path: Path) -> set[str]:
+    return imported_modules_of(ast.parse(path.read_text()))
+
+
+def imported_modules_of(tree: ast.AST) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -73,12 +77,21 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_imported_modules(path: Path) -> set[str]:
+    """imported_modules less the imports under `if TYPE_CHECKING:`, which never run and so close no loop."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = [ast.Pass()]
+    return imported_modules_of(tree)
+
+
 def import_cycles(package: str) -> list[list[str]]:
-    """The groups of a package's modules that import each other round a loop, lazy imports included. A module's
-    own package, which Python initialises before it, is no edge: that is how a package's __init__ registers its
-    members (rlkube.rl.agents, rlkube.launch.targets)."""
+    """The groups of a package's modules that import each other round a loop at run time, lazy imports included. A
+    module's own package, which Python initialises before it, is no edge: that is how a package's __init__ registers
+    its members (rlkube.rl.agents, rlkube.launch.targets)."""
     modules = {module_name(path): path for path in sources(package)}
-    graph = {name: {imported for imported in imported_modules(path) if imported in modules} - {name}
+    graph = {name: {imported for imported in runtime_imported_modules(path) if imported in modules} - {name}
              for name, path in modules.items()}
 
     def reachable(start: str) -> set[str]:

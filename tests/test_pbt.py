@@ -42,9 +42,14 @@ QUICK = ["--hparams", "dqn_cartpole", "--train-steps", "3000", "--eval-episodes"
          "--hparam-override", "eval_every=500,checkpoint_every=500,learning_starts=200",
          "--population", "4", "--interval", "1000", "--quantile", "0.5",
          "--mutate", "lr=log_uniform:1e-4:1e-2", "--mutate", "epsilon_end=uniform:0.01:0.2"]
-RANDOM_STREAM_KEYS = {"rng", "minibatch_rng", "noise_generator", "generator"}
 # Where whole runs go: for real on the local target (the full tier), in virtual time on the fake one.
 TARGETS = [pytest.param("local", marks=pytest.mark.full), "fake"]
+
+
+def is_random_stream(path: tuple[str, ...]) -> bool:
+    """Whether a path in an agent's state (AgentState) holds a random stream: the learner's, in its `rng` group, or
+    what its policy and its memory keep under `rng`."""
+    return path[0] == "rng" or path[-1] == "rng"
 
 
 def rlkube(data_dir: Path, *args: str) -> Any:
@@ -192,7 +197,7 @@ def test_reseeding_changes_every_random_stream_and_nothing_else(name: str) -> No
     agent.reseed(1234)
     after = dict(_leaves(agent.state_dict()))
     changed = {path for path in before if not _equal(before[path], after[path])}
-    streams = {path for path in before if path[-1] in RANDOM_STREAM_KEYS}
+    streams = {path for path in before if is_random_stream(path)}
     assert streams
     assert changed == streams
     agent.reseed(1234)
@@ -257,7 +262,7 @@ def test_an_exploited_member_gets_the_donors_whole_state_with_its_own_streams_an
     expected = dict(_leaves(checkpoint.load(donor_checkpoint)["agent"]))
     differing = {path for path in expected if not _equal(expected[path], restored[path])}
     # Only the random streams differ; the new learning rate comes from the decision, not the checkpoint.
-    assert differing == {path for path in expected if path[-1] in RANDOM_STREAM_KEYS}
+    assert differing == {path for path in expected if is_random_stream(path)}
     assert runner.agent.learning_rate.numpy() == pytest.approx(exploit.new["lr"])
     # The member went on from the donor's state with its own logs: one evaluation per step, in order.
     evaluations = [json.loads(line)["step"] for line in (receiver / layout.METRICS_FILE).read_text().splitlines()]

@@ -58,6 +58,14 @@ def param_leaves(params: Params) -> list[Any]:
     return [leaf for value in params.values() for leaf in (param_leaves(value) if isinstance(value, dict) else [value])]
 
 
+def named_like(names: Params, leaves: Sequence[Any]) -> Params:
+    """`leaves`, given in `param_leaves` order, as a tree with the names of `names`."""
+    if len(leaves) != len(param_leaves(names)):
+        raise ValueError(f"{len(leaves)} arrays for a tree of {len(param_leaves(names))}")
+    remaining = iter(leaves)
+    return map_params(lambda _: next(remaining), names)
+
+
 class ParamLayout:
     """Where each array of a parameter tree lies in one flat vector.
 
@@ -226,9 +234,11 @@ class MLPTorso:
     def initial_params(self, rng: np.random.Generator) -> Params:
         return self.mlp.initial_params(rng) if self.mlp else {}
 
-    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None,
+                hidden_dtype: Any = None) -> Any:
         x = ops.flatten(ops.float32(obs))
-        return self.mlp.forward(params, x, ops, noise=noise, last_activation=True) if self.mlp else x
+        return self.mlp.forward(params, x, ops, noise=noise, last_activation=True, hidden_dtype=hidden_dtype) \
+            if self.mlp else x
 
     def noise_numpy(self, rng: np.random.Generator) -> Params:
         return self.mlp.noise_numpy(rng) if self.mlp else {}
@@ -294,11 +304,21 @@ class NatureCNN:
         return {**{name: layer.initial_params(rng) for name, layer in self.convolutions.items()},
                 "dense": self.dense.initial_params(rng)}
 
-    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None,
+                hidden_dtype: Any = None) -> Any:
+        """Features [batch, out_size], float32; with `hidden_dtype` (bfloat16) the convolutions run in it
+        (rlkube.rl.agents.compiled.convolution_dtype), and the dense layers stay float32."""
         activate = getattr(ops, self.activation)
-        x = ops.float32(obs) * (1.0 / 255.0)
-        for name, layer in self.convolutions.items():
-            x = activate(layer.apply(params[name], x, ops))
+        # Pixels are scaled to [0, 1] in the first kernel (W / 255, 8k multiplies) rather than in every input
+        # (28k per observation), and in bfloat16 the pixels 0-255 then convert exactly.
+        x = ops.float32(obs) if hidden_dtype is None else ops.cast(obs, hidden_dtype)
+        for index, (name, layer) in enumerate(self.convolutions.items()):
+            layer_params = params[name]
+            if index == 0:
+                layer_params = {**layer_params, "kernel": layer_params["kernel"] * (1.0 / 255.0)}
+            if hidden_dtype is not None:
+                layer_params = {key: ops.cast(value, hidden_dtype) for key, value in layer_params.items()}
+            x = activate(layer.apply(layer_params, x, ops))
         return self.dense.forward(params["dense"], x, ops, noise=None if noise is None else noise["dense"])
 
     def noise_numpy(self, rng: np.random.Generator) -> Params:
@@ -434,13 +454,15 @@ class QNetwork:
         return {"torso": self.torso.initial_params(rng),
                 **{name: head.initial_params(rng) for name, head in self.heads.items()}}
 
-    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
+    def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None,
+                hidden_dtype: Any = None) -> Any:
         """The head's output for a batch of observations; without `noise`, the noise-free (mean) network's.
 
         [batch, actions, *head.per_action]: Q-values, or C51's logits, or QR-DQN's quantiles, which `q_values`
-        turns into Q-values.
+        turns into Q-values. `hidden_dtype` is the torso's.
         """
-        features = self.torso.forward(params["torso"], obs, ops, noise=None if noise is None else noise["torso"])
+        features = self.torso.forward(params["torso"], obs, ops, noise=None if noise is None else noise["torso"],
+                                      hidden_dtype=hidden_dtype)
         heads = {name: self.heads[name].forward(params[name], features, ops,
                                                 noise=None if noise is None else noise[name])
                  for name in self.heads}
@@ -548,15 +570,16 @@ class ActorCriticNetwork:
         features = self.value_torso.forward(params[self.value_torso_params], obs, ops)
         return self.value_head.forward(params["value_head"], features, ops)[:, 0]
 
-    def forward(self, params: Params, obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any]:
-        """Both at once; a shared torso runs once."""
-        return self.forward_with_features(params, obs, ops)[:2]
+    def forward(self, params: Params, obs: Any, ops: Any, hidden_dtype: Any = None) -> tuple[tuple[Any, ...], Any]:
+        """Both at once; a shared torso runs once. `hidden_dtype` is the torsos'."""
+        return self.forward_with_features(params, obs, ops, hidden_dtype)[:2]
 
-    def forward_with_features(self, params: Params, obs: Any, ops: Any) -> tuple[tuple[Any, ...], Any, Any]:
+    def forward_with_features(self, params: Params, obs: Any, ops: Any,
+                              hidden_dtype: Any = None) -> tuple[tuple[Any, ...], Any, Any]:
         """The distribution's parameters, the values, and the policy's features (what gSDE's noise is made of)."""
-        policy_features = self.policy_torso.forward(params["policy_torso"], obs, ops)
+        policy_features = self.policy_torso.forward(params["policy_torso"], obs, ops, hidden_dtype=hidden_dtype)
         value_features = policy_features if self.shared_torso else self.value_torso.forward(
-            params["value_torso"], obs, ops)
+            params["value_torso"], obs, ops, hidden_dtype=hidden_dtype)
         values = self.value_head.forward(params["value_head"], value_features, ops)[:, 0]
         return self._distribution_params(params, policy_features, ops), values, policy_features
 

@@ -18,6 +18,12 @@ import gymnasium as gym
 from rlkube.errors import UserError, unknown_name
 from rlkube.rl.registry import Registry
 
+# The precision of a learner's matmuls and convolutions (rlkube.rl.agents.compiled); acting always runs float32.
+MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
+CONVOLUTION_PRECISION_DOC = ("model=nature_cnn: the convolutions' precision when learning; auto: bfloat16 on a CPU "
+                             "with bfloat16 dot products (AVX512-BF16 or AMX), else float32. Dense layers, losses "
+                             "and the optimizer stay float32")
+
 
 def param(default: Any, *, lo: float | None = None, hi: float | None = None,
           choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
@@ -127,7 +133,8 @@ class HParams:
     batch_size: int = param(64, lo=1)
     max_grad_norm: float = param(10.0, lo=0.0, doc="global gradient-norm clip; 0 disables")
     num_envs: int = param(1, lo=1, doc="environments stepped together, with one batched forward pass")
-    vector_mode: str = param("sync", choices=("sync", "async"), doc="async steps each env in its own process")
+    vector_mode: str = param("sync", choices=("sync", "async", "envpool"),
+                             doc="async steps each env in its own process; envpool steps Atari in C++ threads")
     train_steps: int = param(50_000, lo=1, doc="environment steps to train for (summed over environments)")
     eval_every: int = param(5_000, lo=1, doc="environment steps between evaluations")
     checkpoint_every: int = param(10_000, lo=1, doc="environment steps between checkpoints")

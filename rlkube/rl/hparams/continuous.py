@@ -9,11 +9,10 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from rlkube.rl.hparams.base import hparams_registry, param
+from rlkube.rl.hparams.base import MATMUL_PRECISIONS, hparams_registry, param
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
 
 ACTION_NOISES = ("gaussian", "ornstein_uhlenbeck")
-MATMUL_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)

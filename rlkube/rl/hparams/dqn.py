@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 
 from rlkube.errors import UserError
-from rlkube.rl.hparams.base import hparams_registry, param
+from rlkube.rl.hparams.base import CONVOLUTION_PRECISION_DOC, MATMUL_PRECISIONS, hparams_registry, param
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
 from rlkube.rl.networks import DISTRIBUTIONAL_HEADS
 
@@ -48,6 +48,7 @@ class DQNHParams(OffPolicyHParams):
     epsilon_end: float = param(0.05, lo=0.0, hi=1.0)
     exploration_fraction: float = param(0.1, lo=0.0, hi=1.0, doc="linear: share of train_steps to decay")
     epsilon_decay: float = param(0.999, lo=0.0, hi=1.0, doc="exponential: factor per step")
+    matmul_precision: str = param("auto", choices=MATMUL_PRECISIONS, doc=CONVOLUTION_PRECISION_DOC)
 
     def __post_init__(self) -> None:
         if self.v_min >= self.v_max:
@@ -169,13 +170,14 @@ def dqn_pong() -> DQNHParams:
     The zoo's Pong score, 20.9, was measured on PongNoFrameskip-v4, without sticky actions: override
     env=PongNoFrameskip-v4 to compare like with like. The memory holds 100k transitions, as SB3's does.
     It stores each 7 KB frame once rather than in 8 stacks, so it grows to ~0.7 GB, not 5.6 GB. Every
-    checkpoint writes it whole, hence checkpoints every 500k steps rather than every 10k.
+    checkpoint writes it whole, hence checkpoints every 500k steps rather than every 10k. The game runs on
+    envpool where it is installed (vector_mode=sync: on the ALE pipeline, which resumes mid-game).
     """
     return DQNHParams(
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), lr=1e-4, batch_size=32, memory_size=100_000,
         learning_starts=100_000, gamma=0.99, target_update_period=1_000, train_freq=4, gradient_steps=1,
         exploration_fraction=0.1, epsilon_end=0.01, train_steps=10_000_000, eval_every=250_000,
-        checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+        checkpoint_every=500_000, log_every=10_000, target_return=20.0, vector_mode="envpool",
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from rlkube.rl.hparams.base import HParams, hparams_registry, param
+from rlkube.rl.hparams.base import CONVOLUTION_PRECISION_DOC, MATMUL_PRECISIONS, HParams, hparams_registry, param
 from rlkube.rl.networks import ACTIVATIONS
 
 SCHEDULES = ("constant", "linear")
@@ -50,6 +50,7 @@ class PolicyGradientHParams(HParams):
                                      "of the policy's features through exploration matrices held for several steps")
     sde_sample_freq: int = param(-1, lo=-1, doc="gSDE: steps between new exploration matrices; -1: once per "
                                                 "rollout (n_steps), as SB3")
+    matmul_precision: str = param("auto", choices=MATMUL_PRECISIONS, doc=CONVOLUTION_PRECISION_DOC)
 
     def mutable_on_resume(self) -> frozenset[str]:
         # lr, ent_coef, vf_coef: inputs of every compiled update (lr's schedule goes on from the new value at
@@ -112,11 +113,13 @@ def ppo_pong() -> PPOHParams:
 
     As SB3's CnnPolicy, the policy and value heads share the CNN torso. The zoo's Pong score, 21.0, was
     measured on PongNoFrameskip-v4, without sticky actions: override env=PongNoFrameskip-v4 to compare
-    like with like.
+    like with like. The games run on envpool where it is installed (vector_mode=sync: on the ALE pipeline,
+    which resumes mid-game).
     """
     return PPOHParams(
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), shared_torso=True, activation="relu",
         num_envs=8, n_steps=128, n_epochs=4, batch_size=256, gamma=0.99, gae_lambda=0.95, lr=2.5e-4,
         lr_schedule="linear", clip_range=0.1, clip_range_schedule="linear", vf_coef=0.5, ent_coef=0.01,
         train_steps=10_000_000, eval_every=250_000, checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+        vector_mode="envpool",
     )
