@@ -20,7 +20,8 @@ from tests.db_servers import PostgresServer, postgres_server, skip_without_postg
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tensorflow_version() -> str:
+def tensorflow_version() -> str:
+    """The installed TensorFlow's version, read without importing it."""
     for name in ("tensorflow-cpu", "tensorflow"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             return importlib.metadata.version(name)
@@ -31,7 +32,7 @@ def _tensorflow_version() -> str:
 # same learners (about 3 s each here), and a warm suite loads them instead. Honest: XLA keys each entry by the
 # fingerprint of the program it compiles, so a test runs exactly the code it would have compiled. Keyed by
 # TensorFlow's version besides; set before anything imports TensorFlow (it reads TF_XLA_FLAGS once).
-XLA_CACHE = Path.home() / ".cache" / "rlkube" / f"xla-tf{_tensorflow_version()}"
+XLA_CACHE = Path.home() / ".cache" / "rlkube" / f"xla-tf{tensorflow_version()}"
 XLA_CACHE.mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("TF_XLA_FLAGS", f"--tf_xla_persistent_cache_directory={XLA_CACHE}")
 
