@@ -384,7 +384,7 @@ class Runner:
         observation_space = self.eval_envs[0].observation_space
         pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
                          agent.policy, self.options.num_workers, self.options.seed + state.step, rollout_steps,
-                         agent.on_policy, self.progress.message)
+                         agent.pacing, self.progress.message)
         try:
             for rollout in pool.rollouts_to_learn():
                 steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
@@ -392,9 +392,7 @@ class Runner:
                 for t in range(steps):
                     agent.observe(*rollout.step(t), rollout.step_extras(t))
                     learned = agent.update() or learned
-                # On-policy actors wait for a new version after each rollout, so they always get one.
-                changed = learned or agent.on_policy
-                pool.publish(agent.policy.params if changed else None, agent.steps)
+                pool.publish(agent.policy.params, agent.steps, bool(learned))
                 ended = [(episode_return, length) for t, episode_return, length in rollout.episodes if t < steps]
                 self._after_steps(steps * hp.num_envs, learned, ended)
                 if state.step >= hp.train_steps:
