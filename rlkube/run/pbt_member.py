@@ -41,6 +41,8 @@ def decided_hparams(hp: HParams, decision: dict[str, Any]) -> HParams:
 
 
 class PBTMember:
+    """A copy that trains as a member of a population, stopping at every multiple of `interval` steps."""
+
     def __init__(self, copy_dir: Path, remote_dir: str | None, interval: int) -> None:
         self.copy_dir = copy_dir
         self.remote_dir = remote_dir
