@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11+:
 #   make run    train the default experiment (local DQN on CartPole) and print its TensorBoard logdir
-#   make test   lint and run the whole test suite
+#   make test   lint and run the per-change tier (<= 15 min warm); make test-all runs the full tier
 # Each bootstraps its own virtualenv in .venv, reinstalled only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: run test lint testtools benchmark
+.PHONY: run test test-all lint testtools benchmark
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ testtools:
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb); the --render window test will be skipped"
 
+# The per-change tier: every fast test, the control plane, a real-node smoke, golden determinism per agent, one short
+# learning test per family. The full tier adds every learning test at its budget, the real node end to end, sweeps
+# and PBT with real training, and the benchmarks' smoke runs (tests marked `full`).
 test: lint testtools
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not full and not slow" --durations=15 $(PYTEST_ARGS)
+
+test-all: lint testtools
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" --durations=25 $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/speed_budgets.py

@@ -3,8 +3,10 @@
     python benchmarks/atari_sps.py
 
 Prints one JSON object. Steps per second are agent steps (4 emulator frames each) unless named frames;
-vector-env rates are summed over the envs. The load average is printed with them: on a shared
-machine, read the numbers against it.
+vector-env rates are summed over the envs. Training vectors of 1 to 8 envs are timed side by side: the ALE
+pipeline in process (vector_mode=sync) and, where the envpool extra is installed, envpool on 1 and 2
+threads (vector_mode=envpool). The load average is printed with them: on a shared machine, read the
+numbers against it.
 """
 
 import json
@@ -16,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.rl import atari
+from rlkube.rl import atari, atari_envpool
 from rlkube.rl.agents import make_agent
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
@@ -24,6 +26,8 @@ from rlkube.rl.networks import NumpyOps
 
 GAME = "ALE/Pong-v5"
 NUM_ENVS = 8
+SIDE_BY_SIDE_ENVS = (1, 2, 4, 8)
+ENVPOOL_THREADS = (1, 2)
 
 
 def per_second(run: Callable[[], object], seconds: float = 3.0) -> float:
@@ -49,14 +53,28 @@ def random_stepper(env: gym.Env, seed: int = 0) -> Callable[[], None]:
     return step
 
 
-def vector_steps_per_second(mode: str) -> float:
-    envs = make_vector_env(GAME, NUM_ENVS, mode)  # training envs; they reset themselves
+def vector_steps_per_second(envs: gym.vector.VectorEnv) -> float:
+    """Random steps of training envs (they reset themselves), summed over the envs; closes `envs`."""
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     try:
-        return NUM_ENVS * per_second(lambda: envs.step(rng.integers(envs.single_action_space.n, size=NUM_ENVS)))
+        return envs.num_envs * per_second(
+            lambda: envs.step(rng.integers(envs.single_action_space.n, size=envs.num_envs)))
     finally:
         envs.close()
+
+
+def backends_side_by_side() -> dict[str, dict[str, int]]:
+    """Steps per second of each training vector size: the ALE pipeline in process, and envpool per thread count."""
+    table = {}
+    for num_envs in SIDE_BY_SIDE_ENVS:
+        row = {"ale_sync": round(vector_steps_per_second(make_vector_env(GAME, num_envs)))}
+        if atari_envpool.installed():
+            for threads in ENVPOOL_THREADS:
+                envs = atari_envpool.EnvpoolAtari(GAME, num_envs, num_threads=threads)
+                row[f"envpool_{threads}_threads"] = round(vector_steps_per_second(envs))
+        table[f"{num_envs}_envs"] = row
+    return table
 
 
 def cnn_forward_ms(agent: object, batch: int) -> float:
@@ -109,8 +127,9 @@ def main() -> None:
         "raw_ale_steps_per_s": round(per_second(random_stepper(raw))),
         "raw_ale_frames_per_s": round(per_second(random_stepper(frames))),
         "preprocessed_training_env_steps_per_s": round(per_second(random_stepper(make_env(GAME, training=True)))),
-        f"sync_vector_{NUM_ENVS}_envs_steps_per_s": round(vector_steps_per_second("sync")),
-        f"async_vector_{NUM_ENVS}_envs_steps_per_s": round(vector_steps_per_second("async")),
+        f"async_vector_{NUM_ENVS}_envs_steps_per_s": round(
+            vector_steps_per_second(make_vector_env(GAME, NUM_ENVS, "async"))),
+        "training_vector_steps_per_s": backends_side_by_side(),
         "numpy_cnn_forward_ms": {"batch_1": round(cnn_forward_ms(agent, 1), 2),
                                  "batch_8": round(cnn_forward_ms(agent, 8), 2)},
         "dqn_pong_gradient_step_ms": gradient_step_ms(agent),

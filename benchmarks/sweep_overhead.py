@@ -135,7 +135,7 @@ def run_sweep(config: SweepConfig, workdir: Path, timer: CallTimer | None = None
 
     cpu, wall = time.process_time(), time.perf_counter()
     driver = Driver(study, config, "benchmark", emit)
-    if not driver.target.on_cluster:  # the local profile writes to ./runs; keep the checkout clean
+    if not driver.target.writes_to_cluster_volume:  # the local profile writes to ./runs; keep the checkout clean
         driver.profile = dataclasses.replace(driver.profile, output=str(workdir / "runs"))
     previous = {signum: signal.signal(signum, lambda _signum, _frame: driver.stop())
                 for signum in (signal.SIGINT, signal.SIGTERM)}

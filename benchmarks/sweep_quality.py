@@ -29,8 +29,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sweep_overhead import run_sweep, sweep_config, table
 
 from rlkube.errors import UserError
-from rlkube.launch.sweep.config import DEFAULT_OBJECTIVE, SAMPLERS
+from rlkube.launch.sweep.config import DEFAULT_OBJECTIVE
 from rlkube.launch.sweep.driver import SLOT, counted
+from rlkube.launch.sweep.methods import SAMPLERS
 
 # ppo_cartpole's sensitive hparams, with poor regions in each (a tiny lr, one epoch, no GAE smoothing).
 SPACE = {"lr": {"log_uniform": [1e-5, 1e-2]}, "n_epochs": {"int": [1, 20]}, "gae_lambda": {"uniform": [0.8, 1.0]},

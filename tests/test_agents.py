@@ -21,14 +21,6 @@ from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.rl.networks import ActorCriticNetwork, Critics, NumpyOps, ParamLayout, QNetwork, map_params, param_leaves
 from rlkube.rl.pacing import ActorPacing
 
-# Per agent, overrides that make any of its sets learn early and often on a small network.
-SMALL = {
-    "ddpg": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
-    "dqn": "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=500",
-    "ppo": "hidden_sizes=16;16,n_steps=16,batch_size=32,n_epochs=2",
-    "sac": "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500",
-    "vpg": "hidden_sizes=16;16,n_steps=16,batch_size=128",
-}
 CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
 
 
@@ -43,8 +35,13 @@ def small_sets() -> list[str]:
     return chosen
 
 
+def smoke_overrides(name: str) -> str:
+    """What makes the set learn early and often on a small network: its hparams type's smoke_overrides."""
+    return type(get_hparams(name)).smoke_overrides
+
+
 def small_hparams(name: str):
-    return get_hparams(name, SMALL[get_hparams(name).agent])
+    return get_hparams(name, smoke_overrides(name))
 
 
 def run_steps(agent, envs, obs, steps: int) -> tuple[np.ndarray, list[dict[str, float]]]:
@@ -112,7 +109,7 @@ def test_an_agent_declares_how_its_actors_keep_pace(agent: str) -> None:
 
 
 def test_soft_target_updates_collapse_missed_polyak_steps() -> None:
-    hp = get_hparams("dqn_cartpole", SMALL["dqn"] + ",target_update_period=5,target_update_tau=0.1")
+    hp = get_hparams("dqn_cartpole", smoke_overrides("dqn_cartpole") + ",target_update_period=5,target_update_tau=0.1")
     env = gym.make(hp.env)
     agent = make_agent(hp, env.observation_space, env.action_space, 0)
     for variable in param_leaves(agent.online):

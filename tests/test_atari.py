@@ -203,11 +203,14 @@ def test_dqn_pong_starts_learning_through_the_cli(tmp_path: Path) -> None:
     assert min(steps) > 500, "no learning before learning_starts"
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_dqn_pong_resumed_from_a_checkpoint_continues_mid_game_exactly(tmp_path: Path) -> None:
-    """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns."""
-    overrides = ("memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,target_update_period=100,"
-                 "checkpoint_every=500,log_every=50,epsilon_start=0.2,epsilon_end=0.2")
+    """Straight to 1000 steps, or to 500 then resumed: the same losses, Q-values and episode returns.
+
+    On the ALE pipeline (vector_mode=sync), whose envs a checkpoint holds; envpool's restart their episodes
+    (tests/test_envpool.py)."""
+    overrides = ("vector_mode=sync,memory_size=2000,learning_starts=300,train_freq=50,batch_size=8,"
+                 "target_update_period=100,checkpoint_every=500,log_every=50,epsilon_start=0.2,epsilon_end=0.2")
     common = ("train", "--hparams", "dqn_pong", "--hparam-override", overrides, "--eval-episodes", "0",
               "--test-episodes", "0")
     for steps, run_dir in (("1000", "straight"), ("500", "resumed"), ("1000", "resumed")):

@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_rlkube
+
+# The benchmarks' smoke runs belong to the full tier (make test-all).
+pytestmark = pytest.mark.full
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCHMARKS / "hparams_targets.py"

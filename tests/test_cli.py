@@ -3,17 +3,22 @@
 import dataclasses
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import typing
+from contextlib import closing
 from pathlib import Path
 
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from rlkube.cli.flags import renamed_option
 from rlkube.cli.main import cli
 from rlkube.errors import UserError, unknown_name
+from rlkube.launch import store
 from rlkube.rl.envs import check_env_name
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
@@ -169,6 +174,92 @@ def test_every_train_option_that_is_set_appears_in_the_args() -> None:
             assert args[args.index(option.metadata["flag"]) + 1] == str(value)
 
 
+def every_command(group: click.Group = cli, path: str = "rlkube") -> typing.Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, f"{path} {name}")
+        else:
+            yield f"{path} {name}", command
+
+
+@pytest.mark.parametrize(("command", "own_args", "shown"), [
+    ("rlkube train", ["--output-dir", "run"], True), ("rlkube submit", [], True), ("rlkube sweep start", [], False),
+    ("rlkube pbt start", ["--interval", "500"], False)])
+def test_pbt_interval_is_left_out_of_the_help_of_commands_whose_copies_rlkube_paces(
+        command: str, own_args: list[str], shown: bool) -> None:
+    parsed = dict(every_command())[command]
+    assert ("--pbt-interval" in parsed.get_help(click.Context(parsed))) == shown
+    # Left out of the help, not refused: a command takes it as before.
+    assert parsed_train_options(parsed, ["--hparams", "dqn_cartpole", "--pbt-interval", "500", *own_args]) == \
+        TrainOptions("dqn_cartpole", pbt_interval=500)
+
+
+def test_dash_o_is_an_output_format_wherever_a_command_shows_it() -> None:
+    for path, command in every_command():
+        for param in command.params:
+            if "-o" in param.opts and not param.hidden:
+                assert param.opts == ["-o", "--output"], path
+                assert isinstance(param.type, click.Choice), path
+
+
+def renamed_flags_command() -> click.Command:
+    @click.command()
+    @renamed_option("--wait", ("--follow",), "wait", "Wait.", is_flag=True)
+    @renamed_option("--output-dir", ("-o",), "output_dir", "Where.", required=True)
+    def command(wait: bool, output_dir: str) -> None:
+        click.echo(f"wait={wait} output_dir={output_dir}")
+
+    return command
+
+
+@pytest.mark.parametrize(("args", "stdout", "notices"), [
+    (["--output-dir", "d", "--wait"], "wait=True output_dir=d", []),
+    (["-o", "d"], "wait=False output_dir=d",
+     ["note: -o is now --output-dir; the old spelling goes in the next release"]),
+    (["--follow", "--output-dir", "d"], "wait=True output_dir=d",
+     ["note: --follow is now --wait; the old spelling goes in the next release"]),
+])
+def test_a_renamed_flags_old_spelling_works_for_a_release_with_a_one_line_notice(args: list[str], stdout: str,
+                                                                                 notices: list[str]) -> None:
+    result = CliRunner().invoke(renamed_flags_command(), args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == stdout
+    assert result.stderr.strip().splitlines() == notices
+
+
+def test_a_renamed_flag_is_refused_twice_and_still_required() -> None:
+    both = CliRunner().invoke(renamed_flags_command(), ["-o", "a", "--output-dir", "b"])
+    assert isinstance(both.exception, UserError)
+    assert str(both.exception) == "-o is the old spelling of --output-dir; give --output-dir once"
+    neither = CliRunner().invoke(renamed_flags_command(), [])
+    assert neither.exit_code == 2
+    assert "Missing option '--output-dir'" in neither.stderr
+    shown = CliRunner().invoke(renamed_flags_command(), ["--help"]).stdout
+    assert " -o" not in shown
+    assert "--follow" not in shown
+
+
+@pytest.mark.parametrize(("args", "lines"), [
+    (["pbt", "replay", "nosuch", "--follow"],
+     ["note: --follow is now --wait; the old spelling goes in the next release", "error: no PBT run named 'nosuch'"]),
+    (["pbt", "lineage", "nosuch", "-o", "x.png"],
+     ["note: -o/--output is now --output-file; the old spelling goes in the next release",
+      "error: no PBT run named 'nosuch'"]),
+    (["sweep", "plot", "nosuch", "-o", "plots"],
+     ["note: -o is now --output-dir; the old spelling goes in the next release", "error: unknown sweep 'nosuch'"]),
+    (["sweep", "best", "nosuch", "-o", "a.yaml", "--output-file", "b.yaml"],
+     ["error: -o/--output is the old spelling of --output-file; give --output-file once"]),
+])
+def test_each_renamed_flag_of_sweep_and_pbt_says_its_new_name(tmp_path: Path, args: list[str],
+                                                             lines: list[str]) -> None:
+    result = run_rlkube(*args, env={"RLKUBE_DATA_DIR": str(tmp_path / "data")}, cwd=tmp_path)
+    assert result.returncode == 2
+    said = result.stderr.strip().splitlines()
+    assert len(said) == len(lines), result.stderr
+    for line, start in zip(said, lines, strict=True):
+        assert line.startswith(start)
+
+
 # --hparams-file: a named set plus overrides in YAML, expanded into --hparams and --hparam-override when read.
 
 def test_a_run_from_an_hparams_file_trains_with_the_files_values(tmp_path: Path) -> None:
@@ -313,7 +404,8 @@ def test_hparams_show_comments_every_field_with_its_type_and_range() -> None:
     comments = {line.split(":")[0].strip(): line.split("#", 1)[1].strip()
                 for line in shown.stdout.splitlines() if line.startswith("  ") and "#" in line}
     assert {field.name for field in fields} <= comments.keys()
-    assert comments["vector_mode"] == "str (sync | async): async steps each env in its own process"
+    assert comments["vector_mode"] == ("str (sync | async | envpool): async steps each env in its own process; "
+                                       "envpool steps Atari in C++ threads")
     assert comments["hidden_sizes"] == "list of int, each >= 1: widths of the hidden layers"
     assert comments["clip_range_vf"].startswith("float >= 0.0 or null: ")
 
@@ -416,3 +508,47 @@ def test_every_input_check_of_train_runs_before_tensorflow_is_imported(tmp_path:
     assert message in errors[0]
     assert "tensorflow" not in heavy
     assert not (tmp_path / "run").exists()
+
+
+# -- the experiment store's version (rlkube.launch.store.SCHEMA_VERSION) -------------------------------------------
+
+def store_version(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute("PRAGMA user_version").fetchone()[0]
+
+
+def set_store_version(path: Path, version: int) -> None:
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute(f"PRAGMA user_version = {version}")
+
+
+def test_a_store_written_before_store_versions_is_read_and_stamped(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path))
+    sweep = store.SweepRecord("s", "sqlite:///s.db", "driver", 1, "2026-01-01T00:00:00+00:00")
+    store.save_sweep(sweep)
+    assert store_version(tmp_path / store.STORE_FILE) == store.SCHEMA_VERSION
+    # What rlkube wrote before store versions: these tables, at SQLite's default version 0.
+    set_store_version(tmp_path / store.STORE_FILE, 0)
+    assert store.find_sweep("s") == sweep
+    assert store_version(tmp_path / store.STORE_FILE) == store.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(("made", "message"), [
+    ("newer", "experiments.db was written by a newer rlkube (experiment store version 2; rlkube"),
+    ("corrupt", "experiments.db is not an experiment store rlkube can read (file is not a database); move it aside"),
+])
+def test_a_store_of_a_newer_rlkube_or_a_corrupt_one_is_refused_in_one_line(made: str, message: str,
+                                                                           tmp_path: Path) -> None:
+    path = tmp_path / store.STORE_FILE
+    if made == "newer":
+        set_store_version(path, store.SCHEMA_VERSION + 1)
+    else:
+        path.write_bytes(b"not SQLite at all, but long enough to be taken for a header of one" * 4)
+    before = path.read_bytes()
+    result = run_rlkube("list", env={"RLKUBE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], "one line"
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert path.read_bytes() == before

@@ -8,6 +8,7 @@ import yaml
 
 from rlkube.errors import UserError
 from rlkube.launch.clusters import get_profile, load_profiles, quantity_bytes
+from rlkube.launch.targets.base import target_for
 from tests.conftest import REPO, run_rlkube
 
 
@@ -44,7 +45,7 @@ def test_user_then_project_files_override_key_by_key(project: Path) -> None:
 
 
 @pytest.mark.parametrize(("profile", "message"), [
-    ({"target": "cloud"}, "target must be one of local, kubernetes, got 'cloud'"),
+    ({"target": ["local"]}, "target must name a target, e.g. local or kubernetes, got ['local']"),
     ({"target": "kubernetes", "nodeselector": {}}, "'nodeselector'; did you mean node_selector"),
     ({"target": "kubernetes", "output": "/runs"}, "output /runs is a path in the pod, so name the pvc"),
     ({"target": "kubernetes", "output": "gs://b", "accelerator": {"type": "tpu", "name": "v5litepod-8"}},
@@ -88,6 +89,20 @@ def test_bad_profiles_name_the_file_profile_and_field(project: Path, profile: di
         load_profiles()
     assert message in str(caught.value)
     assert "'broken'" in str(caught.value)
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("cloud", "cluster 'broken': unknown target 'cloud'; known: "),
+    ("kubernets", "cluster 'broken': unknown target 'kubernets'; did you mean kubernetes?"),
+])
+def test_a_profile_naming_an_unknown_target_is_refused_where_it_is_used(project: Path, target: str,
+                                                                        message: str) -> None:
+    (project / "rlkube.yaml").write_text(yaml.safe_dump({"broken": {"target": target}}))
+    with pytest.raises(UserError) as caught:
+        target_for(get_profile("broken"))
+    assert str(caught.value).startswith(message)
+    listed = run_rlkube("clusters", cwd=project, env={"XDG_CONFIG_HOME": str(project / "config")})
+    assert (listed.returncode, listed.stderr.strip()) == (2, f"error: {caught.value}")
 
 
 def test_storage_lifetime_and_env_fields_have_safe_defaults_and_can_be_changed(project: Path) -> None:

@@ -14,6 +14,7 @@ import yaml
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import build_spec
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
 from rlkube.rl.hparams import hparams_registry
 from rlkube.run.options import TrainOptions
 
@@ -88,6 +89,24 @@ def test_hparams_sets_complete_on_every_command_with_train_flags(command: str) -
     assert complete(f"rlkube {command} --hparams dqn_cart") == ["dqn_cartpole"]
     assert complete(f"rlkube {command} --hparams ppo_") == [n for n in hparams_registry.names() if n.startswith("ppo_")]
     assert len(complete(f"rlkube {command} --hparams ")) == len(hparams_registry.names())
+
+
+@pytest.mark.usefixtures("workdir")
+def test_a_sweeps_samplers_and_pruners_complete_from_their_registry_without_optuna() -> None:
+    assert complete("rlkube sweep start --sampler ") == SAMPLERS.names()
+    assert complete("rlkube sweep start --pruner ") == PRUNERS.names()
+    assert complete("rlkube sweep start --pruner w") == [name for name in PRUNERS if name.startswith("w")]
+
+
+@pytest.mark.usefixtures("workdir")
+@pytest.mark.parametrize("shell", ["zsh", "fish"])  # bash splits words at '=', so it completes the first name only
+def test_hparam_overrides_complete_the_sets_names_then_the_values_a_field_may_take(shell: str) -> None:
+    assert complete("rlkube train --hparams ppo_cartpole --hparam-override lr=1e-3,use_s", shell) == [
+        "lr=1e-3,use_sde="]
+    assert complete("rlkube submit --hparams dqn_cartpole --hparam-override double_q=true,distributional=", shell) == [
+        f"double_q=true,distributional={head}" for head in ("none", "c51", "qr")]
+    # Without --hparams first, the hparams every set has.
+    assert complete("rlkube train --hparam-override vector_mode=", shell) == ["vector_mode=sync", "vector_mode=async"]
 
 
 def test_cluster_profiles_complete_the_shipped_ones_and_the_users(workdir: Path) -> None:

@@ -19,6 +19,7 @@ from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.envs import make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
 from rlkube.rl.losses import (
+    HEAD_LOSSES,
     CategoricalLoss,
     QuantileLoss,
     Transitions,
@@ -26,7 +27,17 @@ from rlkube.rl.losses import (
     dqn_loss,
     quantile_huber_loss,
 )
-from rlkube.rl.networks import NumpyOps, QNetwork, c51_support, map_params
+from rlkube.rl.networks import (
+    Q_HEADS,
+    CategoricalHead,
+    NumpyOps,
+    QHead,
+    QNetwork,
+    QuantileHead,
+    c51_support,
+    map_params,
+    q_head,
+)
 from rlkube.rl.policies import QPolicy
 from rlkube.rl.schedules import LinearSchedule
 from tests.test_agents import run_steps
@@ -164,8 +175,7 @@ def test_a_head_learns_the_return_distribution_of_a_coin_flip(distributional: st
     """Terminal transitions paying 0 or 1 at random: C51 learns half the mass on each; QR-DQN's two quantiles,
     at fractions 1/4 and 3/4, settle where their Huber (quadratic below 1) loss balances: 1/4 and 3/4."""
     hp = get_hparams("dqn_cartpole", f"distributional={distributional},num_atoms=3,v_min=0,v_max=2,num_quantiles=2")
-    network = QNetwork("mlp", (1,), 1, (), distributional=distributional, num_atoms=3 if distributional == "c51" else 2,
-                       support=c51_support(3, 0.0, 2.0))
+    network = QNetwork("mlp", (1,), 1, (), head=q_head(hp))
     online = map_params(tf.Variable, network.initial_params(0))
     loss = dqn_loss(hp)
     optimizer = tf.keras.optimizers.Adam(0.05)
@@ -189,13 +199,12 @@ def test_a_head_learns_the_return_distribution_of_a_coin_flip(distributional: st
 
 # -- the heads: numpy (acting) and TensorFlow (learning) agree; acting is greedy on the expected return ---------
 
-@pytest.mark.parametrize("distributional", ["c51", "qr"])
+@pytest.mark.parametrize("head", [CategoricalHead(c51_support(5, -2.0, 2.0)), QuantileHead(5)], ids=["c51", "qr"])
 @pytest.mark.parametrize(("model", "obs_shape", "hidden_sizes"),
                          [("mlp", (3,), (8, 8)), ("nature_cnn", (36, 36, 2), (16,))])
 def test_a_distributional_heads_forward_gives_the_same_on_numpy_and_tensorflow(
-        distributional: str, model: str, obs_shape: tuple[int, ...], hidden_sizes: tuple[int, ...]) -> None:
-    network = QNetwork(model, obs_shape, 4, hidden_sizes, dueling=True, noisy=True, distributional=distributional,
-                       num_atoms=5, support=c51_support(5, -2.0, 2.0))
+        head: QHead, model: str, obs_shape: tuple[int, ...], hidden_sizes: tuple[int, ...]) -> None:
+    network = QNetwork(model, obs_shape, 4, hidden_sizes, dueling=True, noisy=True, head=head)
     params = network.initial_params(0)
     obs = np.random.default_rng(0).uniform(0, 255, (6, *obs_shape)).astype(np.float32)
     noise = network.noise_numpy(np.random.default_rng(1))
@@ -209,7 +218,7 @@ def test_a_distributional_heads_forward_gives_the_same_on_numpy_and_tensorflow(
 
 
 def test_per_atom_dueling_centres_the_advantages_of_every_atom() -> None:
-    network = QNetwork("mlp", (3,), 4, (8,), dueling=True, distributional="qr", num_atoms=5)
+    network = QNetwork("mlp", (3,), 4, (8,), dueling=True, head=QuantileHead(5))
     params = network.initial_params(0)
     obs = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
     outputs = network.forward(params, obs, NumpyOps)
@@ -226,8 +235,8 @@ def test_per_atom_dueling_centres_the_advantages_of_every_atom() -> None:
     ("qr", [1.0, 1.0, 1.0, -5.0, 0.0, 9.0]),
 ])
 def test_acting_is_greedy_on_the_expected_return(distributional: str, head_bias: list[float]) -> None:
-    network = QNetwork("mlp", (2,), 2, (4,), distributional=distributional, num_atoms=3,
-                       support=np.array([0.0, 1.0, 10.0], np.float32))
+    head = CategoricalHead(np.array([0.0, 1.0, 10.0], np.float32)) if distributional == "c51" else QuantileHead(3)
+    network = QNetwork("mlp", (2,), 2, (4,), head=head)
     params = network.initial_params(0)
     params["head"]["dense_0"]["kernel"][:] = 0.0
     params["head"]["dense_0"]["bias"][:] = head_bias
@@ -251,6 +260,13 @@ def test_a_bad_distributional_setting_says_what_would_be_right(override: str, me
     with pytest.raises(UserError) as caught:
         get_hparams("dqn_cartpole", override)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("name", sorted(Q_HEADS))
+def test_every_head_is_a_choice_of_the_hparam_and_has_its_loss(name: str) -> None:
+    hp = get_hparams("dqn_cartpole", {"distributional": name})
+    assert type(q_head(hp)) is Q_HEADS[name]
+    assert type(q_head(hp)) in HEAD_LOSSES
 
 
 @pytest.mark.parametrize("name", ["rainbow_cartpole", "rainbow_pong"])

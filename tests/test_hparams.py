@@ -6,7 +6,18 @@ import pytest
 
 from rlkube.errors import UserError
 from rlkube.rl.envs import check_env_name
-from rlkube.rl.hparams import changed_hparams, from_dict, get_hparams, hparams_registry, parse_overrides, to_dict
+from rlkube.rl.hparams import (
+    Domain,
+    HParams,
+    changed_hparams,
+    from_dict,
+    get_hparams,
+    hparams_registry,
+    parse_overrides,
+    to_dict,
+)
+from rlkube.rl.hparams.dqn import DQNHParams
+from rlkube.rl.hparams.policy_gradient import PPOHParams
 from rlkube.rl.replay import memory_registry
 
 DQN_FAMILY = ["dqn_cartpole", "double_dqn_cartpole", "dueling_dqn_cartpole", "noisy_dqn_cartpole",
@@ -53,6 +64,47 @@ def test_bad_overrides_say_what_is_wrong_and_what_would_be_right(override: str, 
     with pytest.raises(UserError, match=None) as caught:
         get_hparams("dqn_cartpole", override)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("hparams", "name", "domain"), [
+    (DQNHParams, "lr", Domain("lr", float, 0.0, 1.0, doc="learning rate")),
+    (DQNHParams, "memory", Domain("memory", str, choices=("uniform", "prioritized"))),
+    (DQNHParams, "hidden_sizes", Domain("hidden_sizes", int, lo=1, sequence=True, doc="widths of the hidden layers")),
+    (PPOHParams, "clip_range_vf", Domain("clip_range_vf", float, lo=0.0, optional=True,
+                                         doc="clips value updates around the old values; None: off")),
+])
+def test_a_fields_domain_is_its_type_range_choices_and_doc(hparams: type[HParams], name: str, domain: Domain) -> None:
+    assert hparams.domain(name) == domain
+    assert hparams().domain(name) == domain  # a set answers for its type
+
+
+@pytest.mark.parametrize(("name", "text", "value"), [
+    ("lr", "1e-3", 1e-3), ("batch_size", "32.0", 32), ("double_q", "on", True), ("hidden_sizes", "[64; 32]", (64, 32)),
+    ("target_return", "null", None), ("memory", "prioritized", "prioritized"),
+])
+def test_a_domain_parses_override_text_as_an_override_would(name: str, text: str, value: object) -> None:
+    assert DQNHParams.domain(name).parse(text) == value
+    assert getattr(get_hparams("dqn_cartpole", {name: text}), name) == value
+
+
+def test_a_domain_clamps_into_its_range_and_offers_what_a_shell_completes() -> None:
+    assert (DQNHParams.domain("lr").clamp(1.5), DQNHParams.domain("lr").clamp(-1.0)) == (1.0, 0.0)
+    assert (DQNHParams.domain("per_epsilon").clamp(9.0), DQNHParams.domain("per_epsilon").clamp(-1.0)) == (9.0, 0.0)
+    assert DQNHParams.domain("distributional").completions() == ("none", "c51", "qr")
+    assert DQNHParams.domain("double_q").completions() == ("true", "false")
+    assert DQNHParams.domain("lr").completions() == ()
+
+
+def test_asking_for_an_unknown_fields_domain_names_the_close_ones() -> None:
+    with pytest.raises(UserError, match=r"^unknown hparam 'lrr'; did you mean lr\?$"):
+        DQNHParams.domain("lrr")
+
+
+@pytest.mark.parametrize("name", sorted(hparams_registry.names()))
+def test_every_sets_type_has_smoke_overrides_that_fit_it(name: str) -> None:
+    hp = get_hparams(name)
+    assert type(hp).smoke_overrides, f"{type(hp).__name__} has no smoke_overrides"
+    get_hparams(name, type(hp).smoke_overrides)
 
 
 @pytest.mark.parametrize(("name", "agent", "message"), [

@@ -758,6 +758,7 @@ def cpu_image_venv() -> Iterator[ImageVenv]:
 
 # Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
 @pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
+@pytest.mark.full
 def test_image_entrypoint_trains_in_a_fresh_virtualenv(cpu_image_venv: ImageVenv) -> None:
     venv = cpu_image_venv
     # The virtualenv is really fresh and really holds rlkube: no site-packages from elsewhere, no checkout.
@@ -791,6 +792,7 @@ def test_image_entrypoint_trains_in_a_fresh_virtualenv(cpu_image_venv: ImageVenv
 
 # Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
 @pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
+@pytest.mark.full
 def test_image_makes_the_atari_and_mujoco_sets_envs_and_loads_both_trackers(cpu_image_venv: ImageVenv) -> None:
     """What `rlkube submit --hparams dqn_pong` and `--track` need in a pod, checked as a run checks them."""
     check = ("from rlkube.rl.envs import make_env; from rlkube.rl.hparams import get_hparams; "
@@ -804,6 +806,7 @@ def test_image_makes_the_atari_and_mujoco_sets_envs_and_loads_both_trackers(cpu_
 
 # Replays the image build into a fresh virtualenv: about a minute with pip's cache warm, ~1 GB of wheels without.
 @pytest.mark.xdist_group("image-venv")  # one worker builds the virtualenv, once
+@pytest.mark.full
 def test_image_serves_tensorboard_with_the_same_environment(cpu_image_venv: ImageVenv) -> None:
     venv = cpu_image_venv
     logdir = venv.root / "home" / "rlkube" / "tb-logs"

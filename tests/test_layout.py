@@ -2,7 +2,8 @@
 
 What runs in the container images (rl, run, rundir, storage) never imports the launch layer or the CLI;
 the RL library knows nothing of runs; and acting (the numpy side of rl) never imports TensorFlow, so actor
-processes stay light. Checked on the source, so a lazy import inside a function counts too.
+processes stay light; and within a layer no modules import each other round a loop. Checked on the source, so a
+lazy import inside a function counts too.
 """
 
 import ast
@@ -21,13 +22,18 @@ FORBIDDEN = {
     "launch": ("rlkube.cli", "tensorflow"),
 }
 # The numpy side of the RL library: actors import these and must not pay for TensorFlow.
-NUMPY_SIDE = ("rl/networks.py", "rl/replay.py", "rl/envs.py", "rl/atari.py", "rl/policies", "rl/action_selection.py",
-              "rl/schedules.py", "rl/distributions.py", "rl/hparams", "rl/pacing.py", "run/workers.py")
+NUMPY_SIDE = ("rl/networks.py", "rl/replay.py", "rl/envs.py", "rl/atari.py", "rl/atari_envpool.py", "rl/policies",
+              "rl/action_selection.py", "rl/schedules.py", "rl/distributions.py", "rl/hparams", "rl/pacing.py",
+              "run/workers.py")
 
 
 def imported_modules(path: Path) -> set[str]:
+    return imported_modules_of(ast.parse(path.read_text()))
+
+
+def imported_modules_of(tree: ast.AST) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -65,3 +71,43 @@ def test_the_acting_side_never_imports_the_learners() -> None:
 
 def test_every_numpy_side_entry_exists() -> None:
     assert [relative for relative in NUMPY_SIDE if not (PACKAGE / relative).exists()] == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imported_modules(path: Path) -> set[str]:
+    """imported_modules less the imports under `if TYPE_CHECKING:`, which never run and so close no loop."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = [ast.Pass()]
+    return imported_modules_of(tree)
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The groups of a package's modules that import each other round a loop at run time, lazy imports included. A
+    module's own package, which Python initialises before it, is no edge: that is how a package's __init__ registers
+    its members (rlkube.rl.agents, rlkube.launch.targets)."""
+    modules = {module_name(path): path for path in sources(package)}
+    graph = {name: {imported for imported in runtime_imported_modules(path) if imported in modules} - {name}
+             for name, path in modules.items()}
+
+    def reachable(start: str) -> set[str]:
+        found, frontier = set(), [start]
+        while frontier:
+            for imported in graph[frontier.pop()] - found:
+                found.add(imported)
+                frontier.append(imported)
+        return found
+
+    reach = {name: reachable(name) for name in graph}
+    loops = {frozenset(other for other in reach[name] if name in reach[other]) for name in graph if name in reach[name]}
+    return sorted(sorted(loop) for loop in loops)
+
+
+@pytest.mark.parametrize("package", ["rl", "run", "rundir", "storage", "launch", "cli"])
+def test_no_modules_import_each_other_round_a_loop(package: str) -> None:
+    assert import_cycles(package) == []

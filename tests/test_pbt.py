@@ -38,7 +38,12 @@ QUICK = ["--hparams", "dqn_cartpole", "--train-steps", "3000", "--eval-episodes"
          "--hparam-override", "eval_every=500,checkpoint_every=500,learning_starts=200",
          "--population", "4", "--interval", "1000", "--quantile", "0.5",
          "--mutate", "lr=log_uniform:1e-4:1e-2", "--mutate", "epsilon_end=uniform:0.01:0.2"]
-RANDOM_STREAM_KEYS = {"rng", "minibatch_rng", "noise_generator", "generator"}
+
+
+def is_random_stream(path: tuple[str, ...]) -> bool:
+    """Whether a path in an agent's state (AgentState) holds a random stream: the learner's, in its `rng` group, or
+    what its policy and its memory keep under `rng`."""
+    return path[0] == "rng" or path[-1] == "rng"
 
 
 def rlkube(data_dir: Path, *args: str) -> Any:
@@ -179,7 +184,7 @@ def test_reseeding_changes_every_random_stream_and_nothing_else(name: str) -> No
     agent.reseed(1234)
     after = dict(_leaves(agent.state_dict()))
     changed = {path for path in before if not _equal(before[path], after[path])}
-    streams = {path for path in before if path[-1] in RANDOM_STREAM_KEYS}
+    streams = {path for path in before if is_random_stream(path)}
     assert streams
     assert changed == streams
     agent.reseed(1234)
@@ -244,13 +249,36 @@ def test_an_exploited_member_gets_the_donors_whole_state_with_its_own_streams_an
     expected = dict(_leaves(checkpoint.load(donor_checkpoint)["agent"]))
     differing = {path for path in expected if not _equal(expected[path], restored[path])}
     # Only the random streams differ; the new learning rate comes from the decision, not the checkpoint.
-    assert differing == {path for path in expected if path[-1] in RANDOM_STREAM_KEYS}
+    assert differing == {path for path in expected if is_random_stream(path)}
     assert runner.agent.learning_rate.numpy() == pytest.approx(exploit.new["lr"])
     # The member went on from the donor's state with its own logs: one evaluation per step, in order.
     evaluations = [json.loads(line)["step"] for line in (receiver / layout.METRICS_FILE).read_text().splitlines()]
     assert evaluations == [500, 1000, 1500, 2000]
     changes = yaml.safe_load((receiver / layout.HPARAMS_FILE).read_text())["changes"]
     assert changes == [{"step": 1000, "lr": {"from": 0.001, "to": exploit.new["lr"]}}]
+
+
+# -- lineage ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["--output-file", "-o", "--output"])
+def test_lineage_draws_where_output_file_says_and_takes_the_old_spelling_for_a_release(tmp_path: Path,
+                                                                                        spelling: str) -> None:
+    """On a run's config and one generation's line, written as the controller writes them (no member trains)."""
+    data = tmp_path / "data"
+    config = _config(name="drawn")
+    run = data / "pbt" / config.name
+    run.mkdir(parents=True)
+    (run / controller.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    generation = {"generation": 0, "step": 5000, "scores": [float(m) for m in range(config.population)],
+                  "params": controller.current_params(config, [])}
+    (run / controller.LINEAGE_FILE).write_text(json.dumps(generation) + "\n")
+    drawn = rlkube(data, "pbt", "lineage", config.name, spelling, str(tmp_path / "lineage.png"))
+    assert drawn.returncode == 0, drawn.stderr
+    assert "member 7 scores best" in drawn.stdout
+    assert matplotlib.image.imread(tmp_path / "lineage.png").shape[0] > 100
+    notices = [] if spelling == "--output-file" else [
+        "note: -o/--output is now --output-file; the old spelling goes in the next release"]
+    assert drawn.stderr.strip().splitlines() == notices
 
 
 # -- whole runs ----------------------------------------------------------------------------------------------------
@@ -265,7 +293,7 @@ def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Pat
     lineage = [json.loads(line) for line in (data / "pbt" / name / "pbt.jsonl").read_text().splitlines()]
     assert [line["generation"] for line in lineage if "scores" in line] == [0, 1, 2]
     plot = tmp_path / "lineage.png"
-    drawn = rlkube(data, "pbt", "lineage", name, "-o", str(plot))
+    drawn = rlkube(data, "pbt", "lineage", name, "--output-file", str(plot))
     assert drawn.returncode == 0, drawn.stderr
     assert "ancestry" in drawn.stdout
     assert matplotlib.image.imread(plot).shape[0] > 100
@@ -278,7 +306,7 @@ def test_a_run_reports_status_lineage_and_hparam_scalars(finished_run: tuple[Pat
 
 def test_a_replay_gives_the_same_decisions_and_weights(finished_run: tuple[Path, str]) -> None:
     data, name = finished_run
-    replayed = rlkube(data, "pbt", "replay", name, "--follow")
+    replayed = rlkube(data, "pbt", "replay", name, "--wait")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"replay {name}-replay is identical to {name}" in replayed.stdout
     assert (data / "pbt" / name / "pbt.jsonl").read_bytes() == (data / "pbt" / f"{name}-replay" /
@@ -306,6 +334,7 @@ def test_a_controller_killed_mid_generation_resumes_to_the_same_result(
     assert controller.compare(name, killed) == []
 
 
+@pytest.mark.full
 def test_pbt_ends_a_population_from_a_poor_lr_range_higher_than_the_same_members_run_fixed() -> None:
     """The issue's first test, at a size make test affords: 4 members from learning rates 10-100x too low, 6
     generations. The benchmark at full size (8 members, 50k steps) is in the README."""

@@ -6,6 +6,7 @@ A resume may change the hparams its agent declares mutable (HParams.mutable_on_r
 import json
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -20,15 +21,16 @@ import yaml
 
 from rlkube.errors import UserError
 from rlkube.rl.agents import continuous, dqn, on_policy
+from rlkube.rl.agents.base import AgentState
 from rlkube.rl.agents.compiled import compile_learner
 from rlkube.rl.hparams import get_hparams, to_dict
 from rlkube.rl.networks import param_leaves
 from rlkube.run.resume import check_same_hparams
 from rlkube.run.runner import Runner, RunOptions
 from rlkube.run.workers import OFF_POLICY_CHUNK
-from rlkube.rundir import checkpoint
+from rlkube.rundir import checkpoint, layout
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
-from tests.test_agents import SMALL, run_steps, trained_agent
+from tests.test_agents import run_steps, smoke_overrides, trained_agent
 
 DQN_OVERRIDES = "eval_every=1500,checkpoint_every=500,log_every=256"
 TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-episodes", "2",
@@ -39,11 +41,11 @@ TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-
 # adds with workers (32 off-policy steps, n_steps x num_envs = 128 on-policy), except DQN's, kept as they were.
 RESUMED: dict[str, tuple[int, str]] = {
     "dqn_cartpole": (6000, DQN_OVERRIDES),
-    "vpg_cartpole": (40960, f"{SMALL['vpg']},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "ppo_cartpole": (40960, f"{SMALL['ppo']},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "ddpg_pendulum": (2048, f"{SMALL['ddpg']},eval_every=512,checkpoint_every=256,log_every=256"),
-    "td3_pendulum": (2048, f"{SMALL['ddpg']},eval_every=512,checkpoint_every=256,log_every=256"),
-    "sac_pendulum": (2048, f"{SMALL['sac']},eval_every=512,checkpoint_every=256,log_every=256"),
+    "vpg_cartpole": (40960, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "ppo_cartpole": (40960, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "ddpg_pendulum": (2048, f"{smoke_overrides('ddpg_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
+    "td3_pendulum": (2048, f"{smoke_overrides('td3_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
+    "sac_pendulum": (2048, f"{smoke_overrides('sac_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
 }
 # Tags logged once per ended episode: episodes of several environments, or of one actor's rollout, end at the
 # same step.
@@ -61,15 +63,8 @@ def checkpoint_steps(run: Path) -> list[int]:
 
 
 def final_weights(run: Path) -> list[np.ndarray]:
-    """The networks' weights in the run's last checkpoint, targets included, whatever the agent."""
-    state = checkpoint.load(checkpoint.latest(run / "copy-0" / "checkpoints"))["agent"]
-    if "online" in state:  # DQN
-        return state["online"] + state["target"]
-    if "params" in state:  # VPG, PPO: policy and value in one flat vector
-        return [state["params"]]
-    # DDPG, TD3, SAC: actor, critics, their targets and SAC's temperature, by name
-    return [value for name, values in sorted(state["variables"].items()) if not name.endswith("_optimizer")
-            for value in values]
+    """The weights in the run's last checkpoint, every owner's and targets included, whatever the agent."""
+    return param_leaves(checkpoint.load(checkpoint.latest(run / "copy-0" / "checkpoints"))["agent"]["params"])
 
 
 def assert_same_state(actual: Any, expected: Any, where: str = "state") -> None:
@@ -136,8 +131,13 @@ def kill_at_random_moments(command: list[str], run: Path) -> list[dict[str, Any]
     return resumed_from
 
 
+# make test kills one set per family (off-policy discrete, on-policy, off-policy continuous); make test-all all of them.
+KILLED_PER_CHANGE = {"dqn_cartpole", "ppo_cartpole", "sac_pendulum"}
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("name", list(RESUMED))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in KILLED_PER_CHANGE else pytest.mark.full)
+                                  for name in RESUMED])
 def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_workers: int, tmp_path: Path) -> None:
     command = resumed_command(name, num_workers)
     train_steps, overrides = RESUMED[name]
@@ -192,7 +192,8 @@ def test_sigkill_at_random_moments_then_rerun_resumes_exactly(name: str, num_wor
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_rerunning_a_finished_run_evaluates_it_no_more(num_workers: int, tmp_path: Path) -> None:
-    hp = get_hparams("vpg_cartpole", f"{SMALL['vpg']},train_steps=256,eval_every=128,checkpoint_every=128")
+    hp = get_hparams("vpg_cartpole",
+                     f"{smoke_overrides('vpg_cartpole')},train_steps=256,eval_every=128,checkpoint_every=128")
     options = RunOptions(eval_episodes=1, test_episodes=1, live_progress=False, num_workers=num_workers)
     Runner(hp, tmp_path, options).run()
     evaluations = (tmp_path / "metrics.jsonl").read_text()
@@ -270,13 +271,9 @@ def test_a_resume_may_change_only_the_hparams_its_agent_declares_mutable(name: s
         f"use a new --output-dir or the same hparams to resume (a resume may change {mutable})")
 
 
-def trained_weights(agent_state: dict[str, Any]) -> list[np.ndarray]:
+def trained_weights(agent_state: AgentState) -> list[np.ndarray]:
     """From an agent's checkpointed state, the weights its optimizers move."""
-    if "online" in agent_state:  # DQN
-        return agent_state["online"]
-    if "params" in agent_state:  # VPG, PPO: one flat vector
-        return [agent_state["params"]]
-    return agent_state["variables"]["actor"] + agent_state["variables"]["critic"]
+    return [leaf for owner in agent_state["optimizers"] for leaf in param_leaves(agent_state["params"][owner])]
 
 
 def train_in_process(hp: Any, copy_dir: Path) -> dict[str, Any]:
@@ -287,11 +284,11 @@ def train_in_process(hp: Any, copy_dir: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("name", ONE_SET_PER_AGENT)
 def test_a_resume_with_a_new_learning_rate_learns_with_it_and_records_the_change(
         name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    hp = get_hparams(name, f"{SMALL[get_hparams(name).agent]},train_steps=256,checkpoint_every=256,log_every=64")
+    hp = get_hparams(name, f"{smoke_overrides(name)},train_steps=256,checkpoint_every=256,log_every=64")
     before = train_in_process(hp, tmp_path)
     after = train_in_process(replace(hp, lr=0.0, train_steps=512), tmp_path)
     # Learning went on after the resume, but with a learning rate of 0 it moved no weight.
-    assert after["steps"] == 512
+    assert after["counters"]["steps"] == 512
     for resumed, saved in zip(trained_weights(after), trained_weights(before), strict=True):
         np.testing.assert_array_equal(resumed, saved)
     record = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
@@ -360,3 +357,39 @@ def test_set_hparams_puts_each_mutable_value_where_the_agent_reads_it(
     with pytest.raises(ValueError, match="cannot change hidden_sizes mid-run"):
         agent.set_hparams(replace(agent.hp, hidden_sizes=(8,)))
 
+
+# -- the agent's state and the run directory's format (rlkube.rundir.layout.FORMAT) ---------------------------------
+
+@pytest.mark.parametrize("name", ONE_SET_PER_AGENT)
+def test_every_agents_state_has_the_one_named_shape(name: str) -> None:
+    state = trained_agent(name, steps=0)[0].state_dict()
+    assert list(state) == list(AgentState.__annotations__)
+    assert state["optimizers"].keys() <= state["params"].keys(), "an optimizer is keyed by the params it moves"
+    assert all(isinstance(tree, dict) for tree in state["params"].values())
+
+
+# Run directories an rlkube of format 1 wrote (tests/data/format-1/README.md says how), by set: the overrides.
+FORMAT_1_RUNS = Path(__file__).parent / "data" / "format-1"
+FORMAT_1_OVERRIDES = {
+    "dqn_cartpole": "hidden_sizes=8;8,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=256",
+    "ppo_cartpole": "hidden_sizes=8;8,n_steps=16,batch_size=32,n_epochs=2",
+    "td3_pendulum": "hidden_sizes=8;8,learning_starts=50,batch_size=16,memory_size=256",
+    "sac_pendulum": "hidden_sizes=8;8,learning_starts=50,batch_size=16,memory_size=256",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMAT_1_OVERRIDES))
+def test_a_run_directory_of_format_1_resumes_exactly(name: str, tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(FORMAT_1_RUNS / name / "run", run)
+    assert layout.checkpoint_format(run / "checkpoints" / "ckpt-256") == 1
+    hp = get_hparams(name, f"{FORMAT_1_OVERRIDES[name]},train_steps=512,checkpoint_every=256,log_every=128")
+    runner = Runner(hp, run, RunOptions(eval_episodes=0, test_episodes=0, live_progress=False))
+    runner.run()
+    assert "resumed from" in capfd.readouterr().err
+    latest = checkpoint.latest(run / "checkpoints")
+    assert (latest.name, layout.checkpoint_format(latest)) == ("ckpt-512", layout.FORMAT)
+    # Bit for bit where the format-1 rlkube's uninterrupted run ended, in today's shape.
+    uninterrupted = pickle.loads((FORMAT_1_RUNS / name / "final-agent-state.pkl").read_bytes())
+    assert_same_state(checkpoint.load(latest)["agent"], runner.agent.upgrade_state(uninterrupted))

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from rlkube import __version__
 from rlkube.errors import UserError
 from rlkube.launch.targets.local import LocalTarget
 from rlkube.run.progress import Progress
@@ -45,6 +46,47 @@ def test_a_saved_checkpoint_carries_its_marker_and_a_damaged_one_does_not_count(
         handle.write(b"a byte the marker does not know of")
     assert checkpoint.latest(tmp_path) == saved
     assert checkpoint.load(saved).keys() == {"weights"}
+    assert layout.checkpoint_format(saved) == layout.FORMAT
+
+
+@pytest.mark.parametrize(("present", "fails_at", "written"), [
+    (False, None, ["a", "b", "COMPLETE"]),
+    (True, None, ["-COMPLETE", "a", "b", "COMPLETE"]),  # a marker already there goes first
+    (True, "b", ["-COMPLETE", "a"]),  # a file gone meanwhile: no marker, the checkpoint stays incomplete
+])
+def test_a_checkpoints_marker_is_removed_first_and_written_last(present: bool, fails_at: str | None,
+                                                                written: list[str]) -> None:
+    done: list[str] = []
+
+    def write(name: str) -> bool:
+        if name == fails_at:
+            return False
+        done.append(name)
+        return True
+
+    complete = layout.write_marker_last(["a", "b"], write, (lambda: done.append("-COMPLETE")) if present else None)
+    assert (done, complete) == (written, fails_at is None)
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line_not_overwritten(tmp_path: Path) -> None:
+    checkpoints = tmp_path / "copy-0" / "checkpoints"
+    saved = checkpoint.save(checkpoints, 500, {"step": 500})
+    marker = json.loads((saved / layout.COMPLETE_MARKER).read_text())
+    (saved / layout.COMPLETE_MARKER).write_text(json.dumps({**marker, "format": layout.FORMAT + 1, "rlkube": "9.9"}))
+    expected = (f"{saved} was written by rlkube 9.9 in run-directory format {layout.FORMAT + 1}, and this rlkube "
+                f"({__version__}) reads formats {layout.OLDEST_FORMAT}-{layout.FORMAT}: upgrade rlkube, or train into "
+                f"a new --output-dir")
+    for read in (checkpoint.latest, lambda _: checkpoint.load(saved)):
+        with pytest.raises(UserError) as refused:
+            read(checkpoints)
+        assert str(refused.value) == expected
+
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    result = run_rlkube("train", "--hparams", "dqn_cartpole", "--train-steps", "600", "--output-dir", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {expected}"
+    assert "Traceback" not in result.stderr
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
 def test_checkpoints_of_an_older_rlkube_are_refused_in_one_line_not_overwritten(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ import pytest
 import yaml
 
 from rlkube.errors import UserError
+from rlkube.launch import store
 from rlkube.launch.sweep import study as studies
 from rlkube.launch.sweep.config import SweepConfig, copy_value, intermediate_values, per_seed_values
-from rlkube.launch.sweep.space import DEFAULT_SPACES, check_space, default_space, overrides_of
-from rlkube.rl.hparams import get_hparams, hparams_registry
+from rlkube.launch.sweep.driver import STD, VALUES, default_storage
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
+from rlkube.launch.sweep.space import check_space, default_space, overrides_of
+from rlkube.rl.hparams import HParams, get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions
 from tests.conftest import rlkube_command, run_rlkube
 from tests.db_servers import PostgresServer
@@ -99,7 +103,12 @@ def test_a_space_file_becomes_dimensions_of_each_kind() -> None:
 @pytest.mark.parametrize("name", sorted(hparams_registry))
 def test_every_set_has_a_default_space_that_fits_its_hparams(name: str) -> None:
     hp = get_hparams(name)
-    assert set(default_space(hp)) == set(DEFAULT_SPACES[hp.agent])
+    assert set(default_space(hp)) == set(type(hp).sweep_space)
+
+
+def test_an_agent_without_a_default_space_is_asked_for_a_space_file() -> None:
+    with pytest.raises(UserError, match=r"^HParams \(dqn\) has no default search space: give one with --space FILE"):
+        default_space(HParams())
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -149,7 +158,12 @@ def _config(**changes: Any) -> SweepConfig:
                           "space": space, "trials": 8, "parallel": 1, "seeds": 2, **changes})
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "gp", "cmaes", "random", "grid"])
+def test_optuna_builds_every_sampler_and_pruner_a_sweep_may_name_and_no_other() -> None:
+    assert studies.sampler_factories.names() == sorted(SAMPLERS)
+    assert studies.pruner_factories.names() == sorted(PRUNERS)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS.names())
 def test_each_sampler_proposes_runnable_params_inside_the_space_and_replays_from_its_seed(sampler: str) -> None:
     if sampler == "gp" and importlib.util.find_spec("torch") is None:
         pytest.skip("Optuna's GPSampler needs PyTorch, which rlkube does not install; "
@@ -187,7 +201,7 @@ def test_gp_without_pytorch_is_refused_in_one_line(workdir: Path) -> None:
     assert not (workdir / "data" / "sweeps").exists()
 
 
-@pytest.mark.parametrize("pruner", ["median", "halving", "hyperband", "wilcoxon", "none"])
+@pytest.mark.parametrize("pruner", PRUNERS.names())
 def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(pruner: str) -> None:
     """Nine trials climb steadily (their two seeds apart); a tenth stays near zero. The pruner, configured as a sweep
     configures it (warm-up in environment steps, startup trials), stops the tenth before its last evaluation.
@@ -196,7 +210,7 @@ def test_each_pruner_stops_a_trial_far_below_the_others_and_none_never_does(prun
     config = _config(pruner=pruner, trials=12)
     study = optuna.create_study(study_name=config.name, direction="maximize",
                                 pruner=studies.pruner_for(config, train_steps=10_000, eval_every=1000))
-    report = per_seed_values if pruner == "wilcoxon" else intermediate_values
+    report = per_seed_values if PRUNERS[pruner].per_seed else intermediate_values
     steps = range(1000, 10_001, 1000)
 
     def curve(level: float) -> dict[int, list[dict[str, float]]]:
@@ -262,6 +276,7 @@ def test_a_taken_sweep_name_is_refused() -> None:
 
 # A sweep that learns
 
+@pytest.mark.full
 def test_a_local_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path) -> None:
     """ppo_cartpole's lr and n_epochs over a space with bad values (lr 1e-5, one epoch): TPE finds a trial that
     reaches 475 on both seeds within the reduced budget, and the median pruner stops hopeless ones early."""
@@ -347,6 +362,7 @@ def test_a_failed_trial_is_marked_fail_and_retried_with_the_same_params(workdir:
     assert len(state["trials"]) == 2  # a cancelled sweep retries nothing
 
 
+@pytest.mark.full
 def test_two_drivers_on_one_postgresql_study_split_the_trials(workdir: Path, postgres: PostgresServer) -> None:
     """The study in a real PostgreSQL server: a second machine (its own data dir) joins with resume --storage, and
     the two drivers run the 6 trials between them, none twice."""
@@ -384,6 +400,44 @@ def _post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
+@pytest.fixture
+def recorded_sweep(workdir: Path) -> str:  # noqa: ARG001  (the data directory the store writes in)
+    """A sweep with two complete trials, as its study and the store hold them, made without running a trial."""
+    config = _config(name="made", train=TrainOptions("ppo_cartpole", train_steps=3000))
+    study = studies.create(config, default_storage(config.name))
+    space = check_space(config.space, get_hparams("ppo_cartpole"), "space")
+    distributions = {name: studies.distribution(dim) for name, dim in space.items()}
+    for value, n_epochs, n_steps in ((100.0, 1, 16), (200.0, 5, 32)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"n_epochs": n_epochs, "n_steps": n_steps, "gae_lambda": 0.95}, distributions=distributions,
+            value=value, user_attrs={VALUES: [value - 1, value + 1], STD: 1.0}))
+    store.save_sweep(store.SweepRecord(config.name, default_storage(config.name), "driver", None,
+                                       datetime.now(UTC).isoformat(timespec="seconds")))
+    return config.name
+
+
+@pytest.mark.parametrize("spelling", ["--output-file", "-o", "--output"])
+def test_best_writes_the_file_output_file_names_and_takes_the_old_spelling_for_a_release(
+        recorded_sweep: str, workdir: Path, spelling: str) -> None:
+    best = rlkube("sweep", "best", recorded_sweep, spelling, "winner.yaml")
+    assert best.returncode == 0, best.stderr
+    assert yaml.safe_load((workdir / "winner.yaml").read_text())["overrides"] == {
+        "train_steps": 3000, "n_epochs": 5, "n_steps": 32, "gae_lambda": 0.95}
+    notices = [] if spelling == "--output-file" else [
+        "note: -o/--output is now --output-file; the old spelling goes in the next release"]
+    assert best.stderr.strip().splitlines() == notices
+
+
+@pytest.mark.parametrize("spelling", ["--output-dir", "-o"])
+def test_plot_writes_in_the_directory_output_dir_names_and_takes_the_old_spelling_for_a_release(
+        recorded_sweep: str, workdir: Path, spelling: str) -> None:
+    plotted = rlkube("sweep", "plot", recorded_sweep, spelling, "plots")
+    assert plotted.returncode == 0, plotted.stderr
+    assert matplotlib.image.imread(workdir / "plots" / "history.png").shape[0] > 200
+    notice = "note: -o is now --output-dir; the old spelling goes in the next release"
+    assert (notice in plotted.stderr.splitlines()) == (spelling == "-o")
+
+
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A small finished sweep in its own directory (with its own data dir), shared by the output tests."""
@@ -415,7 +469,7 @@ def test_status_shows_every_trials_state_params_value_and_steps(finished_sweep: 
 
 def test_best_writes_an_hparams_file_that_train_runs(finished_sweep: Path, tmp_path: Path) -> None:
     data = finished_sweep / "data"
-    best = rlkube("sweep", "best", "done", "-o", str(tmp_path / "best.yaml"), data_dir=data)
+    best = rlkube("sweep", "best", "done", "--output-file", str(tmp_path / "best.yaml"), data_dir=data)
     assert best.returncode == 0, best.stderr
     state = sweep_state("done", data_dir=data)
     winner = max(state["trials"], key=lambda t: t["value"])
@@ -434,7 +488,8 @@ def test_best_writes_an_hparams_file_that_train_runs(finished_sweep: Path, tmp_p
 
 
 def test_plot_writes_pngs_that_open(finished_sweep: Path, tmp_path: Path) -> None:
-    plotted = rlkube("sweep", "plot", "done", "-o", str(tmp_path / "plots"), data_dir=finished_sweep / "data")
+    plotted = rlkube("sweep", "plot", "done", "--output-dir", str(tmp_path / "plots"),
+                     data_dir=finished_sweep / "data")
     assert plotted.returncode == 0, plotted.stderr
     for name in ("history.png", "importances.png", "parallel-coordinates.png"):
         image = matplotlib.image.imread(tmp_path / "plots" / name)

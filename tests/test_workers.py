@@ -187,6 +187,7 @@ def test_rollouts_too_far_behind_are_dropped_only_when_actors_wait_for_weights(o
 
 
 @pytest.mark.learning
+@pytest.mark.full
 def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
     result = run_rlkube("train", "--hparams", "dqn_cartpole", *WORKERS, "--copies", "2", "--output-dir",
                         str(tmp_path), timeout=1200)

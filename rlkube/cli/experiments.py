@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rlkube.cli.completion import cluster_profiles, experiment_names, experiment_or_sweep_names
+from rlkube.cli.completion import experiment_names, experiment_or_sweep_names
+from rlkube.cli.flags import cluster_option, follow_option, output_format_option
+from rlkube.cli.output import table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions, with_train_options
 
@@ -28,8 +30,7 @@ SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """What an experiment is and where it goes: shared by `submit` and `render`."""
     options = [
-        click.option("--cluster", default="local", show_default=True, shell_complete=cluster_profiles,
-                     help="Cluster profile (rlkube clusters)."),
+        cluster_option("the copies run"),
         with_train_options,
         click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
                      help="Independent seeds: the indices of one Indexed Job."),
@@ -64,8 +65,7 @@ def _spec_and_profile(options: TrainOptions, cluster: str, copies: int, name: st
 
 @click.command()
 @submission_options
-@click.option("-o", "--output", "output_format", type=click.Choice(["yaml", "json"]), default="yaml",
-              show_default=True)
+@output_format_option("yaml", "json")
 @click.option("--format", "what", type=click.Choice(["manifests", "helm-values"]), default="manifests",
               show_default=True, help="Kubernetes objects, or values for the helm/rlkube chart.")
 def render(output_format: str, what: str, **flags: Any) -> None:
@@ -74,7 +74,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     spec, profile = _spec_and_profile(**flags)
-    if not target_for(profile).on_cluster:
+    if not target_for(profile).renders_manifests:
         raise UserError(f"cluster '{profile.name}' runs local processes, which have no manifests; "
                         f"render for a Kubernetes profile, e.g. --cluster kube")
     values = helm_values(spec, profile)
@@ -90,7 +90,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
 @click.command()
 @submission_options
 @click.option("--dry-run", is_flag=True, help="Validate (server-side on Kubernetes) and create nothing.")
-@click.option("--follow", is_flag=True, help="Stream every copy's logs after submitting.")
+@follow_option("Stream every copy's logs after submitting.")
 @click.option("--replace", is_flag=True, help="Cancel an experiment of the same name first.")
 @click.option("--build", "build_target", type=click.Choice(["cpu", "gpu", "tpu"]), default=None,
               help="Build and push this image first, then submit it by digest.")
@@ -101,14 +101,14 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
 
     spec, profile = _spec_and_profile(**flags)
     target = target_for(profile)
-    if not target.on_cluster and spec.train.track:  # the copies run here: their tracker's client must be installed
+    if not target.runs_images and spec.train.track:  # the copies run here: their tracker's client must be installed
         from rlkube.run.tracking import TrackingSettings  # noqa: PLC0415
 
         TrackingSettings.from_options(spec.train)
     if build_target:
         from rlkube.launch import images  # noqa: PLC0415
 
-        if not target.on_cluster:
+        if not target.runs_images:
             raise UserError("--build makes an image for a cluster; local copies run this checkout directly")
         image = images.build(build_target, images.default_registry(profile.default_image), True, images.repo_root(),
                              lambda line: click.echo(line, err=True))
@@ -134,12 +134,6 @@ def _age(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
-
-
 def _chosen(experiment: str | None) -> "Record":
     """The named experiment; without a name, the latest submitted, named on the first line so that the user sees
     which one a command acts on. That line goes to stderr, so `-o json` output stays parseable."""
@@ -153,7 +147,7 @@ def _chosen(experiment: str | None) -> "Record":
 
 @click.command()
 @click.argument("experiment", required=False, shell_complete=experiment_names)
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def status(experiment: str | None, output_format: str) -> None:
     """Per-copy phase, restarts, node, age and the last reported step and return.
 
@@ -173,11 +167,11 @@ def status(experiment: str | None, output_format: str) -> None:
     rows += [[f"copy-{c.copy}", c.phase, str(c.restarts), c.last_failure or "-", c.node or "-", _age(c.age_seconds),
               str(c.last_step) if c.last_step is not None else "-",
               f"{c.last_return:.2f}" if c.last_return is not None else "-"] for c in copies]
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 @click.command(name="list")
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def list_experiments(output_format: str) -> None:
     """Every submitted experiment, with its live state from its cluster."""
     from rlkube.launch import store  # noqa: PLC0415
@@ -202,7 +196,7 @@ def list_experiments(output_format: str) -> None:
     rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED"]]
     rows += [[e["name"], e["cluster"], e["phase"], e["hparams"], str(e["copies"]), e["git_commit"] or "-",
               e["created"]] for e in entries]
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 def _seconds(duration: str | None) -> int | None:
@@ -217,8 +211,7 @@ def _seconds(duration: str | None) -> int | None:
 @click.command()
 @click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--copy", "copy_index", type=click.IntRange(min=0), default=None, help="Only this copy.")
-@click.option("-f", "--follow/--no-follow", default=True, show_default=True,
-              help="Keep streaming until the experiment ends.")
+@follow_option("Keep streaming until the experiment ends.", by_default=True)
 @click.option("--tail", type=click.IntRange(min=0), default=None, help="Lines of history per copy.")
 @click.option("--since", default=None, help="Only newer lines (Kubernetes), e.g. 10m.")
 def logs(experiment: str | None, copy_index: int | None, follow: bool, tail: int | None, since: str | None) -> None:
@@ -301,7 +294,7 @@ def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
     if not trials:
         raise UserError(f"sweep {sweep} has started no trial yet; rlkube sweep status {sweep}")
     first = trials[0]
-    if in_cluster or (target_for(first).on_cluster and not is_remote(first.output_dir)):
+    if in_cluster or (target_for(first).writes_to_cluster_volume and not is_remote(first.output_dir)):
         # The namespace's TensorBoard reads the whole volume, every trial included.
         target_for(first).tensorboard(first, port, click.echo, in_cluster=True)
         return
@@ -312,7 +305,7 @@ def _sweep_tensorboard(sweep: str, port: int, in_cluster: bool) -> None:
 @click.argument("experiment", required=False, shell_complete=experiment_names)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also write learning curves (mean ± std band across copies) to this PNG.")
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def results(experiment: str | None, plot_path: str | None, output_format: str) -> None:
     """Final evaluation and test returns of every copy, and mean ± std across copies.
 
@@ -341,7 +334,7 @@ def results(experiment: str | None, plot_path: str | None, output_format: str) -
                          f"{_pm(best['mean_return'], best['std_return'])} ({best['step']})" if best else "-",
                          f"{_pm(done.get('test_mean_return'), done.get('test_std_return'))} "
                          f"({done.get('test_policy', 'last')})" if done else "-"])
-        click.echo(_table(rows))
+        click.echo(table(rows))
         for key, label in (("eval_mean_return", "last eval"), ("best_eval_mean_return", "best eval"),
                            ("test_mean_return", "test")):
             if summary[key]:
@@ -373,15 +366,17 @@ def build(target: str, push: bool, registry: str | None) -> None:
 def clusters() -> None:
     """The cluster profiles: shipped ones and yours (~/.config/rlkube/clusters.yaml, ./rlkube.yaml)."""
     from rlkube.launch.clusters import config_files, load_profiles  # noqa: PLC0415
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
 
     rows = [["NAME", "TARGET", "PROVIDER", "ACCELERATOR", "CONTEXT", "NAMESPACE", "OUTPUT"]]
     for profile in load_profiles().values():
         accelerator = profile.accelerator
-        rows.append([profile.name, profile.target, profile.provider if profile.target == "kubernetes" else "-",
+        in_namespace = target_for(profile).renders_manifests
+        rows.append([profile.name, profile.target, profile.provider if in_namespace else "-",
                      f"{accelerator.type} {accelerator.name}" if accelerator else "-",
-                     profile.context or ("(current)" if profile.target == "kubernetes" else "-"),
-                     profile.namespace if profile.target == "kubernetes" else "-", profile.output])
-    click.echo(_table(rows))
+                     profile.context or ("(current)" if in_namespace else "-"),
+                     profile.namespace if in_namespace else "-", profile.output])
+    click.echo(table(rows))
     click.echo(f"\noverride or add profiles in: {', '.join(str(p) for p in config_files())}", err=True)
 
 

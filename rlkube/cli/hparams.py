@@ -3,22 +3,19 @@
 None of these import TensorFlow: they read the hparams registry and gymnasium's.
 """
 
-import dataclasses
 import json
 import re
-import types
-import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from rlkube.cli.experiments import _table
+from rlkube.cli.output import table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions
 
 if TYPE_CHECKING:
-    from rlkube.rl.hparams import HParams
+    from rlkube.rl.hparams import Domain, HParams
 
 # What benchmarks/hparams_targets.py prints for each set and seed, and this reads back.
 RESULT_KEYS = ("hparams", "best_eval", "first_step_reaching_target", "budget_fraction")
@@ -44,7 +41,7 @@ def hparams(ctx: click.Context, results_file: Path | None) -> None:
         hp = hparams_registry[name]()
         target = "-" if hp.target_return is None else f"{hp.target_return:g}"
         rows.append([name, hp.agent, hp.env, _steps(hp.train_steps), target, measured.get(name, "-")])
-    click.echo(_table(rows))
+    click.echo(table(rows))
 
 
 def _steps(count: int) -> str:
@@ -116,34 +113,25 @@ def show(name: str, overrides: str, env: str | None, train_steps: int | None, se
 
 def _field_comments(hp: "HParams") -> dict[str, str]:
     """Each field's type and allowed values, then its doc: `float in [0.0, 1.0]: learning rate`."""
-    hints = typing.get_type_hints(type(hp))
     comments = {}
-    for field in dataclasses.fields(hp):
-        hint, optional = hints[field.name], False
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            hint, optional = next(arg for arg in typing.get_args(hint) if arg is not type(None)), True
-        allowed = _allowed(field.metadata.get("lo"), field.metadata.get("hi"), field.metadata.get("choices"))
+    for name, domain in hp.domains().items():
+        allowed = _allowed(domain)
         if allowed:
-            allowed = f", each {allowed}" if typing.get_origin(hint) is tuple else f" {allowed}"
-        doc = f": {field.metadata['doc']}" if field.metadata.get("doc") else ""
-        comments[field.name] = f"{_type_name(hint)}{allowed}{' or null' if optional else ''}{doc}"
+            allowed = f", each {allowed}" if domain.sequence else f" {allowed}"
+        doc = f": {domain.doc}" if domain.doc else ""
+        type_name = f"list of {domain.type.__name__}" if domain.sequence else domain.type.__name__
+        comments[name] = f"{type_name}{allowed}{' or null' if domain.optional else ''}{doc}"
     return comments
 
 
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is tuple:
-        return f"list of {_type_name(typing.get_args(hint)[0])}"
-    return hint.__name__
-
-
-def _allowed(lo: float | None, hi: float | None, choices: tuple[str, ...] | None) -> str:
-    if choices is not None:
-        return f"({' | '.join(choices)})"
-    if lo is not None and hi is not None:
-        return f"in [{lo}, {hi}]"
-    if lo is not None:
-        return f">= {lo}"
-    return f"<= {hi}" if hi is not None else ""
+def _allowed(domain: "Domain") -> str:
+    if domain.choices is not None:
+        return f"({' | '.join(domain.choices)})"
+    if domain.lo is not None and domain.hi is not None:
+        return f"in [{domain.lo}, {domain.hi}]"
+    if domain.lo is not None:
+        return f">= {domain.lo}"
+    return f"<= {domain.hi}" if domain.hi is not None else ""
 
 
 # A key of the `hparams:` mapping (indented by two, as yaml.safe_dump writes it) or `seed`.

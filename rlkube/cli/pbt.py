@@ -5,18 +5,15 @@ Thin: checks the flags and the mutations, then hands over to rlkube.launch.pbt's
 
 import dataclasses
 import json
-import os
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from rlkube.cli.completion import cluster_profiles
-from rlkube.cli.experiments import _table
+from rlkube.cli.flags import cluster_option, follow_option, output_file_option, output_format_option, renamed_option
+from rlkube.cli.output import started, table
 from rlkube.errors import UserError
-from rlkube.run.options import TrainOptions, read_yaml, with_train_options
+from rlkube.run.options import TrainOptions, read_yaml, with_train_options_hiding_internal
 
 CANCEL_WAIT_SECONDS = 120.0  # the controller cancels the members' experiment, each member given a minute
 
@@ -33,10 +30,12 @@ def _perturb(_ctx: Any, _param: Any, value: str) -> tuple[float, ...]:
         raise click.BadParameter(f"write two factors, e.g. 0.8,1.2, not {value!r}") from None
 
 
+_follow_controller = follow_option("Stream the controller's log until the run ends.")
+
+
 @pbt.command()
-@click.option("--cluster", default="local", show_default=True, help="Cluster profile the members run on.",
-              shell_complete=cluster_profiles)
-@with_train_options
+@cluster_option("the members run")
+@with_train_options_hiding_internal
 @click.option("--population", type=int, default=8, show_default=True, help="Members, trained in parallel.")
 @click.option("--interval", type=int, required=True, help="Environment steps per generation.")
 @click.option("--mutate", "mutations", multiple=True, metavar="NAME=DIST",
@@ -56,7 +55,7 @@ def _perturb(_ctx: Any, _param: Any, value: str) -> tuple[float, ...]:
 @click.option("--name", default=None, help="The run's name (default: <hparams>-pbt-<time>); its members' "
                                            "experiment has the same name.")
 @click.option("--replace", is_flag=True, help="Replace an experiment of the same name.")
-@click.option("--follow", is_flag=True, help="Stream the controller's log until the run ends.")
+@_follow_controller
 def start(options: TrainOptions, cluster: str, population: int, interval: int, mutations: tuple[str, ...],
           space_file: Path | None, quantile: float, resample_prob: float, perturb: tuple[float, ...],
           ready_after: int, metric: str, name: str | None, replace: bool, follow: bool) -> None:
@@ -107,27 +106,19 @@ def _start(config: Any, source: str, replace: bool, follow: bool) -> None:
 
 
 def _started(config: Any, pid: int, follow: bool) -> None:
-    from rlkube.launch.pbt.controller import LOG_FILE, pbt_dir  # noqa: PLC0415
+    from rlkube.launch.pbt.controller import controller_process  # noqa: PLC0415
 
-    log = pbt_dir(config.name) / LOG_FILE
-    click.echo(f"PBT {config.name}: {config.population} members of {config.train.hparams}, generations of "
-               f"{config.interval} steps on {config.cluster}; controller pid {pid}, log {log}")
-    click.echo(f"\nnext:\n  rlkube pbt status {config.name}\n  rlkube pbt lineage {config.name}\n"
-               f"  rlkube tensorboard {config.name}\n  rlkube pbt cancel {config.name}")
-    if follow:
-        _follow(config.name, log)
-
-
-def _follow(name: str, log: Path) -> None:
-    from rlkube.launch.pbt.controller import controller_alive  # noqa: PLC0415
-    from rlkube.launch.targets.local import follow_log  # noqa: PLC0415
-
-    follow_log(log, lambda: controller_alive(name) is not None, click.echo)
+    name = config.name
+    started(controller_process(name), pid,
+            f"PBT {name}: {config.population} members of {config.train.hparams}, generations of {config.interval} "
+            f"steps on {config.cluster}",
+            [f"rlkube pbt status {name}", f"rlkube pbt lineage {name}", f"rlkube tensorboard {name}",
+             f"rlkube pbt cancel {name}"], follow)
 
 
 @pbt.command()
 @click.argument("name")
-@click.option("--follow", is_flag=True, help="Stream the controller's log until the run ends.")
+@_follow_controller
 def resume(name: str, follow: bool) -> None:
     """Start the run's controller again: it re-reads pbt.jsonl and adopts the members where they are."""
     from rlkube.launch.pbt import controller  # noqa: PLC0415
@@ -141,15 +132,16 @@ def resume(name: str, follow: bool) -> None:
 @pbt.command()
 @click.argument("name")
 @click.option("--name", "new_name", default=None, help="The replay's name (default: <name>-replay).")
-@click.option("--follow", is_flag=True, help="Wait for the replay to end, then compare it with the original.")
-def replay(name: str, new_name: str | None, follow: bool) -> None:
+@renamed_option("--wait", ("--follow",), "wait", "Stream the controller's log until the replay ends, then compare "
+                "the replay with the original.", is_flag=True)
+def replay(name: str, new_name: str | None, wait: bool) -> None:
     """Run the whole population again from its seeds: on a CPU, the same decisions and the same weights."""
     from rlkube.launch.pbt import controller  # noqa: PLC0415
 
     config = controller.load_config(name)
     replayed = dataclasses.replace(config, name=new_name or f"{name}-replay")
-    _start(replayed, f"{name}'s mutations", replace=False, follow=follow)
-    if follow:
+    _start(replayed, f"{name}'s mutations", replace=False, follow=wait)
+    if wait:
         differences = controller.compare(name, replayed.name)
         if differences:
             raise UserError(f"replay {replayed.name} differs from {name}: " + "; ".join(differences))
@@ -159,7 +151,7 @@ def replay(name: str, new_name: str | None, follow: bool) -> None:
 
 @pbt.command()
 @click.argument("name")
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def status(name: str, output_format: str) -> None:
     """Every member: step, current hparams, recent return, exploits so far."""
     from rlkube.launch import store  # noqa: PLC0415
@@ -186,19 +178,18 @@ def status(name: str, output_format: str) -> None:
         return
     click.echo(f"{name}  {config.train.hparams} on {config.cluster}  controller "
                f"{'running (pid ' + str(pid) + ')' if pid else 'not running'}  generations done: {done}")
-    table = [["MEMBER", "PHASE", "STEP", "RECENT RETURN", "EXPLOITED", "HPARAMS"]]
+    shown = [["MEMBER", "PHASE", "STEP", "RECENT RETURN", "EXPLOITED", "HPARAMS"]]
     for row in rows:
         recent = row["recent_return"]
-        table.append([str(row["member"]), row["phase"], str(row["step"] if row["step"] is not None else "-"),
+        shown.append([str(row["member"]), row["phase"], str(row["step"] if row["step"] is not None else "-"),
                       f"{recent:.1f}" if recent is not None else "-", str(row["exploited"]),
                       overrides_of(row["params"])])
-    click.echo(_table(table))
+    click.echo(table(shown))
 
 
 @pbt.command()
 @click.argument("name")
-@click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw the schedule of each mutated hparam along the ancestry (PNG).")
+@output_file_option("Also draw the schedule of each mutated hparam along the ancestry (PNG).")
 def lineage(name: str, output_file: Path | None) -> None:
     """The best member's ancestry and its hparam schedule over steps."""
     from rlkube.launch.pbt import controller  # noqa: PLC0415
@@ -209,10 +200,9 @@ def lineage(name: str, output_file: Path | None) -> None:
     best = segments[-1]
     click.echo(f"{name}: member {best['member']} scores best ({best['score']:.1f} at step {best['to']}); "
                f"its ancestry:")
-    table = [["STEPS", "MEMBER", "HPARAMS"]] + [
+    click.echo(table([["STEPS", "MEMBER", "HPARAMS"]] + [
         [f"{segment['from']}-{segment['to']}", str(segment["member"]), overrides_of(segment["params"])]
-        for segment in segments]
-    click.echo(_table(table))
+        for segment in segments]))
     if output_file:
         controller.plot_schedule(segments, output_file, f"PBT {name}: member {best['member']}'s ancestry")
         click.echo(str(output_file))
@@ -228,11 +218,7 @@ def cancel(name: str) -> None:
 
     controller.load_config(name)
     if pid := controller.controller_alive(name):
-        os.kill(pid, signal.SIGTERM)  # it cancels the members' experiment, then exits
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while controller.controller_alive(name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if controller.controller_alive(name):
+        if not controller.controller_process(name).stop(pid, CANCEL_WAIT_SECONDS):  # it cancels the members first
             raise UserError(f"PBT {name}'s controller (pid {pid}) did not stop within {CANCEL_WAIT_SECONDS:.0f} s; "
                             f"see its log")
     elif store.exists(name):

@@ -5,8 +5,6 @@ these commands load it; `rlkube --help` does not).
 """
 
 import json
-import os
-import signal
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,10 +13,12 @@ from typing import Any
 
 import click
 
-from rlkube.cli.completion import cluster_profiles
-from rlkube.cli.experiments import _table
+from rlkube.cli.completion import one_of
+from rlkube.cli.flags import cluster_option, follow_option, output_dir_option, output_file_option, output_format_option
+from rlkube.cli.output import started, table
 from rlkube.errors import UserError
-from rlkube.run.options import TrainOptions, with_train_options
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
+from rlkube.run.options import TrainOptions, with_train_options_hiding_internal
 
 DEFAULT_TRIALS, DEFAULT_PARALLEL, DEFAULT_SEEDS = 20, 2, 3
 CANCEL_WAIT_SECONDS = 120.0  # the driver cancels its live trials, each given a minute to checkpoint
@@ -47,10 +47,12 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
     return record, study, config
 
 
+_follow_driver = follow_option("Stream the driver's log until the sweep ends.")
+
+
 @sweep.command()
-@click.option("--cluster", default="local", show_default=True, help="Cluster profile the trials run on.",
-              shell_complete=cluster_profiles)
-@with_train_options
+@cluster_option("the trials run")
+@with_train_options_hiding_internal
 @click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
               help="YAML: hparam -> {uniform|log_uniform|int|choice: ...} (default: the agent's default space).")
 @click.option("--trials", type=int, default=DEFAULT_TRIALS, show_default=True, help="Trials in all.")
@@ -58,8 +60,10 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
               help="Most trials (experiments) running at once.")
 @click.option("--seeds", type=int, default=DEFAULT_SEEDS, show_default=True,
               help="Copies per trial, one seed each; a trial's value is their mean.")
-@click.option("--sampler", default="tpe", show_default=True, help="tpe, gp, cmaes, random or grid.")
-@click.option("--pruner", default="median", show_default=True, help="median, halving, hyperband, wilcoxon or none.")
+@click.option("--sampler", default=SAMPLERS.default(), show_default=True, help=SAMPLERS.help_text(),
+              shell_complete=one_of(SAMPLERS))
+@click.option("--pruner", default=PRUNERS.default(), show_default=True, help=PRUNERS.help_text(),
+              shell_complete=one_of(PRUNERS))
 @click.option("--objective", default="last:3", show_default=True,
               help="Each seed's value: final (last evaluation), best, or last:N (mean of its last N evaluations).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
@@ -68,7 +72,7 @@ def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
               help="Seconds between the driver's reads of the trials' progress.")
 @click.option("--name", default=None, help="Sweep name (default: <hparams>-sweep-<time>); trials are <name>-t<n>.")
 @_storage_option
-@click.option("--follow", is_flag=True, help="Stream the driver's log until the sweep ends.")
+@_follow_driver
 def start(options: TrainOptions, cluster: str, space_file: Path | None, trials: int, parallel: int, seeds: int,
           sampler: str, pruner: str, objective: str, retries: int, poll_seconds: float, name: str | None,
           storage: str | None, follow: bool) -> None:
@@ -101,28 +105,20 @@ def start(options: TrainOptions, cluster: str, space_file: Path | None, trials: 
 
 
 def _started(record: Any, config: Any, follow: bool) -> None:
-    from rlkube.launch.sweep.driver import DRIVER_LOG, sweep_dir  # noqa: PLC0415
+    from rlkube.launch.sweep.driver import driver_process  # noqa: PLC0415
 
-    log = sweep_dir(record.name) / DRIVER_LOG
-    click.echo(f"sweep {record.name}: {config.trials} trials of {config.train.hparams} x {config.seeds} seeds, "
-               f"{config.parallel} at a time on {config.cluster}; driver pid {record.driver_pid}, log {log}")
-    click.echo(f"\nnext:\n  rlkube sweep status {record.name}\n  rlkube sweep best {record.name}\n"
-               f"  rlkube tensorboard {record.name}\n  rlkube sweep cancel {record.name}")
-    if follow:
-        _follow(record, log)
-
-
-def _follow(record: Any, log: Path) -> None:
-    from rlkube.launch.sweep.driver import driver_alive  # noqa: PLC0415
-    from rlkube.launch.targets.local import follow_log  # noqa: PLC0415
-
-    follow_log(log, lambda: driver_alive(record), click.echo)
+    name = record.name
+    started(driver_process(name), record.driver_pid,
+            f"sweep {name}: {config.trials} trials of {config.train.hparams} x {config.seeds} seeds, "
+            f"{config.parallel} at a time on {config.cluster}",
+            [f"rlkube sweep status {name}", f"rlkube sweep best {name}", f"rlkube tensorboard {name}",
+             f"rlkube sweep cancel {name}"], follow)
 
 
 @sweep.command()
 @click.argument("name")
 @_storage_option
-@click.option("--follow", is_flag=True, help="Stream the driver's log until the sweep ends.")
+@_follow_driver
 def resume(name: str, storage: str | None, follow: bool) -> None:
     """Start the sweep's driver again: it adopts the live trials by name and runs the rest; no trial twice.
 
@@ -168,7 +164,7 @@ def _trial_rows(trials: list[Any], config: Any) -> list[dict[str, Any]]:
 @sweep.command()
 @click.argument("name")
 @_storage_option
-@click.option("-o", "--output", "output_format", type=click.Choice(["table", "json"]), default="table")
+@output_format_option("table", "json")
 def status(name: str, storage: str | None, output_format: str) -> None:
     """Every trial: state, params, value (mean ± std over seeds), steps every seed reached, and why it ended."""
     from rlkube.launch.sweep.driver import counted, driver_alive  # noqa: PLC0415
@@ -188,11 +184,11 @@ def status(name: str, storage: str | None, output_format: str) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in states.items()) or "no trials yet"
     click.echo(f"{name}  {config.train.hparams} on {config.cluster}  driver {driver}  {counts}  "
                f"(of {config.trials}; {config.seeds} seeds each, objective {config.objective})")
-    table = [["TRIAL", "STATE", "VALUE", "STEPS", "PARAMS", "NOTE"]]
+    rows_shown = [["TRIAL", "STATE", "VALUE", "STEPS", "PARAMS", "NOTE"]]
     for row, trial in zip(rows, trials, strict=True):
-        table.append([str(row["trial"]), row["state"], _value_text(trial),
+        rows_shown.append([str(row["trial"]), row["state"], _value_text(trial),
                       str(row["steps"]) if row["steps"] is not None else "-", row["params"], row["reason"] or "-"])
-    click.echo(_table(table))
+    click.echo(table(rows_shown))
 
 
 def _best(study: Any, name: str) -> Any:
@@ -207,8 +203,7 @@ def _best(study: Any, name: str) -> Any:
 @sweep.command()
 @click.argument("name")
 @_storage_option
-@click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the hparams file (default: ./<name>-best.yaml).")
+@output_file_option("Where to write the hparams file (default: ./<name>-best.yaml).")
 def best(name: str, storage: str | None, output_file: Path | None) -> None:
     """The best trial's params: as an --hparam-override string, and as an hparams file that train/submit run."""
     from rlkube.launch.sweep.driver import STD, VALUES  # noqa: PLC0415
@@ -228,7 +223,7 @@ def best(name: str, storage: str | None, output_file: Path | None) -> None:
     try:
         path.write_text(hparams_file_text(config.train.hparams, {key: getattr(hp, key) for key in merged}))
     except OSError as error:
-        raise UserError(f"cannot write {path} ({error.strerror}); choose another -o") from None
+        raise UserError(f"cannot write {path} ({error.strerror}); choose another --output-file") from None
     values = ", ".join(f"{v:.2f}" for v in trial.user_attrs.get(VALUES, []))
     click.echo(f"best: trial {trial.number}, {trial.value:.2f} ± {trial.user_attrs.get(STD, 0.0):.2f} "
                f"(seeds: {values})")
@@ -239,7 +234,7 @@ def best(name: str, storage: str | None, output_file: Path | None) -> None:
 @sweep.command()
 @click.argument("name")
 @_storage_option
-@click.option("-o", "--output-dir", "output_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@output_dir_option("Where to write the PNGs.")
 def plot(name: str, storage: str | None, output_dir: Path) -> None:
     """PNGs: the optimisation history, the params' importances and parallel coordinates."""
     import matplotlib  # noqa: PLC0415
@@ -255,7 +250,7 @@ def plot(name: str, storage: str | None, output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create {output_dir} ({error.strerror}); choose another -o") from None
+        raise UserError(f"cannot create {output_dir} ({error.strerror}); choose another --output-dir") from None
     plots = {"history.png": optuna_plots.plot_optimization_history,
              "importances.png": optuna_plots.plot_param_importances,
              "parallel-coordinates.png": optuna_plots.plot_parallel_coordinate}
@@ -280,15 +275,11 @@ def plot(name: str, storage: str | None, output_dir: Path) -> None:
 @_storage_option
 def cancel(name: str, storage: str | None) -> None:
     """Stop the driver and cancel every live trial (each checkpoints); the study and results are kept."""
-    from rlkube.launch.sweep.driver import cancel_orphans, driver_alive  # noqa: PLC0415
+    from rlkube.launch.sweep.driver import cancel_orphans, driver_alive, driver_process  # noqa: PLC0415
 
     record, study, _config = _open(name, storage)
     if record is not None and driver_alive(record):
-        os.kill(record.driver_pid, signal.SIGTERM)  # the driver cancels its live trials, then exits
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while driver_alive(record) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if driver_alive(record):
+        if not driver_process(name).stop(record.driver_pid, CANCEL_WAIT_SECONDS):  # it cancels its live trials first
             raise UserError(f"sweep {name}'s driver (pid {record.driver_pid}) did not stop within "
                             f"{CANCEL_WAIT_SECONDS:.0f} s; see its log")
         click.echo(f"cancelled sweep {name}: its driver stopped its live trials")

@@ -19,7 +19,6 @@ from rlkube import __version__
 from rlkube.errors import UserError, unknown_name
 from rlkube.launch import tpu
 
-TARGETS = ("local", "kubernetes")
 PROVIDERS = ("generic", "gke", "eks")
 ACCELERATORS = ("tpu", "gpu")
 CAPACITY_SELECTORS = ("karpenter", "managed")
@@ -51,7 +50,7 @@ class Accelerator:
 @dataclass(frozen=True)
 class ClusterProfile:
     name: str
-    target: str
+    target: str  # the kind of a registered Target (rlkube.launch.targets): local, kubernetes
     provider: str = "generic"
     context: str | None = None
     namespace: str = "default"
@@ -170,7 +169,11 @@ def _profile(name: str, settings: dict[str, Any], origin: str) -> ClusterProfile
 
 
 def _check(profile: ClusterProfile, where: str) -> None:
-    choices = {"target": TARGETS, "provider": PROVIDERS, "capacity_selector": CAPACITY_SELECTORS}
+    # Which targets exist is the target registry's to say, where a profile is used (target_for): targets are built
+    # on profiles, so profiles cannot look them up.
+    if not isinstance(profile.target, str):
+        raise UserError(f"{where}: target must name a target, e.g. local or kubernetes, got {profile.target!r}")
+    choices = {"provider": PROVIDERS, "capacity_selector": CAPACITY_SELECTORS}
     for key, allowed in choices.items():
         if getattr(profile, key) not in allowed:
             raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, got '{getattr(profile, key)}'")

@@ -15,7 +15,7 @@ from rlkube import __version__
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec
 from rlkube.run.options import CLUSTER_ENV, GIT_COMMIT_ENV, IMAGE_ENV, TRACKER_URI_ENV, copies_json
-from rlkube.rundir.layout import COPIES_FILE
+from rlkube.rundir.layout import COPIES_FILE, HPARAMS_FILE
 
 Object = dict[str, Any]
 
@@ -69,7 +69,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         # The spec, with its hparams and its copies in files of their own.
         "config": {
             COPIES_FILE: copies_json(spec.copies),
-            "hparams.yaml": yaml.safe_dump(spec.hparams, sort_keys=False),
+            HPARAMS_FILE: yaml.safe_dump(spec.hparams, sort_keys=False),
             "spec.json": json.dumps({k: v for k, v in spec.to_dict().items() if k not in ("hparams", "copies")},
                                     indent=2, sort_keys=True) + "\n",
         },

@@ -4,52 +4,21 @@ Works for any experiment in the store whose run directory is reachable from here
 bucket (gs://, s3://), synced into the local cache first. A run on a cluster's PVC is not reachable.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlkube.errors import UserError
+from rlkube.launch.run_dirs import is_result_file, read_results
 from rlkube.launch.store import Record
 from rlkube.launch.targets.base import target_for
 from rlkube.rundir import layout
-from rlkube.storage import filesystems, sync
-
-# What `collect` reads of each copy.
-RESULT_FILES = (layout.SUMMARY_FILE, layout.METRICS_FILE)
-
-
-def experiment_cache(name: str) -> Path:
-    """Where bucket-backed experiments are synced for results and TensorBoard: <cache>/experiments/<EXP>/copy-<i>."""
-    return filesystems.cache_root() / "experiments" / name
-
-
-def local_run_dir(record: Record, include: Any = None) -> Path:
-    """The experiment's run directory on this machine, syncing it from its bucket first if it has one."""
-    if filesystems.is_remote(record.output_dir):
-        target = experiment_cache(record.name)
-        for index in range(record.copies):
-            sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(target, index), include=include)
-        return target
-    if target_for(record).on_cluster:
-        raise UserError(f"{record.name} writes to {record.output_dir} on the cluster's volume, which is not reachable "
-                        f"from here; use a profile with a gs:// or s3:// output, or rlkube tensorboard {record.name}")
-    return Path(record.output_dir)
 
 
 def collect(record: Record) -> list[dict[str, Any]]:
     """Per copy: its summary (if it finished) and its evaluations."""
-    run_dir = local_run_dir(record, include=lambda path: path in RESULT_FILES)
-    copies = []
-    for index in range(record.copies):
-        directory = layout.copy_dir(run_dir, index)
-        summary_path, metrics_path = directory / layout.SUMMARY_FILE, directory / layout.METRICS_FILE
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-        evaluations = [json.loads(line) for line in metrics_path.read_text().splitlines()] \
-            if metrics_path.exists() else []
-        copies.append({"copy": index, "summary": summary, "evaluations": evaluations})
-    return copies
+    return read_results(target_for(record).local_run_dir(record, include=is_result_file), record.copies)
 
 
 def final_returns(copies: list[dict[str, Any]], key: str) -> list[float]:

@@ -15,8 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlkube import __version__
 from rlkube.errors import UserError, unknown_name
 from rlkube.launch.spec import ExperimentSpec
+
+STORE_FILE = "experiments.db"
+# The store's schema version, kept in SQLite's user_version. Bump it with any change to the tables below, and
+# migrate the older version in _open_schema:
+#   0  written before versions: the same tables as 1 (stamped 1 on opening)
+#   1  experiments and sweeps as below
+SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -69,17 +77,33 @@ def data_dir() -> Path:
     return Path(base)
 
 
+def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
+    """Make the tables, or check that the store's are of a version this rlkube reads (migrating an older one)."""
+    move_aside = "or set RLKUBE_DATA_DIR to another directory"
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{path} was written by a newer rlkube (experiment store version {version}; rlkube "
+                            f"{__version__} reads up to {SCHEMA_VERSION}): upgrade rlkube, {move_aside}")
+        connection.execute(SCHEMA)
+        connection.execute(SWEEPS_SCHEMA)
+        if version < SCHEMA_VERSION:
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as error:
+        raise UserError(f"{path} is not an experiment store rlkube can read ({error}); move it aside, "
+                        f"{move_aside}") from None
+
+
 @contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
     directory = data_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(directory / "experiments.db", timeout=10)
+        connection = sqlite3.connect(directory / STORE_FILE, timeout=10)
     except (OSError, sqlite3.Error) as error:
         raise UserError(f"cannot open the experiment store in {directory} ({error}); set RLKUBE_DATA_DIR") from None
     try:
-        connection.execute(SCHEMA)
-        connection.execute(SWEEPS_SCHEMA)
+        _open_schema(connection, directory / STORE_FILE)
         with connection:
             yield connection
     finally:

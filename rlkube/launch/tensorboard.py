@@ -5,17 +5,19 @@ TensorBoard), only new bytes are fetched, and syncing goes on every few seconds 
 """
 
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from rlkube.launch.results import experiment_cache
+from rlkube.errors import UserError
+from rlkube.launch.run_dirs import experiment_cache, sync_from_bucket
 from rlkube.launch.store import Record
-from rlkube.launch.targets.base import free_port, wait_for_http
 from rlkube.rundir import layout
-from rlkube.storage import filesystems, sync
+from rlkube.storage import filesystems
 
 REFRESH_SECONDS = 10.0
 # Besides the event files, what TensorBoard's tabs read of each copy.
@@ -60,9 +62,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _sync_logs(record: Record) -> None:
-    cache = experiment_cache(record.name)
-    for index in range(record.copies):
-        sync.sync_down(layout.copy_url(record.output_dir, index), layout.copy_dir(cache, index), include=_is_log)
+    sync_from_bucket(record, include=_is_log)
 
 
 def from_bucket(record: Record, port: int, emit: Callable[[str], None]) -> None:
@@ -84,3 +84,23 @@ def over_experiments(records: list[Record], port: int, emit: Callable[[str], Non
     logdirs = {record.name: experiment_cache(record.name) if record in remote else Path(record.output_dir)
                for record in records}
     serve(logdirs, port, emit, name, refresh if remote else None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> None:
+    """Poll `url` until it answers; a UserError if `alive()` turns false or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise UserError(f"the server behind {url} exited before it answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"{url} did not answer within {timeout:.0f} s")

@@ -65,8 +65,12 @@ def make_atari(env_id: str, render_mode: str | None = None, training: bool = Fal
         # np.sign rather than gymnasium's ClipReward, whose lambda does not pickle into a checkpoint.
         env = TransformReward(EpisodicLife(env), np.sign)
     env = FrameStackObservation(env, FRAME_STACK)
-    stacked = gym.spaces.Box(0, 255, (SCREEN_SIZE, SCREEN_SIZE, FRAME_STACK), np.uint8)
-    return TransformObservation(env, channels_last, stacked)
+    return TransformObservation(env, channels_last, stacked_frames())
+
+
+def stacked_frames() -> gym.spaces.Box:
+    """The observation space of a preprocessed game: [84, 84, 4] uint8."""
+    return gym.spaces.Box(0, 255, (SCREEN_SIZE, SCREEN_SIZE, FRAME_STACK), np.uint8)
 
 
 def channels_last(frames: np.ndarray) -> np.ndarray:

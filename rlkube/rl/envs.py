@@ -9,13 +9,14 @@ Training envs may differ from evaluation envs: a factory's `training=True` adds 
 """
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 
 from rlkube.errors import UserError, one_of, unknown_name
-from rlkube.rl import atari
+from rlkube.rl import atari, atari_envpool
 from rlkube.rl.hparams import HParams, hparams_registry
 from rlkube.rl.registry import Registry
 
@@ -71,9 +72,17 @@ def check_action_space(hp: HParams, action_space: gym.Space) -> None:
                     f"env '{hp.env}' has {type(action_space).__name__}{hint}")
 
 
+def check_vector_mode(name: str, mode: str) -> None:
+    """A UserError for vector_mode=envpool on an env that is not an Atari id: rlkube steps only Atari on envpool."""
+    if mode == "envpool" and not atari.is_atari_id(name):
+        raise UserError(f"vector_mode=envpool steps Atari ids only, and env '{name}' is not one; "
+                        f"use vector_mode=sync or async")
+
+
 def check_env_fits(hp: HParams) -> None:
-    """A UserError unless `hp.env` can be built here and `hp`'s agent can drive its action space: what the run
-    would find out only once TensorFlow had loaded."""
+    """A UserError unless `hp.env` can be built here, with `hp.vector_mode`, and `hp`'s agent can drive its action
+    space: what the run would find out only once TensorFlow had loaded."""
+    check_vector_mode(hp.env, hp.vector_mode)
     env = make_env(hp.env)
     try:
         check_action_space(hp, env.action_space)
@@ -102,12 +111,21 @@ def make_env(name: str, render_mode: str | None = None, training: bool = False) 
 
 
 def make_vector_env(name: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
-    """`num_envs` training copies of env `name`, stepped together: in this process (sync) or one process each (async).
+    """`num_envs` training copies of env `name`, stepped together: in this process (sync), one process each
+    (async), or, for Atari ids, in envpool's C++ threads (envpool; sync where envpool is not installed).
 
     Episodes reset in the same step they end (gymnasium's SAME_STEP autoreset), with the last
     observation in `info["final_obs"]`; `learning_next_obs` puts it back for the learner.
     """
     check_env_name(name)
+    check_vector_mode(name, mode)
+    if mode == "envpool":
+        if atari_envpool.installed():
+            return atari_envpool.EnvpoolAtari(name, num_envs)
+        # Falling back rather than failing: the ALE pipeline trains the same game the same way, only slower.
+        warnings.warn(f"vector_mode=envpool {atari_envpool.NEEDS_EXTRA}; training on the ALE pipeline in process",
+                      stacklevel=2)
+        mode = "sync"
     make_one = functools.partial(make_env, name, training=True)
     if mode == "sync":
         return gym.vector.SyncVectorEnv([make_one] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

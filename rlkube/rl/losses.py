@@ -2,8 +2,9 @@
 
 The learner (rlkube.rl.agents.dqn) owns the loop, the gradient and the optimizer; a loss owns what is
 wrong with the network's values. A variant with another head (C51's distribution over returns, say)
-is that head plus a loss here, selected by `dqn_loss`, not a copy of the loop. Each loss also hands back
-what replay and logging need: every sample's priority and the mean value of the actions taken.
+is that head (rlkube.rl.networks.QHead) plus its loss in HEAD_LOSSES, not a copy of the loop. Each loss
+also hands back what replay and logging need: every sample's priority and the mean value of the actions
+taken.
 
 Every loss composes with the rest of the family the same way: Double DQN picks the next action by the
 online network's (expected) Q-values; n-step returns arrive folded into the batch's reward and discount;
@@ -12,12 +13,12 @@ prioritized replay ranks a transition by its own loss; dueling and noisy layers 
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import tensorflow as tf
 
 from rlkube.rl.hparams.dqn import DQNHParams
-from rlkube.rl.networks import Params, c51_support
+from rlkube.rl.networks import CategoricalHead, Params, QHead, QuantileHead, QValueHead, q_head
 from rlkube.rl.registry import Registry
 
 # The network's output for some parameters and observations: Q-values [batch, actions], or a distributional
@@ -179,11 +180,16 @@ class QuantileLoss:
         return LossOutput(tf.reduce_mean(batch.weights * per_sample), per_sample, tf.reduce_mean(quantiles))
 
 
+# Each Q head's loss (rlkube.rl.networks.Q_HEADS), its constants fixed from the head and the hparams; each double
+# or not. A plain Q-value head takes the TD loss with hp.loss per sample.
+HEAD_LOSSES: dict[type[QHead], Callable[[Any, DQNHParams], DQNLoss]] = {
+    QValueHead: lambda _head, hp: TDLoss(loss_registry[hp.loss], hp.double_q),
+    CategoricalHead: lambda head, hp: CategoricalLoss(tuple(head.support.tolist()), hp.double_q),
+    QuantileHead: lambda _head, hp: QuantileLoss(hp.double_q),
+}
+
+
 def dqn_loss(hp: DQNHParams) -> DQNLoss:
-    """The loss `hp` selects, its constants fixed: by hp.distributional, C51's, QR-DQN's, or the TD loss with
-    hp.loss per sample; each double or not."""
-    if hp.distributional == "c51":
-        return CategoricalLoss(tuple(c51_support(hp.num_atoms, hp.v_min, hp.v_max).tolist()), hp.double_q)
-    if hp.distributional == "qr":
-        return QuantileLoss(hp.double_q)
-    return TDLoss(loss_registry[hp.loss], hp.double_q)
+    """The loss of the head that hp.distributional names."""
+    head = q_head(hp)
+    return HEAD_LOSSES[type(head)](head, hp)

@@ -22,15 +22,19 @@ This module imports no TensorFlow: actor processes (`--num-workers`) act with it
 
 import itertools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from rlkube.errors import UserError
 from rlkube.rl.registry import Registry
+
+if TYPE_CHECKING:
+    from rlkube.rl.hparams.dqn import DQNHParams
 
 # A network's parameters: part (or layer) name -> that part's parameters, down to arrays or tf.Variables.
 Params = dict[str, Any]
@@ -52,6 +56,14 @@ def map_params(fn: Callable[[Any], Any], params: Params) -> Params:
 def param_leaves(params: Params) -> list[Any]:
     """Every array (or variable) of the tree, in the order its names were given: for optimizers and checkpoints."""
     return [leaf for value in params.values() for leaf in (param_leaves(value) if isinstance(value, dict) else [value])]
+
+
+def named_like(names: Params, leaves: Sequence[Any]) -> Params:
+    """`leaves`, given in `param_leaves` order, as a tree with the names of `names`."""
+    if len(leaves) != len(param_leaves(names)):
+        raise ValueError(f"{len(leaves)} arrays for a tree of {len(param_leaves(names))}")
+    remaining = iter(leaves)
+    return map_params(lambda _: next(remaining), names)
 
 
 class ParamLayout:
@@ -304,41 +316,126 @@ class NatureCNN:
         return {"dense": self.dense.noise_tf(generator)}
 
 
-# What a Q head outputs per action (hparam `distributional`): one value; C51's logits over a fixed support of
-# returns (Bellemare et al. 2017); or QR-DQN's quantiles of the return at fixed fractions (Dabney et al. 2017).
-DISTRIBUTIONAL_HEADS = ("none", "c51", "qr")
-
-
 def c51_support(num_atoms: int, v_min: float, v_max: float) -> np.ndarray:
     """C51's atoms: `num_atoms` returns evenly spaced from v_min to v_max."""
     return np.linspace(v_min, v_max, num_atoms, dtype=np.float32)
 
 
+class QHead(ABC):
+    """What a Q network outputs per action, chosen by the hparam `distributional`, and how an action's Q-value is
+    read from it (acting is greedy on Q-values, whatever the head).
+
+    A kind of head is one subclass here, listed in Q_HEADS, plus its loss in rlkube.rl.losses.HEAD_LOSSES (kept
+    there because learning is TensorFlow's side).
+    """
+
+    name: ClassVar[str]  # the hparam `distributional`'s value for this head
+
+    @classmethod
+    @abstractmethod
+    def from_hparams(cls, hp: "DQNHParams") -> "QHead":
+        """The head sized by the hparams."""
+
+    @property
+    @abstractmethod
+    def per_action(self) -> tuple[int, ...]:
+        """The shape of the head's output for one action: () for a Q-value, (atoms,) for a return distribution."""
+
+    @abstractmethod
+    def q_values(self, outputs: Any, ops: Any) -> Any:
+        """Q-values [batch, actions] from the head's outputs [batch, actions, *per_action]."""
+
+
+class QValueHead(QHead):
+    """DQN's (Mnih et al. 2015): each action's Q-value itself."""
+
+    name = "none"
+
+    @classmethod
+    def from_hparams(cls, hp: "DQNHParams") -> "QValueHead":
+        del hp  # one number per action, whatever the hparams
+        return cls()
+
+    @property
+    def per_action(self) -> tuple[int, ...]:
+        return ()
+
+    def q_values(self, outputs: Any, ops: Any) -> Any:
+        del ops  # the outputs are the Q-values
+        return outputs
+
+
+@dataclass(frozen=True, eq=False)
+class CategoricalHead(QHead):
+    """C51's (Bellemare et al. 2017): logits over a fixed support of returns; a Q-value is the expected return."""
+
+    name = "c51"
+    support: np.ndarray  # [atoms], float32
+
+    @classmethod
+    def from_hparams(cls, hp: "DQNHParams") -> "CategoricalHead":
+        return cls(c51_support(hp.num_atoms, hp.v_min, hp.v_max))
+
+    @property
+    def per_action(self) -> tuple[int, ...]:
+        return (len(self.support),)
+
+    def q_values(self, outputs: Any, ops: Any) -> Any:
+        return ops.sum(ops.exp(ops.log_softmax(outputs)) * self.support)
+
+
+@dataclass(frozen=True)
+class QuantileHead(QHead):
+    """QR-DQN's (Dabney et al. 2017): the return's quantiles at fixed fractions; a Q-value is their mean."""
+
+    name = "qr"
+    num_quantiles: int
+
+    @classmethod
+    def from_hparams(cls, hp: "DQNHParams") -> "QuantileHead":
+        return cls(hp.num_quantiles)
+
+    @property
+    def per_action(self) -> tuple[int, ...]:
+        return (self.num_quantiles,)
+
+    def q_values(self, outputs: Any, ops: Any) -> Any:
+        return ops.sum(outputs) * (1.0 / self.num_quantiles)
+
+
+Q_HEADS: dict[str, type[QHead]] = {head.name: head for head in (QValueHead, CategoricalHead, QuantileHead)}
+DISTRIBUTIONAL_HEADS = tuple(Q_HEADS)
+
+
+def q_head(hp: "DQNHParams") -> QHead:
+    """The head that hp.distributional names, sized by hp."""
+    return Q_HEADS[hp.distributional].from_hparams(hp)
+
+
 class QNetwork:
     """A torso (hp.model: mlp, or a CNN for pixels) with a Q head, or dueling value and advantage heads.
 
-    With `distributional` the head outputs `num_atoms` numbers per action rather than one: C51's logits over
-    `support`, or QR-DQN's quantiles. Dueling then works per atom, as in Rainbow (Hessel et al. 2018).
+    `head` says how many numbers the network outputs per action (one Q-value, or C51's logits, or QR-DQN's
+    quantiles: see QHead). Dueling then works per atom, as in Rainbow (Hessel et al. 2018).
     Parameters: torso and head, or torso, value and advantage.
     """
 
     def __init__(self, model: str, obs_shape: tuple[int, ...], num_actions: int, hidden_sizes: Sequence[int],
-                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5, distributional: str = "none",
-                 num_atoms: int = 1, support: np.ndarray | None = None) -> None:
+                 dueling: bool = False, noisy: bool = False, sigma0: float = 0.5,
+                 head: QHead | None = None) -> None:
         self.torso = model_registry[model](obs_shape, hidden_sizes, noisy=noisy, sigma0=sigma0)
         width = self.torso.out_size
         self.num_actions = num_actions
-        self.num_atoms = 1 if distributional == "none" else num_atoms
+        self.head = head or QValueHead()
+        per_action = math.prod(self.head.per_action)
         # Dueling: one stack whose last layer has 1 + num_actions outputs is not the same network as two
         # heads on a shared torso (the heads' noise differs), so the heads are separate layers.
-        outputs = num_actions * self.num_atoms
-        self.heads = {"value": MLP(width, (), self.num_atoms, noisy=noisy, sigma0=sigma0),
+        outputs = num_actions * per_action
+        self.heads = {"value": MLP(width, (), per_action, noisy=noisy, sigma0=sigma0),
                       "advantage": MLP(width, (), outputs, noisy=noisy, sigma0=sigma0)} \
             if dueling else {"head": MLP(width, (), outputs, noisy=noisy, sigma0=sigma0)}
         self.dueling = dueling
         self.noisy = noisy
-        self.distributional = distributional
-        self.support = support
 
     def initial_params(self, seed: int) -> Params:
         rng = np.random.default_rng(seed)
@@ -348,15 +445,15 @@ class QNetwork:
     def forward(self, params: Params, obs: Any, ops: Any, *, noise: Params | None = None) -> Any:
         """The head's output for a batch of observations; without `noise`, the noise-free (mean) network's.
 
-        Q-values [batch, actions], or with a distributional head [batch, actions, atoms]: C51's logits or
-        QR-DQN's quantiles, which `q_values` turns into Q-values.
+        [batch, actions, *head.per_action]: Q-values, or C51's logits, or QR-DQN's quantiles, which `q_values`
+        turns into Q-values.
         """
         features = self.torso.forward(params["torso"], obs, ops, noise=None if noise is None else noise["torso"])
         heads = {name: self.heads[name].forward(params[name], features, ops,
                                                 noise=None if noise is None else noise[name])
                  for name in self.heads}
-        if self.distributional != "none":
-            heads = {name: ops.reshape(out, (-1, 1 if name == "value" else self.num_actions, self.num_atoms))
+        if self.head.per_action:
+            heads = {name: ops.reshape(out, (-1, 1 if name == "value" else self.num_actions, *self.head.per_action))
                      for name, out in heads.items()}
         if not self.dueling:
             return heads["head"]
@@ -364,11 +461,7 @@ class QNetwork:
 
     def q_values(self, outputs: Any, ops: Any) -> Any:
         """Q-values [batch, actions] from `forward`'s outputs: each action's expected return."""
-        if self.distributional == "c51":
-            return ops.sum(ops.exp(ops.log_softmax(outputs)) * self.support)
-        if self.distributional == "qr":
-            return ops.sum(outputs) * (1.0 / self.num_atoms)
-        return outputs
+        return self.head.q_values(outputs, ops)
 
     def noise_numpy(self, rng: np.random.Generator) -> Params | None:
         if not self.noisy:

@@ -40,9 +40,10 @@ GIT_COMMIT_ENV = "RLKUBE_GIT_COMMIT"
 TRACKER_URI_ENV = {"mlflow": "MLFLOW_TRACKING_URI", "wandb": "WANDB_BASE_URL"}
 
 
-def _flag(name: str, help_text: str | None = None, **click_settings: Any) -> dict[str, Any]:
-    """A field's command-line flag, as click.option takes it; the option's destination is the field's name."""
-    return {"flag": name, "help": help_text, "click": click_settings}
+def _flag(name: str, help_text: str | None = None, *, internal: bool = False, **click_settings: Any) -> dict[str, Any]:
+    """A field's command-line flag, as click.option takes it; the option's destination is the field's name. An
+    internal flag is one that rlkube sets for the copies it starts itself, never the user."""
+    return {"flag": name, "help": help_text, "internal": internal, "click": click_settings}
 
 
 def _complete_hparams(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
@@ -50,6 +51,21 @@ def _complete_hparams(_ctx: click.Context, _param: click.Parameter, incomplete: 
     from rlkube.rl.hparams import hparams_registry  # noqa: PLC0415
 
     return [name for name in hparams_registry.names() if name.startswith(incomplete)]
+
+
+def _complete_overrides(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --hparam-override: the hparams of the set that --hparams names (before it on the line;
+    else those every set has) as `name=`, then after the `=` a choice's or a bool's values."""
+    from rlkube.rl.hparams import HParams, hparams_registry  # noqa: PLC0415
+
+    set_name = ctx.params.get("hparams")
+    domains = (type(hparams_registry[set_name]()) if set_name in hparams_registry else HParams).domains()
+    done, comma, current = incomplete.rpartition(",")
+    key, equals, value = current.partition("=")
+    if not equals:
+        return [f"{done}{comma}{name}=" for name in domains if name.startswith(key)]
+    offered = domains[key].completions() if key in domains else ()
+    return [f"{done}{comma}{key}={text}" for text in offered if text.startswith(value)]
 
 
 def _complete_env(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
@@ -67,7 +83,8 @@ class TrainOptions:
     hparams: str = field(metadata=_flag("--hparams", "Named hparams set, e.g. dqn_cartpole (or give --hparams-file).",
                                         shell_complete=_complete_hparams))
     overrides: str = field(default="", metadata=_flag(
-        "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).'))
+        "--hparam-override", 'Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).',
+        shell_complete=_complete_overrides))
     env: str | None = field(default=None, metadata=_flag("--env", "Environment, replacing the set's.",
                                                          shell_complete=_complete_env))
     train_steps: int | None = field(default=None, metadata=_flag(
@@ -80,7 +97,7 @@ class TrainOptions:
         "--seed", "Seed of copy 0; copy i gets seed+i.", type=int, show_default=True))
     pbt_interval: int | None = field(default=None, metadata=_flag(
         "--pbt-interval", "At every multiple of this many steps, evaluate, checkpoint and wait for the PBT "
-        "controller's decision (rlkube pbt sets it).", type=click.IntRange(min=1)))
+        "controller's decision (rlkube pbt sets it).", internal=True, type=click.IntRange(min=1)))
     # Unset by default, so that a submission's arguments stay as they were; the runner tests the best policy then.
     test_policy: str | None = field(default=None, metadata=_flag(
         "--test-policy", "Which policy the final test (and --no-training) runs: the best evaluation's weights, or the "
@@ -153,14 +170,16 @@ class TrainOptions:
         return hp
 
 
-def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a click command every TrainOptions flag; it receives them as one `options: TrainOptions` argument."""
+def with_train_options(command: Callable[..., Any], *, hide_internal: bool = False) -> Callable[..., Any]:
+    """Give a click command every TrainOptions flag; it receives them as one `options: TrainOptions` argument.
+    With `hide_internal`, the internal flags are still taken but left out of its --help."""
 
     @functools.wraps(command)  # keeps the options declared below this decorator
     def with_options(**kwargs: Any) -> Any:
         return command(options=TrainOptions.from_click(kwargs), **kwargs)
 
     flags = [click.option(option.metadata["flag"], option.name, help=option.metadata["help"],
+                          hidden=hide_internal and option.metadata["internal"],
                           **({} if option.default is dataclasses.MISSING else {"default": option.default}),
                           **option.metadata["click"])
              for option in dataclasses.fields(TrainOptions)]
@@ -171,6 +190,12 @@ def with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Instead of --hparams: YAML with 'hparams: SET' and 'overrides: {lr: 0.0003, hidden_sizes: [64, 64]}' "
              "(rlkube sweep best writes one); --hparam-override applies on top."))
     return functools.reduce(lambda decorated, flag: flag(decorated), reversed(flags), with_options)
+
+
+def with_train_options_hiding_internal(command: Callable[..., Any]) -> Callable[..., Any]:
+    """with_train_options for the commands whose copies rlkube starts and paces itself (`sweep start`, `pbt
+    start`): --pbt-interval is the PBT controller's to set for its members, so their --help leaves it out."""
+    return with_train_options(command, hide_internal=True)
 
 
 HPARAMS_FILE_KEYS = ("hparams", "overrides")

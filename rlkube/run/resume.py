@@ -65,6 +65,6 @@ def record_hparams_changes(copy_dir: Path, hp: HParams, changes: dict[str, tuple
 
 def pickled_envs(envs: gym.vector.VectorEnv | None) -> bytes | None:
     """The env state itself, so a resumed run continues mid-episode (sync vector envs only)."""
-    if envs is None or isinstance(envs, gym.vector.AsyncVectorEnv):
+    if not isinstance(envs, gym.vector.SyncVectorEnv):
         return None
     return pickle.dumps(envs)

@@ -112,7 +112,7 @@ class Runner:
             raise UserError(f"--no-training needs a checkpoint, and {self.checkpoint_dir} has none; "
                             f"train first or point --output-dir at a trained run")
         self.copy_dir.mkdir(parents=True, exist_ok=True)
-        restored = checkpoint.load(latest) if latest else None
+        restored = self._load(latest) if latest else None
         exploit = exploit_record(self.copy_dir, restored["loop"].step) if restored else None
         if exploit:  # the checkpoint is another member's; the logs are this one's, as long as they were then
             restored["logs"] = exploit["logs"]
@@ -334,7 +334,7 @@ class Runner:
         hp = decided_hparams(self.hp, decision)
         self.hparams_changes = check_same_hparams(self.copy_dir, hp)
         self.hp = hp
-        self._restore(checkpoint.load(donor_checkpoint))
+        self._restore(self._load(donor_checkpoint))
         self._take_own_random_streams(exploit_record(self.copy_dir, step))
 
     def _take_own_random_streams(self, exploit: dict[str, Any]) -> None:
@@ -361,6 +361,13 @@ class Runner:
         })
         self._sync()
 
+    def _load(self, path: Path) -> dict[str, Any]:
+        """The checkpoint at `path` as this rlkube saves it: one of format 1 gets its agent state upgraded."""
+        saved = checkpoint.load(path)
+        if layout.checkpoint_format(path) == 1:
+            saved["agent"] = self.agent.upgrade_state(saved["agent"])
+        return saved
+
     def _restore(self, saved: dict[str, Any]) -> None:
         self.agent.load_state_dict(saved["agent"])
         # The checkpoint holds the saved run's values of the hparams a resume may change (Adam's learning rate).
@@ -377,7 +384,8 @@ class Runner:
             self.envs.close()
             self.envs = pickle.loads(saved["envs"])
         else:
-            # Async envs live in their processes and cannot be saved: the resumed run starts new episodes.
+            # Async envs live in their processes, envpool's in C++, and neither can be saved: the resumed run starts
+            # new episodes.
             self.obs, _ = self.envs.reset(seed=self.options.seed + self.state.step)
             self.state.episode_returns[:] = 0.0
             self.state.episode_lengths[:] = 0

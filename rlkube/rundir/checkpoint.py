@@ -24,15 +24,19 @@ KEEP = 2
 def latest(directory: Path) -> Path | None:
     """The newest complete checkpoint under `directory`, if any.
 
-    A directory with checkpoints from before the COMPLETE marker is refused rather than ignored: starting afresh
-    there would overwrite the run's logs.
+    A directory with checkpoints from before the COMPLETE marker, or whose newest checkpoint is of a format this
+    rlkube does not read (layout.checkpoint_format), is refused rather than ignored: starting afresh there would
+    overwrite the run's logs.
     """
     if unmarked := layout.unmarked_checkpoints(directory):
         raise UserError(f"{directory} holds checkpoints of an older rlkube ({unmarked[-1].name} has no "
                         f"{layout.COMPLETE_MARKER} marker); train into a new --output-dir, or finish this run "
                         f"with the rlkube version that started it")
     found = layout.complete_checkpoints(directory)
-    return found[-1][1] if found else None
+    if not found:
+        return None
+    layout.checkpoint_format(found[-1][1])
+    return found[-1][1]
 
 
 def has_checkpoint(copy_dir: Path) -> bool:
@@ -64,10 +68,17 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     temporary = layout.temporary_checkpoint(directory, str(step))
     temporary.mkdir()
-    size = _write_synced(temporary / layout.STATE_FILE,
-                         lambda handle: pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL))
-    _write_synced(temporary / layout.COMPLETE_MARKER,
-                  lambda handle: handle.write(layout.marker(step, {layout.STATE_FILE: size})))
+    sizes: dict[str, int] = {}
+
+    def write(name: str) -> bool:
+        if name == layout.COMPLETE_MARKER:
+            _write_synced(temporary / name, lambda handle: handle.write(layout.marker(step, sizes)))
+        else:
+            sizes[name] = _write_synced(temporary / name,
+                                        lambda handle: pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        return True
+
+    layout.write_marker_last([layout.STATE_FILE], write)
     _fsync_dir(temporary)
     final = directory / layout.checkpoint_name(step)
     if final.exists():
@@ -80,6 +91,9 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
 
 
 def load(path: Path) -> dict[str, Any]:
+    """The state of the complete checkpoint at `path`, as saved; one line instead if this rlkube cannot read its
+    format (layout.checkpoint_format says which it is)."""
+    layout.checkpoint_format(path)
     with open(path / layout.STATE_FILE, "rb") as handle:
         return pickle.load(handle)
 

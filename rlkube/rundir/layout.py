@@ -17,19 +17,26 @@ An experiment's directory holds the summary across copies and one directory per 
         checkpoints/
             ckpt-<step>/
                 state.pkl         everything a resume needs
-                COMPLETE          written last: the checkpoint's files and their sizes
+                COMPLETE          written last: the checkpoint's files and their sizes, its format (FORMAT)
             .tmp-*                a save or a download in progress
 
 A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files that
-all exist with the listed sizes (`is_complete`). Saves, uploads and downloads all write the marker last.
+all exist with the listed sizes (`is_complete`). Saves, uploads, downloads and PBT's copies all write it through
+`write_marker_last`.
+
+The directory's format has a version (FORMAT), which each checkpoint's marker records with the rlkube that wrote
+it: a checkpoint is what a later rlkube reads to continue a run. `checkpoint_format` tells a reader whether it can.
 """
 
 import contextlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+
+from rlkube import __version__
+from rlkube.errors import UserError
 
 COPY_PREFIX = "copy-"
 COPIES_FILE = "copies.json"
@@ -46,7 +53,8 @@ TRACKING_FILE = "tracking.json"
 # Written by PBT into a member's directory beside the donor's checkpoint it copied there (rlkube.launch.pbt).
 EXPLOIT_FILE = "exploit.json"
 # The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.storage.pbt_decisions).
-PBT_DECISION_GLOB = "pbt-decision-*.json"
+PBT_DECISION_PREFIX = "pbt-decision-"
+PBT_DECISION_GLOB = f"{PBT_DECISION_PREFIX}*.json"
 # The best evaluation's policy (rlkube.rundir.checkpoint.save_best): one file, so one rename replaces it.
 BEST_POLICY = "best/policy.pkl"
 CHECKPOINTS = "checkpoints"
@@ -54,6 +62,14 @@ CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"
 COMPLETE_MARKER = "COMPLETE"
 TEMPORARY_GLOB = ".tmp-*"
+
+# The run directory's format. Bump it with any change that an older rlkube would misread, or that would make this
+# one misread an older directory, and teach `rlkube.run` to upgrade the older one where that is cheap:
+#   1  no version in the marker: each agent family's own state shape (DQN's flat lists, the continuous agents'
+#      `variables`), upgraded on load (Agent.upgrade_state)
+#   2  every agent's state in one named shape (rlkube.rl.agents.base.AgentState)
+FORMAT = 2
+OLDEST_FORMAT = 1  # the oldest this rlkube still resumes
 
 _CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINTS}/({CHECKPOINT_PREFIX}\d+)/(.+)$")
 
@@ -78,6 +94,16 @@ def copy_url(output_url: str, index: int) -> str:
 def summary_file(training: bool) -> str:
     """The final numbers of a training run, or of a test-only run (--no-training), which must not replace them."""
     return SUMMARY_FILE if training else TEST_SUMMARY_FILE
+
+
+def pbt_decision_name(step: int) -> str:
+    return f"{PBT_DECISION_PREFIX}{step}.json"
+
+
+def pbt_decision_step(name: str) -> int | None:
+    """The boundary step of a PBT decision's file name (pbt-decision-<step>.json); None for any other name."""
+    step = name.removeprefix(PBT_DECISION_PREFIX).removesuffix(".json")
+    return int(step) if name.startswith(PBT_DECISION_PREFIX) and name.endswith(".json") and step.isdigit() else None
 
 
 def is_event_file(name: str) -> bool:
@@ -131,8 +157,9 @@ def temporary_checkpoint(checkpoints: Path, label: str) -> Path:
 
 
 def marker(step: int, files: Mapping[str, int]) -> bytes:
-    """The COMPLETE marker's content: the step and each file of the checkpoint with its size in bytes."""
-    return json.dumps({"step": step, "files": dict(files)}).encode()
+    """The COMPLETE marker's content: the step, each file of the checkpoint with its size in bytes, and the format
+    and rlkube version that wrote it."""
+    return json.dumps({"step": step, "files": dict(files), "format": FORMAT, "rlkube": __version__}).encode()
 
 
 def parse_marker(data: bytes | str) -> dict[str, int] | None:
@@ -142,6 +169,18 @@ def parse_marker(data: bytes | str) -> dict[str, int] | None:
         if isinstance(files, dict) and all(isinstance(size, int) for size in files.values()):
             return files
     return None
+
+
+def write_marker_last(files: Iterable[str], write: Callable[[str], bool],
+                      remove_marker: Callable[[], object] | None = None) -> bool:
+    """Write a checkpoint's files so that no reader ever takes it for complete before they are all there: the
+    marker it may already have is removed first (`remove_marker`), then each of `files` is written
+    (`write(name)`), then the marker itself (`write(COMPLETE_MARKER)`). `write` returns False when it could not
+    write a file because its source is gone (pruned meanwhile); the marker is then not written and this returns
+    False: the checkpoint stays incomplete, never mixed."""
+    if remove_marker is not None:
+        remove_marker()
+    return all(write(name) for name in files) and write(COMPLETE_MARKER)
 
 
 def is_complete(sizes: Mapping[str, int], listed: Mapping[str, int] | None) -> bool:
@@ -165,6 +204,23 @@ def read_marker(path: Path) -> dict[str, int] | None:
         return parse_marker((path / COMPLETE_MARKER).read_bytes())
     except OSError:
         return None
+
+
+def checkpoint_format(path: Path) -> int:
+    """The format of the complete checkpoint at `path`, if this rlkube reads it; otherwise one line that says which
+    rlkube wrote it and what to do."""
+    try:
+        written = json.loads((path / COMPLETE_MARKER).read_bytes())
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path / COMPLETE_MARKER} ({error}); train into a new --output-dir") from None
+    version = written.get("format", 1)  # markers before versions had none
+    if OLDEST_FORMAT <= version <= FORMAT:
+        return version
+    by = f"rlkube {written['rlkube']}" if "rlkube" in written else "another rlkube"
+    readable = f"{OLDEST_FORMAT}-{FORMAT}" if OLDEST_FORMAT < FORMAT else f"{FORMAT}"
+    advice = "upgrade rlkube" if version > FORMAT else "finish it with the rlkube that started it"
+    raise UserError(f"{path} was written by {by} in run-directory format {version}, and this rlkube "
+                    f"({__version__}) reads formats {readable}: {advice}, or train into a new --output-dir")
 
 
 def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:

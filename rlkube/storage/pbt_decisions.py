@@ -2,31 +2,25 @@
 directory, wherever the member works from (a local path, or its bucket), and the member, waiting there at its
 checkpoint, goes on with it (rlkube.run.pbt_member).
 
-pbt-decision-<step>.json holds {"generation", "step", "hparams": {name: value}, "exploit": null or {"donor"}}:
-the member's mutated hparams from that step on, and whether its checkpoint at that step was replaced by a donor's
-(the exploit record beside it, layout.EXPLOIT_FILE, has the seed of the member's own streams). A member that
-restarts takes the hparams of the newest decision at or before its checkpoint, so a restart and an uninterrupted
-run go on alike.
+Each decision file (pbt-decision-<step>.json, named in rlkube.rundir.layout) holds {"generation", "step",
+"hparams": {name: value}, "exploit": null or {"donor"}}: the member's mutated hparams from that step on, and
+whether its checkpoint at that step was replaced by a donor's (the exploit record beside it, layout.EXPLOIT_FILE,
+has the seed of the member's own streams). A member that restarts takes the hparams of the newest decision at or
+before its checkpoint, so a restart and an uninterrupted run go on alike.
 """
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from rlkube.rundir.layout import pbt_decision_name, pbt_decision_step
 from rlkube.storage import filesystems
-
-_DECISION = re.compile(r"^pbt-decision-(\d+)\.json$")
-
-
-def decision_name(step: int) -> str:
-    return f"pbt-decision-{step}.json"
 
 
 def write_decision(copy_location: str | Path, decision: dict[str, Any]) -> None:
     """Write the decision whole: a member polling for it never reads half of one."""
     fs, root = filesystems.filesystem_for(copy_location)
-    name = decision_name(decision["step"])
+    name = pbt_decision_name(decision["step"])
     if filesystems.is_remote(str(copy_location)):
         fs.pipe(f"{root}/{name}", json.dumps(decision).encode())  # an object appears whole
         return
@@ -37,7 +31,7 @@ def write_decision(copy_location: str | Path, decision: dict[str, Any]) -> None:
 
 def read_decision(copy_location: str | Path, step: int) -> dict[str, Any] | None:
     fs, root = filesystems.filesystem_for(copy_location)
-    path = f"{root}/{decision_name(step)}"
+    path = f"{root}/{pbt_decision_name(step)}"
     return json.loads(fs.cat(path)) if fs.exists(path) else None
 
 
@@ -46,7 +40,6 @@ def latest_decision(copy_location: str | Path, up_to: int) -> dict[str, Any] | N
     fs, root = filesystems.filesystem_for(copy_location)
     if not fs.exists(root):
         return None
-    steps = [int(match.group(1)) for entry in fs.ls(root, detail=False)
-             if (match := _DECISION.match(str(entry).rstrip("/").rsplit("/", 1)[-1]))]
-    steps = [step for step in steps if step <= up_to]
+    steps = [pbt_decision_step(str(entry).rstrip("/").rsplit("/", 1)[-1]) for entry in fs.ls(root, detail=False)]
+    steps = [step for step in steps if step is not None and step <= up_to]
     return read_decision(copy_location, max(steps)) if steps else None

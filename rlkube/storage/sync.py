@@ -8,11 +8,11 @@ Rules shared by the writer and every reader:
 * A checkpoint `checkpoints/ckpt-<step>/` counts only once it is complete by rlkube.rundir.layout's one rule, the
   same on a disk and in a bucket: its `COMPLETE` marker exists and every file the marker lists exists with the
   listed size. A local save writes the marker last before the checkpoint appears by one rename; the writer here
-  uploads the checkpoint's files first and its marker last; before it replaces a checkpoint that already has a
-  marker, it deletes the marker; when it prunes one, it deletes the marker before the data. So a reader never
-  sees a partial checkpoint as complete, whatever instant a sync dies at. (Each object PUT is atomic on S3 and
-  GCS; the marker makes the rule hold for any number of files.) A download writes the marker last too, into a
-  temporary directory that appears by one rename.
+  uploads the checkpoint's files first and its marker last, and before it replaces a checkpoint that already has
+  a marker, it deletes the marker (both through layout.write_marker_last); when it prunes one, it deletes the
+  marker before the data. So a reader never sees a partial checkpoint as complete, whatever instant a sync dies
+  at. (Each object PUT is atomic on S3 and GCS; the marker makes the rule hold for any number of files.) A
+  download writes the marker last too, into a temporary directory that appears by one rename.
 * Hidden files and directories are never synced: `checkpoints/.tmp-*` (a save in progress), partial downloads,
   and the sync manifest `.rlkube-sync.json`.
 * The manifest records, per file, which remote object (size and ETag or GCS generation) a local file (size and
@@ -255,6 +255,22 @@ def _by_step(checkpoints: Iterable[str]) -> list[str]:
     return sorted(checkpoints, key=lambda name: layout.checkpoint_step(name) or 0)
 
 
+def _upload_marker_last(local_dir: Path, name: str, changed: list[str], remote: _Remote, manifest: _Manifest,
+                        stats: SyncStats, replacing: bool) -> bool:
+    """Upload checkpoint `name`'s `changed` files, then its marker; a marker already `replacing` goes first, as the
+    checkpoint is about to change. False when a file is gone since the scan (the marker is then not uploaded)."""
+
+    def upload(file: str) -> bool:
+        return _upload(local_dir, layout.checkpoint_path(name, file), remote, manifest, stats)
+
+    def remove_marker() -> None:
+        remote.delete([_marker_path(name)])
+        stats.files_deleted += 1
+
+    files = [rel.rsplit("/", 1)[1] for rel in changed]
+    return layout.write_marker_last(files, upload, remove_marker if changed and replacing else None)
+
+
 def sync_up(local_dir: Path, remote_url: str) -> SyncStats:
     """Mirror a copy's run directory to `remote_url`, uploading only new or changed files.
 
@@ -332,13 +348,8 @@ def _sync_up(local_dir: Path, remote: _Remote, theirs: dict[str, _RemoteFile], m
                    if rel != marker and _needs_upload(rel, ours[rel], theirs, manifest)]
         if not changed and not _needs_upload(marker, ours[marker], theirs, manifest):
             continue
-        if changed and marker in theirs:
-            remote.delete([marker])  # it is about to change: incomplete until the new marker is written
-            stats.files_deleted += 1
-        uploaded = [_upload(local_dir, rel, remote, manifest, stats) for rel in changed]
-        if not all(uploaded):
+        if not _upload_marker_last(local_dir, name, changed, remote, manifest, stats, replacing=marker in theirs):
             continue  # pruned since the scan: without its marker the remote copy never counts, and goes next sync
-        _upload(local_dir, marker, remote, manifest, stats)
         # Files of this checkpoint that are not part of it any more.
         stale = [rel for rel in remote_checkpoints.get(name, []) if rel not in local_checkpoints[name]]
         remote.delete(stale)
@@ -474,15 +485,21 @@ def _sync_checkpoint(remote: _Remote, name: str, checkpoint: _RemoteCheckpoint, 
     checkpoints = local_dir / layout.CHECKPOINTS
     temporary = layout.temporary_checkpoint(checkpoints, f"pull-{name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        for rel in checkpoint.files:
-            if not _download(remote, rel, theirs[rel], temporary / rel.rsplit("/", 1)[1], None, stats):
-                return  # pruned or replaced while we read it: leave the local checkpoints as they were
-        marker = temporary / layout.COMPLETE_MARKER
+
+    def download(file: str) -> bool:
+        if file != layout.COMPLETE_MARKER:
+            rel = layout.checkpoint_path(name, file)
+            return _download(remote, rel, theirs[rel], temporary / file, None, stats)
+        marker = temporary / file
         marker.write_bytes(checkpoint.marker)  # read already, to verify the checkpoint
         _set_mtime(marker, theirs[checkpoint.marker_path])
         stats.files_downloaded += 1
         stats.bytes_downloaded += len(checkpoint.marker)
+        return True
+
+    try:
+        if not layout.write_marker_last([rel.rsplit("/", 1)[1] for rel in checkpoint.files], download):
+            return  # pruned or replaced while we read it: leave the local checkpoints as they were
         final = checkpoints / name
         if final.exists():
             shutil.rmtree(final)

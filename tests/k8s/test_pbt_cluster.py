@@ -36,6 +36,7 @@ def wait_for_controller_end(timeout: float) -> str:
     return log_path.read_text()
 
 
+@pytest.mark.full
 def test_pbt_members_run_as_one_job_exploit_through_the_bucket_and_a_killed_one_resumes(
         e2e: dict[str, Any], pushed_image: str) -> None:
     profiles = yaml.safe_load(Path("rlkube.yaml").read_text())

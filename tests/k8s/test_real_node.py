@@ -99,6 +99,35 @@ def assert_no_duplicated_steps(run_dir: Path) -> None:
         assert len(logged) == len(set(logged)), f"{tag} logs some steps twice: {logged}"
 
 
+def test_smoke_two_copies_of_the_pushed_image_log_and_an_evicted_one_resumes_from_its_checkpoint(
+        e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
+    """The per-change tier's real-node check: the built image, pushed and pulled by digest, runs two copies whose logs
+    `rlkube logs` follows; one copy is evicted after its first complete checkpoint and its replacement resumes from
+    it. The full tier's tests below train to a learning bar and preempt twice."""
+    steps = 6000
+    submit("smoke", pushed_image, "--hparams", "dqn_cartpole", "--copies", "2", "--train-steps", str(steps),
+           "--eval-episodes", "1", "--test-episodes", "1",
+           "--hparam-override", "checkpoint_every=1000,eval_every=3000,log_every=500")
+    assert job_of(e2e, "smoke").spec.template.spec.containers[0].image == pushed_image  # by digest
+    with subprocess.Popen([*RLKUBE, "logs", "smoke"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as following:
+        saved = wait_for_checkpoint(f"{e2e['output']}/smoke/copy-0", after=0)
+        (evicted,) = [p for p in pods_of(e2e, "smoke") if p.status.phase == "Running"
+                      and p.metadata.annotations["batch.kubernetes.io/job-completion-index"] == "0"]
+        client.CoreV1Api(e2e["api"]).create_namespaced_pod_eviction(
+            evicted.metadata.name, e2e["namespace"],
+            client.V1Eviction(metadata=client.V1ObjectMeta(name=evicted.metadata.name, namespace=e2e["namespace"])))
+        replacement = wait_for_replacement(e2e, "smoke", evicted)
+        assert int(wait_for_log(e2e, replacement, r"resumed from \S+ at step (\d+)")) >= saved
+        job = wait_for_job(e2e, "smoke")
+        streamed, _ = following.communicate(timeout=120)
+    assert {c.type for c in job.status.conditions if c.status == "True"} >= {"Complete"}, job.status
+    assert all(pod.spec.node_name == real_node.name for pod in pods_of(e2e, "smoke"))
+    for copy in (0, 1):  # real container output from both copies, prefixed
+        assert f"copy-{copy} | test at step {steps}" in streamed, streamed[-3000:]
+
+
+@pytest.mark.full
 def test_a_pushed_image_trains_two_copies_on_a_real_node_into_a_bucket(e2e: dict[str, Any],
                                                                          real_node: RealNode) -> None:
     with subprocess.Popen([*RLKUBE, "submit", "--cluster", "real", "--build", "cpu", "--hparams", "dqn_cartpole",
@@ -143,6 +172,7 @@ def test_a_pushed_image_trains_two_copies_on_a_real_node_into_a_bucket(e2e: dict
     assert "eval return across 2 copies:" in table
 
 
+@pytest.mark.full
 def test_an_evicted_and_then_a_deleted_pod_resume_from_the_bucket_and_finish_exactly(
         e2e: dict[str, Any], pushed_image: str) -> None:
     steps = 24_000
@@ -212,6 +242,7 @@ def pod_log_if_kept(e2e: dict[str, Any], pod: client.V1Pod) -> str:
         raise
 
 
+@pytest.mark.full
 def test_cancel_leaves_a_complete_checkpoint_in_the_bucket_within_the_grace_period(
         e2e: dict[str, Any], pushed_image: str) -> None:
     # No periodic checkpoint before the cancel: the one in the bucket can only be the one saved on SIGTERM.
@@ -238,6 +269,7 @@ def test_cancel_leaves_a_complete_checkpoint_in_the_bucket_within_the_grace_peri
     assert pods_of(e2e, "stop") == []
 
 
+@pytest.mark.full
 def test_in_cluster_tensorboard_serves_every_copy_from_the_runs_volume(
         e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
     runs = real_node.host_path_volume(e2e["namespace"], "rlkube-runs")
@@ -293,6 +325,7 @@ def fetch_json(url: str, timeout: float, ready: Any) -> Any:
     raise AssertionError(f"{url} did not become ready: {last}")
 
 
+@pytest.mark.full
 def test_workers_share_memory_in_a_pod_and_learn(e2e: dict[str, Any], pushed_image: str) -> None:
     submit("workers", pushed_image, "--hparams", "dqn_cartpole", "--num-workers", "2", "--copies", "2",
            "--eval-episodes", "5", "--test-episodes", "1")
@@ -307,6 +340,7 @@ def test_workers_share_memory_in_a_pod_and_learn(e2e: dict[str, Any], pushed_ima
                                      for copy in (0, 1)])
 
 
+@pytest.mark.full
 def test_a_copy_over_its_memory_limit_is_oom_killed_retried_and_shown_while_the_others_finish(
         e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
     profiles = yaml.safe_load(Path("rlkube.yaml").read_text())

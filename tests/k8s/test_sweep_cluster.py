@@ -161,6 +161,7 @@ def table_rows(text: str) -> list[dict[str, str]]:
     return [{header[a:b].strip(): line[a:b].strip() for a, b in cut} for line in lines]
 
 
+@pytest.mark.full
 def test_a_sweep_runs_trials_as_labelled_jobs_retries_a_killed_one_and_deletes_pruned_ones(
         e2e: dict[str, Any], pushed_image: str) -> None:
     profiles = yaml.safe_load(Path("rlkube.yaml").read_text())

@@ -21,6 +21,7 @@ from test_real_node import RLKUBE, read_url, rlkube
 pytestmark = pytest.mark.xdist_group("k8s")
 
 
+@pytest.mark.full
 def test_the_users_three_commands_work_as_typed_on_a_cluster(e2e: dict[str, Any], pushed_image: str) -> None:
     profiles = yaml.safe_load(Path("rlkube.yaml").read_text())
     profiles["real"]["image"] = pushed_image

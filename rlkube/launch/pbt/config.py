@@ -18,11 +18,11 @@ from rlkube.errors import UserError
 from rlkube.launch.spec import MAX_NAME_LENGTH, check_name
 from rlkube.launch.sweep.config import OBJECTIVE, copy_value
 from rlkube.launch.sweep.space import Dimension, SearchSpace, check_space
-from rlkube.rl.hparams import HParams
+from rlkube.rl.hparams import Domain, HParams
 from rlkube.run.options import TrainOptions
 
 DEFAULT_METRIC = "last:2"
-Limits = dict[str, tuple[float | None, float | None]]
+Limits = dict[str, Domain]  # each mutated hparam's own domain, which a perturbed value is kept within
 # The stream of generation g's decisions is (seed, g + 1); (seed, 0) draws the initial population.
 INITIAL_STREAM = 0
 
@@ -178,11 +178,7 @@ def _explore(dimension: Dimension, value: Any, config: PBTConfig, limits: Limits
         index = dimension.choices.index(value)
         neighbours = [i for i in (index - 1, index + 1) if 0 <= i < len(dimension.choices)]
         return dimension.choices[neighbours[int(rng.integers(len(neighbours)))]]
-    low, high = limits.get(dimension.name, (None, None))
-    moved = value * config.perturb[int(rng.integers(2))]
-    moved = max(moved, low) if low is not None else moved
-    moved = min(moved, high) if high is not None else moved
-    return _kept(dimension, moved)
+    return _kept(dimension, limits[dimension.name].clamp(value * config.perturb[int(rng.integers(2))]))
 
 
 def _kept(dimension: Dimension, value: float) -> int | float:
@@ -192,9 +188,8 @@ def _kept(dimension: Dimension, value: float) -> int | float:
 
 
 def hparam_limits(hp: HParams, space: SearchSpace) -> Limits:
-    """Each mutated hparam's own allowed range (its field's lo and hi; None where it has no bound)."""
-    fields = {f.name: f for f in dataclasses.fields(hp)}
-    return {name: (fields[name].metadata.get("lo"), fields[name].metadata.get("hi")) for name in space}
+    """Each mutated hparam's own domain: the range a perturbed value is kept within."""
+    return {name: hp.domain(name) for name in space}
 
 
 def initial_params(config: PBTConfig, space: SearchSpace) -> list[dict[str, Any]]:

@@ -17,8 +17,6 @@ seed and the members' evaluations), and adopts the members' experiment.
 import dataclasses
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
+from rlkube.launch.detached import DetachedLoop, log_line, stop_on_signals
 from rlkube.launch.pbt.config import (
     PBTConfig,
     check_mutations,
@@ -142,7 +141,7 @@ def plot_schedule(segments: list[dict[str, Any]], path: Path, title: str) -> Non
     try:
         figure.savefig(path, dpi=110)
     except OSError as error:
-        raise UserError(f"cannot write {path} ({error.strerror}); choose another -o") from None
+        raise UserError(f"cannot write {path} ({error.strerror}); choose another --output-file") from None
     finally:
         plt.close(figure)
 
@@ -164,28 +163,22 @@ def compare(original: str, replay: str) -> list[str]:
     return differences
 
 
+def controller_process(name: str) -> DetachedLoop:
+    return DetachedLoop("controller", MODULE, name, pbt_dir(name) / LOG_FILE)
+
+
 def controller_alive(name: str) -> int | None:
-    """The pid of the run's controller, if one is running (not a reused pid: its command names the run)."""
+    """The pid of the run's controller, if one is running."""
     path = pbt_dir(name) / PID_FILE
-    if not path.exists():
-        return None
-    pid = int(path.read_text())
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    return pid if MODULE.encode() in command and name.encode() in command else None
+    pid = int(path.read_text()) if path.exists() else None
+    return pid if controller_process(name).is_running(pid) else None
 
 
 def launch(name: str) -> int:
     """Start the controller detached, logging to the run's directory; returns its pid."""
-    directory = pbt_dir(name)
-    with open(directory / LOG_FILE, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", MODULE, name], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    (directory / PID_FILE).write_text(str(process.pid))
-    return process.pid
+    pid = controller_process(name).launch()
+    (pbt_dir(name) / PID_FILE).write_text(str(pid))
+    return pid
 
 
 class Controller:
@@ -319,23 +312,19 @@ class Controller:
 
 
 def main(name: str) -> int:
-    def emit(line: str) -> None:
-        print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S} {line}", flush=True)
-
     try:
-        controller = Controller(load_config(name), emit)
+        controller = Controller(load_config(name), log_line)
     except UserError as error:
-        emit(f"error: {error}")
+        log_line(f"error: {error}")
         return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: controller.stop())
+    stop_on_signals(controller.stop)
     config = controller.config
-    emit(f"controller of PBT {name} (pid {os.getpid()}): {config.population} members, {len(controller.boundaries)} "
-         f"generations of {config.interval} steps, on {config.cluster}")
+    log_line(f"controller of PBT {name} (pid {os.getpid()}): {config.population} members, "
+             f"{len(controller.boundaries)} generations of {config.interval} steps, on {config.cluster}")
     try:
         return 0 if controller.run() else 1
     except UserError as error:
-        emit(f"error: {error}")
+        log_line(f"error: {error}")
         return 2
 
 

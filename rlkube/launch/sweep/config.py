@@ -11,10 +11,9 @@ from typing import Any
 
 from rlkube.errors import UserError
 from rlkube.launch.spec import MAX_NAME_LENGTH, check_name
+from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
 from rlkube.run.options import CopyPlan, TrainOptions
 
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid")
-PRUNERS = ("median", "halving", "hyperband", "wilcoxon", "none")
 OBJECTIVE = re.compile(r"^(final|best|last:([1-9]\d*))$")
 DEFAULT_OBJECTIVE = "last:3"
 TRIAL_SUFFIX = "-t{number}"
@@ -31,8 +30,8 @@ class SweepConfig:
     trials: int
     parallel: int
     seeds: int
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: str = SAMPLERS.default()
+    pruner: str = PRUNERS.default()
     objective: str = DEFAULT_OBJECTIVE
     retries: int = 1
     poll_seconds: float = 5.0
@@ -61,10 +60,8 @@ def check_sweep_flags(name: str, sampler: str, pruner: str, objective: str, tria
     if len(name) > MAX_SWEEP_NAME_LENGTH:
         raise UserError(f"sweep name '{name}' is too long: its trials add '-t<n>', so use at most "
                         f"{MAX_SWEEP_NAME_LENGTH} characters")
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler '{sampler}'; use one of {', '.join(SAMPLERS)}")
-    if pruner not in PRUNERS:
-        raise UserError(f"unknown pruner '{pruner}'; use one of {', '.join(PRUNERS)}")
+    SAMPLERS[sampler]  # an unknown name raises, listing the known ones
+    PRUNERS[pruner]
     if not OBJECTIVE.match(objective):
         raise UserError(f"bad --objective '{objective}'; use final, best, or last:N (the mean of the last N "
                         f"evaluations)")

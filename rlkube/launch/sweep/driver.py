@@ -13,8 +13,6 @@ a fresh trial past --trials is told FAIL as surplus at once. So N slots run howe
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
+from rlkube.launch.detached import DetachedLoop, log_line, stop_on_signals
 from rlkube.launch.spec import build_spec, current_provenance
 from rlkube.launch.sweep import study as studies
 from rlkube.launch.sweep.config import (
@@ -37,6 +36,7 @@ from rlkube.launch.sweep.config import (
     intermediate_values,
     per_seed_values,
 )
+from rlkube.launch.sweep.methods import PRUNERS
 from rlkube.launch.sweep.space import check_space, overrides_of
 from rlkube.launch.targets.base import CopyStatus, target_for
 from rlkube.rundir.across_copies import mean_and_std
@@ -209,7 +209,7 @@ class Driver:
             self.emit(f"trial {number}: cannot read {live.record.name} now: {error}")
             return
         self._record_steps(live, copies)
-        values = (per_seed_values if self.config.pruner == "wilcoxon" else intermediate_values)(
+        values = (per_seed_values if PRUNERS[self.config.pruner].per_seed else intermediate_values)(
             evaluations, self.config.seeds)
         new = [step for step in values if step not in live.reported]
         for step in new:
@@ -306,45 +306,34 @@ def cancel_orphans(study: optuna.Study, driver_id: str) -> list[str]:
     return cancelled
 
 
+def driver_process(name: str) -> DetachedLoop:
+    return DetachedLoop("driver", MODULE, name, sweep_dir(name) / DRIVER_LOG)
+
+
 def driver_alive(sweep: store.SweepRecord) -> bool:
-    """Whether the sweep's recorded driver process is running (not a reused pid: its command names the sweep)."""
-    if not sweep.driver_pid:
-        return False
-    try:
-        command = Path(f"/proc/{sweep.driver_pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return MODULE.encode() in command and sweep.name.encode() in command
+    """Whether the sweep's recorded driver process is running."""
+    return driver_process(sweep.name).is_running(sweep.driver_pid)
 
 
 def launch(sweep: store.SweepRecord) -> store.SweepRecord:
     """Start the driver detached, logging to the sweep's directory; returns the record with its pid."""
-    directory = sweep_dir(sweep.name)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / DRIVER_LOG, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", MODULE, sweep.name], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    started = store.SweepRecord(sweep.name, sweep.storage, sweep.driver_id, process.pid, sweep.created)
+    pid = driver_process(sweep.name).launch()
+    started = store.SweepRecord(sweep.name, sweep.storage, sweep.driver_id, pid, sweep.created)
     store.save_sweep(started)
     return started
 
 
 def main(name: str) -> int:
-    def emit(line: str) -> None:
-        print(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S} {line}", flush=True)
-
     try:
         sweep = store.get_sweep(name)
         study, config = studies.load(name, sweep.storage)
-        driver = Driver(study, config, sweep.driver_id, emit)
+        driver = Driver(study, config, sweep.driver_id, log_line)
     except UserError as error:
-        emit(f"error: {error}")
+        log_line(f"error: {error}")
         return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _signum, _frame: driver.stop())
-    emit(f"driver of sweep {name} (pid {os.getpid()}): {config.trials} trials x {config.seeds} seeds, "
-         f"{config.parallel} at a time, sampler {config.sampler}, pruner {config.pruner}, on {config.cluster}")
+    stop_on_signals(driver.stop)
+    log_line(f"driver of sweep {name} (pid {os.getpid()}): {config.trials} trials x {config.seeds} seeds, "
+             f"{config.parallel} at a time, sampler {config.sampler}, pruner {config.pruner}, on {config.cluster}")
     driver.run()
     return 0
 

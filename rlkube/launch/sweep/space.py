@@ -7,21 +7,20 @@ A space file is YAML, one hparam a key:
     n_steps: {int: [16, 256], log: true}
     hidden_sizes: {choice: [[64, 64], [256, 256]]}
 
-Every mistake is found before anything is submitted, each reported on its own line. Without a file, each agent
-has a default space, as rl-baselines3-zoo's samplers do. Pure: Optuna's distributions are made in study.py.
+Every mistake is found before anything is submitted, each reported on its own line. Without a file, each agent's
+hparams type has a default space (its `sweep_space`), as rl-baselines3-zoo's samplers do. Each hparam's type, range
+and choices are the hparams' own answer (HParams.domain). Pure: Optuna's distributions are made in study.py.
 """
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlkube.errors import UserError, unknown_name
-from rlkube.rl.hparams import HParams
-from rlkube.rl.hparams.base import _field_type, _parse_value, validate
+from rlkube.rl.hparams import Domain, HParams
+from rlkube.rl.hparams.base import validate
 from rlkube.run.options import override_text, read_yaml
 
 KINDS = ("uniform", "log_uniform", "int", "choice")
@@ -65,9 +64,9 @@ def _as_number(value: Any) -> Any:
 
 def _dimension(name: str, entry: Any, hp: HParams) -> Dimension:
     """One entry of a space file, checked against the hparam's type, range and choices."""
-    fields = {f.name: f for f in dataclasses.fields(hp)}
-    if name not in fields:
-        raise unknown_name(f"{type(hp).__name__} hparam", name, [n for n in fields if n not in NOT_SEARCHABLE])
+    domains = hp.domains()
+    if name not in domains:
+        raise unknown_name(f"{type(hp).__name__} hparam", name, [n for n in domains if n not in NOT_SEARCHABLE])
     if name in NOT_SEARCHABLE:
         raise UserError(f"'{name}' is fixed for the whole sweep (use --hparams, --env or --train-steps), not searched")
     kinds = [k for k in KINDS if isinstance(entry, dict) and k in entry]
@@ -78,18 +77,16 @@ def _dimension(name: str, entry: Any, hp: HParams) -> Dimension:
     kind, bounds = kinds[0], entry[kinds[0]]
     if kind != "choice" and isinstance(bounds, list):
         bounds = [_as_number(bound) for bound in bounds]
-    hint = _field_type(type(hp), name)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    meta = fields[name].metadata
+    domain = domains[name]
     if kind == "choice":
-        return _choice(name, bounds, hp, hint)
+        return _choice(domain, bounds, hp)
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds)):
         raise UserError(f"'{name}': {kind} takes two numbers [low, high], got {bounds!r}")
     low, high = bounds
-    if hint not in (int, float) or (hint is int and kind != "int"):
-        want = "int or choice" if hint is int else "choice"
-        raise UserError(f"'{name}' is {getattr(hint, '__name__', hint)}, so it takes {want}, not {kind}")
+    if domain.sequence or domain.type not in (int, float) or (domain.type is int and kind != "int"):
+        want = "int or choice" if domain.type is int and not domain.sequence else "choice"
+        raise UserError(f"'{name}' is {'tuple' if domain.sequence else domain.type.__name__}, so it takes {want}, "
+                        f"not {kind}")
     if kind == "int" and not all(float(b).is_integer() for b in bounds):
         raise UserError(f"'{name}': int takes whole numbers, got {bounds!r}")
     if low >= high:
@@ -97,35 +94,29 @@ def _dimension(name: str, entry: Any, hp: HParams) -> Dimension:
     log = kind == "log_uniform" or bool(entry.get("log", False))
     if log and low <= 0:
         raise UserError(f"'{name}': a log scale needs low > 0, got {low}")
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if (lo is not None and low < lo) or (hi is not None and high > hi):
-        allowed = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise UserError(f"'{name}': [{low}, {high}] leaves its allowed range {allowed}")
+    if domain.clamp(low) != low or domain.clamp(high) != high:
+        raise UserError(f"'{name}': [{low}, {high}] leaves its allowed range {domain.range_text}")
     if kind == "int":
         return Dimension(name, kind, int(low), int(high), log)
     return Dimension(name, "uniform", float(low), float(high), log)
 
 
-def _choice(name: str, values: Any, hp: HParams, hint: Any) -> Dimension:
+def _choice(domain: Domain, values: Any, hp: HParams) -> Dimension:
+    name = domain.name
     if not isinstance(values, list) or not values:
         raise UserError(f"'{name}': choice takes a non-empty list, got {values!r}")
     texts = []
     for value in values:
         text = override_text(value)
         try:  # parsed and checked exactly as an override would be
-            validate(dataclasses.replace(hp, **{name: _parsed(hp, name, text)}))
+            validate(dataclasses.replace(hp, **{name: domain.parse(text)}))
         except UserError as error:
             raise UserError(f"'{name}': choice {value!r}: {error}") from None
         texts.append(text)
     if len(set(texts)) != len(texts):
         raise UserError(f"'{name}': choice lists a value twice: {values!r}")
-    tuple_valued = typing.get_origin(hint) is tuple
-    return Dimension(name, "choice", choices=tuple(texts if tuple_valued else (
-        _parsed(hp, name, text) for text in texts)))
-
-
-def _parsed(hp: HParams, name: str, text: str) -> Any:
-    return _parse_value(name, text, _field_type(type(hp), name))
+    return Dimension(name, "choice", choices=tuple(texts if domain.sequence else (
+        domain.parse(text) for text in texts)))
 
 
 def check_space(raw: Any, hp: HParams, source: str) -> SearchSpace:
@@ -149,28 +140,12 @@ def read_space(path: Path, hp: HParams) -> SearchSpace:
     return check_space(read_yaml(path, "--space", shape), hp, f"--space {path}")
 
 
-# rl-baselines3-zoo's samplers, narrowed to what these agents have (hyperparams_opt.py), keyed by agent.
-_PPO = {"lr": {"log_uniform": [1e-5, 1e-2]}, "n_steps": {"choice": [64, 128, 256, 512, 1024, 2048]},
-        "batch_size": {"choice": [32, 64, 128, 256]}, "n_epochs": {"choice": [1, 5, 10, 20]},
-        "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "gae_lambda": {"choice": [0.9, 0.95, 0.98, 1.0]},
-        "ent_coef": {"log_uniform": [1e-8, 0.1]}, "clip_range": {"choice": [0.1, 0.2, 0.3, 0.4]},
-        "max_grad_norm": {"choice": [0.3, 0.5, 1.0, 5.0]}}
-_DQN = {"lr": {"log_uniform": [1e-5, 1e-2]}, "batch_size": {"choice": [32, 64, 128, 256]},
-        "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "train_freq": {"choice": [1, 4, 8, 16]},
-        "target_update_period": {"choice": [1, 10, 100, 1000]}, "exploration_fraction": {"uniform": [0.0, 0.5]},
-        "epsilon_end": {"uniform": [0.0, 0.2]}, "learning_starts": {"choice": [0, 1000, 5000]}}
-_CONTINUOUS = {"lr": {"log_uniform": [1e-5, 1e-2]}, "batch_size": {"choice": [64, 128, 256, 512]},
-               "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "tau": {"choice": [0.001, 0.005, 0.01, 0.02]},
-               "train_freq": {"choice": [1, 4, 8, 16]}, "learning_starts": {"choice": [0, 1000, 10000]}}
-DEFAULT_SPACES: dict[str, dict[str, Any]] = {
-    "ppo": _PPO, "vpg": {k: _PPO[k] for k in ("lr", "n_steps", "gamma", "gae_lambda", "ent_coef")},
-    "dqn": _DQN, "ddpg": {**_CONTINUOUS, "action_noise_std": {"uniform": [0.0, 0.5]}},
-    "sac": _CONTINUOUS,
-}
-
-
 def default_space(hp: HParams) -> SearchSpace:
-    return check_space(DEFAULT_SPACES[hp.agent], hp, f"the default {hp.agent} space")
+    """The space of `hp`'s type (its sweep_space), checked as a file's is; a UserError if its type has none."""
+    if not type(hp).sweep_space:
+        raise UserError(f"{type(hp).__name__} ({hp.agent}) has no default search space: give one with --space FILE, "
+                        f"e.g. lr: {{log_uniform: [1e-5, 1e-2]}}")
+    return check_space(type(hp).sweep_space, hp, f"the default {hp.agent} space")
 
 
 def space_to_yaml(space: SearchSpace) -> dict[str, Any]:

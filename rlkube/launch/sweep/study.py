@@ -1,12 +1,14 @@
 """Optuna underneath a sweep: the study in its storage, and the sampler and pruner a config names.
 
 rlkube owns the loop (driver.py) and talks to Optuna through ask and tell; Optuna proposes params and decides
-pruning. Only `rlkube sweep` imports this module.
+pruning. Every sampler and pruner that rlkube.launch.sweep.methods names is built here, and only here.
+Only `rlkube sweep` imports this module.
 """
 
 import importlib.util
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -16,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from rlkube.errors import UserError
 from rlkube.launch.sweep.config import SweepConfig
 from rlkube.launch.sweep.space import Dimension, SearchSpace
+from rlkube.rl.registry import Registry
 
 CONFIG_ATTR = "rlkube_config"
 # Optuna logs every trial it is told about; the driver says what matters in its own words.
@@ -30,23 +33,55 @@ def distribution(dim: Dimension) -> BaseDistribution:
     return FloatDistribution(float(dim.low), float(dim.high), log=dim.log)
 
 
+SamplerFactory = Callable[[SweepConfig, SearchSpace], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[[SweepConfig, int, int], optuna.pruners.BasePruner]
+# Each name of rlkube.launch.sweep.methods, built as Optuna takes it (tests/test_sweep.py builds every one).
+sampler_factories: Registry[SamplerFactory] = Registry("sampler")
+pruner_factories: Registry[PrunerFactory] = Registry("pruner")
+
+
 def sampler_for(config: SweepConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The config's sampler, seeded by the sweep's seed so a sweep's proposals can be replayed."""
-    seed = config.train.seed
-    startup = max(2, min(10, config.trials // 3))  # random trials first; TPE's default 10 is most of a small sweep
-    if config.sampler == "tpe":
-        # multivariate: models the params jointly; constant liar: running trials count as bad, so parallel asks
-        # spread out instead of proposing the same point.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup)
-    if config.sampler == "gp":
-        if importlib.util.find_spec("torch") is None:
-            raise UserError("--sampler gp is Optuna's GPSampler, which is built on PyTorch, and rlkube does not "
-                            "install PyTorch (see the README's Sweeps section); pip install torch, or use tpe")
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    if config.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+    return sampler_factories[config.sampler](config, space)
+
+
+def pruner_for(config: SweepConfig, train_steps: int, eval_every: int) -> optuna.pruners.BasePruner:
+    """The config's pruner, with its warm-up in environment steps (the steps trials report at)."""
+    return pruner_factories[config.pruner](config, train_steps, eval_every)
+
+
+def _startup_trials(config: SweepConfig) -> int:
+    return max(2, min(10, config.trials // 3))  # random trials first; TPE's default 10 is most of a small sweep
+
+
+@sampler_factories.register("tpe")
+def _tpe(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSampler:
+    # multivariate: models the params jointly; constant liar: running trials count as bad, so parallel asks
+    # spread out instead of proposing the same point.
+    return optuna.samplers.TPESampler(seed=config.train.seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=_startup_trials(config))
+
+
+@sampler_factories.register("gp")
+def _gp(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSampler:
+    if importlib.util.find_spec("torch") is None:
+        raise UserError("--sampler gp is Optuna's GPSampler, which is built on PyTorch, and rlkube does not "
+                        "install PyTorch (see the README's Sweeps section); pip install torch, or use tpe")
+    return optuna.samplers.GPSampler(seed=config.train.seed, n_startup_trials=_startup_trials(config))
+
+
+@sampler_factories.register("cmaes")
+def _cmaes(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=config.train.seed, n_startup_trials=_startup_trials(config))
+
+
+@sampler_factories.register("random")
+def _random(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=config.train.seed)
+
+
+@sampler_factories.register("grid")
+def _grid(config: SweepConfig, space: SearchSpace) -> optuna.samplers.BaseSampler:
     grid = {}
     for dim in space.values():
         if dim.kind == "choice":
@@ -56,20 +91,36 @@ def sampler_for(config: SweepConfig, space: SearchSpace) -> optuna.samplers.Base
         else:
             raise UserError(f"--sampler grid needs every dimension as choice or int, and '{dim.name}' is a float "
                             f"range; list its values with choice: [...]")
-    return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.GridSampler(grid, seed=config.train.seed)
 
 
-def pruner_for(config: SweepConfig, train_steps: int, eval_every: int) -> optuna.pruners.BasePruner:
-    """The config's pruner, with its warm-up in environment steps (the steps trials report at)."""
-    startup = max(2, min(5, config.trials // 4))
-    if config.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=train_steps // 3)
-    if config.pruner == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=eval_every)
-    if config.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=train_steps)
-    if config.pruner == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2 * config.seeds)
+def _pruner_startup_trials(config: SweepConfig) -> int:
+    return max(2, min(5, config.trials // 4))
+
+
+@pruner_factories.register("median")
+def _median(config: SweepConfig, train_steps: int, _eval_every: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=_pruner_startup_trials(config),
+                                       n_warmup_steps=train_steps // 3)
+
+
+@pruner_factories.register("halving")
+def _halving(_config: SweepConfig, _train_steps: int, eval_every: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=eval_every)
+
+
+@pruner_factories.register("hyperband")
+def _hyperband(_config: SweepConfig, train_steps: int, eval_every: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=eval_every, max_resource=train_steps)
+
+
+@pruner_factories.register("wilcoxon")
+def _wilcoxon(config: SweepConfig, _train_steps: int, _eval_every: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=2 * config.seeds)
+
+
+@pruner_factories.register("none")
+def _none(_config: SweepConfig, _train_steps: int, _eval_every: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 

@@ -2,23 +2,26 @@
 
 Modelled on TorchX's Scheduler: submit, dryrun, describe, logs, cancel (and tensorboard). The rules every target
 shares live here once, as template methods around each target's hooks: a taken name is refused unless replaced,
-and submissions and cancellations are recorded in the experiment store. `target_for` is the one place that
-picks a target by a profile's or a record's `target`.
+and submissions and cancellations are recorded in the experiment store.
+
+Targets are registered by their `kind` (`@register_target`), which profiles and records name; `target_for` looks
+one up. Importing this package registers the built-in targets (its __init__), as rlkube.rl.agents does for agents.
 """
 
-import socket
-import time
-import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.run_dirs import is_result_file, read_results, sync_from_bucket
 from rlkube.launch.spec import ExperimentSpec
+from rlkube.launch.tensorboard import from_bucket
+from rlkube.rl.registry import Registry
 from rlkube.storage import filesystems
 
 
@@ -38,13 +41,24 @@ class Target(ABC):
     """Where an experiment's copies run. Public methods are the interface; `_` methods are each target's hooks."""
 
     kind: ClassVar[str]  # what profiles and records call this target
-    # Copies run on a cluster, from a container image: a path they write is on the cluster's volume, and images
-    # (--build), manifests (render) and an in-cluster TensorBoard apply. Otherwise they run on this machine.
-    on_cluster: ClassVar[bool]
+    # What sets targets apart, each asked where it matters (never by the target's kind):
+    # Its copies are Kubernetes objects in a namespace: `rlkube render` prints them, a profile's provider, context
+    # and namespace apply, and the namespace's TensorBoard can serve them (--in-cluster).
+    renders_manifests: ClassVar[bool]
+    # Its copies run a container image (which `submit --build` makes), not this checkout in this Python environment.
+    runs_images: ClassVar[bool]
+    # An output that is a path (not a bucket) is on the cluster's volume, out of reach from here; otherwise it is on
+    # this machine.
+    writes_to_cluster_volume: ClassVar[bool]
     # How often a waiting watcher (the PBT controller at a boundary) asks describe(): each ask reads a few local
     # files, or is a request to an API server.
     status_poll_seconds: ClassVar[float]
     context: str | None = None  # the kube context a record keeps, for a target that has one
+
+    def __init__(self, profile: ClusterProfile | None = None) -> None:
+        """`profile`: where submissions go; None for a target that only reads recorded experiments (a record says
+        where its experiment is)."""
+        self.profile = profile
 
     def submit(self, spec: ExperimentSpec, replace: bool = False) -> ExperimentSpec:
         """Start every copy and record the experiment; returns the spec as recorded.
@@ -76,9 +90,19 @@ class Target(ABC):
     def evaluations(self, record: store.Record) -> dict[int, list[dict[str, float]]]:
         """Each copy's evaluations so far ({"step", "mean_return", "std_return"}, as its metrics.jsonl holds them),
         read from where the copies write them: the run directory, or its bucket synced here."""
-        from rlkube.launch.results import collect  # noqa: PLC0415  (results reads records through this module)
+        copies = read_results(self.local_run_dir(record, include=is_result_file), record.copies)
+        return {copy["copy"]: copy["evaluations"] for copy in copies}
 
-        return {copy["copy"]: copy["evaluations"] for copy in collect(record)}
+    def local_run_dir(self, record: store.Record, include: Callable[[str], bool]) -> Path:
+        """The experiment's run directory on this machine, syncing the files of each copy that `include` selects from
+        its bucket first, if it has one."""
+        if filesystems.is_remote(record.output_dir):
+            return sync_from_bucket(record, include)
+        if self.writes_to_cluster_volume:
+            raise UserError(f"{record.name} writes to {record.output_dir} on the cluster's volume, which is not "
+                            f"reachable from here; use a profile with a gs:// or s3:// output, or rlkube tensorboard "
+                            f"{record.name}")
+        return Path(record.output_dir)
 
     def cancel(self, record: store.Record) -> list[str]:
         """Stop every copy (each checkpoints first) and record it; returns what was removed, for the user."""
@@ -94,12 +118,10 @@ class Target(ABC):
         TensorBoard cannot read the bucket (s3://, or a pod without the bucket's identity). Other runs are served
         where the target can read them: the run directory here, or a cluster's volume through the namespace's
         TensorBoard, port-forwarded. `in_cluster` asks for the namespace's TensorBoard whatever the output."""
-        if in_cluster and not self.on_cluster:
+        if in_cluster and not self.renders_manifests:
             raise UserError(f"--in-cluster needs an experiment on a cluster, and {record.name} ran on "
                             f"{record.cluster}")
         if filesystems.is_remote(record.output_dir) and not in_cluster:
-            from rlkube.launch.tensorboard import from_bucket  # noqa: PLC0415
-
             from_bucket(record, port, emit)
         else:
             self._serve_tensorboard(record, port, emit)
@@ -136,15 +158,24 @@ class Target(ABC):
         """TensorBoard over the run directory where the copies wrote it."""
 
 
+target_registry: Registry[type[Target]] = Registry("target")
+TargetType = TypeVar("TargetType", bound=type[Target])
+
+
+def register_target(target: TargetType) -> TargetType:
+    """Makes a Target choosable by its `kind`: a profile's `target:`, and the records of what it submitted."""
+    target_registry.register(target.kind)(target)
+    return target
+
+
 def target_for(where: ClusterProfile | store.Record) -> Target:
     """The target a profile submits to, or that a recorded experiment ran on. Reading a record needs no profile."""
-    if where.target == "local":
-        from rlkube.launch.targets.local import LocalTarget  # noqa: PLC0415
-
-        return LocalTarget()
-    from rlkube.launch.targets.kubernetes.target import KubernetesTarget  # noqa: PLC0415
-
-    return KubernetesTarget(where if isinstance(where, ClusterProfile) else None)
+    profile = where if isinstance(where, ClusterProfile) else None
+    try:
+        target = target_registry[where.target]
+    except UserError as error:
+        raise UserError(f"{'cluster' if profile else 'experiment'} '{where.name}': {error}") from None
+    return target(profile)
 
 
 def overall_phase(copies: list[CopyStatus]) -> str:
@@ -159,23 +190,3 @@ def overall_phase(copies: list[CopyStatus]) -> str:
 
 def age_seconds(iso_time: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(iso_time)).total_seconds()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> None:
-    """Poll `url` until it answers; a UserError if `alive()` turns false or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise UserError(f"the server behind {url} exited before it answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise UserError(f"{url} did not answer within {timeout:.0f} s")

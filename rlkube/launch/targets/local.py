@@ -19,8 +19,10 @@ from typing import Any, ClassVar
 
 from rlkube.errors import UserError
 from rlkube.launch import store
+from rlkube.launch.logtail import new_lines
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.launch.targets.base import CopyStatus, Target, age_seconds
+from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, register_target
+from rlkube.launch.tensorboard import serve
 from rlkube.run.options import copies_json
 from rlkube.rundir import layout
 from rlkube.rundir.progress_record import ProgressRecord
@@ -48,30 +50,6 @@ def _alive(pid: int, exit_file: Path) -> bool:
     return str(exit_file).encode() in cmdline and b"<defunct>" not in cmdline
 
 
-def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
-    """The complete lines written to `path` after byte `offset`, and the offset after them (a line still being
-    written waits for its newline)."""
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        chunk = handle.read()
-    complete = chunk[: chunk.rfind(b"\n") + 1]
-    return complete.decode(errors="replace").splitlines(), offset + len(complete)
-
-
-def follow_log(path: Path, alive: Callable[[], bool], emit: Callable[[str], None]) -> None:
-    """Emit a log's lines as they are written, until `alive()` turns false (the lines up to then included)."""
-    offset = 0
-    while True:
-        still_alive = alive()
-        with contextlib.suppress(OSError):
-            lines, offset = new_lines(path, offset)
-            for line in lines:
-                emit(line)
-        if not still_alive:
-            return
-        time.sleep(0.5)
-
-
 def _last_line(log: Path) -> str:
     """Why a copy failed, as its log's last line says (an error line, or a traceback's last)."""
     with contextlib.suppress(OSError):
@@ -82,9 +60,12 @@ def _last_line(log: Path) -> str:
     return ""
 
 
+@register_target
 class LocalTarget(Target):
     kind: ClassVar[str] = "local"
-    on_cluster: ClassVar[bool] = False
+    renders_manifests: ClassVar[bool] = False
+    runs_images: ClassVar[bool] = False
+    writes_to_cluster_volume: ClassVar[bool] = False
     status_poll_seconds: ClassVar[float] = 0.1
 
     def _start(self, spec: ExperimentSpec, replacing: bool) -> tuple[ExperimentSpec, dict[str, Any]]:  # noqa: ARG002
@@ -186,6 +167,4 @@ class LocalTarget(Target):
         return [f"process {layout.copy_name(i)} (pid {pid})" for i, pid in zip(running, pids, strict=True)]
 
     def _serve_tensorboard(self, record: store.Record, port: int, emit: Callable[[str], None]) -> None:
-        from rlkube.launch.tensorboard import serve  # noqa: PLC0415
-
         serve(Path(record.output_dir), port, emit, record.name)

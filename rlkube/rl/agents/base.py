@@ -9,16 +9,43 @@ Everything is batched over a vector of environments: `obs` is [num_envs, ...], o
 """
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypedDict
 
 import gymnasium as gym
 import numpy as np
 
 from rlkube.rl.envs import check_action_space
 from rlkube.rl.hparams import HParams, changed_hparams
+from rlkube.rl.networks import Params, map_params, param_leaves
 from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, Policy
 from rlkube.rl.registry import Registry
+
+
+class AgentState(TypedDict):
+    """Everything an agent needs to continue exactly, in one shape for every algorithm (Agent.state_dict).
+
+    Each group maps names to numpy arrays, or to trees of named arrays, so that a reader finds the same thing
+    under the same key whatever the agent.
+    """
+
+    params: dict[str, Params]  # learned parameters by owner ("online", "target", "actor", ...), each a named tree
+    optimizers: dict[str, dict[str, Any]]  # each optimizer's state, under the key of the params it moves
+    rng: dict[str, Any]  # the learner's own random streams by use (acting's are in `policy`, replay's in `memory`)
+    counters: dict[str, Any]  # where the agent stands: steps observed, updates made, values carried between them
+    memory: dict[str, Any]  # what it learns from: the replay memory and n-step builders, or the rollout
+    policy: dict[str, Any]  # the acting side's random stream and exploration noise (rlkube.rl.policies)
+
+
+def numpy_params(variables: Params) -> Params:
+    """A tree of variables' values, with the same names: for a checkpoint."""
+    return map_params(lambda variable: variable.numpy(), variables)
+
+
+def assign_params(variables: Params, values: Params) -> None:
+    """Set a tree of variables from a tree of values (the same names, taken in `param_leaves` order)."""
+    for variable, value in zip(param_leaves(variables), param_leaves(values), strict=True):
+        variable.assign(value)
 
 
 class Agent(ABC):
@@ -90,11 +117,16 @@ class Agent(ABC):
         return [self.policy.rng], []
 
     @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, memory, RNG states, counters."""
+    def state_dict(self) -> AgentState:
+        """Everything needed to continue exactly: weights, optimizers, random streams, counters, memory."""
 
     @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: AgentState) -> None: ...
+
+    @abstractmethod
+    def upgrade_state(self, unnamed: dict[str, Any]) -> AgentState:
+        """The state an rlkube before AgentState saved (checkpoint format 1: DQN's flat lists, the continuous
+        agents' `variables`, the on-policy agents' flat vector), in today's shape, bit for bit."""
 
 
 agent_registry: Registry[type[Agent]] = Registry("agent")

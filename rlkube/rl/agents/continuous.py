@@ -15,14 +15,18 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.errors import UserError
+from rlkube.rl.agents.base import AgentState, assign_params, numpy_params
 from rlkube.rl.agents.compiled import compile_learner, hidden_dtype, on_accelerator
 from rlkube.rl.agents.fused import Adam, polyak
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.continuous import ContinuousControlHParams
-from rlkube.rl.networks import MLP, Critics, Params, map_params, param_leaves
+from rlkube.rl.networks import MLP, Critics, Params, map_params, named_like, param_leaves
 from rlkube.rl.policies import Extras
 from rlkube.rl.policies.continuous import BoxScale, ContinuousPolicy
+
+# Where format 1 (before AgentState) kept each optimizer's variables, by the parameters it moves.
+_FORMAT_1_OPTIMIZERS = {"actor": "actor_optimizer", "critic": "critic_optimizer", "log_alpha": "alpha_optimizer"}
 
 
 class ContinuousControlAgent(OffPolicyAgent):
@@ -101,12 +105,17 @@ class ContinuousControlAgent(OffPolicyAgent):
                        discount: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One update on one batch; returns the batch's |TD errors| (its priorities) and the scalars."""
 
-    def _variables(self) -> dict[str, list[tf.Variable]]:
-        """Every variable a checkpoint holds, by name."""
-        return {"actor": param_leaves(self.actor_vars), "critic": param_leaves(self.critic_vars),
-                "target_critic": param_leaves(self.target_critic_vars),
-                "actor_optimizer": self.actor_optimizer.variables,
-                "critic_optimizer": self.critic_optimizer.variables}
+    def _params(self) -> dict[str, Params]:
+        """Every learned parameter by owner, as variables: what a checkpoint holds under `params`."""
+        return {"actor": self.actor_vars, "critic": self.critic_vars, "target_critic": self.target_critic_vars}
+
+    def _optimizers(self) -> dict[str, Adam]:
+        """Each optimizer by the key of the parameters it moves in `_params`."""
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
+
+    def _learner_counters(self) -> dict[str, tf.Variable]:
+        """Variables the compiled learner counts or carries between calls, by name."""
+        return {}
 
     # -- acting and observing ----------------------------------------------------------------------
 
@@ -189,19 +198,39 @@ class ContinuousControlAgent(OffPolicyAgent):
         numpy_streams, tf_streams = super()._random_streams()
         return numpy_streams, [*tf_streams, self.generator]
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> AgentState:
+        params, optimizers = self._params(), self._optimizers()
         return {
-            "variables": {name: [v.numpy() for v in variables] for name, variables in self._variables().items()},
-            "generator": self.generator.state.numpy(),
+            "params": {owner: numpy_params(variables) for owner, variables in params.items()},
+            "optimizers": {owner: optimizer.state_dict(params[owner]) for owner, optimizer in optimizers.items()},
+            "rng": {"learning": self.generator.state.numpy()},
+            "counters": {**self._replay_counters(),
+                         **{name: variable.numpy() for name, variable in self._learner_counters().items()}},
+            "memory": {"replay": self.memory.state_dict()},
             "policy": self.policy.state_dict(),
-            **self._replay_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, variables in self._variables().items():
-            for variable, value in zip(variables, state["variables"][name], strict=True):
-                variable.assign(value)
-        self.generator.state.assign(state["generator"])
+    def load_state_dict(self, state: AgentState) -> None:
+        for owner, variables in self._params().items():
+            assign_params(variables, state["params"][owner])
+        for owner, optimizer in self._optimizers().items():
+            optimizer.load_state_dict(state["optimizers"][owner])
+        for name, variable in self._learner_counters().items():
+            variable.assign(state["counters"][name])
+        self.generator.state.assign(state["rng"]["learning"])
         self.policy.load_state_dict(state["policy"])
         self._load_replay_state(state)
         self.policy.params = map_params(lambda v: v.numpy(), self.actor_vars)
+
+    def upgrade_state(self, unnamed: dict[str, Any]) -> AgentState:
+        variables, params = unnamed["variables"], self._params()
+        learner_counters = dict(zip(self._learner_counters(), variables.get("counters", []), strict=True))
+        return {
+            "params": {owner: named_like(tree, variables[owner]) for owner, tree in params.items()},
+            "optimizers": {owner: Adam.named_state(params[owner], variables[_FORMAT_1_OPTIMIZERS[owner]])
+                           for owner in self._optimizers()},
+            "rng": {"learning": unnamed["generator"]},
+            "counters": {"steps": unnamed["steps"], "previous_steps": unnamed["previous_steps"], **learner_counters},
+            "memory": {"replay": unnamed["memory"]},
+            "policy": unnamed["policy"],
+        }

@@ -11,7 +11,7 @@ import tensorflow as tf
 from rlkube.rl.agents.base import agent_registry
 from rlkube.rl.agents.continuous import ContinuousControlAgent
 from rlkube.rl.hparams.continuous import DDPGHParams
-from rlkube.rl.networks import Params, map_params, param_leaves
+from rlkube.rl.networks import Params, map_params
 from rlkube.rl.policies.continuous import DeterministicPolicy, GaussianNoise, OrnsteinUhlenbeckNoise
 
 
@@ -47,9 +47,11 @@ class DDPGAgent(ContinuousControlAgent):
         super()._apply_hparams()
         self.policy.noise.std = self.hp.action_noise_std
 
-    def _variables(self) -> dict[str, list[tf.Variable]]:
-        return {**super()._variables(), "target_actor": param_leaves(self.target_actor_vars),
-                "counters": [self.critic_updates, self.last_actor_loss]}
+    def _params(self) -> dict[str, Params]:
+        return {**super()._params(), "target_actor": self.target_actor_vars}
+
+    def _learner_counters(self) -> dict[str, tf.Variable]:
+        return {"critic_updates": self.critic_updates, "last_actor_loss": self.last_actor_loss}
 
     def policy_actions(self, params: Params, obs: tf.Tensor) -> tf.Tensor:
         return tf.tanh(self.actor_output(params, obs))

@@ -12,14 +12,14 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from rlkube.rl.agents.base import agent_registry
+from rlkube.rl.agents.base import AgentState, agent_registry, assign_params, numpy_params
 from rlkube.rl.agents.compiled import compile_learner, xla_suits
 from rlkube.rl.agents.fused import Adam
 from rlkube.rl.agents.off_policy import OffPolicyAgent
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.hparams.dqn import DQNHParams
 from rlkube.rl.losses import Transitions, dqn_loss
-from rlkube.rl.networks import Params, QNetwork, c51_support, map_params, param_leaves
+from rlkube.rl.networks import Params, QNetwork, map_params, named_like, param_leaves, q_head
 from rlkube.rl.policies import Extras, QPolicy
 from rlkube.rl.replay import NStepBuilder
 from rlkube.rl.schedules import ExponentialSchedule, LinearSchedule
@@ -36,9 +36,7 @@ class DQNAgent(OffPolicyAgent):
         self.num_actions = int(action_space.n)
         self.network = QNetwork(
             hp.model, observation_space.shape, self.num_actions, hp.hidden_sizes, dueling=hp.dueling,
-            noisy=hp.noisy, sigma0=hp.noisy_sigma0, distributional=hp.distributional,
-            num_atoms=hp.num_quantiles if hp.distributional == "qr" else hp.num_atoms,
-            support=c51_support(hp.num_atoms, hp.v_min, hp.v_max) if hp.distributional == "c51" else None)
+            noisy=hp.noisy, sigma0=hp.noisy_sigma0, head=q_head(hp))
         initial = self.network.initial_params(seed)
         with self.strategy.scope():  # the learner's state lives on the --device
             self.online = map_params(tf.Variable, initial)
@@ -139,34 +137,41 @@ class DQNAgent(OffPolicyAgent):
         numpy_streams, tf_streams = super()._random_streams()
         return numpy_streams, [*tf_streams, self.noise_generator]
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> AgentState:
         return {
-            "online": [v.numpy() for v in param_leaves(self.online)],
-            "target": [v.numpy() for v in param_leaves(self.target)],
-            "optimizer": [v.numpy() for v in self.optimizer.variables],
-            "noise_generator": self.noise_generator.state.numpy(),
+            "params": {"online": numpy_params(self.online), "target": numpy_params(self.target)},
+            "optimizers": {"online": self.optimizer.state_dict(self.online)},
+            "rng": {"noisy_nets": self.noise_generator.state.numpy()},
+            "counters": {**self._replay_counters(), "last_learn_step": self.last_learn_step},
+            "memory": {"replay": self.memory.state_dict(),
+                       "n_step": {stream: builder.state_dict() for stream, builder in self.n_step.items()}},
             "policy": self.policy.state_dict(),
-            **self._replay_state(),
-            "last_learn_step": self.last_learn_step,
-            "n_step": {stream: builder.state_dict() for stream, builder in self.n_step.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for variables, values in ((param_leaves(self.online), state["online"]),
-                                  (param_leaves(self.target), state["target"]),
-                                  (self.optimizer.variables, state["optimizer"])):
-            for variable, value in zip(variables, values, strict=True):
-                variable.assign(value)
-        self.noise_generator.state.assign(state["noise_generator"])
+    def load_state_dict(self, state: AgentState) -> None:
+        assign_params(self.online, state["params"]["online"])
+        assign_params(self.target, state["params"]["target"])
+        self.optimizer.load_state_dict(state["optimizers"]["online"])
+        self.noise_generator.state.assign(state["rng"]["noisy_nets"])
         self.policy.load_state_dict(state["policy"])
         self._load_replay_state(state)
-        self.last_learn_step = state["last_learn_step"]
+        self.last_learn_step = state["counters"]["last_learn_step"]
         self.n_step = {}
-        for stream, builder_state in state["n_step"].items():
+        for stream, builder_state in state["memory"]["n_step"].items():
             self.n_step[stream] = NStepBuilder(self.hp.n_step, self.hp.gamma)
             self.n_step[stream].load_state_dict(builder_state)
         self.policy.params = map_params(lambda v: v.numpy(), self.online)
 
+    def upgrade_state(self, unnamed: dict[str, Any]) -> AgentState:
+        return {
+            "params": {"online": named_like(self.online, unnamed["online"]),
+                       "target": named_like(self.target, unnamed["target"])},
+            "optimizers": {"online": Adam.named_state(self.online, unnamed["optimizer"])},
+            "rng": {"noisy_nets": unnamed["noise_generator"]},
+            "counters": {name: unnamed[name] for name in ("steps", "previous_steps", "last_learn_step")},
+            "memory": {"replay": unnamed["memory"], "n_step": unnamed["n_step"]},
+            "policy": unnamed["policy"],
+        }
 
 def epsilon_schedule(hp: DQNHParams) -> LinearSchedule | ExponentialSchedule:
     """Epsilon-greedy's epsilon by step: linear over exploration_fraction of the budget, or exponential."""

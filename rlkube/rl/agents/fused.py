@@ -12,7 +12,11 @@ the plain graph took DDPG's whole step from 3.7 to 3.2 ms (README, Speed). bench
 times those steps (`update_us` of the Pendulum sets).
 """
 
+from typing import Any
+
 import tensorflow as tf
+
+from rlkube.rl.networks import Params, named_like, param_leaves
 
 
 class Adam:
@@ -36,8 +40,23 @@ class Adam:
 
     @property
     def variables(self) -> list[tf.Variable]:
-        """Its state, for checkpoints."""
         return [self.iterations, *self.momentums, *self.velocities]
+
+    def state_dict(self, names: Params) -> dict[str, Any]:
+        """Its state for a checkpoint; `names` is the tree of the variables it moves, which names each moment."""
+        return self.named_state(names, [variable.numpy() for variable in self.variables])
+
+    @staticmethod
+    def named_state(names: Params, values: list[Any]) -> dict[str, Any]:
+        """`values` of its `variables`, in their order, as state_dict names them."""
+        count = len(param_leaves(names))
+        return {"iterations": values[0], "m": named_like(names, values[1:1 + count]),
+                "v": named_like(names, values[1 + count:])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        values = [state["iterations"], *param_leaves(state["m"]), *param_leaves(state["v"])]
+        for variable, value in zip(self.variables, values, strict=True):
+            variable.assign(value)
 
     def apply(self, gradients: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         step = tf.cast(self.iterations.assign_add(1), tf.float32)

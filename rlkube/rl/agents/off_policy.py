@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rlkube.rl.agents.base import Agent
+from rlkube.rl.agents.base import Agent, AgentState
 from rlkube.rl.envs import stacked_frame_axis
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
 from rlkube.rl.pacing import ActorPacing
@@ -64,10 +64,11 @@ class OffPolicyAgent(Agent):
         numpy_streams, tf_streams = super()._random_streams()
         return [*numpy_streams, self.memory.rng], tf_streams
 
-    def _replay_state(self) -> dict[str, Any]:
-        return {"steps": self.steps, "previous_steps": self.previous_steps, "memory": self.memory.state_dict()}
+    def _replay_counters(self) -> dict[str, int]:
+        return {"steps": self.steps, "previous_steps": self.previous_steps}
 
-    def _load_replay_state(self, state: dict[str, Any]) -> None:
-        self.steps = state["steps"]
-        self.previous_steps = state["previous_steps"]
-        self.memory.load_state_dict(state["memory"])
+    def _load_replay_state(self, state: AgentState) -> None:
+        """The counters of _replay_counters and the memory's state under memory/replay."""
+        self.steps = state["counters"]["steps"]
+        self.previous_steps = state["counters"]["previous_steps"]
+        self.memory.load_state_dict(state["memory"]["replay"])

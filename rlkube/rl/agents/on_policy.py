@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from rlkube.errors import UserError
-from rlkube.rl.agents.base import Agent
+from rlkube.rl.agents.base import Agent, AgentState
 from rlkube.rl.agents.compiled import compile_learner, xla_suits
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import Categorical, DiagonalGaussian, StateDependentGaussian
@@ -187,26 +187,44 @@ class OnPolicyAgent(Agent):
         numpy_streams, tf_streams = super()._random_streams()
         return [*numpy_streams, self.minibatch_rng], tf_streams
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> AgentState:
         return {
-            "params": self.params.numpy(),
-            "optimizer": [v.numpy() for v in self.optimizer.variables],
+            "params": {"network": self.layout.unflatten(self.params.numpy(), NumpyOps)},
+            "optimizers": {"network": self._optimizer_state([v.numpy() for v in self.optimizer.variables])},
+            "rng": {"minibatches": self.minibatch_rng.bit_generator.state},
+            "counters": {"steps": self.steps},
+            "memory": {"rollout": self.buffer.state_dict()},
             "policy": self.policy.state_dict(),
-            "minibatch_rng": self.minibatch_rng.bit_generator.state,
-            "steps": self.steps,
-            "rollout": self.buffer.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.params.assign(state["params"])
-        for variable, value in zip(self.optimizer.variables, state["optimizer"], strict=True):
+    def _optimizer_state(self, values: list[np.ndarray]) -> dict[str, Any]:
+        """Keras's Adam variables, [iteration, learning_rate, m, v] with moments as flat as the network, by name."""
+        iterations, learning_rate, m, v = values
+        return {"iterations": iterations, "learning_rate": learning_rate, "m": self.layout.unflatten(m, NumpyOps),
+                "v": self.layout.unflatten(v, NumpyOps)}
+
+    def load_state_dict(self, state: AgentState) -> None:
+        self.params.assign(self.layout.flatten(state["params"]["network"]))
+        optimizer = state["optimizers"]["network"]
+        values = [optimizer["iterations"], optimizer["learning_rate"], *(self.layout.flatten(optimizer[moment])
+                                                                        for moment in ("m", "v"))]
+        for variable, value in zip(self.optimizer.variables, values, strict=True):
             variable.assign(value)
         self.policy.load_state_dict(state["policy"])
-        self.minibatch_rng.bit_generator.state = state["minibatch_rng"]
-        self.steps = state["steps"]
-        self.buffer.load_state_dict(state["rollout"])
+        self.minibatch_rng.bit_generator.state = state["rng"]["minibatches"]
+        self.steps = state["counters"]["steps"]
+        self.buffer.load_state_dict(state["memory"]["rollout"])
         self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
 
+    def upgrade_state(self, unnamed: dict[str, Any]) -> AgentState:
+        return {
+            "params": {"network": self.layout.unflatten(unnamed["params"], NumpyOps)},
+            "optimizers": {"network": self._optimizer_state(unnamed["optimizer"])},
+            "rng": {"minibatches": unnamed["minibatch_rng"]},
+            "counters": {"steps": unnamed["steps"]},
+            "memory": {"rollout": unnamed["rollout"]},
+            "policy": unnamed["policy"],
+        }
 
 def standardized(x: tf.Tensor) -> tf.Tensor:
     """(x - mean) / (std + 1e-8), with the sample (n - 1) standard deviation as Stable-Baselines3's torch.std."""

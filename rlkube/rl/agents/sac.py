@@ -73,9 +73,11 @@ class SACAgent(ContinuousControlAgent):
             params["log_std"] = np.full((latent_size, self.action_size), self.hp.log_std_init, np.float32)
         return params
 
-    def _variables(self) -> dict[str, list[tf.Variable]]:
-        return {**super()._variables(), "log_alpha": [self.log_alpha],
-                "alpha_optimizer": self.alpha_optimizer.variables}
+    def _params(self) -> dict[str, Params]:
+        return {**super()._params(), "log_alpha": {"log_alpha": self.log_alpha}}
+
+    def _optimizers(self) -> dict[str, Adam]:
+        return {**super()._optimizers(), "log_alpha": self.alpha_optimizer}
 
     def sample_actions(self, obs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Reparameterised actions from the current actor and their log-probabilities."""

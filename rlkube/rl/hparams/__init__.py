@@ -4,6 +4,7 @@ from rlkube.rl.hparams import continuous as _continuous  # noqa: F401  (DDPG, TD
 from rlkube.rl.hparams import dqn as _dqn  # noqa: F401  (registers the DQN-family sets)
 from rlkube.rl.hparams import policy_gradient as _policy_gradient  # noqa: F401  (VPG and PPO sets)
 from rlkube.rl.hparams.base import (
+    Domain,
     HParams,
     apply_overrides,
     changed_hparams,
@@ -16,6 +17,7 @@ from rlkube.rl.hparams.base import (
 )
 
 __all__ = [
+    "Domain",
     "HParams",
     "apply_overrides",
     "changed_hparams",

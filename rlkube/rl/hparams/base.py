@@ -1,13 +1,15 @@
 """The hparams types, the registry of named sets, and override parsing.
 
 A set is a frozen dataclass. Each field may carry a range or a choice list in its metadata, which
-both the named sets and the user's overrides are checked against.
+both the named sets and the user's overrides are checked against. `HParams.domain(name)` answers what
+values a field may take, for everything that asks: overrides, sweeps, PBT and shell completion.
 """
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +26,82 @@ def param(default: Any, *, lo: float | None = None, hi: float | None = None,
 
 
 @dataclass(frozen=True)
+class Domain:
+    """What values one hparam may take: its type, an inclusive range or a list of choices, and whether None is one.
+
+    The one answer that overrides, validation, sweep spaces, PBT's mutations and shell completion all read. A
+    tuple-valued hparam (hidden_sizes) has the range or choices of each item; its override text separates the
+    items with ';' (64;64).
+    """
+
+    name: str
+    type: type  # of the value, or of each item of a tuple: int, float, bool or str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    optional: bool = False  # None is a value too (override text: none or null)
+    sequence: bool = False  # a tuple of `type`
+    doc: str = ""
+
+    @property
+    def range_text(self) -> str:
+        """The allowed range as errors write it: [lo, hi], an open end as -inf or inf."""
+        return f"[{self.lo if self.lo is not None else '-inf'}, {self.hi if self.hi is not None else 'inf'}]"
+
+    def parse(self, text: str) -> Any:
+        """An override's text as a value of this type (range and choices unchecked), or say what was expected."""
+        if self.optional and text.lower() in ("none", "null"):
+            return None
+        if self.sequence:
+            parts = [p for p in text.replace("[", "").replace("]", "").replace(" ", "").split(";") if p]
+            return tuple(self._parse_one(part) for part in parts)
+        return self._parse_one(text)
+
+    def _parse_one(self, text: str) -> Any:
+        try:
+            if self.type is bool:
+                lowered = text.lower()
+                if lowered in ("true", "1", "yes", "on"):
+                    return True
+                if lowered in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            if self.type is int:
+                number = float(text)
+                if not number.is_integer():
+                    raise ValueError
+                return int(number)
+            if self.type is float:
+                return float(text)
+            if self.type is str:
+                return text
+        except ValueError:
+            pass
+        raise UserError(f"hparam '{self.name}' must be {self.type.__name__}, got '{text}'")
+
+    def check(self, value: Any) -> None:
+        """A UserError unless `value` (each item, for a tuple) is among the choices and within the range."""
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is None or (isinstance(item, str) and self.choices is None):
+                continue
+            if self.choices is not None and item not in self.choices:
+                raise UserError(f"hparam '{self.name}' must be one of {', '.join(self.choices)}, got '{item}'")
+            if (self.lo is not None and item < self.lo) or (self.hi is not None and item > self.hi):
+                raise UserError(f"hparam '{self.name}' must be within {self.range_text}, got {item}")
+
+    def clamp(self, number: float) -> float:
+        """The allowed number nearest to `number`."""
+        number = max(number, self.lo) if self.lo is not None else number
+        return min(number, self.hi) if self.hi is not None else number
+
+    def completions(self) -> tuple[str, ...]:
+        """The override texts a shell offers: the choices, or a bool's two; none for a number or free text."""
+        if self.choices is not None:
+            return self.choices
+        return ("true", "false") if self.type is bool else ()
+
+
+@dataclass(frozen=True)
 class HParams:
     """What every agent shares: the environment, the budget, evaluation and checkpointing."""
 
@@ -31,6 +109,14 @@ class HParams:
     # with the hparams rather than the agents so that an env that does not fit is refused before TensorFlow loads
     # (rlkube.rl.envs.check_action_space).
     action_spaces: ClassVar[tuple[type[gym.Space], ...]] = ()
+    # What each family of agents owns beside its fields (SB3 keeps an algorithm's defaults with the algorithm), so
+    # that a new agent needs no entry in tables elsewhere:
+    # - the sweep's search space when no --space file is given, written as a space file writes it
+    #   (rlkube.launch.sweep.space); empty: the sweep asks for --space;
+    # - overrides that make any of the family's sets learn within a few hundred steps on a small network, for
+    #   tests and smoke runs, written as --hparam-override takes them; empty: the sets as they are.
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {}
+    smoke_overrides: ClassVar[str] = ""
 
     agent: str = param("dqn", doc="agent registry name")
     env: str = param("CartPole-v1", doc="environment registry name")
@@ -41,7 +127,8 @@ class HParams:
     batch_size: int = param(64, lo=1)
     max_grad_norm: float = param(10.0, lo=0.0, doc="global gradient-norm clip; 0 disables")
     num_envs: int = param(1, lo=1, doc="environments stepped together, with one batched forward pass")
-    vector_mode: str = param("sync", choices=("sync", "async"), doc="async steps each env in its own process")
+    vector_mode: str = param("sync", choices=("sync", "async", "envpool"),
+                             doc="async steps each env in its own process; envpool steps Atari in C++ threads")
     train_steps: int = param(50_000, lo=1, doc="environment steps to train for (summed over environments)")
     eval_every: int = param(5_000, lo=1, doc="environment steps between evaluations")
     checkpoint_every: int = param(10_000, lo=1, doc="environment steps between checkpoints")
@@ -56,60 +143,40 @@ class HParams:
         """
         return frozenset()
 
+    @classmethod
+    def domains(cls) -> Mapping[str, Domain]:
+        """Every hparam's domain, by name, in the order the fields are declared."""
+        return _domains(cls)
 
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
+    @classmethod
+    def domain(cls, name: str) -> Domain:
+        """What values hparam `name` may take; a UserError naming the close matches if it has no such hparam."""
+        domains = cls.domains()
+        if name not in domains:
+            raise unknown_name("hparam", name, domains)
+        return domains[name]
 
 
-def _parse_value(key: str, text: str, hint: Any) -> Any:
-    """Parse an override's text into the field's type, or say what was expected."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        if text.lower() in ("none", "null"):
-            return None
-        return _parse_value(key, text, inner[0])
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        parts = [p for p in text.replace("[", "").replace("]", "").replace(" ", "").split(";") if p]
-        return tuple(_parse_value(key, p, item) for p in parts)
-    try:
-        if hint is bool:
-            lowered = text.lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if hint is int:
-            number = float(text)
-            if not number.is_integer():
-                raise ValueError
-            return int(number)
-        if hint is float:
-            return float(text)
-        if hint is str:
-            return text
-    except ValueError:
-        pass
-    name = getattr(hint, "__name__", str(hint))
-    raise UserError(f"hparam '{key}' must be {name}, got '{text}'")
+def _domain(declared: dataclasses.Field, hint: Any) -> Domain:
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    sequence = typing.get_origin(hint) is tuple
+    meta = declared.metadata
+    return Domain(declared.name, typing.get_args(hint)[0] if sequence else hint, meta.get("lo"), meta.get("hi"),
+                  meta.get("choices"), optional, sequence, meta.get("doc", ""))
+
+
+@functools.cache
+def _domains(cls: type) -> Mapping[str, Domain]:
+    hints = typing.get_type_hints(cls)
+    return types.MappingProxyType({f.name: _domain(f, hints[f.name]) for f in dataclasses.fields(cls)})
 
 
 def validate(hp: HParams) -> HParams:
     """Check every field against its declared range and choices."""
-    for f in dataclasses.fields(hp):
-        value = getattr(hp, f.name)
-        lo, hi, choices = f.metadata.get("lo"), f.metadata.get("hi"), f.metadata.get("choices")
-        values = value if isinstance(value, tuple) else (value,)
-        for v in values:
-            if v is None or (isinstance(v, str) and choices is None):
-                continue
-            if choices is not None and v not in choices:
-                raise UserError(f"hparam '{f.name}' must be one of {', '.join(choices)}, got '{v}'")
-            if (lo is not None and v < lo) or (hi is not None and v > hi):
-                bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-                raise UserError(f"hparam '{f.name}' must be within {bounds}, got {v}")
+    for name, domain in hp.domains().items():
+        domain.check(getattr(hp, name))
     return hp
 
 
@@ -130,7 +197,7 @@ def _check_agent_fits(hp: HParams, agent: str) -> None:
     Without this, the agent would fail on a missing field (an AttributeError) once TensorFlow had loaded.
     A type that declares no agents (HParams itself) accepts any name, as validate does.
     """
-    fitting = {f.name: f for f in dataclasses.fields(hp)}["agent"].metadata["choices"]
+    fitting = hp.domain("agent").choices
     if fitting is None or agent in fitting:
         return
     sets_by_agent: dict[str, list[str]] = {}
@@ -144,12 +211,7 @@ def _check_agent_fits(hp: HParams, agent: str) -> None:
 
 def apply_overrides(hp: HParams, overrides: dict[str, str]) -> HParams:
     """A copy of `hp` with the overrides parsed to each field's type and checked."""
-    fields = {f.name: f for f in dataclasses.fields(hp)}
-    changes = {}
-    for key, text in overrides.items():
-        if key not in fields:
-            raise unknown_name("hparam", key, fields)
-        changes[key] = _parse_value(key, text, _field_type(type(hp), key))
+    changes = {key: hp.domain(key).parse(text) for key, text in overrides.items()}
     if "agent" in changes:
         _check_agent_fits(hp, changes["agent"])
     return validate(dataclasses.replace(hp, **changes))
@@ -186,8 +248,8 @@ def from_dict(data: dict[str, Any]) -> HParams:
     """Rebuild a saved set (see to_dict)."""
     data = dict(data)
     cls = _hparams_types()[data.pop("_type")]
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in data.items()}
+    domains = cls.domains()
+    kwargs = {k: tuple(v) if domains[k].sequence else v for k, v in data.items()}
     return validate(cls(**kwargs))
 
 

@@ -5,7 +5,7 @@ and each set's target_return comes from the zoo's benchmark.md, so results compa
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -21,6 +21,12 @@ class ContinuousControlHParams(OffPolicyHParams):
     """What DDPG, TD3 and SAC share: an actor, Q critics, Polyak-averaged targets, one step per env step."""
 
     action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Box,)
+    # rl-baselines3-zoo's samplers (hyperparams_opt.py), narrowed to what these agents share.
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "lr": {"log_uniform": [1e-5, 1e-2]}, "batch_size": {"choice": [64, 128, 256, 512]},
+        "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "tau": {"choice": [0.001, 0.005, 0.01, 0.02]},
+        "train_freq": {"choice": [1, 4, 8, 16]}, "learning_starts": {"choice": [0, 1000, 10000]}}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=32;32,learning_starts=50,batch_size=16,memory_size=500"
     hidden_sizes: tuple[int, ...] = param((400, 300), lo=1, doc="widths of the actor's and each critic's layers")
     batch_size: int = param(256, lo=1)
     max_grad_norm: float = param(0.0, lo=0.0, doc="global gradient-norm clip per network; 0 disables")
@@ -46,6 +52,8 @@ class DDPGHParams(ContinuousControlHParams):
     target updates every policy_delay critic updates, and noise on the target's action.
     """
 
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        **ContinuousControlHParams.sweep_space, "action_noise_std": {"uniform": [0.0, 0.5]}}
     agent: str = param("ddpg", choices=("ddpg",), doc="agent registry name")
     num_critics: int = param(1, lo=1, hi=2, doc="TD3: 2, the target takes the smaller critic's value")
     policy_delay: int = param(1, lo=1, doc="TD3: 2, critic updates per actor and target update")

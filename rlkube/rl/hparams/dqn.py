@@ -5,7 +5,7 @@ Settings follow rl-baselines3-zoo where it has them, so results compare with Sta
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -18,6 +18,14 @@ from rlkube.rl.networks import DISTRIBUTIONAL_HEADS
 @dataclass(frozen=True)
 class DQNHParams(OffPolicyHParams):
     action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Discrete,)
+    # rl-baselines3-zoo's DQN sampler (hyperparams_opt.py), narrowed to what this agent has.
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "lr": {"log_uniform": [1e-5, 1e-2]}, "batch_size": {"choice": [32, 64, 128, 256]},
+        "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "train_freq": {"choice": [1, 4, 8, 16]},
+        "target_update_period": {"choice": [1, 10, 100, 1000]}, "exploration_fraction": {"uniform": [0.0, 0.5]},
+        "epsilon_end": {"uniform": [0.0, 0.2]}, "learning_starts": {"choice": [0, 1000, 5000]}}
+    smoke_overrides: ClassVar[str] = \
+        "hidden_sizes=32;32,learning_starts=50,train_freq=20,gradient_steps=4,batch_size=16,memory_size=500"
     agent: str = param("dqn", choices=("dqn",), doc="agent registry name")
     target_update_period: int = param(10, lo=1, doc="environment steps between target updates")
     target_update_tau: float = param(1.0, lo=0.0, hi=1.0, doc="1 copies (hard); below 1 is Polyak")
@@ -161,13 +169,14 @@ def dqn_pong() -> DQNHParams:
     The zoo's Pong score, 20.9, was measured on PongNoFrameskip-v4, without sticky actions: override
     env=PongNoFrameskip-v4 to compare like with like. The memory holds 100k transitions, as SB3's does.
     It stores each 7 KB frame once rather than in 8 stacks, so it grows to ~0.7 GB, not 5.6 GB. Every
-    checkpoint writes it whole, hence checkpoints every 500k steps rather than every 10k.
+    checkpoint writes it whole, hence checkpoints every 500k steps rather than every 10k. The game runs on
+    envpool where it is installed (vector_mode=sync: on the ALE pipeline, which resumes mid-game).
     """
     return DQNHParams(
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), lr=1e-4, batch_size=32, memory_size=100_000,
         learning_starts=100_000, gamma=0.99, target_update_period=1_000, train_freq=4, gradient_steps=1,
         exploration_fraction=0.1, epsilon_end=0.01, train_steps=10_000_000, eval_every=250_000,
-        checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+        checkpoint_every=500_000, log_every=10_000, target_return=20.0, vector_mode="envpool",
     )
 
 

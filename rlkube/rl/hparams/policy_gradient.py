@@ -5,7 +5,7 @@ where it differs, so results compare with SB3.
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -13,6 +13,13 @@ from rlkube.rl.hparams.base import HParams, hparams_registry, param
 from rlkube.rl.networks import ACTIVATIONS
 
 SCHEDULES = ("constant", "linear")
+# rl-baselines3-zoo's PPO sampler (hyperparams_opt.py), narrowed to what these agents have.
+ZOO_PPO_SPACE = {
+    "lr": {"log_uniform": [1e-5, 1e-2]}, "n_steps": {"choice": [64, 128, 256, 512, 1024, 2048]},
+    "batch_size": {"choice": [32, 64, 128, 256]}, "n_epochs": {"choice": [1, 5, 10, 20]},
+    "gamma": {"choice": [0.95, 0.98, 0.99, 0.995, 0.999]}, "gae_lambda": {"choice": [0.9, 0.95, 0.98, 1.0]},
+    "ent_coef": {"log_uniform": [1e-8, 0.1]}, "clip_range": {"choice": [0.1, 0.2, 0.3, 0.4]},
+    "max_grad_norm": {"choice": [0.3, 0.5, 1.0, 5.0]}}
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,10 @@ class PolicyGradientHParams(HParams):
     """What VPG and PPO share: rollouts, GAE(lambda), the loss's weights, the actor-critic network."""
 
     action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Discrete, gym.spaces.Box)
+    # VPG has no minibatches, epochs or clipping to search.
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        k: ZOO_PPO_SPACE[k] for k in ("lr", "n_steps", "gamma", "gae_lambda", "ent_coef")}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=128"
     agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")
@@ -49,6 +60,8 @@ class PolicyGradientHParams(HParams):
 
 @dataclass(frozen=True)
 class PPOHParams(PolicyGradientHParams):
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = ZOO_PPO_SPACE
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=32,n_epochs=2"
     agent: str = param("ppo", choices=("ppo",), doc="agent registry name")
     clip_range: float = param(0.2, lo=0.0, doc="how far the probability ratio may move per update")
     clip_range_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps")
@@ -99,11 +112,13 @@ def ppo_pong() -> PPOHParams:
 
     As SB3's CnnPolicy, the policy and value heads share the CNN torso. The zoo's Pong score, 21.0, was
     measured on PongNoFrameskip-v4, without sticky actions: override env=PongNoFrameskip-v4 to compare
-    like with like.
+    like with like. The games run on envpool where it is installed (vector_mode=sync: on the ALE pipeline,
+    which resumes mid-game).
     """
     return PPOHParams(
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), shared_torso=True, activation="relu",
         num_envs=8, n_steps=128, n_epochs=4, batch_size=256, gamma=0.99, gae_lambda=0.95, lr=2.5e-4,
         lr_schedule="linear", clip_range=0.1, clip_range_schedule="linear", vf_coef=0.5, ent_coef=0.01,
         train_steps=10_000_000, eval_every=250_000, checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+        vector_mode="envpool",
     )

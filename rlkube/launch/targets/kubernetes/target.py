@@ -14,7 +14,7 @@ from rlkube.launch import store
 from rlkube.launch.clusters import ClusterProfile
 from rlkube.launch.render import Object, render
 from rlkube.launch.spec import ExperimentSpec
-from rlkube.launch.targets.base import CopyStatus, Target
+from rlkube.launch.targets.base import CopyStatus, Target, register_target
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -25,16 +25,19 @@ if TYPE_CHECKING:
 CLIENT_REUSE_SECONDS = 60.0
 
 
+@register_target
 class KubernetesTarget(Target):
     kind: ClassVar[str] = "kubernetes"
-    on_cluster: ClassVar[bool] = True
+    renders_manifests: ClassVar[bool] = True
+    runs_images: ClassVar[bool] = True
+    writes_to_cluster_volume: ClassVar[bool] = True
     status_poll_seconds: ClassVar[float] = 0.5
 
     def __init__(self, profile: ClusterProfile | None = None,
                  after_create: Callable[[Object], None] | None = None) -> None:
         """`profile`: where submissions go (a recorded experiment's own record says where it is).
         `after_create` is called after each object is created (tests use it to change the cluster midway)."""
-        self.profile = profile
+        super().__init__(profile)
         self.context = profile.context if profile else None
         self._after_create = after_create
         self._clients: dict[str | None, tuple[float, ApiClient]] = {}

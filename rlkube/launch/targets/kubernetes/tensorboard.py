@@ -11,9 +11,9 @@ from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
 from rlkube.launch.render import TENSORBOARD_PORT, tensorboard_objects
-from rlkube.launch.targets.base import free_port
 from rlkube.launch.targets.kubernetes.api import api_errors, create
 from rlkube.launch.targets.kubernetes.portforward import forward
+from rlkube.launch.tensorboard import free_port
 
 START_TIMEOUT = 120
 # The image's TensorBoard reads event files through TensorFlow, whose 2.21 has no s3:// file system (tensorflow-io
