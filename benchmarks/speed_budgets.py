@@ -65,6 +65,7 @@ def measure(name: str) -> dict[str, Any]:
     from rlkube.rl import devices  # noqa: PLC0415  (imports TensorFlow: only in the measuring process)
     from rlkube.rl.agents import make_agent  # noqa: PLC0415
     from rlkube.rl.agents.compiled import one_thread_per_op  # noqa: PLC0415
+    from rlkube.rl.agents.on_policy import OnPolicyAgent  # noqa: PLC0415
     from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env  # noqa: PLC0415
     from rlkube.rl.hparams import get_hparams  # noqa: PLC0415
 
@@ -73,7 +74,7 @@ def measure(name: str) -> dict[str, Any]:
     single = make_env(hp.env)
     envs = make_vector_env(hp.env, hp.num_envs)
     agent = make_agent(hp, single.observation_space, single.action_space, seed=0, strategy=strategy)
-    if agent.on_policy:
+    if isinstance(agent, OnPolicyAgent):  # an update is n_epochs over a rollout
         rollout = hp.n_steps * hp.num_envs
         gradient_steps = hp.n_epochs * (rollout // min(hp.batch_size, rollout))
     else:

@@ -19,6 +19,7 @@ from rlkube.rl.distributions import DiagonalGaussian
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.rl.networks import ActorCriticNetwork, Critics, NumpyOps, ParamLayout, QNetwork, map_params, param_leaves
+from rlkube.rl.pacing import ActorPacing
 
 CLASSIC_ENVS = ("CartPole-v1", "Pendulum-v1")
 
@@ -98,6 +99,13 @@ def test_an_agent_refuses_an_action_space_it_cannot_drive(agent: str) -> None:
             continue
         with pytest.raises(UserError, match=f"agent '{agent}' needs a .* action space, but env '{env_name}' has"):
             make_agent(hp, env.observation_space, env.action_space, 0)
+
+
+@pytest.mark.parametrize("agent", agent_registry.names())
+def test_an_agent_declares_how_its_actors_keep_pace(agent: str) -> None:
+    # Agent declares no default: one that named no pacing would fail only once run with --num-workers. The worker
+    # loop itself is tested under every mode (tests/test_workers.py).
+    assert isinstance(agent_registry[agent].pacing, ActorPacing)
 
 
 def test_soft_target_updates_collapse_missed_polyak_steps() -> None:

@@ -23,7 +23,8 @@ FORBIDDEN = {
 }
 # The numpy side of the RL library: actors import these and must not pay for TensorFlow.
 NUMPY_SIDE = ("rl/networks.py", "rl/replay.py", "rl/envs.py", "rl/atari.py", "rl/atari_envpool.py", "rl/policies",
-              "rl/action_selection.py", "rl/schedules.py", "rl/distributions.py", "rl/hparams", "run/workers.py")
+              "rl/action_selection.py", "rl/schedules.py", "rl/distributions.py", "rl/hparams", "rl/pacing.py",
+              "run/workers.py")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -25,7 +25,8 @@ from rlkube.rl.agents.base import AgentState
 from rlkube.rl.agents.compiled import compile_learner
 from rlkube.rl.hparams import get_hparams, to_dict
 from rlkube.rl.networks import param_leaves
-from rlkube.run.runner import Runner, RunOptions, check_same_hparams
+from rlkube.run.resume import check_same_hparams
+from rlkube.run.runner import Runner, RunOptions
 from rlkube.run.workers import OFF_POLICY_CHUNK
 from rlkube.rundir import checkpoint, layout
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps

@@ -14,8 +14,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlkube.rl.agents import make_agent
 from rlkube.rl.envs import make_env
 from rlkube.rl.hparams import get_hparams
+from rlkube.run.evaluation import episodes
 from rlkube.run.progress import Progress
-from rlkube.run.runner import Runner, RunOptions, _episodes
+from rlkube.run.runner import Runner, RunOptions
 from rlkube.rundir import checkpoint, layout
 from tests.conftest import run_rlkube, scalar_steps
 
@@ -116,8 +117,8 @@ def test_evaluation_side_by_side_scores_each_episode_as_if_it_ran_alone(name: st
     envs = [make_env(hp.env) for _ in range(3)]
     agent = make_agent(hp, envs[0].observation_space, envs[0].action_space, 0)
     seeds = [11, 12, 13]
-    returns, lengths, _ = _episodes(envs, agent, seeds, record=False, viewer=None)
-    alone = [_episodes(envs[:1], agent, [seed], record=False, viewer=None) for seed in seeds]
+    returns, lengths, _ = episodes(envs, agent, seeds, record=False, viewer=None)
+    alone = [episodes(envs[:1], agent, [seed], record=False, viewer=None) for seed in seeds]
     # A batch's matmul may round differently from a single row's; nothing else differs.
     assert returns == pytest.approx([result[0][0] for result in alone], rel=1e-6)
     assert lengths == [result[1][0] for result in alone]

@@ -3,16 +3,20 @@
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rlkube.rl.networks import param_leaves
-from rlkube.run.workers import ObservationSlots, ParameterBoard, Rollout
+from rlkube.rl.networks import Params, param_leaves
+from rlkube.rl.pacing import ActorPacing
+from rlkube.rl.policies import Extras, Policy
+from rlkube.run.workers import MAX_POLICY_LAG, ActorPool, ObservationSlots, ParameterBoard, Rollout
 from tests.conftest import assert_workers_learned_cartpole, rlkube_command, run_rlkube
 
 WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]
@@ -112,6 +116,74 @@ def test_observation_slots_carry_more_rollouts_than_they_hold_to_another_process
     assert slots.send(pixel_rollout(0), lambda: True)
     assert slots.send(pixel_rollout(1), lambda: True)
     assert not slots.send(pixel_rollout(2), lambda: False)
+
+
+class PushLeft(Policy):
+    """Acts without a network or TensorFlow: what is under test is how actors keep pace, not how they act."""
+
+    def __init__(self) -> None:
+        self.params = {"bias": np.zeros(1, np.float32)}
+
+    def act(self, obs: np.ndarray, explore: bool, step: int) -> tuple[np.ndarray, Extras]:
+        del explore, step
+        return np.zeros(len(obs), np.int64), {}
+
+
+def next_rollout(rollouts: Iterator[Rollout], timeout: float = 60.0) -> Rollout:
+    """The learner's next rollout: a failure, not a hang, when the actor sends none."""
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"no rollout came within {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return next(rollouts)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def new_weights(version: int) -> Params:
+    return {"bias": np.full(1, version, np.float32)}
+
+
+@pytest.fixture(params=list(ActorPacing), ids=lambda pacing: pacing.name)
+def one_actor(request: pytest.FixtureRequest) -> Iterator[ActorPool]:
+    """One CartPole actor, paced by each mode, sending rollouts of 4 steps."""
+    pool = ActorPool("CartPole-v1", 1, "sync", (4,), np.float32, PushLeft(), num_workers=1, seed=0, rollout_steps=4,
+                     pacing=request.param)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_only_actors_that_wait_for_weights_pause_after_each_rollout(one_actor: ActorPool) -> None:
+    rollouts = one_actor.rollouts_to_learn()
+    assert next_rollout(rollouts).version == 1
+    if one_actor.pacing is ActorPacing.WAIT_FOR_WEIGHTS:
+        with pytest.raises(queue.Empty):
+            one_actor.rollouts.get(timeout=1.0)
+        one_actor.publish(new_weights(2), learner_step=4, learned=False)  # a new version whether it learned or not
+        assert next_rollout(rollouts).version == 2
+    else:
+        # The actor acts on with the weights it has, and tags each rollout with their version.
+        assert [next_rollout(rollouts).version for _ in range(3)] == [1, 1, 1]
+        one_actor.publish(new_weights(2), learner_step=16, learned=False)
+        assert one_actor.board.version.value == 1, "weights that learned nothing are not copied again"
+        one_actor.publish(new_weights(2), learner_step=20, learned=True)
+        assert wait_for(lambda: next_rollout(rollouts).version == 2), "the actor never took the new weights"
+
+
+def test_rollouts_too_far_behind_are_dropped_only_when_actors_wait_for_weights(one_actor: ActorPool) -> None:
+    assert wait_for(lambda: not one_actor.rollouts.empty(), timeout=60), "the actor sent nothing"
+    for version in range(2, MAX_POLICY_LAG + 3):
+        one_actor.publish(new_weights(version), learner_step=4 * version, learned=True)
+    first_learned = next_rollout(one_actor.rollouts_to_learn())
+    if one_actor.pacing is ActorPacing.WAIT_FOR_WEIGHTS:
+        assert first_learned.version > 1  # the rollout MAX_POLICY_LAG + 1 versions behind was dropped
+    else:  # streamed transitions feed a replay memory; a learner that never waits corrects for the lag itself
+        assert first_learned.version == 1
 
 
 @pytest.mark.learning

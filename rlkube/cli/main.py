@@ -131,7 +131,8 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
                             f"none; train first or point --output-dir at a trained run")
 
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
-    from rlkube.run.runner import RunOptions, StopRequested  # noqa: PLC0415
+    from rlkube.run.runner import RunOptions  # noqa: PLC0415
+    from rlkube.run.signals import StopRequested  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {len(planned)}"
     where = f"{remote} (working in {output_dir})" if remote else output_dir

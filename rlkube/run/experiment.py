@@ -17,11 +17,34 @@ from typing import Any
 from rlkube.errors import UserError
 from rlkube.rl.hparams import HParams
 from rlkube.run.options import CopyPlan, copy_hparams
-from rlkube.run.runner import Runner, RunOptions, StopRequested, aggregate, limit_threads
+from rlkube.run.runner import Runner, RunOptions
+from rlkube.run.signals import StopRequested
 from rlkube.rundir import layout
+from rlkube.rundir.across_copies import mean_and_std
 from rlkube.storage import sync
 
 EXIT_USER_ERROR = 2
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std across copies of each copy's final numbers."""
+    result: dict[str, Any] = {"copies": len(summaries)}
+    for key in ("eval_mean_return", "best_eval_mean_return", "test_mean_return", "wall_seconds", "sps",
+                "total_steps"):
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        if values:
+            mean, std = mean_and_std(values)
+            result[key] = {"mean": mean, "std": std}
+    return result
+
+
+def limit_threads(threads: int) -> None:
+    """Keep parallel copies from fighting over cores: TF would give each one every core."""
+    import tensorflow as tf  # noqa: PLC0415  (imported here so the setting precedes any TF op)
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _copy_runner(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, remote: str | None) -> Runner:

@@ -8,13 +8,18 @@ environment step at a time, so an hparams set runs unchanged with 0, 1 or N work
 from a rollout the learner publishes its policy parameters on a `ParameterBoard` in shared memory;
 actors copy them whenever the version has moved.
 
-- Off-policy agents: actors send chunks of `OFF_POLICY_CHUNK` steps and keep going. The bounded
-  queue throttles them to the learner's pace, so the replay ratio stays the hparams'.
-- On-policy agents: a rollout is `n_steps` steps collected with one policy version; after sending
-  one, an actor waits for a newer version before collecting the next. A rollout is therefore at most
-  N - 1 versions behind the learner when it is learned from (PPO's clipped ratio against the
-  behaviour policy's log-probs corrects for that lag). Rollouts more than `MAX_POLICY_LAG` versions
-  behind are dropped; that only happens around an actor restart.
+How actors keep pace with the learner is the agent's `pacing` (rlkube.rl.pacing):
+
+- Streamed transitions (off-policy agents): actors send chunks of `OFF_POLICY_CHUNK` steps and keep
+  going. The bounded queue throttles them to the learner's pace, so the replay ratio stays the hparams'.
+- Waiting for weights (on-policy agents): a rollout is `n_steps` steps collected with one policy
+  version; after sending one, an actor waits for a newer version before collecting the next. A rollout
+  is therefore at most N - 1 versions behind the learner when it is learned from (PPO's clipped ratio
+  against the behaviour policy's log-probs corrects for that lag). Rollouts more than `MAX_POLICY_LAG`
+  versions behind are dropped; that only happens around an actor restart.
+- Never waiting: actors send rollouts of the agent's length back to back, acting with the newest
+  weights they have, and none is dropped; each rollout's `version` lets the learner measure and correct
+  its lag (IMPALA's V-trace). No agent paces its actors this way yet.
 - An actor that dies is restarted with the newest parameters and a fresh seed; the run goes on.
   Rollouts it left in the queue are dropped with its observation slots.
 - Checkpoints hold the learner only. Actors are restarted on resume and begin new episodes, so a
@@ -36,10 +41,11 @@ import numpy as np
 
 from rlkube.rl.envs import make_vector_env
 from rlkube.rl.networks import NumpyOps, ParamLayout, Params
+from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, Policy
 
 OFF_POLICY_CHUNK = 32  # vector steps per message from an off-policy actor
-MAX_POLICY_LAG = 8  # on-policy rollouts further behind the learner than this are dropped
+MAX_POLICY_LAG = 8  # rollouts of actors that wait for weights, further behind the learner than this are dropped
 QUEUED_PER_WORKER = 2  # rollouts waiting for the learner, per actor, before actors block
 RESTART_DELAY_S = 1.0
 FAILED_STARTS_ALLOWED = 3  # an actor that dies this often in a row before sending anything is broken
@@ -150,8 +156,8 @@ class ObservationSlots:
 
 
 def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: Policy, board: ParameterBoard,
-           slots: ObservationSlots, incarnation: int, rollouts: Any, seed: int, rollout_steps: int, on_policy: bool,
-           parent_pid: int) -> None:
+           slots: ObservationSlots, incarnation: int, rollouts: Any, seed: int, rollout_steps: int,
+           pacing: ActorPacing, parent_pid: int) -> None:
     """One actor process's life: act, step, and send, until the learner is gone or stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle; it stops us
     envs = make_vector_env(env_name, num_envs, vector_mode)
@@ -165,8 +171,8 @@ def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: P
 
     while learner_alive():
         newer = board.fetch_newer(version)
-        if newer is None and on_policy and version > 0:
-            time.sleep(0.001)  # on-policy: wait for the learner to learn from our last rollout
+        if newer is None and pacing is ActorPacing.WAIT_FOR_WEIGHTS and version > 0:
+            time.sleep(0.001)  # wait for the learner to learn from our last rollout
             continue
         if newer is not None:
             version, policy.params, _ = newer
@@ -214,14 +220,14 @@ class ActorPool:
     """N actor processes, restarted when they die, and the queue their rollouts arrive on."""
 
     def __init__(self, env_name: str, num_envs: int, vector_mode: str, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
-                 policy: Policy, num_workers: int, seed: int, rollout_steps: int, on_policy: bool,
+                 policy: Policy, num_workers: int, seed: int, rollout_steps: int, pacing: ActorPacing,
                  on_message: Any = print) -> None:
         self.context = multiprocessing.get_context("spawn")
         self.args = (env_name, num_envs, vector_mode)
         self.policy = policy
         self.seed = seed
         self.rollout_steps = rollout_steps
-        self.on_policy = on_policy
+        self.pacing = pacing
         self.on_message = on_message
         self.board = ParameterBoard(policy.params, self.context)
         self.rollouts = self.context.Queue(maxsize=QUEUED_PER_WORKER * num_workers)
@@ -245,13 +251,16 @@ class ActorPool:
         process = self.context.Process(
             target=_actor, name=f"rlkube-actor-{index}", daemon=True,
             args=(index, *self.args, self.policy, self.board, self.slots[incarnation], incarnation, self.rollouts,
-                  seed, self.rollout_steps, self.on_policy, os.getpid()))
+                  seed, self.rollout_steps, self.pacing, os.getpid()))
         self.incarnations[index] = incarnation
         process.start()
         return process
 
-    def publish(self, params: Params | None, learner_step: int) -> None:
-        self.board.publish(params, learner_step)
+    def publish(self, params: Params, learner_step: int, learned: bool) -> None:
+        """After the learner took in a rollout: its parameters if it learned, else only its step count."""
+        # Actors that wait for weights wait for a new version after each rollout, so they always get one.
+        changed = learned or self.pacing is ActorPacing.WAIT_FOR_WEIGHTS
+        self.board.publish(params if changed else None, learner_step)
 
     def rollouts_to_learn(self) -> Iterator[Rollout]:
         """Rollouts as they arrive, without those too far behind the learner; restarts dead actors meanwhile."""
@@ -266,7 +275,8 @@ class ActorPool:
             self.slots[rollout.incarnation].receive(rollout)
             self.failed_starts[rollout.worker] = 0
             self._restart_dead()
-            if self.on_policy and self.board.version.value - rollout.version > MAX_POLICY_LAG:
+            lag = self.board.version.value - rollout.version
+            if self.pacing is ActorPacing.WAIT_FOR_WEIGHTS and lag > MAX_POLICY_LAG:
                 continue
             yield rollout
 

@@ -1,6 +1,6 @@
 """A PBT member's decisions: at each boundary the controller (rlkube.launch.pbt) writes one into every member's
 directory, wherever the member works from (a local path, or its bucket), and the member, waiting there at its
-checkpoint, goes on with it (rlkube.run.runner).
+checkpoint, goes on with it (rlkube.run.pbt_member).
 
 Each decision file (pbt-decision-<step>.json, named in rlkube.rundir.layout) holds {"generation", "step",
 "hparams": {name: value}, "exploit": null or {"donor"}}: the member's mutated hparams from that step on, and

@@ -17,6 +17,7 @@ import numpy as np
 from rlkube.rl.envs import check_action_space
 from rlkube.rl.hparams import HParams, changed_hparams
 from rlkube.rl.networks import Params, map_params, param_leaves
+from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, Policy
 from rlkube.rl.registry import Registry
 
@@ -52,8 +53,8 @@ class Agent(ABC):
 
     # Which gymnasium action spaces the algorithm can drive: its hparams type's (HParams.action_spaces).
     action_spaces: tuple[type[gym.Space], ...] = ()
-    # True when learning needs data from the current policy (PPO, VPG); actors then send whole rollouts.
-    on_policy: bool = False
+    # How its actor processes keep pace with learning (rlkube.rl.pacing); each family declares its own.
+    pacing: ActorPacing
 
     hp: HParams
     policy: Policy

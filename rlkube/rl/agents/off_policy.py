@@ -13,6 +13,7 @@ import numpy as np
 from rlkube.rl.agents.base import Agent, AgentState
 from rlkube.rl.envs import stacked_frame_axis
 from rlkube.rl.hparams.off_policy import OffPolicyHParams
+from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.replay import Batch, memory_registry
 from rlkube.rl.schedules import LinearSchedule, multiples_between
 
@@ -22,6 +23,7 @@ Learn = Callable[[Batch], tuple[Any, dict[str, Any]]]
 
 class OffPolicyAgent(Agent):
     hp: OffPolicyHParams
+    pacing = ActorPacing.STREAM_TRANSITIONS  # replay learns from any policy's transitions
 
     def _make_memory(self, observation_space: gym.Space, action_shape: tuple[int, ...], action_dtype: np.dtype,
                      seed: int) -> None:

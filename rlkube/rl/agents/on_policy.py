@@ -21,6 +21,7 @@ from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import Categorical, DiagonalGaussian, StateDependentGaussian
 from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
 from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, ParamLayout
+from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, StochasticPolicy
 from rlkube.rl.rollout import GAE, AdvantageEstimator, RolloutBuffer
 from rlkube.rl.schedules import LinearSchedule
@@ -31,7 +32,7 @@ ADAM_EPSILON = 1e-5
 
 class OnPolicyAgent(Agent):
     action_spaces = PolicyGradientHParams.action_spaces
-    on_policy = True
+    pacing = ActorPacing.WAIT_FOR_WEIGHTS  # learning needs data from the current policy
     # The loss's diagnostics, averaged over an update's gradient steps and logged as losses/<name>.
     metric_names: ClassVar[tuple[str, ...]]
 
