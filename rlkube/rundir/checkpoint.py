@@ -140,20 +140,11 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
         shutil.rmtree(final)
     os.rename(temporary, final)
     _fsync_dir(directory)
-    kept = layout.complete_checkpoints(directory)
-    for _, old in kept[:-KEEP]:
+    for _, old in layout.complete_checkpoints(directory)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
-    prune_segments(directory)
+    for garbage in layout.unlisted_segments(directory):  # the pruned checkpoints', and a killed save's
+        garbage.unlink(missing_ok=True)
     return final
-
-
-def prune_segments(directory: Path) -> None:
-    """Delete the segments under a copy's checkpoints `directory` that no complete checkpoint there lists (those
-    of pruned checkpoints, and the leftovers of a killed save)."""
-    listed = {name for _, path in layout.complete_checkpoints(directory) for name in layout.read_marker(path).segments}
-    segments_dir = layout.segments_dir(directory)
-    for name in layout.file_sizes(segments_dir).keys() - listed:
-        (segments_dir / name).unlink(missing_ok=True)
 
 
 def _bind_segments(value: Any, segments_dir: Path) -> None:

@@ -287,6 +287,13 @@ def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def unlisted_segments(checkpoints: Path) -> list[Path]:
+    """The segments in a copy's checkpoints directory that no complete checkpoint lists: garbage."""
+    listed = {name for _, path in complete_checkpoints(checkpoints) for name in read_marker(path).segments}
+    directory = segments_dir(checkpoints)
+    return [directory / name for name in sorted(file_sizes(directory).keys() - listed)]
+
+
 def unmarked_checkpoints(checkpoints: Path) -> list[Path]:
     """Checkpoints an rlkube older than the COMPLETE marker wrote: a state file and no marker at all."""
     return sorted(path for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*")
