@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
+from rlkube.chunked import Chunks
 from rlkube.launch.pbt import controller
 from rlkube.launch.pbt.config import PBTConfig, check_mutations, decide, hparam_limits, initial_params
 from rlkube.launch.pbt.exploit import copy_member_state
@@ -35,7 +36,7 @@ from rlkube.storage.pbt_decisions import write_decision
 from tests.conftest import rlkube_command, run_rlkube, scalar_steps
 from tests.fake_target import fake_env, fake_profile
 from tests.test_agents import trained_agent
-from tests.test_resume import ONE_SET_PER_AGENT
+from tests.test_resume import ONE_SET_PER_AGENT, chunked_rows
 
 # Three generations of 1000 steps, four members, half of them exploited at each boundary.
 QUICK = ["--hparams", "dqn_cartpole", "--train-steps", "3000", "--eval-episodes", "2", "--test-episodes", "1",
@@ -176,7 +177,10 @@ def test_exploring_a_choice_moves_to_a_neighbour_without_resampling() -> None:
 # -- the exploit ---------------------------------------------------------------------------------------------------
 
 def _leaves(state: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    if isinstance(state, dict) and "bit_generator" not in state:
+    if isinstance(state, Chunks):  # a replay's array, in memory or in segments: its rows and their versions
+        yield path, chunked_rows(state)
+        yield (*path, "versions"), state.versions
+    elif isinstance(state, dict) and "bit_generator" not in state:
         for key, value in state.items():
             yield from _leaves(value, (*path, str(key)))
     elif isinstance(state, list | tuple) and not isinstance(state, np.ndarray):
@@ -242,9 +246,10 @@ def test_an_exploited_member_gets_the_donors_whole_state_with_its_own_streams_an
             donor_file.read_bytes()
         assert json.loads((receiver / layout.EXPLOIT_FILE).read_text())["logs"] == own_lengths
         # What the member will restore, checked in this process on a copy of its directory as it is now.
-        scratch, donor_checkpoint = tmp_path / "scratch", tmp_path / "donor-ckpt-1000"
+        scratch, donor_checkpoint = tmp_path / "scratch", tmp_path / "donor-checkpoints" / "ckpt-1000"
         shutil.copytree(receiver, scratch)
-        shutil.copytree(donor_file.parent, donor_checkpoint)  # the donor goes on and prunes its old checkpoints
+        # The donor goes on and prunes its old checkpoints (and their segments).
+        shutil.copytree(donor_file.parent.parent, donor_checkpoint.parent)
         for member, decision in ((0, {"donor": 1, "seed": 99}), (1, None)):
             write_decision(layout.copy_dir(output, member), {"generation": 0, "step": 1000,
                                                              "hparams": {"lr": exploit.new["lr"] if member == 0

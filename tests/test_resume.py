@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from rlkube.chunked import ArrayChunks, Chunks
 from rlkube.errors import UserError
 from rlkube.rl.agents import continuous, dqn, on_policy
 from rlkube.rl.agents.base import AgentState
@@ -40,7 +41,9 @@ TRAIN = ["train", "--hparams", "dqn_cartpole", "--train-steps", "6000", "--eval-
 # three times: train_steps and overrides. Steps and periods are multiples of what one learner iteration
 # adds with workers (32 off-policy steps, n_steps x num_envs = 128 on-policy), except DQN's, kept as they were.
 RESUMED: dict[str, tuple[int, str]] = {
-    "dqn_cartpole": (6000, DQN_OVERRIDES),
+    # Its memory of 1024 slots is 4 chunks (rlkube.chunked), and the 6000 steps wrap it round 5 times: its checkpoints
+    # keep some segments and write others, and a resume reads them back.
+    "dqn_cartpole": (6000, f"{DQN_OVERRIDES},memory_size=1024"),
     "vpg_cartpole": (40960, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
     "ppo_cartpole": (40960, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
     "ddpg_pendulum": (2048, f"{smoke_overrides('ddpg_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
@@ -68,8 +71,13 @@ def final_weights(run: Path) -> list[np.ndarray]:
 
 
 def assert_same_state(actual: Any, expected: Any, where: str = "state") -> None:
-    """Equal through nested dicts, sequences and arrays, arrays bit for bit and of the same dtype."""
-    if isinstance(expected, dict):
+    """Equal through nested dicts, sequences and arrays, arrays bit for bit and of the same dtype. A replay's chunked
+    array (in memory or in segments) equals its rows, and other chunks of the same rows and versions."""
+    if isinstance(expected, Chunks) or isinstance(actual, Chunks):
+        if isinstance(expected, Chunks) and isinstance(actual, Chunks):
+            np.testing.assert_array_equal(actual.versions, expected.versions, err_msg=f"{where} versions")
+        assert_same_state(chunked_rows(actual), chunked_rows(expected), where)
+    elif isinstance(expected, dict):
         assert isinstance(actual, dict), where
         # An array of no rows holds nothing to restore (an empty rollout buffer makes its arrays on its first step).
         expected = {key: value for key, value in expected.items()
@@ -85,6 +93,19 @@ def assert_same_state(actual: Any, expected: Any, where: str = "state") -> None:
         np.testing.assert_array_equal(actual, expected, err_msg=where, strict=True)
     else:
         assert actual == expected, where
+
+
+def chunked_rows(value: Chunks | np.ndarray) -> np.ndarray:
+    return np.concatenate([value.chunk(index) for index in range(value.count)]) if isinstance(value, Chunks) else value
+
+
+def read_segments(state: Any) -> Any:
+    """A loaded checkpoint's state with its chunks read: the segments go when later checkpoints no longer list them."""
+    if isinstance(state, dict):
+        return {key: read_segments(value) for key, value in state.items()}
+    if isinstance(state, Chunks):
+        return ArrayChunks(chunked_rows(state), state.versions, state.chunk_rows)
+    return state
 
 
 def evaluation_steps(train_steps: int, eval_every: int, stride: int) -> list[int]:
@@ -125,7 +146,7 @@ def kill_at_random_moments(command: list[str], run: Path) -> list[dict[str, Any]
         process.send_signal(signal.SIGKILL)
         process.wait()
         latest = checkpoint.latest(run / "copy-0" / "checkpoints")
-        resumed_from.append(checkpoint.load(latest))
+        resumed_from.append(read_segments(checkpoint.load(latest)))
         last_step = max(checkpoint_steps(run))
     assert len(resumed_from) >= 2, "the run finished before it could be killed twice"
     return resumed_from

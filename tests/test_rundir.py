@@ -34,13 +34,13 @@ from tests.conftest import run_rlkube
 ])
 def test_a_checkpoint_is_complete_when_its_marker_lists_files_present_at_their_sizes(
         sizes: dict[str, int], listed: dict[str, int] | None, complete: bool) -> None:
-    assert layout.is_complete(sizes, listed) is complete
+    assert layout.is_complete(sizes, None if listed is None else layout.Listing(listed), {}) is complete
 
 
 def test_a_saved_checkpoint_carries_its_marker_and_a_damaged_one_does_not_count(tmp_path: Path) -> None:
     saved = checkpoint.save(tmp_path, 100, {"weights": os.urandom(1000)})
     assert saved == tmp_path / "ckpt-100"
-    assert layout.read_marker(saved) == {"state.pkl": (saved / "state.pkl").stat().st_size}
+    assert layout.read_marker(saved).files == {"state.pkl": (saved / "state.pkl").stat().st_size}
     checkpoint.save(tmp_path, 200, {"weights": os.urandom(1000)})
     with open(tmp_path / "ckpt-200" / "state.pkl", "ab") as handle:
         handle.write(b"a byte the marker does not know of")

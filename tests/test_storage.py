@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rlkube.errors import UserError
-from rlkube.rundir import checkpoint
+from rlkube.rl.replay import ReplayMemory
+from rlkube.rundir import checkpoint, layout
 from rlkube.storage import filesystems, sync
 from tests.storage_servers import StorageServer, gcs_server, s3_server
 
@@ -112,6 +114,59 @@ def test_a_big_checkpoint_round_trips(remote: str, tmp_path: Path) -> None:
     assert sync.pull_latest_checkpoint(remote, pod) == 200
     state = "checkpoints/ckpt-200/state.pkl"
     assert (pod / state).read_bytes() == (copy / state).read_bytes()
+
+
+def save_memory(copy: Path, step: int, memory: ReplayMemory) -> Path:
+    return checkpoint.save(copy / "checkpoints", step, {"agent": {"memory": {"replay": memory.state_dict()}}})
+
+
+def segment_rels(listing: dict[str, bytes] | set[str]) -> set[str]:
+    return {rel for rel in listing if layout.segment_of(rel)}
+
+
+def test_segments_go_up_once_before_the_markers_that_list_them_and_down_with_them(
+        server: StorageServer, remote: str, tmp_path: Path) -> None:
+    copy = make_copy(tmp_path / "copy-0")
+    memory = ReplayMemory(4 * 256, (3,), np.float32, (), np.int64, seed=0)
+    for step in range(600):
+        memory.add(np.full(3, step), step % 2, 1.0, np.full(3, step + 1), 0.99)
+    first = save_memory(copy, 200, memory)
+    up = sync.sync_up(copy, remote)
+    first_segments = {layout.segment_path(name) for name in layout.read_marker(first).segments}
+    assert segment_rels(remote_tree(remote)) == first_segments
+    for step in range(600, 700):  # into the third chunk only
+        memory.add(np.full(3, step), step % 2, 1.0, np.full(3, step + 1), 0.99)
+    second = save_memory(copy, 300, memory)
+    second_segments = {layout.segment_path(name) for name in layout.read_marker(second).segments}
+    new = second_segments - first_segments
+    assert len(new) == 5  # the chunk's slots of action, reward, discount, obs and next_obs
+    before = len(server.requests())
+    up = sync.sync_up(copy, remote)
+    assert up.files_uploaded == len(new) + 2  # not the segments it kept: its state and marker only besides
+    if server.scheme == "s3":  # moto logs each request with its key, in order
+        puts = [line.rsplit("/", 1)[1] for line in server.requests()[before:] if line.startswith("PUT")]
+        assert puts[-1] == "COMPLETE"
+        assert set(puts[:len(new)]) == {rel.rsplit("/", 1)[1] for rel in new}
+    # ckpt-100 (no segments) is pruned; the segments only ckpt-200 and ckpt-300 list stay.
+    assert segment_rels(remote_tree(remote)) == first_segments | second_segments
+
+    pod = tmp_path / "new-pod"
+    assert sync.pull_latest_checkpoint(remote, pod) == 300
+    resumed = ReplayMemory(4 * 256, (3,), np.float32, (), np.int64, seed=0)
+    resumed.load_state_dict(checkpoint.load(checkpoint.latest(pod / "checkpoints"))["agent"]["memory"]["replay"])
+    np.testing.assert_array_equal(resumed.observations.obs, memory.observations.obs)
+    assert segment_rels(tree(pod)) == second_segments
+
+    mirror = tmp_path / "mirror"
+    sync.sync_down(remote, mirror)
+    assert segment_rels(tree(mirror)) == first_segments | second_segments
+    third = save_memory(copy, 400, memory)  # nothing new: keeps every segment of ckpt-300, and ckpt-200 goes
+    sync.sync_up(copy, remote)
+    assert layout.read_marker(third).segments == layout.read_marker(second).segments
+    assert segment_rels(remote_tree(remote)) == second_segments
+    sync.sync_down(remote, mirror)
+    assert segment_rels(tree(mirror)) == second_segments
+    assert checkpoint.latest(mirror / "checkpoints") == mirror / "checkpoints" / "ckpt-400"
 
 
 def test_nothing_moves_when_nothing_changed_and_a_sync_costs_one_listing(

@@ -5,6 +5,9 @@ Every transition stores its own bootstrap discount: gamma**k for a k-step return
 learner's target is always `reward + discount * max_a Q_target(next_obs, a)`.
 
 Observations keep the env's dtype (uint8 pixels stay uint8, never wrapped through a signed cast).
+
+A memory's state holds its big arrays (every per-slot array, and the frame pool) as `Chunks` (rlkube.chunked): each
+write marks its chunk, so a checkpoint writes only the chunks that changed since the previous one.
 """
 
 from collections import deque
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from rlkube.chunked import ChunkVersions, chunk_rows_for, copy_rows
 from rlkube.rl.registry import Registry
 
 Batch = dict[str, np.ndarray]
@@ -34,13 +38,12 @@ class ObservationStore:
     def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.obs[indices], self.next_obs[indices]
 
-    def state_dict(self, size: int) -> dict[str, Any]:
-        return {"obs": self.obs[:size], "next_obs": self.next_obs[:size]}
+    def state_dict(self, size: int, slots: ChunkVersions) -> dict[str, Any]:
+        return {"obs": slots.chunks(self.obs, size), "next_obs": slots.chunks(self.next_obs, size)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        size = len(state["obs"])
-        self.obs[:size] = state["obs"]
-        self.next_obs[:size] = state["next_obs"]
+        copy_rows(state["obs"], self.obs)
+        copy_rows(state["next_obs"], self.next_obs)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class StackedFrameStore:
         self.frames_first_order = (self.frame_axis, *(a for a in range(len(obs_shape)) if a != self.frame_axis))
         # About one new frame per stack stored; the pool grows in the rare case that is not enough.
         self.frames = np.zeros((2 * capacity + 64 * self.stack, *frame_shape), obs_dtype)
+        self.frame_versions = ChunkVersions(len(self.frames), chunk_rows_for(capacity))
         self.references = np.zeros(len(self.frames), np.int32)
         self.free: list[int] = []  # released ids, reused first so that pool memory stays warm
         self.used = 0  # ids below this have been handed out at least once
@@ -118,12 +122,14 @@ class StackedFrameStore:
                 self._grow()
             frame_id, self.used = self.used, self.used + 1
         self.frames[frame_id] = frame
+        self.frame_versions.mark(frame_id)
         return frame_id
 
     def _grow(self) -> None:
         extra = len(self.frames) // 2
         self.frames = np.concatenate([self.frames, np.zeros((extra, *self.frames.shape[1:]), self.frames.dtype)])
         self.references = np.concatenate([self.references, np.zeros(extra, np.int32)])
+        self.frame_versions.grow(len(self.frames))
 
     def _release(self, *id_lists: np.ndarray) -> None:
         references = self.references
@@ -147,20 +153,24 @@ class StackedFrameStore:
             stacks.append(stack)
         return stacks[0], stacks[1]
 
-    def state_dict(self, size: int) -> dict[str, Any]:
-        return {"frames": self.frames[: self.used], "references": self.references[: self.used],
-                "free": np.array(self.free, np.int64), "obs_ids": self.obs_ids[:size], "next_ids": self.next_ids[:size],
+    def state_dict(self, size: int, slots: ChunkVersions) -> dict[str, Any]:
+        # The references and the free list change wherever frames are released: small, they are kept whole.
+        return {"frames": self.frame_versions.chunks(self.frames, self.used),
+                "references": self.references[: self.used], "free": np.array(self.free, np.int64),
+                "obs_ids": slots.chunks(self.obs_ids, size), "next_ids": slots.chunks(self.next_ids, size),
                 "newest": {stream: list(stacks) for stream, stacks in self.newest.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.used = len(state["frames"])
         while len(self.frames) < self.used:
             self._grow()
-        self.frames[: self.used] = state["frames"]
+        copy_rows(state["frames"], self.frames)
+        self.frame_versions.restore(state["frames"])
         self.references[: self.used] = state["references"]
         self.free = state["free"].tolist()
-        size = len(state["obs_ids"])
-        self.obs_ids[:size], self.next_ids[:size], self.filled[:size] = state["obs_ids"], state["next_ids"], True
+        size = copy_rows(state["obs_ids"], self.obs_ids)
+        copy_rows(state["next_ids"], self.next_ids)
+        self.filled[:size] = True
         self.newest = {stream: list(stacks) for stream, stacks in state["newest"].items()}
 
 
@@ -184,6 +194,7 @@ class ReplayMemory:
             "reward": np.zeros(capacity, np.float32),
             "discount": np.zeros(capacity, np.float32),
         }
+        self.slot_versions = ChunkVersions(capacity, chunk_rows_for(capacity))
         self.position = 0
         self.size = 0
 
@@ -197,6 +208,7 @@ class ReplayMemory:
         self.observations.put(slot, obs, next_obs, stream)
         for key, value in (("action", action), ("reward", reward), ("discount", discount)):
             self.data[key][slot] = value
+        self.slot_versions.mark(slot)
         self.position = (slot + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         return slot
@@ -217,14 +229,17 @@ class ReplayMemory:
         """Uniform replay has no priorities."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {**{key: value[: self.size] for key, value in self.data.items()},
-                "observations": self.observations.state_dict(self.size), "position": self.position,
+        slots = self.slot_versions
+        return {**{key: slots.chunks(value, self.size) for key, value in self.data.items()},
+                "observations": self.observations.state_dict(self.size, slots), "position": self.position,
                 "size": self.size, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a state of `state_dict`'s, or one a checkpoint of format 1-2 held (plain arrays, not `Chunks`)."""
         self.size, self.position = int(state["size"]), int(state["position"])
         for key, value in self.data.items():
-            value[: self.size] = state[key]
+            copy_rows(state[key], value)
+        self.slot_versions.restore(state["action"])
         self.observations.load_state_dict(state["observations"])
         self.rng.bit_generator.state = state["rng"]
 

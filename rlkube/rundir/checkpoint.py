@@ -4,17 +4,26 @@ A kill at any instant leaves either the previous checkpoints or the new one, nev
 then the COMPLETE marker (rlkube.rundir.layout's rule) are written and fsynced into a temporary directory, which is
 renamed to `ckpt-<step>`. Leftover temporary directories from a killed save are removed on the next save.
 
+The state's `Chunks` (rlkube.chunked: a replay memory's arrays) go to segments, array files shared by checkpoints:
+a save writes only the chunks whose version the newest complete checkpoint has not stored, lists those it keeps
+from it, and pickles where each chunk is instead of the rows. So a periodic save writes about what the memory
+gained since the last one, however big the memory. A segment no kept checkpoint lists is deleted with them.
+
 The best evaluation's policy (`best/policy.pkl`) is one file, replaced by one rename the same way. A checkpoint
 holds it too, so that a resume from before a kill rewrites the file the kill may have left ahead of it.
 """
 
 import os
 import pickle
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
+from rlkube.chunked import Chunks, StoredChunks
 from rlkube.errors import UserError
 from rlkube.rundir import layout
 
@@ -61,24 +70,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _Segments:
+    """One save's segments: the chunks it keeps from the newest complete checkpoint, and those it writes anew."""
+
+    def __init__(self, directory: Path) -> None:
+        self.token = secrets.token_hex(4)  # the save's own: names never collide, not even with another copy's (PBT)
+        newest = layout.complete_checkpoints(directory)[-1:]
+        stored = layout.read_marker(newest[0][1]).segments if newest else {}
+        self.stored = {identity: (name, size) for name, size in stored.items()
+                       if (identity := layout.segment_identity(name)) is not None}
+        self.listed: dict[str, int] = {}  # every segment the checkpoint needs, with its size
+        self.new: dict[str, np.ndarray] = {}  # those to write, with their rows
+
+    def pickled(self, value: Any, key: str = "") -> Any:
+        """`value` with each `Chunks` in its nested dicts replaced by where its chunks are stored."""
+        if isinstance(value, Chunks):
+            return self._store(value, key)
+        if isinstance(value, dict):
+            return {name: self.pickled(item, f"{key}.{name}" if key else str(name)) for name, item in value.items()}
+        return value
+
+    def _store(self, chunks: Chunks, key: str) -> StoredChunks:
+        files = []
+        for index in range(chunks.count):
+            start, stop = chunks.bounds(index)
+            version = int(chunks.versions[index])
+            if kept := self.stored.get((key, start, stop, version)):
+                name, self.listed[name] = kept
+            else:
+                name = layout.segment_name(key, start, stop, version, self.token)
+                self.new[name] = chunks.chunk(index)
+            files.append(name)
+        return StoredChunks(chunks.rows, chunks.chunk_rows, chunks.versions, files)
+
+
 def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write `state` as checkpoint `step`, then prune all but the newest few."""
+    """Write `state` as checkpoint `step`, then prune all but the newest few (and the segments only they listed).
+
+    The state's chunks are taken to descend from the newest complete checkpoint's, as a run's next save does."""
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(layout.TEMPORARY_GLOB):
         shutil.rmtree(stale, ignore_errors=True)
+    segments_dir = layout.segments_dir(directory)
+    segments_dir.mkdir(exist_ok=True)
+    segments = _Segments(directory)
+    pickled = segments.pickled(state)
     temporary = layout.temporary_checkpoint(directory, str(step))
     temporary.mkdir()
     sizes: dict[str, int] = {}
 
     def write(name: str) -> bool:
         if name == layout.COMPLETE_MARKER:
-            _write_synced(temporary / name, lambda handle: handle.write(layout.marker(step, sizes)))
-        else:
+            _fsync_dir(segments_dir)
+            listing = layout.Listing(sizes, segments.listed)
+            _write_synced(temporary / name, lambda handle: handle.write(layout.marker(step, listing)))
+        elif name == layout.STATE_FILE:
             sizes[name] = _write_synced(temporary / name,
-                                        lambda handle: pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL))
+                                        lambda handle: pickle.dump(pickled, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        else:
+            rows = segments.new[name]
+            segments.listed[name] = _write_synced(segments_dir / name,
+                                                  lambda handle: np.save(handle, rows, allow_pickle=False))
         return True
 
-    layout.write_marker_last([layout.STATE_FILE], write)
+    layout.write_marker_last([*segments.new, layout.STATE_FILE], write)
     _fsync_dir(temporary)
     final = directory / layout.checkpoint_name(step)
     if final.exists():
@@ -87,15 +142,28 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
     _fsync_dir(directory)
     for _, old in layout.complete_checkpoints(directory)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+    for garbage in layout.unlisted_segments(directory):  # the pruned checkpoints', and a killed save's
+        garbage.unlink(missing_ok=True)
     return final
 
 
+def _bind_segments(value: Any, segments_dir: Path) -> None:
+    if isinstance(value, StoredChunks):
+        value.directory = segments_dir
+    elif isinstance(value, dict):
+        for item in value.values():
+            _bind_segments(item, segments_dir)
+
+
 def load(path: Path) -> dict[str, Any]:
-    """The state of the complete checkpoint at `path`, as saved; one line instead if this rlkube cannot read its
-    format (layout.checkpoint_format says which it is)."""
+    """The state of the complete checkpoint at `path`, as saved, but for its chunks, which are `StoredChunks` read
+    from their segments as the loading memory copies them; one line instead if this rlkube cannot read its format
+    (layout.checkpoint_format says which it is)."""
     layout.checkpoint_format(path)
     with open(path / layout.STATE_FILE, "rb") as handle:
-        return pickle.load(handle)
+        state = pickle.load(handle)
+    _bind_segments(state, layout.segments_dir(path.parent))
+    return state
 
 
 def save_best(copy_dir: Path, best: dict[str, Any]) -> None:

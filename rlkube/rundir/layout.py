@@ -16,13 +16,17 @@ An experiment's directory holds the summary across copies and one directory per 
         best/policy.pkl           the acting weights of the best evaluation so far, with its step and return
         checkpoints/
             ckpt-<step>/
-                state.pkl         everything a resume needs
-                COMPLETE          written last: the checkpoint's files and their sizes, its format (FORMAT)
+                state.pkl         everything a resume needs but the segments
+                COMPLETE          written last: its files and segments with their sizes, its format (FORMAT)
+            segments/             array files (.npy) of replay chunks, shared by the checkpoints that list them:
+                <key>.<start>-<stop>.v<version>.<token>.npy   rows start..stop of the state's array at `key` (dotted),
+                                  as they were at that chunk's version (rlkube.chunked); the token is the save's own
             .tmp-*                a save or a download in progress
 
-A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files that
-all exist with the listed sizes (`is_complete`). Saves, uploads, downloads and PBT's copies all write it through
-`write_marker_last`.
+A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files and
+segments that all exist with the listed sizes (`is_complete`). A checkpoint lists the segments it wrote and those it
+inherited from the one before; a segment no complete checkpoint lists is garbage. Saves, uploads, downloads and
+PBT's copies all write the marker through `write_marker_last`, after the files and segments it lists.
 
 The directory's format has a version (FORMAT), which each checkpoint's marker records with the rlkube that wrote
 it: a checkpoint is what a later rlkube reads to continue a run. `checkpoint_format` tells a reader whether it can.
@@ -33,6 +37,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlkube import __version__
@@ -60,6 +65,7 @@ BEST_POLICY = "best/policy.pkl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"
+SEGMENTS = "segments"
 COMPLETE_MARKER = "COMPLETE"
 TEMPORARY_GLOB = ".tmp-*"
 
@@ -68,10 +74,14 @@ TEMPORARY_GLOB = ".tmp-*"
 #   1  no version in the marker: each agent family's own state shape (DQN's flat lists, the continuous agents'
 #      `variables`), upgraded on load (Agent.upgrade_state)
 #   2  every agent's state in one named shape (rlkube.rl.agents.base.AgentState)
-FORMAT = 2
+#   3  replay memories' big arrays in segments shared between checkpoints, not in state.pkl (formats 1-2 hold them
+#      there whole, which the memories still load)
+FORMAT = 3
 OLDEST_FORMAT = 1  # the oldest this rlkube still resumes
 
 _CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINTS}/({CHECKPOINT_PREFIX}\d+)/(.+)$")
+_SEGMENT_FILE = re.compile(rf"^{CHECKPOINTS}/{SEGMENTS}/([^/]+)$")
+_SEGMENT_NAME = re.compile(r"^(.+)\.(\d+)-(\d+)\.v(\d+)\.[0-9a-f]+\.npy$")
 
 
 # -- an experiment and its copies ----------------------------------------------------------------------------------
@@ -151,23 +161,62 @@ def split_checkpoint_path(rel: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def segments_dir(checkpoints: Path) -> Path:
+    return checkpoints / SEGMENTS
+
+
+def segment_path(name: str) -> str:
+    """A segment as a path relative to its copy: checkpoints/segments/<name>."""
+    return f"{CHECKPOINTS}/{SEGMENTS}/{name}"
+
+
+def segment_of(rel: str) -> str | None:
+    """The segment's name of a path relative to a copy; None for any other path."""
+    match = _SEGMENT_FILE.match(rel)
+    return match.group(1) if match else None
+
+
+def segment_name(key: str, start: int, stop: int, version: int, token: str) -> str:
+    return f"{key}.{start}-{stop}.v{version}.{token}.npy"
+
+
+def segment_identity(name: str) -> tuple[str, int, int, int] | None:
+    """(key, start, stop, version) of a segment's name: what its rows are, whichever save wrote them."""
+    match = _SEGMENT_NAME.match(name)
+    return (match.group(1), *map(int, match.group(2, 3, 4))) if match else None
+
+
 def temporary_checkpoint(checkpoints: Path, label: str) -> Path:
     """Where a checkpoint is assembled before it appears by one rename: hidden, so never synced or listed."""
     return checkpoints / f".tmp-{label}-{os.getpid()}"
 
 
-def marker(step: int, files: Mapping[str, int]) -> bytes:
-    """The COMPLETE marker's content: the step, each file of the checkpoint with its size in bytes, and the format
-    and rlkube version that wrote it."""
-    return json.dumps({"step": step, "files": dict(files), "format": FORMAT, "rlkube": __version__}).encode()
+@dataclass(frozen=True)
+class Listing:
+    """What a marker lists, with sizes in bytes: the checkpoint's own files, and the segments it needs."""
+
+    files: dict[str, int]
+    segments: dict[str, int] = field(default_factory=dict)
 
 
-def parse_marker(data: bytes | str) -> dict[str, int] | None:
-    """The files a marker lists, with their sizes; None for anything that is not a marker."""
+def marker(step: int, listing: Listing) -> bytes:
+    """The COMPLETE marker's content: the step, each file and segment of the checkpoint with its size in bytes, and
+    the format and rlkube version that wrote it."""
+    return json.dumps({"step": step, "files": listing.files, "segments": listing.segments, "format": FORMAT,
+                       "rlkube": __version__}).encode()
+
+
+def _sizes(value: object) -> dict[str, int] | None:
+    return value if isinstance(value, dict) and all(isinstance(size, int) for size in value.values()) else None
+
+
+def parse_marker(data: bytes | str) -> Listing | None:
+    """What a marker lists; None for anything that is not a marker. (Markers before format 3 list no segments.)"""
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        files = json.loads(data)["files"]
-        if isinstance(files, dict) and all(isinstance(size, int) for size in files.values()):
-            return files
+        written = json.loads(data)
+        files, segments = _sizes(written["files"]), _sizes(written.get("segments", {}))
+        if files is not None and segments is not None:
+            return Listing(files, segments)
     return None
 
 
@@ -183,13 +232,17 @@ def write_marker_last(files: Iterable[str], write: Callable[[str], bool],
     return all(write(name) for name in files) and write(COMPLETE_MARKER)
 
 
-def is_complete(sizes: Mapping[str, int], listed: Mapping[str, int] | None) -> bool:
-    """The one completeness rule: a marker (`listed`, parsed) that lists files, each of them among `sizes`
-    (every file of the checkpoint by name, the marker's own included or not) with the listed size."""
-    return bool(listed) and all(sizes.get(file) == size for file, size in listed.items())
+def is_complete(sizes: Mapping[str, int], listed: Listing | None, segment_sizes: Mapping[str, int]) -> bool:
+    """The one completeness rule: a marker (`listed`, parsed) that lists files, each of them among `sizes` (every
+    file of the checkpoint by name, the marker's own included or not) with the listed size, and segments, each of
+    them among `segment_sizes` (every segment of the copy by name) with the listed size."""
+    return (listed is not None and bool(listed.files)
+            and all(sizes.get(file) == size for file, size in listed.files.items())
+            and all(segment_sizes.get(name) == size for name, size in listed.segments.items()))
 
 
-def _file_sizes(path: Path) -> dict[str, int]:
+def file_sizes(path: Path) -> dict[str, int]:
+    """Every file in the directory at `path` by name, with its size; none where there is no directory."""
     sizes = {}
     with contextlib.suppress(OSError):
         for entry in os.scandir(path):
@@ -198,8 +251,8 @@ def _file_sizes(path: Path) -> dict[str, int]:
     return sizes
 
 
-def read_marker(path: Path) -> dict[str, int] | None:
-    """The files the marker of the checkpoint at `path` lists; None without a readable marker."""
+def read_marker(path: Path) -> Listing | None:
+    """What the marker of the checkpoint at `path` lists; None without a readable marker."""
     try:
         return parse_marker((path / COMPLETE_MARKER).read_bytes())
     except OSError:
@@ -226,11 +279,19 @@ def checkpoint_format(path: Path) -> int:
 def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
     """(step, path) of every complete checkpoint in a copy's checkpoints directory, oldest first."""
     found = []
+    segment_sizes = file_sizes(segments_dir(checkpoints))
     for path in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
         step = checkpoint_step(path.name)
-        if step is not None and is_complete(_file_sizes(path), read_marker(path)):
+        if step is not None and is_complete(file_sizes(path), read_marker(path), segment_sizes):
             found.append((step, path))
     return sorted(found)
+
+
+def unlisted_segments(checkpoints: Path) -> list[Path]:
+    """The segments in a copy's checkpoints directory that no complete checkpoint lists: garbage."""
+    listed = {name for _, path in complete_checkpoints(checkpoints) for name in read_marker(path).segments}
+    directory = segments_dir(checkpoints)
+    return [directory / name for name in sorted(file_sizes(directory).keys() - listed)]
 
 
 def unmarked_checkpoints(checkpoints: Path) -> list[Path]:

@@ -13,6 +13,10 @@ Rules shared by the writer and every reader:
   marker before the data. So a reader never sees a partial checkpoint as complete, whatever instant a sync dies
   at. (Each object PUT is atomic on S3 and GCS; the marker makes the rule hold for any number of files.) A
   download writes the marker last too, into a temporary directory that appears by one rename.
+* A checkpoint's segments (`checkpoints/segments/`, shared between checkpoints: rlkube.rundir.checkpoint) are
+  written once under a name of their own and never change: an upload or download sends only those the other side
+  lacks, before the marker that lists them, and a segment that no complete checkpoint lists any more is deleted
+  after the markers that listed it.
 * Hidden files and directories are never synced: `checkpoints/.tmp-*` (a save in progress), partial downloads,
   and the sync manifest `.rlkube-sync.json`.
 * The manifest records, per file, which remote object (size and ETag or GCS generation) a local file (size and
@@ -165,6 +169,7 @@ def _local_files(local_dir: Path) -> dict[str, tuple[int, int]]:
     listed files and markers."""
     files: dict[str, tuple[int, int]] = {}
     checkpoints: dict[str, dict[str, tuple[int, int]]] = {}
+    segments: dict[str, tuple[int, int]] = {}
     if not local_dir.is_dir():
         return files
     for directory, subdirectories, names in os.walk(local_dir):
@@ -179,12 +184,17 @@ def _local_files(local_dir: Path) -> dict[str, tuple[int, int]]:
             elif in_checkpoint := layout.split_checkpoint_path(rel):
                 checkpoint, file = in_checkpoint
                 checkpoints.setdefault(checkpoint, {})[file] = stat
+            elif segment := layout.segment_of(rel):
+                segments[segment] = stat
+    segment_sizes = {name: stat[0] for name, stat in segments.items()}
     for checkpoint, found in checkpoints.items():
         listed = layout.read_marker(local_dir / layout.CHECKPOINTS / checkpoint)
         sizes = {file: stat[0] for file, stat in found.items()}
-        if layout.COMPLETE_MARKER in found and layout.is_complete(sizes, listed):
-            for file in [*listed, layout.COMPLETE_MARKER]:
+        if layout.COMPLETE_MARKER in found and layout.is_complete(sizes, listed, segment_sizes):
+            for file in [*listed.files, layout.COMPLETE_MARKER]:
                 files[layout.checkpoint_path(checkpoint, file)] = found[file]
+            for name in listed.segments:
+                files[layout.segment_path(name)] = segments[name]
     return files
 
 
@@ -257,18 +267,19 @@ def _by_step(checkpoints: Iterable[str]) -> list[str]:
 
 def _upload_marker_last(local_dir: Path, name: str, changed: list[str], remote: _Remote, manifest: _Manifest,
                         stats: SyncStats, replacing: bool) -> bool:
-    """Upload checkpoint `name`'s `changed` files, then its marker; a marker already `replacing` goes first, as the
-    checkpoint is about to change. False when a file is gone since the scan (the marker is then not uploaded)."""
+    """Upload checkpoint `name`'s `changed` files and segments (paths relative to the copy), then its marker; a marker
+    already `replacing` goes first, as the checkpoint is about to change. False when a file is gone since the scan
+    (the marker is then not uploaded)."""
 
-    def upload(file: str) -> bool:
-        return _upload(local_dir, layout.checkpoint_path(name, file), remote, manifest, stats)
+    def upload(rel: str) -> bool:
+        return _upload(local_dir, _marker_path(name) if rel == layout.COMPLETE_MARKER else rel, remote, manifest,
+                       stats)
 
     def remove_marker() -> None:
         remote.delete([_marker_path(name)])
         stats.files_deleted += 1
 
-    files = [rel.rsplit("/", 1)[1] for rel in changed]
-    return layout.write_marker_last(files, upload, remove_marker if changed and replacing else None)
+    return layout.write_marker_last(changed, upload, remove_marker if changed and replacing else None)
 
 
 def sync_up(local_dir: Path, remote_url: str) -> SyncStats:
@@ -342,24 +353,31 @@ def _sync_up(local_dir: Path, remote: _Remote, theirs: dict[str, _RemoteFile], m
     # 2. Complete local checkpoints, oldest first: the files, then the local marker, which makes each visible.
     local_checkpoints = _checkpoints(ours)
     remote_checkpoints = _checkpoints(theirs)
+    sent: set[str] = set()  # segments uploaded for an older checkpoint, which a newer one lists too
     for name in _by_step(local_checkpoints):
         marker = _marker_path(name)
-        changed = [rel for rel in sorted(local_checkpoints[name])
-                   if rel != marker and _needs_upload(rel, ours[rel], theirs, manifest)]
+        listed = layout.read_marker(local_dir / layout.CHECKPOINTS / name)
+        segments = [layout.segment_path(segment) for segment in listed.segments] if listed else []
+        changed = [rel for rel in [*segments, *sorted(local_checkpoints[name])]
+                   if rel != marker and rel not in sent and _needs_upload(rel, ours[rel], theirs, manifest)]
         if not changed and not _needs_upload(marker, ours[marker], theirs, manifest):
             continue
-        if not _upload_marker_last(local_dir, name, changed, remote, manifest, stats, replacing=marker in theirs):
+        uploaded = _upload_marker_last(local_dir, name, changed, remote, manifest, stats, replacing=marker in theirs)
+        sent.update(changed)
+        if not uploaded:
             continue  # pruned since the scan: without its marker the remote copy never counts, and goes next sync
         # Files of this checkpoint that are not part of it any more.
         stale = [rel for rel in remote_checkpoints.get(name, []) if rel not in local_checkpoints[name]]
         remote.delete(stale)
         stats.files_deleted += len(stale)
 
-    # 3. Deletions: pruned checkpoints (markers first, then data), then logs a resume deleted.
+    # 3. Deletions: pruned checkpoints (markers first, then data and the segments no kept checkpoint lists), then
+    # logs a resume deleted.
     pruned = [name for name in remote_checkpoints if name not in local_checkpoints]
     markers = [_marker_path(name) for name in pruned if _marker_path(name) in theirs]
     remote.delete(markers)
     data = [rel for name in pruned for rel in remote_checkpoints[name] if rel != _marker_path(name)]
+    data += [rel for rel in theirs if layout.segment_of(rel) and rel not in ours]
     remote.delete(data)
     logs = [rel for rel in theirs if "/" not in rel and rel not in ours and _matches(rel, MIRRORED_DELETIONS)]
     remote.delete(logs)
@@ -371,9 +389,11 @@ def _sync_up(local_dir: Path, remote: _Remote, theirs: dict[str, _RemoteFile], m
 
 @dataclass
 class _RemoteCheckpoint:
-    """A complete remote checkpoint: its listed files (paths relative to the copy) and its marker, as read."""
+    """A complete remote checkpoint: its listed files and segments (paths relative to the copy) and its marker, as
+    read."""
 
     files: list[str]
+    segments: list[str]
     marker_path: str
     marker: bytes
 
@@ -390,9 +410,11 @@ def _complete_checkpoint(remote: _Remote, theirs: dict[str, _RemoteFile], name: 
         return None  # deleted since the listing: being replaced or pruned
     listed = layout.parse_marker(marker)
     sizes = {rel.rsplit("/", 1)[1]: theirs[rel].size for rel in rels}
-    if len(marker) != theirs[marker_path].size or not layout.is_complete(sizes, listed):
+    segment_sizes = {segment: info.size for rel, info in theirs.items() if (segment := layout.segment_of(rel))}
+    if len(marker) != theirs[marker_path].size or not layout.is_complete(sizes, listed, segment_sizes):
         return None  # rewritten since the listing, or its data is not all there (yet)
-    return _RemoteCheckpoint([layout.checkpoint_path(name, file) for file in listed], marker_path, marker)
+    return _RemoteCheckpoint([layout.checkpoint_path(name, file) for file in listed.files],
+                             [layout.segment_path(segment) for segment in listed.segments], marker_path, marker)
 
 
 def _make_local_dir(local_dir: Path, url: str) -> None:
@@ -478,19 +500,21 @@ def _sync_file(remote: _Remote, rel: str, theirs: _RemoteFile, local_dir: Path, 
 def _sync_checkpoint(remote: _Remote, name: str, checkpoint: _RemoteCheckpoint, theirs: dict[str, _RemoteFile],
                      local_dir: Path, manifest: _Manifest, stats: SyncStats) -> None:
     """Download a remote checkpoint unless the local one is identical; it appears locally by one rename, with
-    its marker written last."""
-    rels = [*checkpoint.files, checkpoint.marker_path]
+    its marker written last, after the segments it lists that are not here yet."""
+    rels = [*checkpoint.segments, *checkpoint.files, checkpoint.marker_path]
     if all(manifest.in_sync(rel, _stat(local_dir / rel), theirs[rel]) for rel in rels):
         return
     checkpoints = local_dir / layout.CHECKPOINTS
     temporary = layout.temporary_checkpoint(checkpoints, f"pull-{name}")
     shutil.rmtree(temporary, ignore_errors=True)
 
-    def download(file: str) -> bool:
-        if file != layout.COMPLETE_MARKER:
-            rel = layout.checkpoint_path(name, file)
-            return _download(remote, rel, theirs[rel], temporary / file, None, stats)
-        marker = temporary / file
+    def download(rel: str) -> bool:
+        if layout.segment_of(rel):  # named once for good: one that is here already is the same
+            return manifest.in_sync(rel, _stat(local_dir / rel), theirs[rel]) or \
+                _download(remote, rel, theirs[rel], local_dir / rel, manifest, stats)
+        if rel != layout.COMPLETE_MARKER:
+            return _download(remote, rel, theirs[rel], temporary / rel.rsplit("/", 1)[1], None, stats)
+        marker = temporary / rel
         marker.write_bytes(checkpoint.marker)  # read already, to verify the checkpoint
         _set_mtime(marker, theirs[checkpoint.marker_path])
         stats.files_downloaded += 1
@@ -498,7 +522,7 @@ def _sync_checkpoint(remote: _Remote, name: str, checkpoint: _RemoteCheckpoint, 
         return True
 
     try:
-        if not layout.write_marker_last([rel.rsplit("/", 1)[1] for rel in checkpoint.files], download):
+        if not layout.write_marker_last([*checkpoint.segments, *checkpoint.files], download):
             return  # pruned or replaced while we read it: leave the local checkpoints as they were
         final = checkpoints / name
         if final.exists():
@@ -545,7 +569,7 @@ def _sync_down(remote: _Remote, theirs: dict[str, _RemoteFile], local_dir: Path,
         if all(manifest.in_sync(rel, _stat(local_dir / rel), theirs[rel]) for rel in rels):
             complete[name] = rels  # already here: no need to read its marker again
         elif checkpoint := _complete_checkpoint(remote, theirs, name, rels):
-            complete[name] = [*checkpoint.files, checkpoint.marker_path]
+            complete[name] = [*checkpoint.files, checkpoint.marker_path]  # (segments: see below)
             _sync_checkpoint(remote, name, checkpoint, theirs, local_dir, manifest, stats)
 
     if not theirs:
@@ -560,12 +584,16 @@ def _sync_down(remote: _Remote, theirs: dict[str, _RemoteFile], local_dir: Path,
             if in_checkpoint[0] not in remote_checkpoints:  # pruned remotely (incomplete ones are left alone)
                 stale_checkpoints.add(in_checkpoint[0])
             continue
+        if layout.segment_of(rel):
+            continue  # a segment goes with the last local checkpoint that lists it
         (local_dir / rel).unlink(missing_ok=True)
         manifest.forget(rel)
         stats.files_deleted += 1
     for name in sorted(stale_checkpoints):
         shutil.rmtree(local_dir / layout.CHECKPOINTS / name, ignore_errors=True)
         stats.files_deleted += 1
+    for garbage in layout.unlisted_segments(local_dir / layout.CHECKPOINTS) if stale_checkpoints else []:
+        garbage.unlink(missing_ok=True)
 
 
 # -- resume --------------------------------------------------------------------------------------------------------
