@@ -91,8 +91,10 @@ def test_bad_profiles_name_the_file_profile_and_field(project: Path, profile: di
     assert "'broken'" in str(caught.value)
 
 
+# The rlkube command knows the shipped targets; this process may know the tests' fake one too (tests/fake_target.py
+# registers it when imported), so here only the line's start is compared.
 @pytest.mark.parametrize(("target", "message"), [
-    ("cloud", "cluster 'broken': unknown target 'cloud'; known: "),
+    ("cloud", "cluster 'broken': unknown target 'cloud'; known: kubernetes, local"),
     ("kubernets", "cluster 'broken': unknown target 'kubernets'; did you mean kubernetes?"),
 ])
 def test_a_profile_naming_an_unknown_target_is_refused_where_it_is_used(project: Path, target: str,
@@ -100,9 +102,9 @@ def test_a_profile_naming_an_unknown_target_is_refused_where_it_is_used(project:
     (project / "rlkube.yaml").write_text(yaml.safe_dump({"broken": {"target": target}}))
     with pytest.raises(UserError) as caught:
         target_for(get_profile("broken"))
-    assert str(caught.value).startswith(message)
+    assert str(caught.value).startswith(message.split("; known: ")[0])
     listed = run_rlkube("clusters", cwd=project, env={"XDG_CONFIG_HOME": str(project / "config")})
-    assert (listed.returncode, listed.stderr.strip()) == (2, f"error: {caught.value}")
+    assert (listed.returncode, listed.stderr.strip()) == (2, f"error: {message}")
 
 
 def test_storage_lifetime_and_env_fields_have_safe_defaults_and_can_be_changed(project: Path) -> None:
