@@ -102,7 +102,7 @@ def test_a_profile_naming_an_unknown_target_is_refused_where_it_is_used(project:
     (project / "rlkube.yaml").write_text(yaml.safe_dump({"broken": {"target": target}}))
     with pytest.raises(UserError) as caught:
         target_for(get_profile("broken"))
-    assert str(caught.value).startswith(message.split("; known: ")[0])
+    assert str(caught.value).startswith(message.partition("; known: ")[0])
     listed = run_rlkube("clusters", cwd=project, env={"XDG_CONFIG_HOME": str(project / "config")})
     assert (listed.returncode, listed.stderr.strip()) == (2, f"error: {message}")
 

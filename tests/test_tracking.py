@@ -128,6 +128,7 @@ def mlflow_rows(client: Any, run_id: str) -> Counter[Row]:
                    for key in keys for metric in client.get_metric_history(run_id, key))
 
 
+@pytest.mark.full
 def test_an_mlflow_run_holds_hparams_scalars_provenance_and_files_and_a_resume_continues_it(
         mlflow_server: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient  # noqa: PLC0415  (the optional extra)
@@ -225,6 +226,7 @@ def wandb_history(run_file: Path) -> tuple[Counter[Row], dict[str, Any], Any]:
     return rows, config, run_record
 
 
+@pytest.mark.full
 def test_a_wandb_offline_run_holds_the_history_and_a_resume_continues_it(tmp_path: Path) -> None:
     run = tmp_path / "dqn-tracked"
     copy = run / "copy-0"
