@@ -106,7 +106,8 @@ def test_hparam_overrides_complete_the_sets_names_then_the_values_a_field_may_ta
     assert complete("rlkube submit --hparams dqn_cartpole --hparam-override double_q=true,distributional=", shell) == [
         f"double_q=true,distributional={head}" for head in ("none", "c51", "qr")]
     # Without --hparams first, the hparams every set has.
-    assert complete("rlkube train --hparam-override vector_mode=", shell) == ["vector_mode=sync", "vector_mode=async", "vector_mode=envpool"]
+    assert complete("rlkube train --hparam-override vector_mode=", shell) == [
+        "vector_mode=sync", "vector_mode=async", "vector_mode=envpool"]
 
 
 def test_cluster_profiles_complete_the_shipped_ones_and_the_users(workdir: Path) -> None:
