@@ -311,7 +311,9 @@ def test_a_sweep_learns_and_its_pruned_trials_stop_early(workdir: Path, target: 
     """ppo_cartpole's lr and n_epochs over a space with bad values (lr 1e-5, one epoch): TPE finds a trial that
     reaches 475 on both seeds within the reduced budget, and the median pruner stops hopeless ones early."""
     budget = 50_000
-    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "25000")  # 2 s a trial, so the pruner sees it evaluate
+    # 5 s a trial: an evaluation every 0.5 s, so that the driver (polling every 0.2 s) reports each one and can prune
+    # before the end; at 25,000 steps/s it once read a trial's evaluations in one batch and pruned it at its last step.
+    monkeypatch.setenv("RLKUBE_FAKE_STEPS_PER_SECOND", "10000")
     poll = {"local": "1", "fake": "0.2"}[target]
     started = rlkube("sweep", "start", "--hparams", "ppo_cartpole", "--eval-episodes", "5", "--test-episodes", "1",
                      "--hparam-override", "eval_every=5000", "--train-steps", str(budget), "--space", "space.yaml",
