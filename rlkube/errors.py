@@ -3,6 +3,10 @@
 import difflib
 from collections.abc import Iterable
 
+# How a command ends on a UserError. A pod's Job fails that copy at once on it (render.py's podFailurePolicy): the
+# same input would fail the same way on every retry.
+USER_ERROR_EXIT_CODE = 2
+
 
 class UserError(Exception):
     """A mistake in the user's input, with what would be right."""

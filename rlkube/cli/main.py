@@ -24,13 +24,13 @@ class CleanErrors(click.Group):
     """Turn the user's mistakes into one line on stderr and exit 2; never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from rlkube.errors import UserError  # noqa: PLC0415
+        from rlkube.errors import USER_ERROR_EXIT_CODE, UserError  # noqa: PLC0415
 
         try:
             return super().invoke(ctx)
         except UserError as error:
             click.echo(f"error: {error}", err=True)
-            sys.exit(2)
+            sys.exit(USER_ERROR_EXIT_CODE)
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"]})

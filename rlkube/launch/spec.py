@@ -63,6 +63,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def experiment_output_dir(output: str, name: str) -> str:
+    """An experiment's run directory under a profile's output, on every target: <output>/<name>. On a PVC the
+    experiment's pods mount only this directory (render.py), so it is named by the experiment alone."""
+    return f"{output.rstrip('/')}/{name}"
+
+
 def default_name(hparams: str, now: datetime) -> str:
     return f"{hparams.replace('_', '-')[:MAX_NAME_LENGTH - 16]}-{now:%Y%m%d-%H%M%S}"
 
@@ -120,6 +126,6 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
         provenance = current_provenance(shlex.join(["rlkube", *sys.argv[1:]]), now)
     return ExperimentSpec(
         name=name, cluster=profile.name, namespace=profile.namespace, copies=planned,
-        image=image or profile.default_image, output_dir=f"{profile.output.rstrip('/')}/{name}",
+        image=image or profile.default_image, output_dir=experiment_output_dir(profile.output, name),
         train=train, hparams=to_dict(hp), provenance=provenance, sweep=sweep,
     )
