@@ -184,13 +184,13 @@ def test_logs_follow_a_copy_across_its_retries(cluster: TestCluster) -> None:
     assert state["copies"][2]["restarts"] == 1
 
 
-@pytest.mark.parametrize(("exit_code", "pods_of_the_failing_copy"), [(USER_ERROR_EXIT_CODE, 1), (1, 3)])
+@pytest.mark.parametrize(("exit_code", "pods_of_the_failing_copy"), [(USER_ERROR_EXIT_CODE, 1), (1, 2)])
 @pytest.mark.usefixtures("workdir")
 def test_a_user_error_fails_its_copy_at_once_where_other_failures_are_retried(
         api: client.ApiClient, namespace: str, exit_code: int, pods_of_the_failing_copy: int) -> None:
     """`rlkube train` exits 2 on a user error, which every retry would repeat: the Job fails that index without
     spending its retries (podFailurePolicy FailIndex), while another exit code is retried."""
-    profile = {**profiles(namespace)["test-fail"], "retries_per_copy": 2}
+    profile = {**profiles(namespace)["test-fail"], "retries_per_copy": 1}
     Path("rlkube.yaml").write_text(yaml.safe_dump({**profiles(namespace), "test-fail": profile}))
     objects = render(build_spec(get_profile("test-fail"), TrainOptions("dqn_cartpole"), 3, name="user-error"),
                      get_profile("test-fail"))
