@@ -36,7 +36,7 @@ from tests.rendered_examples import example_profiles, example_spec
 pytestmark = pytest.mark.xdist_group("k8s")
 SETUP = Path(__file__).resolve().parents[2] / "manifests" / "setup"
 MANAGED = {"app.kubernetes.io/managed-by": "rlkube"}
-IMAGE = "ghcr.io/rlkube/rlkube-cpu:test"  # a registry admission-params.yaml lists; kwok never pulls it
+IMAGE = "ghcr.io/rlkube/rlkube-cpu:test"  # a registry parameters.yaml lists; kwok never pulls it
 TENSORBOARD_PODS = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard"}
 
 
@@ -79,7 +79,7 @@ def rlkube_namespace(api: client.ApiClient, namespace: str, admission_policy: No
     has no volume provisioner)."""
     (labels,) = (doc["metadata"]["labels"] for doc in setup_documents("namespace.yaml"))
     client.CoreV1Api(api).patch_namespace(namespace, {"metadata": {"labels": labels}})
-    for file in ("rbac.yaml", "admission-params.yaml", "limits.yaml", "networkpolicy.yaml", "pvc.yaml"):
+    for file in ("rbac.yaml", "parameters.yaml", "quota.yaml", "networkpolicy.yaml", "pvc.yaml"):
         for doc in setup_documents(file):
             create(api, doc, namespace)
     return namespace
@@ -366,7 +366,7 @@ def test_a_service_account_carries_only_the_listed_cloud_identities(alice: clien
     account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] = "owner@PROJECT.iam.gserviceaccount.com"
     assert "rule service-account-annotations: " in refusal(lambda: create(alice, account, rlkube_namespace))
     account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] = \
-        "rlkube-runner@PROJECT.iam.gserviceaccount.com"  # what the gke profiles name, and admission-params.yaml lists
+        "rlkube-runner@PROJECT.iam.gserviceaccount.com"  # what the gke profiles name, and parameters.yaml lists
     create(alice, account, rlkube_namespace)
 
 
