@@ -172,12 +172,15 @@ def status(experiment: str | None, output_format: str) -> None:
 
 @click.command(name="list")
 @output_format_option("table", "json")
-def list_experiments(output_format: str) -> None:
-    """Every submitted experiment, with its live state from its cluster."""
+@click.option("--mine", is_flag=True, help="Only the experiments you submitted (as each one's cluster knows you).")
+def list_experiments(output_format: str, mine: bool) -> None:
+    """Every submitted experiment, who submitted it, and its live state from its cluster."""
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
     records = store.all_records()
+    if mine:
+        records = _submitted_by_me(records)
     entries = []
     for record in records:
         try:
@@ -186,17 +189,37 @@ def list_experiments(output_format: str) -> None:
             phase = f"unreachable ({error})"
         entries.append({"name": record.name, "cluster": record.cluster, "phase": phase,
                         "hparams": record.spec.train.hparams, "copies": record.copies, "image": record.image,
-                        "git_commit": (record.git_commit or "")[:12], "created": record.created})
+                        "git_commit": (record.git_commit or "")[:12], "created": record.created,
+                        "creator": record.creator})
     if output_format == "json":
         click.echo(json.dumps(entries, indent=2))
         return
     if not entries:
-        click.echo("no experiments yet; start one with: rlkube submit --hparams dqn_cartpole")
+        click.echo("none submitted by you; every experiment: rlkube list" if mine else
+                   "no experiments yet; start one with: rlkube submit --hparams dqn_cartpole")
         return
-    rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED"]]
+    rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED", "SUBMITTED BY"]]
     rows += [[e["name"], e["cluster"], e["phase"], e["hparams"], str(e["copies"]), e["git_commit"] or "-",
-              e["created"]] for e in entries]
+              e["created"], e["creator"] or "-"] for e in entries]
     click.echo(table(rows))
+
+
+def _submitted_by_me(records: list["Record"]) -> list["Record"]:
+    """The records whose creator is who this machine's user is on the record's cluster (asked once per cluster). A
+    cluster that cannot say is named on stderr, and its experiments left out."""
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
+
+    me: dict[tuple[str, str | None], str | None] = {}
+    for record in records:
+        where = (record.target, record.context)
+        if where not in me:
+            try:
+                me[where] = target_for(record).whoami(record.context)
+            except UserError as error:
+                click.echo(f"left out the experiments on {record.cluster}: {error}", err=True)
+                me[where] = None
+    return [record for record in records if record.creator is not None and record.creator == me[(record.target,
+                                                                                                   record.context)]]
 
 
 def _seconds(duration: str | None) -> int | None:

@@ -22,9 +22,10 @@ from rlkube.launch.spec import ExperimentSpec
 STORE_FILE = "experiments.db"
 # The store's schema version, kept in SQLite's user_version. Bump it with any change to the tables below, and
 # migrate the older version in _open_schema:
-#   0  written before versions: the same tables as 1 (stamped 1 on opening)
-#   1  experiments and sweeps as below
-SCHEMA_VERSION = 1
+#   0  written before versions: the same tables as 1
+#   1  experiments and sweeps, without experiments.creator
+#   2  experiments.creator: who submitted (the cluster's user name, or this machine's); NULL for older rows
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -39,9 +40,13 @@ CREATE TABLE IF NOT EXISTS experiments (
     git_commit TEXT,
     created TEXT NOT NULL,
     spec TEXT NOT NULL,
-    backend TEXT NOT NULL DEFAULT '{}'
+    backend TEXT NOT NULL DEFAULT '{}',
+    creator TEXT
 )
 """
+# The columns in Record's order.
+COLUMNS = ("name, cluster, target, context, namespace, copies, image, output_dir, git_commit, created, creator, spec, "
+           "backend")
 # A sweep's study lives in its Optuna storage (the config too, so another machine can join it); this table
 # keeps where that storage is and this machine's driver of it.
 SWEEPS_SCHEMA = """
@@ -67,6 +72,7 @@ class Record:
     output_dir: str
     git_commit: str | None
     created: str
+    creator: str | None  # who submitted it; None if an rlkube before the store's version 2 did
     spec: ExperimentSpec
     backend: dict[str, Any]  # what the target needs to find its objects again (local: process ids)
 
@@ -85,6 +91,9 @@ def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
         if version > SCHEMA_VERSION:
             raise UserError(f"{path} was written by a newer rlkube (experiment store version {version}; rlkube "
                             f"{__version__} reads up to {SCHEMA_VERSION}): upgrade rlkube, {move_aside}")
+        columns = {column for _, column, *_ in connection.execute("PRAGMA table_info(experiments)")}
+        if columns and "creator" not in columns:  # versions 0 and 1
+            connection.execute("ALTER TABLE experiments ADD COLUMN creator TEXT")
         connection.execute(SCHEMA)
         connection.execute(SWEEPS_SCHEMA)
         if version < SCHEMA_VERSION:
@@ -110,11 +119,12 @@ def _connect() -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any]) -> None:
+def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any], creator: str) -> None:
     with _connect() as db:
-        db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+        db.execute(f"INSERT OR REPLACE INTO experiments ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
             spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
-            spec.provenance.git_commit, spec.provenance.created, json.dumps(spec.to_dict()), json.dumps(backend)))
+            spec.provenance.git_commit, spec.provenance.created, creator, json.dumps(spec.to_dict()),
+            json.dumps(backend)))
 
 
 def _record(row: tuple) -> Record:
@@ -124,7 +134,7 @@ def _record(row: tuple) -> Record:
 
 def get(name: str) -> Record:
     with _connect() as db:
-        row = db.execute("SELECT * FROM experiments WHERE name = ?", (name,)).fetchone()
+        row = db.execute(f"SELECT {COLUMNS} FROM experiments WHERE name = ?", (name,)).fetchone()
         if row is None:
             names = [n for (n,) in db.execute("SELECT name FROM experiments")]
             if not names:
@@ -138,7 +148,7 @@ def get_or_latest(name: str | None) -> Record:
     if name is not None:
         return get(name)
     with _connect() as db:
-        row = db.execute("SELECT * FROM experiments ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()
+        row = db.execute(f"SELECT {COLUMNS} FROM experiments ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()
     if row is None:
         raise UserError("no experiments yet, so none to show; submit one first: rlkube submit --hparams dqn_cartpole")
     return _record(row)
@@ -157,7 +167,7 @@ def names() -> list[str]:
 
 def all_records() -> list[Record]:
     with _connect() as db:
-        return [_record(row) for row in db.execute("SELECT * FROM experiments ORDER BY created DESC, name")]
+        return [_record(row) for row in db.execute(f"SELECT {COLUMNS} FROM experiments ORDER BY created DESC, name")]
 
 
 def sweep_trials(sweep: str) -> list[Record]:

@@ -8,6 +8,8 @@ Targets are registered by their `kind` (`@register_target`), which profiles and 
 one up. Importing this package registers the built-in targets (its __init__), as rlkube.rl.agents does for agents.
 """
 
+import getpass
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,8 +73,16 @@ class Target(ABC):
             previous = store.get(spec.name)
             target_for(previous).cancel(previous)
         spec, backend = self._start(spec, replacing=found)
-        store.save(spec, self.kind, self.context, backend)
+        store.save(spec, self.kind, self.context, backend, creator=self.whoami(self.context))
         return spec
+
+    def whoami(self, context: str | None) -> str:  # noqa: ARG002  (a hook: a cluster has users of its own)
+        """Who submits through this target from here (in the kube context `context`, for a target that has them):
+        the user this machine runs rlkube as."""
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError):  # a container's uid without a name
+            return str(os.getuid())
 
     def dryrun(self, spec: ExperimentSpec, replace: bool = False) -> str:
         """What `submit` would do, as one line; starts nothing and changes nothing."""
