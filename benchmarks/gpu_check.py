@@ -245,7 +245,7 @@ def gpu_text(learners: Stage) -> str:
                                capture_output=True, text=True, check=False, timeout=30)
         smi = "; ".join(query.stdout.strip().splitlines()) if query.returncode == 0 else "fails"
     if learners.record is None:
-        seen = "unknown (the learner stage did not finish)"
+        seen = f"not known: the learner stage {learners.problem}"
     elif learners.record["tf_gpus"]:
         seen = ", ".join(learners.record["tf_gpus"])
     else:
@@ -267,14 +267,31 @@ def tf_text(learners: Stage) -> str:
 
 
 def git_commit() -> str:
-    """This checkout's commit, `-dirty` with uncommitted changes to tracked files."""
+    """This checkout's commit, `-dirty` with uncommitted changes to tracked files; where git cannot run (the images
+    have none), read from .git itself."""
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, check=False)
 
-    if not shutil.which("git") or (head := git("rev-parse", "--short", "HEAD")).returncode != 0:
-        return "no git checkout"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return head.stdout.strip() + ("-dirty" if dirty else "")
+    if shutil.which("git") and (head := git("rev-parse", "--short", "HEAD")).returncode == 0:
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    commit = commit_in_git_dir(HERE.parent / ".git")
+    return f"{commit[:7]} (no git here to tell uncommitted changes)" if commit else "no git checkout"
+
+
+def commit_in_git_dir(git_dir: Path) -> str | None:
+    """HEAD's commit, read from a repository's .git directory (a worktree's .git is a file: None)."""
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head  # a detached HEAD is the commit itself
+        ref = head.removeprefix("ref: ")
+        if (git_dir / ref).is_file():
+            return (git_dir / ref).read_text().strip()
+        packed = (git_dir / "packed-refs").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split()[0] for line in packed if line.endswith(f" {ref}")), None)
 
 
 def learner_rows(learners: Stage) -> list[tuple[str, str]]:
@@ -368,7 +385,12 @@ def run_as_stage(args: argparse.Namespace) -> None:
         "learners": lambda: learner_stage(args.device, args.measure_seconds, args.dqn_learning_starts),
         "envs": lambda: env_stage(args.hparam_override, args.measure_seconds),
     }
-    print(json.dumps(stages[args.stage]()), flush=True)
+    try:
+        record = stages[args.stage]()
+    except UserError as error:  # --device gpu without one, say: a line above the table, not a traceback
+        print(f"gpu_check: stage {args.stage}: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(record), flush=True)
 
 
 def main() -> None:
