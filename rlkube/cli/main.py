@@ -51,8 +51,13 @@ class CleanErrors(click.Group):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from rlkube.launch.clusters import take_notes  # noqa: PLC0415
+
         with _mistakes_as_lines():  # the command's name, its options and what it does
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+        for note in take_notes():
+            click.echo(note, err=True)
+        return result
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"]})

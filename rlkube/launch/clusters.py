@@ -9,7 +9,6 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,20 +141,29 @@ def load_profiles() -> dict[str, ClusterProfile]:
 
 def get_profile(name: str) -> ClusterProfile:
     """The named profile. If ./rlkube.yaml changes a profile that an earlier file defines (a shipped one, or the
-    user's), a note on stderr says so: a checked-out project could otherwise swap a known profile's image or context
-    unseen."""
+    user's), a note says so (see take_notes): a checked-out project could otherwise swap a known profile's image or
+    context unseen."""
     profiles, changed_by_project = _load()
     if name not in profiles:
         raise unknown_name("cluster", name, profiles)
-    if name in changed_by_project and name not in _NOTED:
-        _NOTED.add(name)
+    if name in changed_by_project:
         origin, fields = changed_by_project[name]
-        print(f"note: {Path.cwd() / 'rlkube.yaml'} changes {', '.join(fields)} of the profile '{name}' from "
-              f"{origin}; rlkube clusters lists every profile and its files", file=sys.stderr)
+        note = (f"note: {Path.cwd() / 'rlkube.yaml'} changes {', '.join(fields)} of the profile '{name}' from "
+                f"{origin}; rlkube clusters lists every profile and its files")
+        if note not in _notes:
+            _notes.append(note)
     return profiles[name]
 
 
-_NOTED: set[str] = set()  # the profiles whose note this process has printed
+_notes: list[str] = []  # what get_profile noted, until the CLI takes it
+
+
+def take_notes() -> list[str]:
+    """The notes about the profiles used so far, once each: the CLI prints them when a command has succeeded, so that
+    a refused one stays one line."""
+    taken = list(_notes)
+    _notes.clear()
+    return taken
 
 
 def _load() -> tuple[dict[str, ClusterProfile], dict[str, tuple[str, list[str]]]]:

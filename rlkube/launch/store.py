@@ -82,7 +82,7 @@ _MOVE_ASIDE = "move it aside (rlkube then starts a new one), or set RLKUBE_DATA_
 
 
 def _unreadable(path: Path, error: Exception) -> UserError:
-    return UserError(f"{path} is not an experiment store rlkube {__version__} can read ({error}); {_MOVE_ASIDE}")
+    return UserError(f"{path} is not an experiment store rlkube can read ({error}); {_MOVE_ASIDE}")
 
 
 def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
