@@ -83,44 +83,56 @@ def data_dir() -> Path:
     return Path(base)
 
 
+# What to do about a store this rlkube cannot read.
+_MOVE_ASIDE = "move it aside (rlkube then starts a new one), or set RLKUBE_DATA_DIR to another directory"
+
+
+def _unreadable(path: Path, error: Exception) -> UserError:
+    return UserError(f"{path} is not an experiment store rlkube can read ({error}); {_MOVE_ASIDE}")
+
+
 def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
     """Make the tables, or check that the store's are of a version this rlkube reads (migrating an older one)."""
-    move_aside = "or set RLKUBE_DATA_DIR to another directory"
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise UserError(f"{path} was written by a newer rlkube (experiment store version {version}; rlkube "
-                            f"{__version__} reads up to {SCHEMA_VERSION}): upgrade rlkube, {move_aside}")
-        columns = {column for _, column, *_ in connection.execute("PRAGMA table_info(experiments)")}
-        if columns and "creator" not in columns:  # versions 0 and 1
-            connection.execute("ALTER TABLE experiments ADD COLUMN creator TEXT")
-        connection.execute(SCHEMA)
-        connection.execute(SWEEPS_SCHEMA)
-        if version < SCHEMA_VERSION:
+                            f"{__version__} reads up to {SCHEMA_VERSION}): upgrade rlkube, or {_MOVE_ASIDE}")
+        if version < SCHEMA_VERSION:  # a new store, or an older one to migrate: one of this version is read as is
+            columns = {column for _, column, *_ in connection.execute("PRAGMA table_info(experiments)")}
+            if columns and "creator" not in columns:  # versions 0 and 1
+                connection.execute("ALTER TABLE experiments ADD COLUMN creator TEXT")
+            connection.execute(SCHEMA)
+            connection.execute(SWEEPS_SCHEMA)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as error:
-        raise UserError(f"{path} is not an experiment store rlkube can read ({error}); move it aside, "
-                        f"{move_aside}") from None
+        raise _unreadable(path, error) from None
 
 
 @contextmanager
-def _connect() -> Iterator[sqlite3.Connection]:
+def _connect(create: bool = False) -> Iterator[sqlite3.Connection]:
+    """The store. Only a writer (`create`) makes it: a reader finds a store that does not exist yet empty, so that
+    read-only commands and --dry-run leave no file behind."""
     directory = data_dir()
+    path = directory / STORE_FILE
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(directory / STORE_FILE, timeout=10)
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path if create or path.exists() else ":memory:", timeout=10)
     except (OSError, sqlite3.Error) as error:
         raise UserError(f"cannot open the experiment store in {directory} ({error}); set RLKUBE_DATA_DIR") from None
     try:
-        _open_schema(connection, directory / STORE_FILE)
+        _open_schema(connection, path)
         with connection:
             yield connection
+    except sqlite3.DatabaseError as error:  # tables of another shape: a store of another rlkube, or a damaged one
+        raise _unreadable(path, error) from None
     finally:
         connection.close()
 
 
 def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any], creator: str) -> None:
-    with _connect() as db:
+    with _connect(create=True) as db:
         db.execute(f"INSERT OR REPLACE INTO experiments ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
             spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
             spec.provenance.git_commit, spec.provenance.created, creator, json.dumps(spec.to_dict()),
@@ -128,8 +140,12 @@ def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[s
 
 
 def _record(row: tuple) -> Record:
-    *head, spec, backend = row
-    return Record(*head, spec=ExperimentSpec.from_dict(json.loads(spec)), backend=json.loads(backend))
+    try:
+        *head, spec, backend = row
+        return Record(*head, spec=ExperimentSpec.from_dict(json.loads(spec)), backend=json.loads(backend))
+    except (ValueError, TypeError, KeyError) as error:  # JSON errors are ValueErrors
+        raise UserError(f"experiment '{row[0]}' in {data_dir() / STORE_FILE} is a record rlkube {__version__} "
+                        f"cannot read ({type(error).__name__}: {error}); {_MOVE_ASIDE}") from None
 
 
 def get(name: str) -> Record:
@@ -172,9 +188,9 @@ def all_records() -> list[Record]:
 
 def sweep_trials(sweep: str) -> list[Record]:
     """The experiments a sweep ran as its trials (<sweep>-t<n>), in trial order."""
-    pattern = re.compile(rf"^{re.escape(sweep)}-t(\d+)$")
-    found = [record for record in all_records() if pattern.match(record.name)]
-    return sorted(found, key=lambda record: int(pattern.match(record.name).group(1)))
+    pattern = re.compile(rf"{re.escape(sweep)}-t(\d+)")
+    found = [record for record in all_records() if pattern.fullmatch(record.name)]
+    return sorted(found, key=lambda record: int(pattern.fullmatch(record.name).group(1)))
 
 
 def exists(name: str) -> bool:
@@ -197,7 +213,7 @@ class SweepRecord:
 
 
 def save_sweep(sweep: SweepRecord) -> None:
-    with _connect() as db:
+    with _connect(create=True) as db:
         db.execute("INSERT OR REPLACE INTO sweeps VALUES (?,?,?,?,?)", (
             sweep.name, sweep.storage, sweep.driver_id, sweep.driver_pid, sweep.created))
 
@@ -205,7 +221,11 @@ def save_sweep(sweep: SweepRecord) -> None:
 def find_sweep(name: str) -> SweepRecord | None:
     with _connect() as db:
         row = db.execute("SELECT * FROM sweeps WHERE name = ?", (name,)).fetchone()
-    return SweepRecord(*row) if row else None
+    try:
+        return SweepRecord(*row) if row else None
+    except TypeError as error:  # a row of another shape
+        raise UserError(f"sweep '{name}' in {data_dir() / STORE_FILE} is a record rlkube {__version__} cannot read "
+                        f"({error}); {_MOVE_ASIDE}") from None
 
 
 def sweep_names() -> list[str]:
