@@ -190,10 +190,13 @@ CATALOGUE = {
                                   store_sql=store("PRAGMA user_version = 1", "CREATE TABLE experiments (name TEXT)",
                                                   "INSERT INTO experiments VALUES ('a')")),
     "store-record-of-another-shape": Bad(["status", "a"], "experiment 'a' in ", store_sql=store(
-        "PRAGMA user_version = 1", "CREATE TABLE experiments (name TEXT, spec TEXT, backend TEXT)",
-        "INSERT INTO experiments VALUES ('a', '{}', '{}')")),
+        "PRAGMA user_version = 2",
+        "CREATE TABLE experiments (name TEXT, cluster TEXT, target TEXT, context TEXT, namespace TEXT, copies INTEGER,"
+        " image TEXT, output_dir TEXT, git_commit TEXT, created TEXT, spec TEXT, backend TEXT, creator TEXT)",
+        "INSERT INTO experiments VALUES ('a', 'local', 'local', NULL, 'default', 1, 'i', 'o', NULL, 'now', '{}', '{}',"
+        " NULL)")),
     "store-sweep-of-another-shape": Bad(["sweep", "status", "s"], "sweep 's' in ",
-                                        store_sql=store("PRAGMA user_version = 1", "CREATE TABLE sweeps (name TEXT)",
+                                        store_sql=store("PRAGMA user_version = 2", "CREATE TABLE sweeps (name TEXT)",
                                                         "INSERT INTO sweeps VALUES ('s')")),
 }
 

@@ -91,6 +91,10 @@ def _unreadable(path: Path, error: Exception) -> UserError:
     return UserError(f"{path} is not an experiment store rlkube can read ({error}); {_MOVE_ASIDE}")
 
 
+def _columns(connection: sqlite3.Connection) -> set[str]:
+    return {column for _, column, *_ in connection.execute("PRAGMA table_info(experiments)")}
+
+
 def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
     """Make the tables, or check that the store's are of a version this rlkube reads (migrating an older one)."""
     try:
@@ -99,7 +103,11 @@ def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
             raise UserError(f"{path} was written by a newer rlkube (experiment store version {version}; rlkube "
                             f"{__version__} reads up to {SCHEMA_VERSION}): upgrade rlkube, or {_MOVE_ASIDE}")
         if version < SCHEMA_VERSION:  # a new store, or an older one to migrate: one of this version is read as is
-            columns = {column for _, column, *_ in connection.execute("PRAGMA table_info(experiments)")}
+            columns = _columns(connection)
+            # Checked before anything is written, so that a store of another shape is left as it was found.
+            missing = [column for column in COLUMNS.split(", ") if column != "creator" and column not in columns]
+            if columns and missing:
+                raise sqlite3.DatabaseError(f"no such column: {missing[0]}")
             if columns and "creator" not in columns:  # versions 0 and 1
                 connection.execute("ALTER TABLE experiments ADD COLUMN creator TEXT")
             connection.execute(SCHEMA)
