@@ -10,8 +10,21 @@ from collections.abc import Iterable
 USER_ERROR_EXIT_CODE = 2
 
 
+# How a command ends on a TransientError: EX_TEMPFAIL, which a pod's Job retries like any other failure.
+TRANSIENT_ERROR_EXIT_CODE = 75
+
+
 class UserError(Exception):
     """A mistake in the user's input, with what would be right."""
+
+    exit_code = USER_ERROR_EXIT_CODE
+
+
+class TransientError(UserError):
+    """Trouble the user may have to fix but that may also pass by itself, such as an endpoint out of reach: one line
+    all the same, but its own exit code, so that a pod retries it rather than failing its copy at once."""
+
+    exit_code = TRANSIENT_ERROR_EXIT_CODE
 
 
 def one_of(names: list[str]) -> str:

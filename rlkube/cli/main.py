@@ -36,7 +36,7 @@ def _mistakes_as_lines() -> Iterator[None]:
     except UserError as error:
         for mistake in error.mistakes if isinstance(error, UserErrors) else [str(error)]:
             click.echo(f"error: {one_line(mistake)}", err=True)
-        sys.exit(USER_ERROR_EXIT_CODE)
+        sys.exit(error.exit_code)
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "rlkube"
         click.echo(f"error: {one_line(error.format_message())} (see {command} --help)", err=True)
