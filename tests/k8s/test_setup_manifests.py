@@ -4,8 +4,9 @@ A submitter, bound to the rlkube-submitter Role through its group, can still do 
 `logs`, `tensorboard` and `cancel` do, and every render of every example profile is admitted; admission-policy.yaml
 refuses what the Role's verbs alone would allow, each refusal naming its rule: Services other than ClusterIP,
 NetworkPolicies that open traffic or select others' pods, pods that reach unlisted Secrets, another experiment's
-ServiceAccount, an API token or an unlisted registry, Deployments other than the TensorBoard, objects that do not
-name their creator, and deleting what rlkube did not make or someone else created.
+ServiceAccount, an API token or an unlisted registry, the runs volume other than one's own experiment's directory (or,
+for the TensorBoard, read-only), Deployments other than the TensorBoard, objects that do not name their creator, and
+deleting what rlkube did not make or someone else created.
 """
 
 import dataclasses
@@ -24,7 +25,7 @@ from test_control_plane import wait_for
 
 from rlkube.launch import store
 from rlkube.launch.clusters import Accelerator, ClusterProfile
-from rlkube.launch.render import Object, render, tensorboard_objects
+from rlkube.launch.render import TENSORBOARD_NAME, Object, render, tensorboard_objects
 from rlkube.launch.spec import build_spec
 from rlkube.launch.targets.base import target_for
 from rlkube.launch.targets.kubernetes import api as kube
@@ -198,15 +199,19 @@ def test_the_submitter_role_still_does_everything_rlkube_needs(alice: client.Api
     wait_for(lambda: [c.phase for c in target.describe(store.get("alice-run"))] == ["Running"] * 2, what="Running")
     pods = core.list_namespaced_pod(rlkube_namespace, label_selector=selector).items
     core.read_namespaced_pod_log(pods[0].metadata.name, rlkube_namespace, tail_lines=5)
-    # tensorboard: its NetworkPolicy, Deployment and Service, then a port-forward to its pod (create over SPDY,
-    # get over WebSockets).
+    # tensorboard: its NetworkPolicy, Deployment and Service; the ReplicaSet that controls its pod, which must be the
+    # Deployment's; then a port-forward to that pod (create over SPDY, get over WebSockets).
     for obj in tensorboard_objects(rlkube_namespace, IMAGE, "rlkube-runs", "/runs"):
         kube.create(alice, obj)
+    apps = client.AppsV1Api(alice)
+    (board,) = wait_for(lambda: core.list_namespaced_pod(
+        rlkube_namespace, label_selector="app.kubernetes.io/component=tensorboard").items, what="TensorBoard's pod")
+    (replica_set_owner,) = board.metadata.owner_references
+    replica_set = apps.read_namespaced_replica_set(replica_set_owner.name, rlkube_namespace)
+    assert [owner.uid for owner in replica_set.metadata.owner_references] == [
+        apps.read_namespaced_deployment(TENSORBOARD_NAME, rlkube_namespace).metadata.uid]
     for verb in ("create", "get"):
-        review = client.AuthorizationV1Api(alice).create_self_subject_access_review({"spec": {
-            "resourceAttributes": {"namespace": rlkube_namespace, "verb": verb, "resource": "pods",
-                                   "subresource": "portforward"}}})
-        assert review.status.allowed, verb
+        assert may(alice, rlkube_namespace, verb, "pods", "portforward"), verb
     # cancel: every object by name, then the pods one by one (the garbage collector may have been quicker).
     batch = client.BatchV1Api(alice)
     batch.delete_namespaced_job("alice-run", rlkube_namespace, propagation_policy="Background")
@@ -229,12 +234,19 @@ def test_a_submitter_may_read_no_secret(api: client.ApiClient, alice: client.Api
     client.CoreV1Api(api).create_namespaced_secret(rlkube_namespace, {
         "metadata": {"name": "tracking"}, "stringData": {"WANDB_API_KEY": "never-read"}})
     for verb in ("get", "list", "watch"):
-        review = client.AuthorizationV1Api(alice).create_self_subject_access_review({"spec": {
-            "resourceAttributes": {"namespace": rlkube_namespace, "verb": verb, "resource": "secrets"}}})
-        assert not review.status.allowed, verb
+        assert not may(alice, rlkube_namespace, verb, "secrets"), verb
     assert "cannot get resource \"secrets\"" in refusal(
         lambda: client.CoreV1Api(alice).read_namespaced_secret("tracking", rlkube_namespace))
+    assert "cannot list resource \"secrets\"" in refusal(
+        lambda: client.CoreV1Api(alice).list_namespaced_secret(rlkube_namespace))
     assert not any(rule_names_secrets(doc) for doc in setup_documents("rbac.yaml"))
+
+
+def may(api: client.ApiClient, namespace: str, verb: str, resource: str, subresource: str = "") -> bool:
+    """Whether the user of `api` may, as the API server's authorizer answers them (core API group)."""
+    review = client.AuthorizationV1Api(api).create_self_subject_access_review({"spec": {"resourceAttributes": {
+        "namespace": namespace, "verb": verb, "resource": resource, "subresource": subresource}}})
+    return review.status.allowed
 
 
 def rule_names_secrets(doc: dict[str, Any]) -> bool:
@@ -262,6 +274,24 @@ def alices_job(namespace: str, change: Callable[[dict[str, Any]], Any] | None = 
 
 def trainer(pod: dict[str, Any]) -> dict[str, Any]:
     return pod["containers"][0]
+
+
+def runs_mount(pod: dict[str, Any]) -> dict[str, Any]:
+    """The first container's mount of the runs volume."""
+    (mount,) = (mount for mount in trainer(pod)["volumeMounts"] if mount["name"] == "runs")
+    return mount
+
+
+def mount_runs_through_variable(pod: dict[str, Any]) -> None:
+    """subPathExpr expands the pod's own variables, which a submitter sets."""
+    trainer(pod)["env"].append({"name": "DIRECTORY", "value": "bob-run"})
+    runs_mount(pod).pop("subPath")
+    runs_mount(pod)["subPathExpr"] = "$(DIRECTORY)"
+
+
+def attach_runs_as_device(pod: dict[str, Any]) -> None:
+    trainer(pod)["volumeMounts"].remove(runs_mount(pod))
+    trainer(pod)["volumeDevices"] = [{"name": "runs", "devicePath": "/dev/runs"}]
 
 
 def refusal_once_in_effect(call: Callable[[], Any]) -> str:
@@ -308,6 +338,14 @@ ESCAPES = {
                                        "allowed-registries"),
     "an image from a look-alike repository": (lambda pod: trainer(pod).update(image="ghcr.io/rlkube-other/x:1"),
                                               "allowed-registries"),
+    "the whole runs volume": (lambda pod: runs_mount(pod).pop("subPath"), "own-runs-directory"),
+    "the whole runs volume read-only": (lambda pod: trainer(pod)["volumeMounts"].append(
+        {"name": "runs", "mountPath": "/every-run", "readOnly": True}), "own-runs-directory"),
+    "another experiment's directory": (lambda pod: runs_mount(pod).update(subPath="bob-run"), "own-runs-directory"),
+    "a directory within one's own": (lambda pod: runs_mount(pod).update(subPath="alice-run/copy-0"),
+                                     "own-runs-directory"),
+    "a subPathExpr": (mount_runs_through_variable, "own-runs-directory"),
+    "the runs volume as a raw device": (attach_runs_as_device, "own-runs-directory"),
 }
 
 
@@ -323,7 +361,11 @@ def test_each_way_out_of_a_pod_spec_is_refused_naming_its_rule(alice: client.Api
 
 def test_a_job_cannot_run_as_another_submitters_experiment(alice: client.ApiClient, bob: client.ApiClient,  # noqa: ARG001
                                                            rlkube_namespace: str) -> None:
-    job = alices_job(rlkube_namespace, lambda pod: pod.update(serviceAccountName="bob-run"))
+    def as_bobs_experiment(pod: dict[str, Any]) -> None:  # its ServiceAccount, its label and its runs directory
+        pod.update(serviceAccountName="bob-run")
+        runs_mount(pod).update(subPath="bob-run")
+
+    job = alices_job(rlkube_namespace, as_bobs_experiment)
     job["spec"]["template"]["metadata"]["labels"]["rlkube.io/experiment"] = "bob-run"
     batch = client.BatchV1Api(alice)
     message = refusal_once_in_effect(lambda: batch.create_namespaced_job(rlkube_namespace, job, dry_run="All"))
@@ -378,8 +420,15 @@ def test_a_deployment_can_only_be_the_tensorboard(alice: client.ApiClient, rlkub
             change(deployment["spec"]["template"]["spec"])
         return deployment
 
+    def mount_runs_read_write(pod: dict[str, Any]) -> None:
+        pod["volumes"][1]["persistentVolumeClaim"].update(readOnly=False)
+        runs_mount(pod).update(readOnly=False)
+
     apps = client.AppsV1Api(alice)
     apps.create_namespaced_deployment(rlkube_namespace, tensorboard(), dry_run="All")
+    # Read-only, any directory of the runs volume is the TensorBoard's to read.
+    apps.create_namespaced_deployment(rlkube_namespace, tensorboard(
+        lambda pod: runs_mount(pod).update(subPath="bob-run")), dry_run="All")
     arbitrary = {
         "another command": lambda pod: trainer(pod).update(command=["sh", "-c", "cat /runs/*/copy-0/*"]),
         "a second container": lambda pod: pod["containers"].append({**trainer(pod), "name": "second"}),
@@ -390,6 +439,8 @@ def test_a_deployment_can_only_be_the_tensorboard(alice: client.ApiClient, rlkub
         message = refusal(lambda c=change: apps.create_namespaced_deployment(rlkube_namespace, tensorboard(c)))
         assert "rule tensorboard-deployments: a submitter's Deployment can only be the in-cluster TensorBoard" in \
             message, what
+    assert "rule own-runs-directory: a Deployment's pods mount volume claims only read-only" in refusal(
+        lambda: apps.create_namespaced_deployment(rlkube_namespace, tensorboard(mount_runs_read_write)))
 
 
 def network_policy(name: str, selector: dict[str, str], owner: client.V1ServiceAccount | None = None) -> Object:
