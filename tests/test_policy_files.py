@@ -127,7 +127,7 @@ def test_a_new_best_policy_replaces_an_old_pickled_one(tmp_path: Path) -> None:
 
 
 def test_a_pickle_in_a_run_directory_nobody_owns_needs_the_flag() -> None:
-    # The ownership record (issue 27, part 4) will answer for the writer's own run directories.
+    # Until run directories carry an owner record, none is this writer's own.
     assert not pickles.owned_by_this_writer(FORMAT_1_RUNS / "dqn_cartpole" / "run")
 
 

@@ -16,8 +16,8 @@ FLAG = "--allow-pickle"
 def owned_by_this_writer(path: Path) -> bool:
     """Whether `path` lies in a run directory that this writer owns, so that its pickles are this writer's own.
 
-    The run directory's owner record answers this (issue 27, part 4: one writer per run directory); until it exists,
-    no directory is owned, and every pickle needs --allow-pickle."""
+    The run directory's owner record answers this once run directories carry one (one writer per run directory);
+    until then no directory is owned, and every pickle needs --allow-pickle."""
     del path
     return False
 
