@@ -6,7 +6,6 @@ fresh machine (a new pod, with an empty local cache) resumes from the newest com
 
 import json
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube.rundir import layout
+from rlkube.rundir import layout, policy_file
 from rlkube.storage import filesystems
 from tests.conftest import rlkube_command, run_rlkube
 from tests.storage_servers import gcs_server, s3_server
@@ -59,7 +58,8 @@ def test_a_run_in_a_bucket_ends_with_its_whole_directory_there(bucket: str) -> N
     result = run_rlkube(*TRAIN, "--train-steps", "1000", "--output-dir", f"{bucket}/exp")
     assert result.returncode == 0, result.stderr
     files = remote_files(f"{bucket}/exp")
-    for expected in ("copy-0/summary.json", "copy-0/metrics.jsonl", "copy-0/hparams.yaml", "copy-0/best/policy.pkl"):
+    for expected in ("copy-0/summary.json", "copy-0/metrics.jsonl", "copy-0/hparams.yaml",
+                     f"copy-0/{layout.BEST_POLICY}"):
         assert expected in files
     assert any("events.out.tfevents" in f for f in files)
     assert remote_checkpoints(f"{bucket}/exp") == [500, 1000]
@@ -91,7 +91,9 @@ def test_sigkill_then_a_fresh_machine_resumes_from_the_bucket(bucket: str, tmp_p
     assert summary["total_steps"] == 4000
     # The best policy in the bucket is the best evaluation's, though the new pod had only the checkpoint.
     evaluations = [json.loads(line) for line in remote_bytes(f"{remote}/copy-0/metrics.jsonl").splitlines()]
-    kept = pickle.loads(remote_bytes(f"{remote}/copy-0/{layout.BEST_POLICY}"))
+    best = tmp_path / "best.npz"
+    best.write_bytes(remote_bytes(f"{remote}/copy-0/{layout.BEST_POLICY}"))
+    _, kept = policy_file.read(best)
     assert kept["mean_return"] == max(evaluation["mean_return"] for evaluation in evaluations)
 
 

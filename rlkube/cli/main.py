@@ -109,6 +109,9 @@ def _check_display() -> None:
 @with_train_options
 @click.option("--training/--no-training", default=True, show_default=True,
               help="--no-training restores the latest checkpoint and only tests, weights frozen.")
+@click.option("--allow-pickle", is_flag=True,
+              help="Let --no-training read a run directory of format 3 or older, whose policies are pickles: a "
+                   "pickle runs code when it is loaded, so only for runs you trust.")
 @click.option("--copies", type=click.IntRange(min=1, max=MAX_COPIES), default=1, show_default=True,
               help="Independent seeds, each in DIR/copy-<i>/.")
 @click.option("--render", is_flag=True, help="Show evaluation episodes in a window.")
@@ -124,8 +127,8 @@ def _check_display() -> None:
                    f"rlkube submit writes).")
 @click.option("--verbose", is_flag=True,
               help="Show TensorFlow's C++ info and warning lines, start-up ones included (TF_CPP_MIN_LOG_LEVEL=0).")
-def train(options: TrainOptions, training: bool, copies: int, render: bool, output_dir: str, device: str,
-          copy_index: int | None, copies_file: str | None, verbose: bool) -> None:
+def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int, render: bool, output_dir: str,
+          device: str, copy_index: int | None, copies_file: str | None, verbose: bool) -> None:
     """Train one experiment in this process (what a container runs)."""
 
     if verbose:  # before TensorFlow loads, here and in the copies' processes, which inherit it
@@ -146,13 +149,7 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     for copy_hp in {copy_hp.env: copy_hp for copy_hp in copies_hparams}.values():
         check_env_fits(copy_hp)
     if not training and not remote:
-        from rlkube.rundir.checkpoint import has_checkpoint  # noqa: PLC0415
-        from rlkube.rundir.layout import copy_dir  # noqa: PLC0415
-
-        missing = [copy.index for copy in planned if not has_checkpoint(copy_dir(output_dir, copy.index))]
-        if missing:
-            raise UserError(f"--no-training needs a checkpoint, and {copy_dir(output_dir, missing[0])} has "
-                            f"none; train first or point --output-dir at a trained run")
+        _check_testable(output_dir, planned, allow_pickle)
 
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
     from rlkube.run.runner import RunOptions  # noqa: PLC0415
@@ -166,7 +163,8 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
                              num_workers=options.num_workers, tracking=tracking,
-                             pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best")
+                             pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best",
+                             allow_pickle=allow_pickle)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -180,6 +178,20 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "
                f"--record-video", err=True)
+
+
+def _check_testable(output_dir: Path, planned: list[CopyPlan], allow_pickle: bool) -> None:
+    """--no-training's refusals, before TensorFlow loads: a copy without a checkpoint, or one whose policies are
+    pickles without --allow-pickle (the runner checks again, and says what it reads)."""
+    from rlkube.rundir import checkpoint, layout, pickles  # noqa: PLC0415
+
+    for copy in planned:
+        latest = checkpoint.latest(layout.checkpoints_dir(layout.copy_dir(output_dir, copy.index)))
+        if latest is None:
+            raise UserError(f"--no-training needs a checkpoint, and {layout.copy_dir(output_dir, copy.index)} has "
+                            f"none; train first or point --output-dir at a trained run")
+        if checkpoint.policies_pickled(latest):
+            pickles.pickle_notice(latest / layout.STATE_FILE, allow_pickle)
 
 
 def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index: int | None) -> list[CopyPlan]:

@@ -115,7 +115,7 @@ class Evaluation:
         if best:
             checkpoint.save_best(self.copy_dir, best)
         else:
-            (self.copy_dir / layout.BEST_POLICY).unlink(missing_ok=True)
+            checkpoint.remove_best(self.copy_dir)
 
     @contextmanager
     def acting_with_best(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from rlkube.rl.agents import make_agent
 from rlkube.rl.agents.compiled import one_thread_per_op
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import HParams, to_dict
+from rlkube.rl.networks import Params
 from rlkube.rl.schedules import multiples_between
 from rlkube.run.evaluation import Evaluation, Kind
 from rlkube.run.pbt_member import PBTMember, decided_hparams, exploit_record
@@ -33,7 +34,7 @@ from rlkube.run.signals import StopRequested, StopSignals
 from rlkube.run.tracking import Outcome, TrackingSettings, open_tracked_log
 from rlkube.run.viewer import Viewer
 from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
-from rlkube.rundir import checkpoint, layout
+from rlkube.rundir import checkpoint, layout, pickles
 from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
@@ -60,6 +61,7 @@ class RunOptions:
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
     pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
     test_policy: str = "best"  # --test-policy: the final test runs the best evaluation's weights, or the last
+    allow_pickle: bool = False  # --allow-pickle: --no-training may read a pickled policy (rlkube.rundir.pickles)
 
 
 @dataclass
@@ -75,6 +77,17 @@ class LoopState:
     wall_seconds: float = 0.0
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=20))
     last_eval: tuple[float, float] | None = None
+
+    def counters(self) -> dict[str, Any]:
+        """What a test reports of the loop (the summary, the test's seeds), as JSON: a checkpoint's policy file
+        keeps it, so that --no-training need not unpickle the state."""
+        return {"step": self.step, "episodes": self.episodes, "evaluations": self.evaluations,
+                "wall_seconds": self.wall_seconds, "last_eval": self.last_eval}
+
+    @classmethod
+    def from_counters(cls, counters: dict[str, Any]) -> "LoopState":
+        last_eval = counters["last_eval"]
+        return cls(**{**counters, "last_eval": tuple(last_eval) if last_eval is not None else None})
 
 
 class Runner:
@@ -112,13 +125,18 @@ class Runner:
             raise UserError(f"--no-training needs a checkpoint, and {self.checkpoint_dir} has none; "
                             f"train first or point --output-dir at a trained run")
         self.copy_dir.mkdir(parents=True, exist_ok=True)
-        restored = self._load(latest) if latest else None
+        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress,
+                                 copy_dir=self.copy_dir)
+        if latest is None:
+            restored = None
+        elif self.options.training:
+            restored = self._load(latest)
+        else:
+            restored = self._load_to_test(latest)
         exploit = exploit_record(self.copy_dir, restored["loop"].step) if restored else None
         if exploit:  # the checkpoint is another member's; the logs are this one's, as long as they were then
             restored["logs"] = exploit["logs"]
         self.log = self._open_log(restored)
-        self.progress = Progress(self.hp.train_steps, self.options.log_prefix, live=self.options.live_progress,
-                                 copy_dir=self.copy_dir)
         if self.tracker:
             self.progress.message(f"tracking: {self.tracker.where}")
         self.viewer = Viewer(f"rlkube: {self.hp.env} ({self.copy_dir.name})") if self.options.render else None
@@ -351,14 +369,16 @@ class Runner:
     # -- checkpoints (rlkube.run.resume) --------------------------------------------------------
 
     def _save(self) -> None:
+        logs = self.log.lengths()
         checkpoint.save(self.checkpoint_dir, self.state.step, {
             "agent": self.agent.state_dict(),
             "loop": self.state,
             "obs": self.obs,
             "envs": pickled_envs(self.envs),
-            "logs": self.log.lengths(),
+            "logs": logs,
             "best": self.evaluation.best,
-        })
+        }, checkpoint.Policies(self.agent.policy.params, {"loop": self.state.counters(), "logs": logs},
+                               self.evaluation.best))
         self._sync()
 
     def _load(self, path: Path) -> dict[str, Any]:
@@ -368,15 +388,36 @@ class Runner:
             saved["agent"] = self.agent.upgrade_state(saved["agent"])
         return saved
 
+    def _load_to_test(self, path: Path) -> dict[str, Any]:
+        """What --no-training needs of the checkpoint at `path`: its acting and best params with the loop's counters,
+        read from its array files (format 4 on). An older checkpoint holds them only in its pickled state, which is
+        read as rlkube.rundir.pickles allows (a run directory this writer owns, or --allow-pickle)."""
+        if checkpoint.policies_pickled(path):
+            if notice := pickles.pickle_notice(path / layout.STATE_FILE, self.options.allow_pickle):
+                self.progress.message(notice)
+            return self._load(path)
+        policies = checkpoint.load_policies(path)
+        own = self.agent.policy.params
+        best = None if policies.best is None else {**policies.best,
+                                                    "params": _params_like(own, policies.best["params"], path)}
+        return {"acting": _params_like(own, policies.params, path), "best": best,
+                "loop": LoopState.from_counters(policies.metadata["loop"]), "logs": policies.metadata["logs"]}
+
     def _restore(self, saved: dict[str, Any]) -> None:
-        self.agent.load_state_dict(saved["agent"])
-        # The checkpoint holds the saved run's values of the hparams a resume may change (Adam's learning rate).
-        self.agent.set_hparams(self.hp)
+        only_to_test = "acting" in saved  # --no-training from the checkpoint's array files (_load_to_test)
+        if only_to_test:
+            self.agent.policy.params = saved["acting"]
+        else:
+            self.agent.load_state_dict(saved["agent"])
+            # The checkpoint holds the saved run's values of the hparams a resume may change (Adam's learning rate).
+            self.agent.set_hparams(self.hp)
         self.state = saved["loop"]
         self.evaluation.restore_best(saved.get("best"))
         if self.hparams_changes:
             self.progress.message(record_hparams_changes(self.copy_dir, self.hp, self.hparams_changes,
                                                          self.state.step))
+        if only_to_test:
+            return  # a test runs on the evaluation envs alone
         self.obs = saved["obs"]
         if self.envs is None:
             return  # the actors start new episodes
@@ -416,3 +457,19 @@ class Runner:
             self.log.lengths()  # flushes the event file
             sync.sync_up(self.copy_dir, self.options.remote_dir)
             self.last_sync = time.monotonic()
+
+
+def _params_like(own: Params, loaded: Params, source: Path) -> Params:
+    """`loaded`, read from `source`, in the order of the agent's `own` params (which actor processes and optimizers
+    take them in), if it has their names, shapes and dtypes; one line otherwise."""
+
+    def like(mine: Any, theirs: Any, name: str) -> Any:
+        if isinstance(mine, dict) and isinstance(theirs, dict) and mine.keys() == theirs.keys():
+            return {key: like(value, theirs[key], f"{name}/{key}") for key, value in mine.items()}
+        if not isinstance(mine, dict) and not isinstance(theirs, dict) and (
+                np.shape(mine), np.asarray(mine).dtype) == (theirs.shape, theirs.dtype):
+            return theirs
+        raise UserError(f"{source} holds a policy that does not fit this run's network (at {name or 'its top'}); "
+                        f"test it with the hparams it was trained with")
+
+    return like(own, loaded, "")

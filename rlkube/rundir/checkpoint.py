@@ -9,15 +9,20 @@ a save writes only the chunks whose version the newest complete checkpoint has n
 from it, and pickles where each chunk is instead of the rows. So a periodic save writes about what the memory
 gained since the last one, however big the memory. A segment no kept checkpoint lists is deleted with them.
 
-The best evaluation's policy (`best/policy.pkl`) is one file, replaced by one rename the same way. A checkpoint
+The best evaluation's policy (`best/policy.npz`) is one file, replaced by one rename the same way. A checkpoint
 holds it too, so that a resume from before a kill rewrites the file the kill may have left ahead of it.
+
+A checkpoint's state is a pickle (the environment mid-episode, for exact resume), which runs code when it is loaded.
+Its policies are also written as arrays (rlkube.rundir.policy_file), beside it: that is all --no-training reads.
 """
 
 import os
 import pickle
 import secrets
 import shutil
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,7 +30,7 @@ import numpy as np
 
 from rlkube.chunked import Chunks, StoredChunks
 from rlkube.errors import UserError
-from rlkube.rundir import layout
+from rlkube.rundir import layout, pickles, policy_file
 
 KEEP = 2
 
@@ -46,11 +51,6 @@ def latest(directory: Path) -> Path | None:
         return None
     layout.checkpoint_format(found[-1][1])
     return found[-1][1]
-
-
-def has_checkpoint(copy_dir: Path) -> bool:
-    """Whether the copy in `copy_dir` has a complete checkpoint to resume or test from."""
-    return latest(layout.checkpoints_dir(copy_dir)) is not None
 
 
 def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> int:
@@ -104,8 +104,28 @@ class _Segments:
         return StoredChunks(chunks.rows, chunks.chunk_rows, chunks.versions, files)
 
 
-def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
-    """Write `state` as checkpoint `step`, then prune all but the newest few (and the segments only they listed).
+@dataclass(frozen=True)
+class Policies:
+    """A checkpoint's policies as arrays and JSON: all that --no-training reads of it, so it unpickles nothing."""
+
+    params: policy_file.Tree  # the acting params at the checkpoint's step
+    metadata: dict[str, Any]  # what a test reports beside them (the runner's counters, the logs' lengths), JSON-able
+    best: dict[str, Any] | None  # the best evaluation's policy so far, as save_best takes it; None before one
+
+
+def _policy_files(policies: Policies | None) -> dict[str, tuple[policy_file.Tree, dict[str, Any]]]:
+    """Each policy file a checkpoint holds, by name: its params and its metadata."""
+    if policies is None:
+        return {}
+    files = {layout.CHECKPOINT_POLICY: (policies.params, policies.metadata)}
+    if policies.best is not None:
+        files[layout.CHECKPOINT_BEST_POLICY] = _best_file(policies.best)
+    return files
+
+
+def save(directory: Path, step: int, state: dict[str, Any], policies: Policies | None = None) -> Path:
+    """Write `state` (and `policies`, as arrays) as checkpoint `step`, then prune all but the newest few (and the
+    segments only they listed).
 
     The state's chunks are taken to descend from the newest complete checkpoint's, as a run's next save does."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -115,6 +135,7 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
     segments_dir.mkdir(exist_ok=True)
     segments = _Segments(directory)
     pickled = segments.pickled(state)
+    policy_files = _policy_files(policies)
     temporary = layout.temporary_checkpoint(directory, str(step))
     temporary.mkdir()
     sizes: dict[str, int] = {}
@@ -127,13 +148,15 @@ def save(directory: Path, step: int, state: dict[str, Any]) -> Path:
         elif name == layout.STATE_FILE:
             sizes[name] = _write_synced(temporary / name,
                                         lambda handle: pickle.dump(pickled, handle, protocol=pickle.HIGHEST_PROTOCOL))
+        elif name in policy_files:
+            sizes[name] = _write_synced(temporary / name, lambda handle: policy_file.write(handle, *policy_files[name]))
         else:
             rows = segments.new[name]
             segments.listed[name] = _write_synced(segments_dir / name,
                                                   lambda handle: np.save(handle, rows, allow_pickle=False))
         return True
 
-    layout.write_marker_last([*segments.new, layout.STATE_FILE], write)
+    layout.write_marker_last([*segments.new, *policy_files, layout.STATE_FILE], write)
     _fsync_dir(temporary)
     final = directory / layout.checkpoint_name(step)
     if final.exists():
@@ -166,20 +189,57 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
+def policies_pickled(path: Path) -> bool:
+    """Whether the complete checkpoint at `path` holds its policies only in its pickled state (formats 1-3)."""
+    return layout.checkpoint_format(path) < layout.ARRAY_POLICIES_FORMAT
+
+
+def load_policies(path: Path) -> Policies:
+    """The policies of the complete checkpoint at `path`, from its array files alone (format 4 on: older ones hold
+    them only in their pickled state, which `load` reads where rlkube.rundir.pickles allows)."""
+    params, metadata = policy_file.read(path / layout.CHECKPOINT_POLICY)
+    best_path = path / layout.CHECKPOINT_BEST_POLICY
+    return Policies(params, metadata, _best_from_file(*policy_file.read(best_path)) if best_path.exists() else None)
+
+
+def _best_file(best: dict[str, Any]) -> tuple[policy_file.Tree, dict[str, Any]]:
+    """A best policy (its step, mean_return, std_return and acting params) as a policy file's params and metadata."""
+    return best["params"], {key: value for key, value in best.items() if key != "params"}
+
+
+def _best_from_file(params: policy_file.Tree, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {**metadata, "params": params}
+
+
 def save_best(copy_dir: Path, best: dict[str, Any]) -> None:
-    """Replace the copy's best policy (its step, mean_return, std_return and acting params) in one rename."""
+    """Replace the copy's best policy (its step, mean_return, std_return and acting params) in one rename.
+
+    A run directory of format 3 or older, resumed, loses its pickled best policy here: the arrays replace it."""
     path = copy_dir / layout.BEST_POLICY
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")  # hidden: never synced
-    _write_synced(temporary, lambda handle: pickle.dump(best, handle, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_synced(temporary, lambda handle: policy_file.write(handle, *_best_file(best)))
     os.replace(temporary, path)
+    (copy_dir / layout.PICKLED_BEST_POLICY).unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
-def load_best(copy_dir: Path) -> dict[str, Any] | None:
-    """The copy's best policy as save_best wrote it; None before its first evaluation."""
+def remove_best(copy_dir: Path) -> None:
+    """Forget the copy's best policy: a run resumed from before its first evaluation has none."""
+    for name in (layout.BEST_POLICY, layout.PICKLED_BEST_POLICY):
+        (copy_dir / name).unlink(missing_ok=True)
+
+
+def load_best(copy_dir: Path, allow_pickle: bool = False) -> dict[str, Any] | None:
+    """The copy's best policy as save_best wrote it; None before its first evaluation. One that a run directory of
+    format 3 or older holds is a pickle: it is read only as rlkube.rundir.pickles allows, saying so on stderr."""
     path = copy_dir / layout.BEST_POLICY
-    if not path.exists():
+    if path.exists():
+        return _best_from_file(*policy_file.read(path))
+    pickled = copy_dir / layout.PICKLED_BEST_POLICY
+    if not pickled.exists():
         return None
-    with open(path, "rb") as handle:
+    if notice := pickles.pickle_notice(pickled, allow_pickle):
+        print(notice, file=sys.stderr)
+    with open(pickled, "rb") as handle:
         return pickle.load(handle)

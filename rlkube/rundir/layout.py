@@ -13,10 +13,14 @@ An experiment's directory holds the summary across copies and one directory per 
         videos/                   --record-video's episodes
         train.log, exit-code      a local copy's output and exit status (the local target's)
         tracking.json             --track's run id in MLflow or W&B, so that a resume continues that run
-        best/policy.pkl           the acting weights of the best evaluation so far, with its step and return
+        best/policy.npz           the acting weights of the best evaluation so far, with its step and return
+                                  (rlkube.rundir.policy_file: arrays only; best/policy.pkl before format 4)
         checkpoints/
             ckpt-<step>/
-                state.pkl         everything a resume needs but the segments
+                state.pkl         everything a resume needs but the segments (a pickle: rlkube.rundir.pickles)
+                policy.npz        the acting weights at <step>, with the loop's counters and the logs' lengths:
+                                  all that --no-training reads, so it unpickles nothing (from format 4)
+                best-policy.npz   best/policy.npz as of <step>; none before the first evaluation (from format 4)
                 COMPLETE          written last: its files and segments with their sizes, its format (FORMAT)
             segments/             array files (.npy) of replay chunks, shared by the checkpoints that list them:
                 <key>.<start>-<stop>.v<version>.<token>.npy   rows start..stop of the state's array at `key` (dotted),
@@ -61,10 +65,14 @@ EXPLOIT_FILE = "exploit.json"
 PBT_DECISION_PREFIX = "pbt-decision-"
 PBT_DECISION_GLOB = f"{PBT_DECISION_PREFIX}*.json"
 # The best evaluation's policy (rlkube.rundir.checkpoint.save_best): one file, so one rename replaces it.
-BEST_POLICY = "best/policy.pkl"
+BEST_POLICY = "best/policy.npz"
+PICKLED_BEST_POLICY = "best/policy.pkl"  # formats 1-3: read only as rlkube.rundir.pickles allows
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt-"
 STATE_FILE = "state.pkl"
+# A checkpoint's policies as arrays (rlkube.rundir.policy_file), for --no-training: the last, and the best so far.
+CHECKPOINT_POLICY = "policy.npz"
+CHECKPOINT_BEST_POLICY = "best-policy.npz"
 SEGMENTS = "segments"
 COMPLETE_MARKER = "COMPLETE"
 TEMPORARY_GLOB = ".tmp-*"
@@ -76,7 +84,11 @@ TEMPORARY_GLOB = ".tmp-*"
 #   2  every agent's state in one named shape (rlkube.rl.agents.base.AgentState)
 #   3  replay memories' big arrays in segments shared between checkpoints, not in state.pkl (formats 1-2 hold them
 #      there whole, which the memories still load)
-FORMAT = 3
+#   4  policies as arrays (rlkube.rundir.policy_file): best/policy.npz, and each checkpoint's policy.npz and
+#      best-policy.npz, which --no-training reads instead of state.pkl. Formats 1-3 resume as before; their policies
+#      are pickles (best/policy.pkl, state.pkl), which --no-training reads only as rlkube.rundir.pickles allows
+FORMAT = 4
+ARRAY_POLICIES_FORMAT = 4  # the first format whose checkpoints hold their policies as arrays
 OLDEST_FORMAT = 1  # the oldest this rlkube still resumes
 
 _CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINTS}/({CHECKPOINT_PREFIX}\d+)/(.+)$")
