@@ -3,7 +3,8 @@
 Bad credentials, a missing bucket or an invalid bucket name become UserError, an unreachable endpoint TransientError
 (a UserError that a pod retries); anything else (a bug, a server fault) is raised as it is. fsspec's libraries
 wrap each other's errors, so errors are classified by the class names along their chain (botocore, aiohttp,
-google-auth, urllib) rather than by importing them. (A URL that is no bucket URL at all is already a UserError in rlkube.storage.filesystems.)
+google-auth, urllib) rather than by importing them. (A URL that is no bucket URL at all is already a UserError in
+rlkube.storage.filesystems.)
 """
 
 import contextlib
