@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from rlkube import __version__
 from rlkube.run.options import (
+    EXPERIMENT_ID_ENV,
     CopyPlan,
     TrainOptions,
     copy_hparams,
@@ -129,10 +130,13 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
         if missing:
             raise UserError(f"--no-training needs a checkpoint, and {copy_dir(output_dir, missing[0])} has "
                             f"none; train first or point --output-dir at a trained run")
+    experiment_id = os.environ.get(EXPERIMENT_ID_ENV) or None
+    _refuse_other_experiments(remote, output_dir, planned, experiment_id)
 
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
     from rlkube.run.runner import RunOptions  # noqa: PLC0415
     from rlkube.run.signals import StopRequested  # noqa: PLC0415
+    from rlkube.storage.ownership import EXIT_SUPERSEDED, Superseded  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {len(planned)}"
     where = f"{remote} (working in {output_dir})" if remote else output_dir
@@ -142,7 +146,8 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
                              num_workers=options.num_workers, tracking=tracking,
-                             pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best")
+                             pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best",
+                             experiment_id=experiment_id)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -152,10 +157,25 @@ def train(options: TrainOptions, training: bool, copies: int, render: bool, outp
         click.echo(f"stopped by signal {stop.signum} at step {stop.step}; checkpoint saved. Run the same command "
                    "to resume.", err=True)
         sys.exit(128 + stop.signum)
+    except Superseded as superseded:
+        click.echo(f"stopped: {superseded}", err=True)
+        sys.exit(EXIT_SUPERSEDED)
     _print_result(result, hp.target_return)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "
                f"--record-video", err=True)
+
+
+def _refuse_other_experiments(remote: str | None, output_dir: Path, planned: list[CopyPlan],
+                              experiment_id: str | None) -> None:
+    """One line, before anything is written or TensorFlow imported, if a copy's directory is another experiment's
+    (rlkube.storage.ownership); each copy's runner then takes its directory over."""
+    from rlkube.rundir.layout import copy_dir, copy_url  # noqa: PLC0415
+    from rlkube.storage.ownership import refuse_other_experiment  # noqa: PLC0415
+
+    for copy in planned:
+        location = copy_url(remote, copy.index) if remote else copy_dir(output_dir, copy.index)
+        refuse_other_experiment(location, experiment_id, copy.index)
 
 
 def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index: int | None) -> list[CopyPlan]:

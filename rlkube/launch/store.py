@@ -8,6 +8,7 @@ are gone.
 import json
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,9 @@ STORE_FILE = "experiments.db"
 # migrate the older version in _open_schema:
 #   0  written before versions: the same tables as 1 (stamped 1 on opening)
 #   1  experiments and sweeps as below
-SCHEMA_VERSION = 1
+#   2  the store's own id (table `store`), which makes its experiments' ids unique across stores (given to older
+#      stores on opening)
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -53,6 +56,11 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created TEXT NOT NULL
 )
 """
+
+
+# One row: the store's id, drawn once when the store is made (or upgraded to version 2). Two processes that make it
+# at once insert one row between them.
+STORE_SCHEMA = "CREATE TABLE IF NOT EXISTS store (only INTEGER PRIMARY KEY CHECK (only = 0), id TEXT NOT NULL)"
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,10 @@ def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
         connection.execute(SCHEMA)
         connection.execute(SWEEPS_SCHEMA)
         if version < SCHEMA_VERSION:
+            connection.execute(STORE_SCHEMA)
+            connection.execute("INSERT OR IGNORE INTO store VALUES (0, ?)", (secrets.token_hex(4),))
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            connection.commit()
     except sqlite3.DatabaseError as error:
         raise UserError(f"{path} is not an experiment store rlkube can read ({error}); move it aside, "
                         f"{move_aside}") from None
@@ -110,11 +121,35 @@ def _connect() -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+def experiment_id(name: str) -> str:
+    """The id of this store's experiment `name`, which owns its copies' run directories (rlkube.storage.ownership):
+    the same name submitted from another store (another machine, another RLKUBE_DATA_DIR) is another experiment."""
+    with _connect() as db:
+        (store_id,) = db.execute("SELECT id FROM store").fetchone()
+    return f"{name}@{store_id}"
+
+
+def _row(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any]) -> tuple:
+    return (spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
+            spec.provenance.git_commit, spec.provenance.created, json.dumps(spec.to_dict()), json.dumps(backend))
+
+
+def take_name(spec: ExperimentSpec, target: str, context: str | None, replace: bool) -> None:
+    """Record the experiment before its copies start, so that of two submissions of one name only one takes it
+    (one INSERT: SQLite serialises them); `replace` takes it whatever holds it. Its backend comes with `save`."""
+    with _connect() as db:
+        try:
+            db.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       _row(spec, target, context, {}))
+        except sqlite3.IntegrityError:
+            raise UserError(f"experiment '{spec.name}' exists already; choose another --name, or --replace it") \
+                from None
+
+
 def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any]) -> None:
     with _connect() as db:
-        db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-            spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
-            spec.provenance.git_commit, spec.provenance.created, json.dumps(spec.to_dict()), json.dumps(backend)))
+        db.execute("INSERT OR REPLACE INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   _row(spec, target, context, backend))
 
 
 def _record(row: tuple) -> Record:

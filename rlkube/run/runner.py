@@ -2,7 +2,8 @@
 
 The loop itself is act, step, observe, update, in this process or fed by actor processes (rlkube.run.workers).
 Around each step the runner calls on the rooms that own the rest: evaluation and the final test
-(rlkube.run.evaluation), resume rules (rlkube.run.resume) with atomic checkpoints (rlkube.rundir.checkpoint),
+(rlkube.run.evaluation), resume rules (rlkube.run.resume) with atomic checkpoints (rlkube.rundir.checkpoint) in a
+directory this runner holds (rlkube.storage.ownership),
 PBT boundaries (rlkube.run.pbt_member), stop signals (rlkube.run.signals), logs and --track
 (rlkube.rundir.run_log, rlkube.run.tracking), the live progress (rlkube.run.progress) and the --render window.
 """
@@ -37,7 +38,7 @@ from rlkube.rundir import checkpoint, layout
 from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
-from rlkube.storage import sync
+from rlkube.storage import ownership, sync
 
 # Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
 SYNC_INTERVAL_S = 60.0
@@ -60,6 +61,8 @@ class RunOptions:
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
     pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
     test_policy: str = "best"  # --test-policy: the final test runs the best evaluation's weights, or the last
+    experiment_id: str | None = None  # whose copy this is (rlkube.storage.ownership); None: a run trained by hand
+    copy_index: int = 0
 
 
 @dataclass
@@ -82,6 +85,16 @@ class Runner:
         self.hp = hp
         self.copy_dir = copy_dir
         self.options = options
+        # The copy's directory is this runner's from here on, where its writers meet (its bucket, if it has one); a
+        # PBT member's controller writes there too. A bucket's newest complete checkpoint comes down first. A local
+        # directory that this rlkube cannot resume is refused before it is taken (checkpoint.latest says why).
+        if not options.remote_dir:
+            checkpoint.latest(layout.checkpoints_dir(copy_dir))
+        co_writers = (ownership.PBT_CONTROLLER,) if options.pbt_interval else ()
+        self.writer = ownership.claim(options.remote_dir or copy_dir, options.experiment_id, options.copy_index,
+                                      co_writers)
+        if options.remote_dir:
+            sync.pull_latest_checkpoint(options.remote_dir, copy_dir, self.writer.generation)
         self.pbt = PBTMember(copy_dir, options.remote_dir, options.pbt_interval) if options.pbt_interval else None
         if self.pbt:
             self.hp = hp = self.pbt.hparams_at_restart(hp)
@@ -330,7 +343,7 @@ class Runner:
         decision = self.pbt.wait_for_decision(step, self.stop, self.progress)
         if decision["exploit"] is None:
             return
-        donor_checkpoint = self.pbt.donor_checkpoint(step)
+        donor_checkpoint = self.pbt.donor_checkpoint(step, self.writer.generation)
         hp = decided_hparams(self.hp, decision)
         self.hparams_changes = check_same_hparams(self.copy_dir, hp)
         self.hp = hp
@@ -351,6 +364,7 @@ class Runner:
     # -- checkpoints (rlkube.run.resume) --------------------------------------------------------
 
     def _save(self) -> None:
+        self.writer.check()
         checkpoint.save(self.checkpoint_dir, self.state.step, {
             "agent": self.agent.state_dict(),
             "loop": self.state,
@@ -358,11 +372,13 @@ class Runner:
             "envs": pickled_envs(self.envs),
             "logs": self.log.lengths(),
             "best": self.evaluation.best,
-        })
+        }, self.writer.generation)
         self._sync()
 
     def _load(self, path: Path) -> dict[str, Any]:
-        """The checkpoint at `path` as this rlkube saves it: one of format 1 gets its agent state upgraded."""
+        """The checkpoint at `path` as this rlkube saves it: one of format 1 gets its agent state upgraded. It is
+        unpickled only while this runner holds the copy's directory: a pickle runs code as it loads."""
+        self.writer.check()
         saved = checkpoint.load(path)
         if layout.checkpoint_format(path) == 1:
             saved["agent"] = self.agent.upgrade_state(saved["agent"])
@@ -414,5 +430,5 @@ class Runner:
         """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
         if self.options.remote_dir:
             self.log.lengths()  # flushes the event file
-            sync.sync_up(self.copy_dir, self.options.remote_dir)
+            sync.sync_up(self.copy_dir, self.options.remote_dir, self.writer)
             self.last_sync = time.monotonic()
