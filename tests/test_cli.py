@@ -535,7 +535,8 @@ def test_a_store_written_before_store_versions_is_read_and_stamped(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("made", "message"), [
-    ("newer", "experiments.db was written by a newer rlkube (experiment store version 2; rlkube"),
+    ("newer", f"experiments.db was written by a newer rlkube (experiment store version {store.SCHEMA_VERSION + 1}; "
+              f"rlkube"),
     ("corrupt", "experiments.db is not an experiment store rlkube can read (file is not a database); move it aside"),
 ])
 def test_a_store_of_a_newer_rlkube_or_a_corrupt_one_is_refused_in_one_line(made: str, message: str,
