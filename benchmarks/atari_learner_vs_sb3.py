@@ -38,9 +38,12 @@ DQN_STEP_BLOCK = 30
 
 
 class RlkubeWorker:
-    """rlkube's side, in this process: dqn_pong and ppo_pong driven as the runner drives them."""
+    """rlkube's side, in this process: dqn_pong and ppo_pong driven as the runner drives them, learning on `device`
+    (cpu here; benchmarks/gpu_check.py times the same commands on a GPU node's). `learning_starts`: the transitions
+    dqn_pong stores before its first gradient step (gpu_check.py's dry run stores fewer)."""
 
-    def __init__(self, precision: str, threads: int) -> None:
+    def __init__(self, precision: str, threads: int, device: str = "cpu",
+                 learning_starts: int = LEARNING_STARTS) -> None:
         import gymnasium as gym  # noqa: PLC0415  (the worker alone imports TensorFlow)
         import tensorflow as tf  # noqa: PLC0415
 
@@ -54,11 +57,12 @@ class RlkubeWorker:
         from rlkube.rl.agents.compiled import one_thread_per_op  # noqa: PLC0415
         from rlkube.rl.hparams import get_hparams  # noqa: PLC0415
 
-        # epsilon reaches its final 0.01 at learning_starts (train_steps 10M x 1e-4), as SB3's does here
-        dqn_hp = get_hparams("dqn_pong", f"memory_size={MEMORY_SIZE},learning_starts={LEARNING_STARTS},"
+        # epsilon reaches its final 0.01 at step 1,000 (train_steps 10M x 1e-4), the default learning_starts, as
+        # SB3's does here
+        dqn_hp = get_hparams("dqn_pong", f"memory_size={MEMORY_SIZE},learning_starts={learning_starts},"
                                          f"exploration_fraction=0.0001,matmul_precision={precision}")
         ppo_hp = get_hparams("ppo_pong", f"matmul_precision={precision}")
-        strategy = devices.strategy_for("cpu", inline_ops=one_thread_per_op(dqn_hp))
+        strategy = devices.strategy_for(device, inline_ops=one_thread_per_op(dqn_hp))
 
         def vector_env(count: int) -> gym.vector.VectorEnv:
             return gym.vector.SyncVectorEnv([PongShapedEnv] * count, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -70,7 +74,7 @@ class RlkubeWorker:
         self.dqn_obs = self.dqn_envs.reset(seed=0)[0]
         self.ppo_obs = self.ppo_envs.reset(seed=0)[0]
         self.update_seconds: list[float] = []
-        self._train(self.dqn, self.dqn_envs, "dqn_obs", LEARNING_STARTS + 200)
+        self._train(self.dqn, self.dqn_envs, "dqn_obs", learning_starts + 200)
         self._train(self.ppo, self.ppo_envs, "ppo_obs", 1024)
         self.ready = {"ready": True, "dqn_dtype": str(self.dqn.hidden_dtype), "ppo_dtype": str(self.ppo.hidden_dtype)}
 

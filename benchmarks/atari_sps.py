@@ -16,10 +16,8 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
-import tensorflow as tf
 
 from rlkube.rl import atari, atari_envpool
-from rlkube.rl.agents import make_agent
 from rlkube.rl.envs import learning_next_obs, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
 from rlkube.rl.networks import NumpyOps
@@ -53,13 +51,14 @@ def random_stepper(env: gym.Env, seed: int = 0) -> Callable[[], None]:
     return step
 
 
-def vector_steps_per_second(envs: gym.vector.VectorEnv) -> float:
-    """Random steps of training envs (they reset themselves), summed over the envs; closes `envs`."""
+def vector_steps_per_second(envs: gym.vector.VectorEnv, seconds: float = 3.0) -> float:
+    """Random steps of training envs (they reset themselves), summed over the envs, over about `seconds`;
+    closes `envs`."""
     envs.reset(seed=0)
     rng = np.random.default_rng(0)
     try:
         return envs.num_envs * per_second(
-            lambda: envs.step(rng.integers(envs.single_action_space.n, size=envs.num_envs)))
+            lambda: envs.step(rng.integers(envs.single_action_space.n, size=envs.num_envs)), seconds)
     finally:
         envs.close()
 
@@ -85,6 +84,8 @@ def cnn_forward_ms(agent: object, batch: int) -> float:
 
 def gradient_step_ms(agent: object) -> dict[str, float]:
     """One gradient step (batch 32) as the agent compiles it (XLA), and as a plain TF graph for comparison."""
+    import tensorflow as tf  # noqa: PLC0415  (the env timings alone, gpu_check.py's, load no TensorFlow)
+
     batch = agent.memory.sample(agent.hp.batch_size, 1)
     args = [batch[k] for k in ("obs", "action", "reward", "next_obs", "discount", "weights")]
     graph = tf.function(agent._learn)
@@ -94,6 +95,8 @@ def gradient_step_ms(agent: object) -> dict[str, float]:
 
 def dqn_pong_training(steps: int) -> tuple[object, float]:
     """The runner's loop (act, step, observe, update) on one training env, learning from the first steps."""
+    from rlkube.rl.agents import make_agent  # noqa: PLC0415  (imports TensorFlow: see gradient_step_ms)
+
     hp = get_hparams("dqn_pong", "memory_size=10000,learning_starts=200")
     single = make_env(hp.env)
     agent = make_agent(hp, single.observation_space, single.action_space, seed=0)

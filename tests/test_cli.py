@@ -19,6 +19,8 @@ from rlkube.cli.flags import renamed_option
 from rlkube.cli.main import cli
 from rlkube.errors import UserError, unknown_name
 from rlkube.launch import store
+from rlkube.launch.clusters import get_profile
+from rlkube.launch.spec import build_spec
 from rlkube.rl.envs import check_env_name
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
@@ -534,9 +536,27 @@ def test_a_store_written_before_store_versions_is_read_and_stamped(tmp_path: Pat
     assert store_version(tmp_path / store.STORE_FILE) == store.SCHEMA_VERSION
 
 
+def test_a_store_of_version_1_gains_the_creator_column_and_keeps_its_experiments(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(tmp_path))
+    path = tmp_path / store.STORE_FILE
+    spec = build_spec(get_profile("local"), TrainOptions("dqn_cartpole"), 1, name="before")
+    # Version 1's table: the experiments without their creator.
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute(store.SCHEMA.replace(",\n    creator TEXT", ""))
+        connection.execute("INSERT INTO experiments VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
+            "before", "local", "local", None, "default", 1, "img", "runs/before", None, spec.provenance.created,
+            json.dumps(spec.to_dict()), "{}"))
+    set_store_version(path, 1)
+    assert store.get("before").creator is None
+    assert store_version(path) == store.SCHEMA_VERSION
+    store.save(dataclasses.replace(spec, name="after"), "local", None, {}, creator="alice")
+    assert [(record.name, record.creator) for record in store.all_records()] == [("after", "alice"), ("before", None)]
+
+
 @pytest.mark.parametrize(("made", "message"), [
     ("newer", f"experiments.db was written by a newer rlkube (experiment store version {store.SCHEMA_VERSION + 1}; "
-              f"rlkube"),
+              "rlkube"),
     ("corrupt", "experiments.db is not an experiment store rlkube can read (file is not a database); move it aside"),
 ])
 def test_a_store_of_a_newer_rlkube_or_a_corrupt_one_is_refused_in_one_line(made: str, message: str,

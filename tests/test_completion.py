@@ -55,7 +55,7 @@ def record_experiment(name: str, minutes_ago: int) -> None:
     """An experiment in the store as `rlkube submit` records it, submitted that long ago (no copy is started)."""
     spec = build_spec(get_profile("local"), TrainOptions(hparams="dqn_cartpole"), 1, name=name,
                       now=datetime.now(UTC) - timedelta(minutes=minutes_ago))
-    store.save(spec, "local", None, {})
+    store.save(spec, "local", None, {}, creator="alice")
 
 
 @pytest.mark.usefixtures("workdir")

@@ -1,6 +1,8 @@
 """The fake target (tests/fake_target.py) is a target like any other: registered by its kind, chosen by a profile,
 and driven by the CLI's verbs in process and in subprocesses, with no TensorFlow process anywhere."""
 
+import dataclasses
+import getpass
 import json
 from pathlib import Path
 
@@ -79,6 +81,19 @@ def test_the_cli_verbs_work_in_process_through_the_fake_target(project: Path,
     assert json.loads(runner.invoke(cli, ["status", "slow", "-o", "json"]).output)["phase"] == "Cancelled"
     assert runner.invoke(cli, ["render", "--hparams", "dqn_cartpole", "--cluster", "fake"]).exit_code == 2
     assert not (project / "runs" / "slow" / layout.copy_name(0) / layout.SUMMARY_FILE).exists()
+
+
+@pytest.mark.usefixtures("project")
+def test_list_says_who_submitted_each_experiment_and_mine_keeps_only_ones_own() -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, [*SUBMIT, "--name", "ours"]).exit_code == 0
+    ours = store.get("ours")
+    store.save(dataclasses.replace(ours.spec, name="theirs"), ours.target, None, ours.backend, creator="bob")
+    listed = json.loads(runner.invoke(cli, ["list", "-o", "json"]).output)
+    assert {entry["name"]: entry["creator"] for entry in listed} == {"ours": getpass.getuser(), "theirs": "bob"}
+    table = runner.invoke(cli, ["list", "--mine"]).output.splitlines()
+    assert table[0].endswith("SUBMITTED BY")
+    assert [row.split()[0] for row in table[1:]] == ["ours"]
 
 
 def test_the_rlkube_command_and_what_it_starts_know_the_fake_target_through_fake_env(project: Path) -> None:

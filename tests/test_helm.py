@@ -134,6 +134,11 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
         profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="planned-slices")
         return _spec(profile, copies=[CopyPlan(0, 100, "lr=0.01"), CopyPlan(1, 7)]), profile
 
+    def multihost_slice_on_a_pvc() -> tuple[ExperimentSpec, ClusterProfile]:
+        profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="slices-on-a-pvc",
+                                      output="/mnt/runs/", pvc="team-runs")
+        return _spec(profile, copies=2), profile
+
     def keep_finished_jobs() -> tuple[ExperimentSpec, ClusterProfile]:
         profile = dataclasses.replace(with_accelerator(gke_tpu, "v5litepod-16"), name="keep",
                                       active_deadline_seconds=1, ttl_seconds_after_finished=None)
@@ -147,7 +152,7 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
                                     generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
                                     eks_karpenter_on_demand_cpu, s3_compatible_no_deadline_ttl_zero,
                                     copies_with_their_own_seeds_and_overrides, multihost_copies_with_their_own_seeds,
-                                    keep_finished_jobs, trial_of_a_sweep)}
+                                    multihost_slice_on_a_pvc, keep_finished_jobs, trial_of_a_sweep)}
 
 
 @pytest.mark.parametrize("variant", sorted(_variants()))
@@ -167,6 +172,10 @@ def test_chart_defaults_render_a_cpu_experiment_on_a_pvc_like_render_py(helm: st
     job = next(o for o in helm_template(helm, write_values(tmp_path / "values.yaml", values)) if o["kind"] == "Job")
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"name": "runs", "persistentVolumeClaim": {"claimName": "rlkube-runs"}} in volumes
+    # Each release's experiment writes to a directory of its own, and its pods mount only that one.
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-2:] == ["--output-dir", "/runs/demo"]
+    assert {"name": "runs", "mountPath": "/runs/demo", "subPath": "demo"} in container["volumeMounts"]
 
 
 def test_chart_values_yaml_has_every_key_of_helm_values() -> None:
@@ -200,9 +209,16 @@ def test_chart_without_an_experiment_name_fails_asking_for_one(helm: str, experi
     assert "experiment is required" in result.stderr
 
 
-def _without_output_dir(values: Values) -> None:
-    index = values["args"].index("--output-dir")
-    del values["args"][index:index + 2]
+@pytest.mark.parametrize(("change", "message"), [
+    ({"pvc": None}, "output /runs is a path in the pod, so name the pvc that holds it"),
+    ({"output": "gs://bucket/runs"}, "output gs://bucket/runs is not on the pvc"),
+])
+def test_chart_refuses_an_output_that_does_not_suit_the_pvc(helm: str, change: Values, message: str,
+                                                           tmp_path: Path) -> None:
+    values = {**example_values(), **change}
+    result = run_helm(helm, "template", RELEASE, str(CHART), "-f", str(write_values(tmp_path / "values.yaml", values)))
+    assert result.returncode != 0
+    assert message in result.stderr
 
 
 def _tpu_on_eks(values: Values) -> None:
@@ -227,7 +243,10 @@ BAD_VALUES: dict[str, tuple[Callable[[Values], Any], str]] = {
     "resource quantity as a number": (lambda v: v["resources"].update(cpu=2), "/resources/cpu"),
     "negative retries": (lambda v: v.update(retriesPerCopy=-1), "/retriesPerCopy"),
     "bad toleration operator": (lambda v: v.update(tolerations=[{"key": "a", "operator": "In"}]), "/tolerations/0"),
-    "args without --output-dir": (_without_output_dir, "/args"),
+    "args with --output-dir": (lambda v: v["args"].extend(["--output-dir", "/runs/shared"]), "/args"),
+    "args with --output-dir=": (lambda v: v["args"].append("--output-dir=/runs/shared"), "/args"),
+    "output with a trailing slash": (lambda v: v.update(output="/runs/"), "/output"),
+    "output a relative path": (lambda v: v.update(output="runs"), "/output"),
     "misspelt key": (lambda v: v.update(copy=3), "copy"),
     "git dirty as a string": (lambda v: v["provenance"].update(gitDirty="false"), "/provenance/gitDirty"),
     "size not a quantity": (lambda v: v.update(tmpSizeLimit="8GB"), "/tmpSizeLimit"),

@@ -299,15 +299,15 @@ def test_tpu_image_skips_libtpu_where_there_is_no_tpu(tpu_variables: dict[str, s
     assert shown.stdout.strip() == str(loads_libtpu)
 
 
-@pytest.mark.parametrize(("target", "dropped"), [
-    ("cpu", set()),
-    ("gpu", {"tensorflow", "tensorflow-cpu"}),
-    ("tpu", {"tensorflow", "tensorflow-cpu", "tensorboard"}),
+@pytest.mark.parametrize(("target", "extras", "dropped"), [
+    ("cpu", ("atari", "mujoco", "mlflow", "wandb"), set()),
+    ("gpu", ("atari", "envpool", "mujoco", "mlflow", "wandb"), {"tensorflow", "tensorflow-cpu"}),
+    ("tpu", ("atari", "envpool", "mujoco", "mlflow", "wandb"), {"tensorflow", "tensorflow-cpu", "tensorboard"}),
 ])
 def test_dependency_layer_installs_pyproject_and_the_pods_extras_minus_what_the_image_replaces(
-        target: str, dropped: set[str], tmp_path: Path) -> None:
+        target: str, extras: tuple[str, ...], dropped: set[str], tmp_path: Path) -> None:
     """Run the Dockerfile's own requirements step on pyproject.toml and read what it would install: a pod can make
-    Atari and MuJoCo envs and track to MLflow or W&B."""
+    Atari and MuJoCo envs and track to MLflow or W&B; an accelerator's image steps Atari on envpool."""
     instructions = dockerfile(target)
     args = {k: v for ins in instructions if ins.keyword == "ARG" for k, v in ins.pairs().items()}
     step = next(ins for _, ins in installs(target) if "requirements.txt" in ins.value)
@@ -317,8 +317,8 @@ def test_dependency_layer_installs_pyproject_and_the_pods_extras_minus_what_the_
                    env={"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "EXCLUDE": args["EXCLUDE"] or "",
                         "EXTRAS": args["EXTRAS"]})
     listed = [Requirement(line) for line in (tmp_path / "requirements.txt").read_text().splitlines() if line]
-    assert set(args["EXTRAS"].split()) == {"atari", "mujoco", "mlflow", "wandb"}
-    expected = [r for r in pyproject_dependencies(("atari", "mujoco", "mlflow", "wandb")) if r.name not in dropped]
+    assert tuple(args["EXTRAS"].split()) == extras
+    expected = [r for r in pyproject_dependencies(extras) if r.name not in dropped]
     assert [str(r) for r in listed] == [str(r) for r in expected]
 
 

@@ -158,7 +158,8 @@ def test_storage_trouble_gets_one_line_and_loses_nothing_locally(case: str, tmp_
         if case == "unreachable endpoint":
             env = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}
         result = run_rlkube(*TRAIN, "--train-steps", "500", "--output-dir", "s3://no-such-bucket/x", env=env)
-    assert result.returncode == 2, result.stderr
+    # An endpoint out of reach may come back: its own exit code, which a pod's Job retries (exit 2 fails the copy).
+    assert result.returncode == (75 if case == "unreachable endpoint" else 2), result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1
     assert "s3://no-such-bucket" in lines[0]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube.errors import UserError
-from rlkube.launch.clusters import get_profile, quantity_bytes, with_accelerator
+from rlkube.errors import USER_ERROR_EXIT_CODE, UserError
+from rlkube.launch.clusters import ClusterProfile, get_profile, quantity_bytes, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects
 from rlkube.launch.spec import ExperimentSpec, build_spec, check_name
 from rlkube.launch.tpu import resolve
@@ -47,7 +47,9 @@ def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_n
         assert spec["completions"] == spec["parallelism"]
         assert spec["backoffLimitPerIndex"] == profile.retries_per_copy
         assert spec["podFailurePolicy"]["rules"] == [
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                    "values": [USER_ERROR_EXIT_CODE]}}]
         assert spec["activeDeadlineSeconds"] == profile.active_deadline_seconds == 3 * 24 * 3600
         assert spec["ttlSecondsAfterFinished"] == profile.ttl_seconds_after_finished == 7 * 24 * 3600
         pod = pod_spec(job)
@@ -63,12 +65,13 @@ def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_n
 @pytest.mark.parametrize("profile_name", sorted(example_profiles()))
 def test_pods_write_only_to_size_limited_volumes_and_request_the_disk_they_may_use(profile_name: str) -> None:
     profile = example_profiles()[profile_name]
-    for job in (o for o in render(example_spec(profile), profile) if o["kind"] == "Job"):
+    spec = example_spec(profile)
+    for job in (o for o in render(spec, profile) if o["kind"] == "Job"):
         pod = pod_spec(job)
         (container,) = pod["containers"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
-        assert writable == {"/tmp", "/dev/shm"} | ({profile.output} if profile.pvc else set())
+        assert writable == {"/tmp", "/dev/shm"} | ({spec.output_dir} if profile.pvc else set())
         env = {e["name"]: e["value"] for e in container["env"]}
         assert all(env[name].startswith("/tmp") for name in ("HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME"))
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -78,6 +81,21 @@ def test_pods_write_only_to_size_limited_volumes_and_request_the_disk_they_may_u
         disk = resources["requests"]["ephemeral-storage"]
         assert disk == resources["limits"]["ephemeral-storage"] == profile.ephemeral_storage_size
         assert quantity_bytes(disk) == quantity_bytes(profile.tmp_size_limit) + 2**30
+
+
+@pytest.mark.parametrize("profile", [get_profile("kube"), dataclasses.replace(
+    with_accelerator(get_profile("gke-tpu"), "v5litepod-16"), output="/mnt/runs/", pvc="team-runs")],
+    ids=["kube", "multihost-slices-on-a-pvc"])
+def test_pods_on_a_pvc_mount_only_their_own_experiments_directory_as_their_output_dir(profile: ClusterProfile) -> None:
+    spec = example_spec(profile)
+    jobs = [o for o in render(spec, profile) if o["kind"] == "Job"]
+    assert jobs
+    for job in jobs:
+        (container,) = pod_spec(job)["containers"]
+        (runs,) = [m for m in container["volumeMounts"] if m["name"] == "runs"]
+        assert runs == {"name": "runs", "mountPath": spec.output_dir, "subPath": spec.name}
+        args = container["args"]
+        assert args[args.index("--output-dir") + 1] == spec.output_dir == f"{profile.output.rstrip('/')}/{spec.name}"
 
 
 def test_profile_env_follows_rlkubes_own_and_secrets_arrive_through_env_from() -> None:
@@ -110,9 +128,13 @@ def test_in_cluster_tensorboard_admits_no_connection_and_writes_only_to_tmp(pvc:
     assert "egress" not in policy["spec"]
     # Its runs on a PVC, mounted by the node, it needs no network at all; a bucket needs egress.
     assert policy["spec"]["policyTypes"] == (["Ingress", "Egress"] if pvc else ["Ingress"])
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")} == {"/tmp"}
+    claims = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ([{"claimName": pvc, "readOnly": True}] if pvc else [])
     assert container["resources"]["limits"]["ephemeral-storage"] == "2Gi"
     assert container["readinessProbe"] != container["livenessProbe"]
 

@@ -18,12 +18,12 @@ from rlkube.cli.completion import experiment_names, experiment_or_sweep_names
 from rlkube.cli.flags import cluster_option, follow_option, output_format_option
 from rlkube.cli.output import table
 from rlkube.errors import UserError
-from rlkube.run.options import TrainOptions, with_train_options
+from rlkube.run.options import MAX_COPIES, TrainOptions, with_train_options
 
 if TYPE_CHECKING:
     from rlkube.launch.store import Record
 
-DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION = re.compile(r"(\d+)([smhd])")  # fullmatch: `$` lets a trailing newline in
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -32,7 +32,7 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         cluster_option("the copies run"),
         with_train_options,
-        click.option("--copies", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+        click.option("--copies", type=click.IntRange(min=1, max=MAX_COPIES), default=1, show_default=True,
                      help="Independent seeds: the indices of one Indexed Job."),
         click.option("--name", default=None, help="Experiment name (default: <hparams>-<time>)."),
         click.option("--image", default=None, help="Container image (default: the profile's)."),
@@ -45,7 +45,7 @@ def submission_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _spec_and_profile(options: TrainOptions, cluster: str, copies: int, name: str | None, image: str | None,
                       tpu: str | None, context: str | None, namespace: str | None) -> tuple[Any, Any]:
-    from rlkube.launch.clusters import get_profile, with_accelerator  # noqa: PLC0415
+    from rlkube.launch.clusters import check_namespace, get_profile, with_accelerator  # noqa: PLC0415
     from rlkube.launch.spec import build_spec  # noqa: PLC0415
     from rlkube.launch.tpu import resolve_single_host  # noqa: PLC0415
 
@@ -58,6 +58,10 @@ def _spec_and_profile(options: TrainOptions, cluster: str, copies: int, name: st
         # Refused here, where the user asks for a slice (by --tpu or in the profile), not in the renderer, which
         # still renders a multi-host slice for the Helm chart's parity tests.
         resolve_single_host(profile.accelerator.name)
+    if namespace is not None:
+        check_namespace(namespace, "-n/--namespace")
+    if context == "":
+        raise UserError("--context '' names no kube context; leave it out for the profile's (else the current one)")
     changes = {k: v for k, v in (("context", context), ("namespace", namespace)) if v}
     profile = dataclasses.replace(profile, **changes)
     return build_spec(profile, options, copies, name=name, image=image), profile
@@ -172,12 +176,15 @@ def status(experiment: str | None, output_format: str) -> None:
 
 @click.command(name="list")
 @output_format_option("table", "json")
-def list_experiments(output_format: str) -> None:
-    """Every submitted experiment, with its live state from its cluster."""
+@click.option("--mine", is_flag=True, help="Only the experiments you submitted (as each one's cluster knows you).")
+def list_experiments(output_format: str, mine: bool) -> None:
+    """Every submitted experiment, who submitted it, and its live state from its cluster."""
     from rlkube.launch import store  # noqa: PLC0415
     from rlkube.launch.targets.base import overall_phase, target_for  # noqa: PLC0415
 
     records = store.all_records()
+    if mine:
+        records = _submitted_by_me(records)
     entries = []
     for record in records:
         try:
@@ -186,23 +193,43 @@ def list_experiments(output_format: str) -> None:
             phase = f"unreachable ({error})"
         entries.append({"name": record.name, "cluster": record.cluster, "phase": phase,
                         "hparams": record.spec.train.hparams, "copies": record.copies, "image": record.image,
-                        "git_commit": (record.git_commit or "")[:12], "created": record.created})
+                        "git_commit": (record.git_commit or "")[:12], "created": record.created,
+                        "creator": record.creator})
     if output_format == "json":
         click.echo(json.dumps(entries, indent=2))
         return
     if not entries:
-        click.echo("no experiments yet; start one with: rlkube submit --hparams dqn_cartpole")
+        click.echo("none submitted by you; every experiment: rlkube list" if mine else
+                   "no experiments yet; start one with: rlkube submit --hparams dqn_cartpole")
         return
-    rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED"]]
+    rows = [["NAME", "CLUSTER", "PHASE", "HPARAMS", "COPIES", "COMMIT", "CREATED", "SUBMITTED BY"]]
     rows += [[e["name"], e["cluster"], e["phase"], e["hparams"], str(e["copies"]), e["git_commit"] or "-",
-              e["created"]] for e in entries]
+              e["created"], e["creator"] or "-"] for e in entries]
     click.echo(table(rows))
+
+
+def _submitted_by_me(records: list["Record"]) -> list["Record"]:
+    """The records whose creator is who this machine's user is on the record's cluster (asked once per cluster). A
+    cluster that cannot say is named on stderr, and its experiments left out."""
+    from rlkube.launch.targets.base import target_for  # noqa: PLC0415
+
+    me: dict[tuple[str, str | None], str | None] = {}
+    for record in records:
+        where = (record.target, record.context)
+        if where not in me:
+            try:
+                me[where] = target_for(record).whoami(record.context)
+            except UserError as error:
+                click.echo(f"left out the experiments on {record.cluster}: {error}", err=True)
+                me[where] = None
+    return [record for record in records if record.creator is not None and record.creator == me[(record.target,
+                                                                                                   record.context)]]
 
 
 def _seconds(duration: str | None) -> int | None:
     if duration is None:
         return None
-    match = DURATION.match(duration)
+    match = DURATION.fullmatch(duration)
     if not match:
         raise UserError(f"bad --since '{duration}'; write a number and a unit, e.g. 30s, 10m, 2h, 1d")
     return int(match.group(1)) * SECONDS[match.group(2)]

@@ -6,6 +6,7 @@ and each use of it says the new name in one line on stderr.
 """
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ from rlkube.cli.completion import cluster_profiles
 from rlkube.errors import UserError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange without NaN and infinity: NaN compares false with every bound, so it passes any range."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def cluster_option(what_runs: str) -> Decorator:

@@ -12,7 +12,7 @@ import click
 
 from rlkube.cli.output import table
 from rlkube.errors import UserError
-from rlkube.run.options import TrainOptions
+from rlkube.run.options import MAX_SEED, TrainOptions
 
 if TYPE_CHECKING:
     from rlkube.rl.hparams import Domain, HParams
@@ -94,7 +94,8 @@ def _measured(path: Path) -> dict[str, str]:
               help='Comma-separated key=value, e.g. "lr=1e-3,batch_size=64" (tuples: 64;64).')
 @click.option("--env", default=None, help="Environment, replacing the set's.")
 @click.option("--train-steps", type=click.IntRange(min=1), default=None, help="Environment steps, replacing the set's.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of copy 0, as `rlkube train` takes it.")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Seed of copy 0, as `rlkube train` takes it.")
 def show(name: str, overrides: str, env: str | None, train_steps: int | None, seed: int) -> None:
     """One set with the overrides applied, as the YAML a run saves (copy-0/hparams.yaml), each field's doc and
     range as comments."""

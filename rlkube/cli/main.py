@@ -2,6 +2,8 @@
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +11,14 @@ import click
 from click.core import ParameterSource
 
 from rlkube import __version__
+from rlkube.errors import USER_ERROR_EXIT_CODE, UserError, UserErrors, one_line
 from rlkube.run.options import (
     EXPERIMENT_ID_ENV,
+    MAX_COPIES,
     CopyPlan,
     TrainOptions,
+    check_copies,
+    check_seed,
     copy_hparams,
     default_copies,
     read_copies,
@@ -21,17 +27,38 @@ from rlkube.run.options import (
 from rlkube.rundir.layout import COPIES_FILE
 
 
+@contextmanager
+def _mistakes_as_lines() -> Iterator[None]:
+    """The user's mistakes as one line each on stderr, then exit 2: rlkube's (UserError) and click's usage errors,
+    which click itself prints as usage, a hint and the error on four lines. Input quoted in a message is escaped,
+    so that a newline in it cannot make a second line."""
+    try:
+        yield
+    except UserError as error:
+        for mistake in error.mistakes if isinstance(error, UserErrors) else [str(error)]:
+            click.echo(f"error: {one_line(mistake)}", err=True)
+        sys.exit(error.exit_code)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "rlkube"
+        click.echo(f"error: {one_line(error.format_message())} (see {command} --help)", err=True)
+        sys.exit(USER_ERROR_EXIT_CODE)
+
+
 class CleanErrors(click.Group):
     """Turn the user's mistakes into one line on stderr and exit 2; never a traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        from rlkube.errors import UserError  # noqa: PLC0415
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _mistakes_as_lines():  # the group's own options: `rlkube --bogus`
+            return super().parse_args(ctx, args)
 
-        try:
-            return super().invoke(ctx)
-        except UserError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
+    def invoke(self, ctx: click.Context) -> Any:
+        from rlkube.launch.clusters import take_notes  # noqa: PLC0415
+
+        with _mistakes_as_lines():  # the command's name, its options and what it does
+            result = super().invoke(ctx)
+        for note in take_notes():
+            click.echo(note, err=True)
+        return result
 
 
 @click.group(cls=CleanErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +82,6 @@ def _writable_output_dir(path: Path) -> Path:
     """Check that `path` could be created and written, leaving nothing behind."""
     import tempfile  # noqa: PLC0415
 
-    from rlkube.errors import UserError  # noqa: PLC0415
 
     path = path.expanduser().absolute()
     existing = path
@@ -74,7 +100,6 @@ def _writable_output_dir(path: Path) -> Path:
 
 
 def _check_display() -> None:
-    from rlkube.errors import UserError  # noqa: PLC0415
 
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--render needs a display, and none is set (DISPLAY is empty); "
@@ -85,7 +110,7 @@ def _check_display() -> None:
 @with_train_options
 @click.option("--training/--no-training", default=True, show_default=True,
               help="--no-training restores the latest checkpoint and only tests, weights frozen.")
-@click.option("--copies", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--copies", type=click.IntRange(min=1, max=MAX_COPIES), default=1, show_default=True,
               help="Independent seeds, each in DIR/copy-<i>/.")
 @click.option("--render", is_flag=True, help="Show evaluation episodes in a window.")
 @click.option("--output-dir", required=True,
@@ -103,7 +128,6 @@ def _check_display() -> None:
 def train(options: TrainOptions, training: bool, copies: int, render: bool, output_dir: str, device: str,
           copy_index: int | None, copies_file: str | None, verbose: bool) -> None:
     """Train one experiment in this process (what a container runs)."""
-    from rlkube.errors import UserError  # noqa: PLC0415
 
     if verbose:  # before TensorFlow loads, here and in the copies' processes, which inherit it
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
@@ -180,10 +204,11 @@ def _refuse_other_experiments(remote: str | None, output_dir: Path, planned: lis
 
 def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index: int | None) -> list[CopyPlan]:
     """The copies this process trains: from --copies-file, else seed+i for each of --copies; only --copy-index's."""
-    from rlkube.errors import UserError  # noqa: PLC0415
 
     if copies_file is None:
-        return default_copies(seed, copies) if copy_index is None else [CopyPlan(copy_index, seed + copy_index)]
+        if copy_index is None:
+            return check_copies(default_copies(seed, copies))
+        return [check_seed(CopyPlan(copy_index, seed + copy_index))]
     if click.get_current_context().get_parameter_source("copies") is not ParameterSource.DEFAULT:
         raise UserError(f"--copies-file {copies_file} says how many copies there are; leave out --copies")
     planned = read_copies(Path(copies_file))

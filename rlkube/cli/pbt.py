@@ -65,7 +65,8 @@ def start(options: TrainOptions, cluster: str, population: int, interval: int, m
     from rlkube.launch.pbt.config import PBTConfig, parse_mutation  # noqa: PLC0415
 
     now = datetime.now(UTC)
-    name = name or f"{options.hparams.replace('_', '-')[:20]}-pbt-{now:%m%d-%H%M%S}"
+    if name is None:
+        name = f"{options.hparams.replace('_', '-')[:20]}-pbt-{now:%m%d-%H%M%S}"
     if bool(mutations) == bool(space_file):
         raise UserError("what does PBT mutate? give --mutate NAME=DIST (one or more) or --space FILE, not both")
     raw = dict(parse_mutation(text) for text in mutations) if mutations else read_yaml(

@@ -14,7 +14,14 @@ from typing import Any
 import click
 
 from rlkube.cli.completion import one_of
-from rlkube.cli.flags import cluster_option, follow_option, output_dir_option, output_file_option, output_format_option
+from rlkube.cli.flags import (
+    FiniteFloatRange,
+    cluster_option,
+    follow_option,
+    output_dir_option,
+    output_file_option,
+    output_format_option,
+)
 from rlkube.cli.output import started, table
 from rlkube.errors import UserError
 from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
@@ -38,11 +45,11 @@ def _storage_option(command: Any) -> Any:
 def _open(name: str, storage: str | None) -> tuple[Any, Any, Any]:
     """The sweep's local record (None if it was started elsewhere), its study and its config."""
     from rlkube.launch import store  # noqa: PLC0415
-    from rlkube.launch.sweep import study as studies  # noqa: PLC0415
 
     record = store.find_sweep(name)
     if record is None and storage is None:
         store.get_sweep(name)  # raises the one-line "unknown sweep" error
+    from rlkube.launch.sweep import study as studies  # noqa: PLC0415  (Optuna: only for a sweep there is)
     study, config = studies.load(name, storage or record.storage)
     return record, study, config
 
@@ -68,7 +75,7 @@ _follow_driver = follow_option("Stream the driver's log until the sweep ends.")
               help="Each seed's value: final (last evaluation), best, or last:N (mean of its last N evaluations).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
               help="Times a failed trial is run again with the same params.")
-@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--poll", "poll_seconds", type=FiniteFloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds between the driver's reads of the trials' progress.")
 @click.option("--name", default=None, help="Sweep name (default: <hparams>-sweep-<time>); trials are <name>-t<n>.")
 @_storage_option
@@ -84,7 +91,8 @@ def start(options: TrainOptions, cluster: str, space_file: Path | None, trials: 
     from rlkube.launch.sweep.space import default_space, read_space, space_to_yaml  # noqa: PLC0415
 
     now = datetime.now(UTC)
-    name = name or f"{options.hparams.replace('_', '-')[:14]}-sw-{now:%m%d-%H%M%S}"
+    if name is None:
+        name = f"{options.hparams.replace('_', '-')[:14]}-sw-{now:%m%d-%H%M%S}"
     check_sweep_flags(name, sampler, pruner, objective, trials, parallel, seeds)
     hp = options.resolved_hparams()
     space = read_space(space_file, hp) if space_file else default_space(hp)
@@ -167,9 +175,8 @@ def _trial_rows(trials: list[Any], config: Any) -> list[dict[str, Any]]:
 @output_format_option("table", "json")
 def status(name: str, storage: str | None, output_format: str) -> None:
     """Every trial: state, params, value (mean ± std over seeds), steps every seed reached, and why it ended."""
-    from rlkube.launch.sweep.driver import counted, driver_alive  # noqa: PLC0415
-
     record, study, config = _open(name, storage)
+    from rlkube.launch.sweep.driver import counted, driver_alive  # noqa: PLC0415
     driver = "running" if record is not None and driver_alive(record) else "not running"
     # Read once: with a driver running, a second read could hold another trial.
     trials = counted(study.get_trials(deepcopy=False))

@@ -6,6 +6,7 @@ checked into a typed ClusterProfile, with one clear line naming the file, profil
 """
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,8 +17,9 @@ from typing import Any
 import yaml
 
 from rlkube import __version__
-from rlkube.errors import UserError, unknown_name
+from rlkube.errors import UserError, refuse_credentials, unknown_name
 from rlkube.launch import tpu
+from rlkube.storage.filesystems import split_url
 
 PROVIDERS = ("generic", "gke", "eks")
 ACCELERATORS = ("tpu", "gpu")
@@ -28,11 +30,14 @@ RESERVED_ENV = ("RLKUBE_EXPERIMENT", "RLKUBE_CLUSTER", "RLKUBE_IMAGE", "RLKUBE_G
 # Names that say "credential": such values belong in a Secret (env_from_secrets), never in a profile's env, which
 # rlkube writes into the Job in plain text.
 CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL", re.IGNORECASE)
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Every pattern here is matched whole (fullmatch): `$` would let a trailing newline in.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+# A namespace is a DNS label (RFC 1123): at most 63 lowercase letters, digits and '-', a letter or digit at each end.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A size as Kubernetes writes quantities of bytes: a whole or decimal number with an optional decimal (k, M, G, T,
 # P, E) or binary (Ki, Mi, Gi, Ti, Pi, Ei) suffix.
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 _BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 # ephemeral_storage's default: /tmp's size limit plus room for the container's logs (the root file system is
@@ -97,7 +102,7 @@ class ClusterProfile:
 
 def quantity_bytes(text: str) -> int:
     """The bytes of a quantity like 8Gi or 500M (rounded up, as Kubernetes does); ValueError if it is not one."""
-    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    match = _QUANTITY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(text)
     number, suffix = match.group(1), match.group(2) or ""
@@ -131,23 +136,56 @@ def _read(text: str, origin: str) -> dict[str, Any]:
 
 
 def load_profiles() -> dict[str, ClusterProfile]:
+    return _load()[0]
+
+
+def get_profile(name: str) -> ClusterProfile:
+    """The named profile. If ./rlkube.yaml changes a profile that an earlier file defines (a shipped one, or the
+    user's), a note says so (see take_notes): a checked-out project could otherwise swap a known profile's image or
+    context unseen."""
+    profiles, changed_by_project = _load()
+    if name not in profiles:
+        raise unknown_name("cluster", name, profiles)
+    if name in changed_by_project:
+        origin, fields = changed_by_project[name]
+        note = (f"note: {Path.cwd() / 'rlkube.yaml'} changes {', '.join(fields)} of the profile '{name}' from "
+                f"{origin}; rlkube clusters lists every profile and its files")
+        if note not in _notes:
+            _notes.append(note)
+    return profiles[name]
+
+
+_notes: list[str] = []  # what get_profile noted, until the CLI takes it
+
+
+def take_notes() -> list[str]:
+    """The notes about the profiles used so far, once each: the CLI prints them when a command has succeeded, so that
+    a refused one stays one line."""
+    taken = list(_notes)
+    _notes.clear()
+    return taken
+
+
+def _load() -> tuple[dict[str, ClusterProfile], dict[str, tuple[str, list[str]]]]:
+    """Every profile, and for each that ./rlkube.yaml changes after an earlier file defined it: that file and the
+    fields changed."""
     merged: dict[str, dict[str, Any]] = {}
     origins: dict[str, str] = {}
+    changed_by_project: dict[str, tuple[str, list[str]]] = {}
+    project_file = config_files()[-1]
     packaged = resources.files("rlkube.launch").joinpath("clusters.yaml").read_text()
     sources = [(packaged, "rlkube's clusters.yaml")]
     sources += [(path.read_text(), str(path)) for path in config_files() if path.is_file()]
     for text, origin in sources:
         for name, settings in _read(text, origin).items():
+            if origin == str(project_file) and name in merged:
+                changed = sorted(key for key in settings if merged[name].get(key) != settings[key])
+                if changed:
+                    changed_by_project[name] = (origins[name], changed)
             merged[name] = {**merged.get(name, {}), **settings}
             origins[name] = origin
-    return {name: _profile(name, settings, origins[name]) for name, settings in merged.items()}
-
-
-def get_profile(name: str) -> ClusterProfile:
-    profiles = load_profiles()
-    if name not in profiles:
-        raise unknown_name("cluster", name, profiles)
-    return profiles[name]
+    return ({name: _profile(name, settings, origins[name]) for name, settings in merged.items()},
+            changed_by_project)
 
 
 def _profile(name: str, settings: dict[str, Any], origin: str) -> ClusterProfile:
@@ -173,14 +211,20 @@ def _check(profile: ClusterProfile, where: str) -> None:
     # on profiles, so profiles cannot look them up.
     if not isinstance(profile.target, str):
         raise UserError(f"{where}: target must name a target, e.g. local or kubernetes, got {profile.target!r}")
+    for key in ("image", "output", "namespace", "context", "pvc", "queue", "priority_class"):
+        value = getattr(profile, key)
+        if not isinstance(value, str) and (value is not None or key in ("image", "output", "namespace")):
+            raise UserError(f"{where}: {key} must be a string, got {value!r}")
+    check_namespace(profile.namespace, f"{where}: namespace")
     choices = {"provider": PROVIDERS, "capacity_selector": CAPACITY_SELECTORS}
     for key, allowed in choices.items():
         if getattr(profile, key) not in allowed:
             raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, got '{getattr(profile, key)}'")
     for key in ("resources", "service_account_annotations", "node_selector", "labels"):
         value = getattr(profile, key)
-        if not isinstance(value, dict) or not all(isinstance(v, str | int | float) for v in value.values()):
-            raise UserError(f"{where}: {key} must map names to values")
+        if not isinstance(value, dict) or not all(isinstance(v, str | int | float) and not _non_finite(v)
+                                                  for v in value.values()):
+            raise UserError(f"{where}: {key} must map names to values (finite numbers or strings)")
     if profile.accelerator is not None:
         if profile.accelerator.type not in ACCELERATORS:
             raise UserError(f"{where}: accelerator type must be tpu or gpu, got '{profile.accelerator.type}'")
@@ -198,12 +242,38 @@ def _check(profile: ClusterProfile, where: str) -> None:
             raise UserError(f"{where}: {key} must be a whole number >= 0")
     if "ephemeral-storage" in profile.resources:
         raise UserError(f"{where}: resources cannot set ephemeral-storage; set the ephemeral_storage field instead")
+    _check_output(profile, where)
     _check_storage(profile, where)
     _check_lifetime(profile, where)
     _check_env(profile, where)
     if profile.target == "kubernetes" and not profile.output.startswith(("gs://", "s3://")) and not profile.pvc:
         raise UserError(f"{where}: output {profile.output} is a path in the pod, so name the pvc that holds it "
                         f"(or write to gs:// or s3://)")
+
+
+def check_namespace(namespace: Any, what: str) -> str:
+    """A UserError unless `namespace` (`what` says where it came from) is a Kubernetes namespace's name."""
+    if not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace):
+        raise UserError(f"{what} {namespace!r} is not a namespace name: use at most 63 lowercase letters, digits "
+                        f"and '-', starting and ending with a letter or digit (e.g. rl-team)")
+    return namespace
+
+
+def _check_output(profile: ClusterProfile, where: str) -> None:
+    """A bucket output is a gs:// or s3:// URL naming a bucket, and without credentials, which every Job would
+    carry in plain text."""
+    if "://" not in profile.output:
+        return
+    refuse_credentials(profile.output, f"{where}: output", "the bucket's credentials in a Secret that "
+                       "env_from_secrets names, or the identity of the profile's service account")
+    try:
+        split_url(profile.output)
+    except UserError as error:
+        raise UserError(f"{where}: output: {error}") from None
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _whole(value: Any) -> bool:
@@ -247,7 +317,7 @@ def _check_env(profile: ClusterProfile, where: str) -> None:
         raise UserError(f"{where}: env must map variable names to values, e.g. {{AWS_ENDPOINT_URL: "
                         f"'http://minio.storage:9000'}}")
     for name, value in profile.env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             raise UserError(f"{where}: env name {name!r} must be letters, digits and '_', not starting with a digit")
         if name in RESERVED_ENV:
             raise UserError(f"{where}: env cannot set {name}: rlkube sets {', '.join(RESERVED_ENV)} itself")
@@ -256,8 +326,11 @@ def _check_env(profile: ClusterProfile, where: str) -> None:
                             f"in env_from_secrets (env is written into the Job in plain text)")
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise UserError(f"{where}: env {name} must be a string or a whole number, got {value!r} (quote it)")
+        if isinstance(value, str) and "://" in value:
+            refuse_credentials(value, f"{where}: env {name}", "the credentials in a Secret that env_from_secrets "
+                               "names (env is written into the Job in plain text)")
     secrets = profile.env_from_secrets
-    if not isinstance(secrets, list) or not all(isinstance(s, str) and len(s) <= 253 and _SECRET_NAME.match(s)
+    if not isinstance(secrets, list) or not all(isinstance(s, str) and len(s) <= 253 and _SECRET_NAME.fullmatch(s)
                                                  for s in secrets):
         raise UserError(f"{where}: env_from_secrets must be a list of Secret names (lowercase letters, digits, "
                         f"'-' and '.'), e.g. [minio-credentials], got {secrets!r}")

@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 from rlkube import __version__
+from rlkube.errors import USER_ERROR_EXIT_CODE
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
-from rlkube.launch.spec import ExperimentSpec
+from rlkube.launch.spec import ExperimentSpec, experiment_output_dir
 from rlkube.run.options import (
     CLUSTER_ENV,
     EXPERIMENT_ID_ENV,
@@ -47,9 +48,9 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "version": __version__,
         # A pod knows only its Job index: its copy's seed and overrides it reads from the table in the ConfigMap.
         "args": [*dataclasses.replace(spec.train, track_uri="").args(), "--copies-file",
-                 f"{CONFIG_MOUNT}/{COPIES_FILE}", "--output-dir", spec.output_dir],
+                 f"{CONFIG_MOUNT}/{COPIES_FILE}"],
+        "output": profile.output.rstrip("/"),
         "pvc": None if spec.output_dir.startswith(("gs://", "s3://")) else profile.pvc,
-        "pvcMountPath": profile.output,
         "resources": {k: str(v) for k, v in profile.resources.items()},
         "provider": profile.provider,
         "accelerator": accelerator,
@@ -173,6 +174,11 @@ def _container_security() -> Object:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
 
+def output_dir(values: dict[str, Any]) -> str:
+    """The experiment's run directory, its --output-dir: <output>/<experiment>, as build_spec names it."""
+    return experiment_output_dir(values["output"], values["experiment"])
+
+
 def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) -> Object:
     selector, tolerations, accelerator_limits = _scheduling(values)
     resources = values["resources"]
@@ -188,7 +194,10 @@ def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) ->
                              {"name": "tmp", "emptyDir": {"sizeLimit": values["tmpSizeLimit"]}},
                              {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": values["shmSizeLimit"]}}]
     if values["pvc"]:
-        mounts.append({"name": "runs", "mountPath": values["pvcMountPath"]})
+        # Only the experiment's own directory of the volume, at its --output-dir: no other experiment's runs are
+        # there to read or overwrite. (The kubelet creates it, owned by root, with the mode and group of the
+        # volume's root: see manifests/setup/pvc.yaml.)
+        mounts.append({"name": "runs", "mountPath": output_dir(values), "subPath": values["experiment"]})
         volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})
     # Credentials (e.g. an S3-compatible server's keys) come from Secrets, so they never appear in the Job.
     env_from = [{"secretRef": {"name": name}} for name in values["envFromSecrets"]]
@@ -247,8 +256,13 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
             "parallelism": indices,
             # One failing index (a seed, or a slice's host) does not stop the others.
             "backoffLimitPerIndex": values["retriesPerCopy"],
-            # A preempted or evicted pod is retried without counting as a failure.
-            "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+            # A preempted or evicted pod is retried without counting as a failure; a user error (`rlkube train`'s
+            # exit code 2) fails its copy at once, as every retry would fail the same way.
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                        "values": [USER_ERROR_EXIT_CODE]}},
+            ]},
             **_lifetime(values),
             "template": {"metadata": {"labels": {**labels(values), **extra_labels}},
                          "spec": _pod_spec(values, args, subdomain)},
@@ -259,6 +273,7 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
 def render_values(values: dict[str, Any]) -> list[Object]:
     """The experiment's objects, in the order they are created."""
     name = values["experiment"]
+    args = [*values["args"], "--output-dir", output_dir(values)]
     objects: list[Object] = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {**_metadata(values, name),
@@ -270,13 +285,13 @@ def render_values(values: dict[str, Any]) -> list[Object]:
     hosts = accelerator["hosts"] if accelerator and accelerator["type"] == "tpu" else 1
     if hosts == 1:
         # One Indexed Job: index i is copy i, read by `rlkube train` from JOB_COMPLETION_INDEX.
-        objects.append(_job(values, name, values["copies"], values["args"], {}, None))
+        objects.append(_job(values, name, values["copies"], args, {}, None))
         return objects
     # A multi-host slice per copy: an Indexed Job of `hosts` pods each, with stable hostnames
     # <job>-<host>.<experiment> from a headless Service; the index is the host, the copy is fixed.
     objects.append({"apiVersion": "v1", "kind": "Service", "metadata": _metadata(values, name),
                     "spec": {"clusterIP": "None", "selector": {"rlkube.io/experiment": name}}})
-    objects.extend(_job(values, f"{name}-copy-{copy}", hosts, [*values["args"], "--copy-index", str(copy)],
+    objects.extend(_job(values, f"{name}-copy-{copy}", hosts, [*args, "--copy-index", str(copy)],
                         {"rlkube.io/copy": str(copy)}, name) for copy in range(values["copies"]))
     return objects
 

@@ -5,18 +5,17 @@ import re
 import shlex
 import subprocess
 import sys
-import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from rlkube import __version__
-from rlkube.errors import UserError
-from rlkube.launch.clusters import CREDENTIAL_NAME, ClusterProfile
+from rlkube.errors import UserError, refuse_credentials
+from rlkube.launch.clusters import ClusterProfile
 from rlkube.rl.hparams import to_dict
 from rlkube.run.options import CopyPlan, TrainOptions, check_copies, copy_hparams, default_copies
 
-NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # always fullmatch: `$` lets a trailing newline in
 # Pods of an Indexed Job are named <job>-<index>-<5 random>, and <job> may gain "-copy-<i>": keep room.
 MAX_NAME_LENGTH = 40
 
@@ -60,10 +59,16 @@ class ExperimentSpec:
 
 
 def check_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):
-        raise UserError(f"bad experiment name '{name}': use at most {MAX_NAME_LENGTH} lowercase letters, digits "
+    if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"bad experiment name {name!r}: use at most {MAX_NAME_LENGTH} lowercase letters, digits "
                         f"and '-', starting and ending with a letter or digit (e.g. dqn-pong-1)")
     return name
+
+
+def experiment_output_dir(output: str, name: str) -> str:
+    """An experiment's run directory under a profile's output, on every target: <output>/<name>. On a PVC the
+    experiment's pods mount only this directory (render.py), so it is named by the experiment alone."""
+    return f"{output.rstrip('/')}/{name}"
 
 
 def default_name(hparams: str, now: datetime) -> str:
@@ -91,16 +96,23 @@ def current_provenance(command: str, now: datetime) -> Provenance:
 def check_track_uri(uri: str) -> None:
     """A submitted --track-uri is written into the experiment's records and its pods' env in plain text, so it may
     not carry credentials (user:password@, ?token=...): those belong in the environment, or a Secret on a cluster."""
-    parts = urllib.parse.urlsplit(uri)
-    secret_query = [key for key, _ in urllib.parse.parse_qsl(parts.query) if CREDENTIAL_NAME.search(key)]
-    if parts.username is None and not secret_query:
-        return
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    shown = parts._replace(netloc=host, query="").geturl()
-    raise UserError(f"--track-uri {shown} carries credentials, which a submission would write down in plain text; "
-                    f"give the URI without them, and the credentials as MLFLOW_TRACKING_USERNAME and "
-                    f"MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN, WANDB_API_KEY) in a Secret that the "
-                    f"profile's env_from_secrets names (locally: in your environment)")
+    refuse_credentials(uri, "--track-uri", "the credentials as MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                       "(or MLFLOW_TRACKING_TOKEN, WANDB_API_KEY) in a Secret that the profile's env_from_secrets "
+                       "names (locally: in your environment)")
+
+
+# An image reference as registries take it: [host[:port]/]path[:tag][@algorithm:digest], the path lowercase.
+_IMAGE_REFERENCE = re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                              r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::\w[\w.-]{0,127})?"
+                              r"(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?")
+
+
+def check_image(image: str) -> str:
+    """An --image the pods can pull: a UserError for anything that is no image reference."""
+    if not _IMAGE_REFERENCE.fullmatch(image):
+        raise UserError(f"--image {image!r} is not an image reference; write [registry/]path[:tag][@sha256:digest], "
+                        f"e.g. ghcr.io/rlkube/rlkube-cpu:0.1.0")
+    return image
 
 
 def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[CopyPlan], name: str | None = None,
@@ -115,14 +127,16 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     train.check_tracking_flags()
     check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
-    planned = default_copies(train.seed, copies) if isinstance(copies, int) else check_copies(list(copies))
+    planned = check_copies(default_copies(train.seed, copies) if isinstance(copies, int) else list(copies))
     for copy in planned:
         copy_hparams(hp, copy)  # each copy's own overrides are checked here, before anything is sent
-    name = check_name(name or default_name(train.hparams, now))
+    name = check_name(default_name(train.hparams, now) if name is None else name)
+    if image is not None:
+        check_image(image)
     if provenance is None:
         provenance = current_provenance(shlex.join(["rlkube", *sys.argv[1:]]), now)
     return ExperimentSpec(
         name=name, cluster=profile.name, namespace=profile.namespace, copies=planned,
-        image=image or profile.default_image, output_dir=f"{profile.output.rstrip('/')}/{name}",
+        image=image or profile.default_image, output_dir=experiment_output_dir(profile.output, name),
         train=train, hparams=to_dict(hp), provenance=provenance, sweep=sweep,
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rlkube.errors import UserError
+from rlkube.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from rlkube.rl.hparams import HParams
@@ -41,6 +41,14 @@ CLUSTER_ENV = "RLKUBE_CLUSTER"
 IMAGE_ENV = "RLKUBE_IMAGE"
 GIT_COMMIT_ENV = "RLKUBE_GIT_COMMIT"
 TRACKER_URI_ENV = {"mlflow": "MLFLOW_TRACKING_URI", "wandb": "WANDB_BASE_URL"}
+# Seeds are what NumPy's legacy seeding and gymnasium's envs take everywhere: 0..2^32-1, copy i's seed+i included.
+MAX_SEED = 2**32 - 1
+# Copies are the indices of one Indexed Job (a PBT population, a trial's seeds): a typo such as 10000 would start
+# that many pods.
+MAX_COPIES = 1000
+# Actor processes of one copy: above any one machine's cores, so more only contend; a typo such as 10000 would fork
+# that many processes.
+MAX_WORKERS = 1024
 
 
 def _flag(name: str, help_text: str | None = None, *, internal: bool = False, **click_settings: Any) -> dict[str, Any]:
@@ -97,7 +105,7 @@ class TrainOptions:
     test_episodes: int = field(default=10, metadata=_flag(
         "--test-episodes", type=click.IntRange(min=0), show_default=True))
     seed: int = field(default=0, metadata=_flag(
-        "--seed", "Seed of copy 0; copy i gets seed+i.", type=int, show_default=True))
+        "--seed", "Seed of copy 0; copy i gets seed+i.", type=click.IntRange(0, MAX_SEED), show_default=True))
     pbt_interval: int | None = field(default=None, metadata=_flag(
         "--pbt-interval", "At every multiple of this many steps, evaluate, checkpoint and wait for the PBT "
         "controller's decision (rlkube pbt sets it).", internal=True, type=click.IntRange(min=1)))
@@ -109,7 +117,7 @@ class TrainOptions:
         "--record-video", "Write mp4 and GIF of evaluation and test episodes.", is_flag=True))
     num_workers: int = field(default=0, metadata=_flag(
         "--num-workers", "Actor processes stepping their own envs while this process learns; 0 acts in-process.",
-        type=click.IntRange(min=0), show_default=True))
+        type=click.IntRange(min=0, max=MAX_WORKERS), show_default=True))
     # Experiment tracking (rlkube.run.tracking). Unset by default, so an untracked run's arguments stay as they were.
     track: str | None = field(default=None, metadata=_flag(
         "--track", "Also log hparams, scalars, provenance and videos to MLflow or W&B (rlkube[mlflow], rlkube[wandb]).",
@@ -160,6 +168,11 @@ class TrainOptions:
                                           ("--track-uri", self.track_uri)) if value]
         if self.track is None and given:
             raise UserError(f"{given[0]} needs --track mlflow or --track wandb")
+        for flag in given:
+            value = getattr(self, flag.removeprefix("--").replace("-", "_"))
+            if one_line(value) != value:  # it travels as a pod's argument or env, and names runs in a tracker's UI
+                raise UserError(f"{flag} {value!r} holds a control character (a newline, a tab); "
+                                f"write it on one line")
 
     def resolved_hparams(self) -> "HParams":
         """The named set with the overrides, then --env and --train-steps; a UserError for any bad input."""
@@ -298,13 +311,26 @@ def default_copies(seed: int, count: int) -> list[CopyPlan]:
 
 
 def check_copies(copies: list[CopyPlan]) -> list[CopyPlan]:
-    """Copies are numbered 0..K-1 in order: copy i is DIR/copy-<i> and index i of an Indexed Job."""
+    """Copies are numbered 0..K-1 in order: copy i is DIR/copy-<i> and index i of an Indexed Job. At most
+    MAX_COPIES, each seed in 0..MAX_SEED."""
     if not copies:
         raise UserError("an experiment needs at least one copy")
+    if len(copies) > MAX_COPIES:
+        raise UserError(f"an experiment has at most {MAX_COPIES} copies, and this one has {len(copies)}")
     indices = [copy.index for copy in copies]
     if indices != list(range(len(copies))):
         raise UserError(f"an experiment's copies are numbered 0, 1, 2, … in order, and these are {indices}")
+    for copy in copies:
+        check_seed(copy)
     return copies
+
+
+def check_seed(copy: CopyPlan) -> CopyPlan:
+    """A UserError unless the copy's seed is in 0..MAX_SEED."""
+    if not 0 <= copy.seed <= MAX_SEED:
+        raise UserError(f"copy {copy.index}'s seed {copy.seed} is outside 0..{MAX_SEED} (copy i's seed is --seed + i); "
+                        f"use a smaller --seed")
+    return copy
 
 
 def copy_hparams(hp: "HParams", copy: CopyPlan) -> "HParams":

@@ -1,7 +1,7 @@
 """Storage trouble the user can fix, as one UserError line naming the URL and what to check.
 
-Bad credentials, a missing bucket, an invalid bucket name or an unreachable endpoint become UserError; anything
-else (a bug, a server fault) is raised as it is. fsspec's libraries wrap each other's errors, so errors are
+Bad credentials, a missing bucket or an invalid bucket name become UserError, an unreachable endpoint TransientError
+(a UserError that a pod retries); anything else (a bug, a server fault) is raised as it is. fsspec's libraries wrap each other's errors, so errors are
 classified by the class names along their chain (botocore, aiohttp, google-auth, urllib) rather than by importing
 them. (A URL that is no bucket URL at all is already a UserError in rlkube.storage.filesystems.)
 """
@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from rlkube.errors import UserError
+from rlkube.errors import TransientError, UserError
 from rlkube.storage.filesystems import gcs_emulator, s3_endpoint, split_url
 
 PREFLIGHT_ATTEMPTS = 3
@@ -101,7 +101,7 @@ def user_error(url: str, error: BaseException, listing: bool = False, opening: b
                          f"check the bucket name in the URL, or create the bucket first")
     if names & _UNREACHABLE or isinstance(error, ConnectionError):
         variable = "AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL" if scheme == "s3" else "STORAGE_EMULATOR_HOST"
-        return UserError(f"{url}: cannot reach {_endpoint(scheme)} ({_reason(error)}); "
+        return TransientError(f"{url}: cannot reach {_endpoint(scheme)} ({_reason(error)}); "
                          f"check the network and, if set, {variable}")
     if names & {"InvalidBucketName", "ParamValidationError"}:
         return UserError(f"{url}: {bucket} is not a valid bucket name; check the URL")

@@ -10,9 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from rlkube.errors import UserError
+from rlkube.errors import UserError, refuse_credentials
 
 SCHEMES = ("gs", "s3")
+# What GCS and S3 allow in a bucket's name (both lowercase only; capitals are let through for the placeholder
+# BUCKET in the shipped profiles, which the cloud refuses itself).
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 # The variables a filesystem instance depends on: a change makes open_filesystem build a new one.
 _S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
@@ -51,9 +54,15 @@ def split_url(url: str) -> tuple[str, str, str]:
     if not sep or scheme not in SCHEMES:
         shown = f"{scheme}://" if sep else "a local path"
         raise UserError(f"unsupported storage URL {url} ({shown}); use gs://BUCKET/PATH or s3://BUCKET/PATH")
-    bucket, _, key = rest.strip("/").partition("/")
+    refuse_credentials(url, "storage URL", "the credentials in the environment (AWS_ACCESS_KEY_ID, "
+                       "GOOGLE_APPLICATION_CREDENTIALS) or the identity the pods run as")
+    # Not stripped before the bucket: gs:///x names no bucket, rather than bucket x.
+    bucket, _, key = rest.rstrip("/").partition("/")
     if not bucket:
         raise UserError(f"storage URL {url} names no bucket; use {scheme}://BUCKET/PATH")
+    if not _BUCKET_NAME.fullmatch(bucket):
+        raise UserError(f"storage URL {url}: {bucket!r} is not a bucket name (letters, digits, '-', '_' and '.', "
+                        f"a letter or digit at each end); use {scheme}://BUCKET/PATH")
     return scheme, bucket, key.strip("/")
 
 

@@ -333,7 +333,11 @@ class RealNode:
         """A PersistentVolume on this node's disk, bound to a new claim `claim` in `namespace`; returns its path."""
         path = self.workdir / "volumes" / f"{namespace}-{claim}"
         path.mkdir(parents=True)
-        os.chown(path, 1000, 1000)  # rlkube's pods run as uid 1000, and fsGroup does not apply to hostPath
+        # rlkube's pods run as uid and gid 1000, and fsGroup does not apply to hostPath. The kubelet creates each
+        # experiment's directory (its subPath) as root, with this root's mode and, by setgid, its group: group 1000
+        # and mode 2775, as fsGroup leaves a volume that supports it, let the pods write there.
+        os.chown(path, 1000, 1000)
+        path.chmod(0o2775)
         pv_name = f"{namespace}-{claim}"
         self.cluster.api_call("POST", "/api/v1/persistentvolumes", {
             "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},

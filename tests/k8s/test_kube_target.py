@@ -1,10 +1,11 @@
-"""rlkube against a real control plane: submit, status, list, logs, cancel, rollback and RBAC.
+"""rlkube against a real control plane: submit, status, list, logs, cancel, rollback, RBAC, and whose pods TensorBoard
+serves.
 
 Pods are faked by kwok (no container runs): they land on fake TPU nodes, run for a second and succeed, unless
 a profile's extra labels ask kwok to fail one index (rlkube.io/test-fail-index) or to hold pods Running
-(rlkube.io/test-hold). Everything else, from validation and scheduling to the Job controller, logs and
-port-forwarding through the API server, is the real Kubernetes. The in-cluster TensorBoard, which needs a real
-container, is tested on the real node (test_real_node.py).
+(rlkube.io/test-hold). Everything else, from validation and scheduling to the Job and Deployment controllers, logs
+and port-forwarding through the API server, is the real Kubernetes. The in-cluster TensorBoard serving real runs,
+which needs a real container, is tested on the real node (test_real_node.py).
 """
 
 import json
@@ -21,10 +22,15 @@ import yaml
 from cluster import TestCluster
 from kubernetes import client
 
-from rlkube.errors import UserError
+from rlkube.errors import USER_ERROR_EXIT_CODE, UserError
+from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
+from rlkube.launch.render import TENSORBOARD_NAME, render
 from rlkube.launch.spec import build_spec
+from rlkube.launch.targets.kubernetes import submit as kube_submit
+from rlkube.launch.targets.kubernetes.api import create
 from rlkube.launch.targets.kubernetes.target import KubernetesTarget
+from rlkube.launch.targets.kubernetes.tensorboard import _tensorboard_pod
 from rlkube.run.options import TrainOptions
 
 # Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
@@ -71,6 +77,16 @@ def wait_for(name: str, phases: set[str], timeout: float = 60) -> dict[str, Any]
         assert time.monotonic() < deadline, f"{name} stayed {state}"
         time.sleep(0.3)
     return state
+
+
+def grant_submitter_role(api: client.ApiClient, namespace: str) -> None:
+    """manifests/setup/rbac.yaml, as it is, in `namespace`: the group rlkube-submitters may do what rlkube needs."""
+    for document in yaml.safe_load_all((REPO / "manifests" / "setup" / "rbac.yaml").read_text()):
+        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "Role":
+            client.RbacAuthorizationV1Api(api).create_namespaced_role(namespace, document)
+        else:
+            client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(namespace, document)
 
 
 def experiment_objects(api: client.ApiClient, namespace: str, name: str) -> list[str]:
@@ -168,6 +184,96 @@ def test_logs_follow_a_copy_across_its_retries(cluster: TestCluster) -> None:
     assert state["copies"][2]["restarts"] == 1
 
 
+@pytest.mark.parametrize(("exit_code", "pods_of_the_failing_copy"), [(USER_ERROR_EXIT_CODE, 1), (1, 2)])
+@pytest.mark.usefixtures("workdir")
+def test_a_user_error_fails_its_copy_at_once_where_other_failures_are_retried(
+        api: client.ApiClient, namespace: str, exit_code: int, pods_of_the_failing_copy: int) -> None:
+    """`rlkube train` exits 2 on a user error, which every retry would repeat: the Job fails that index without
+    spending its retries (podFailurePolicy FailIndex), while another exit code is retried."""
+    profile = {**profiles(namespace)["test-fail"], "retries_per_copy": 1}
+    Path("rlkube.yaml").write_text(yaml.safe_dump({**profiles(namespace), "test-fail": profile}))
+    objects = render(build_spec(get_profile("test-fail"), TrainOptions("dqn_cartpole"), 3, name="user-error"),
+                     get_profile("test-fail"))
+    for obj in objects:
+        if obj["kind"] == "Job":  # kwok fails index 2 with this exit code
+            obj["spec"]["template"]["metadata"]["annotations"] = {"rlkube.io/test-exit-code": str(exit_code)}
+        create(api, obj)
+    deadline = time.monotonic() + 60
+    while not (job := client.BatchV1Api(api).read_namespaced_job("user-error", namespace)).status.conditions or not \
+            {c.type for c in job.status.conditions if c.status == "True"} & {"Complete", "Failed"}:
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.3)
+    assert (job.status.failed_indexes, job.status.completed_indexes) == ("2", "0,1")
+    failing = [p for p in client.CoreV1Api(api).list_namespaced_pod(
+        namespace, label_selector="rlkube.io/experiment=user-error").items
+        if p.metadata.annotations["batch.kubernetes.io/job-completion-index"] == "2"]
+    assert len(failing) == pods_of_the_failing_copy
+    assert {p.status.container_statuses[0].state.terminated.exit_code for p in failing} == {exit_code}
+
+
+@pytest.mark.parametrize(("grace_seconds", "cancelled"), [(8, True), (1, False)])
+@pytest.mark.usefixtures("workdir")
+def test_cancel_waits_out_the_pods_grace_period(api: client.ApiClient, namespace: str,
+                                                monkeypatch: pytest.MonkeyPatch, grace_seconds: int,
+                                                cancelled: bool) -> None:
+    """Pods get the profile's termination_grace_seconds to checkpoint, and cancel waits that long for the experiment
+    to be gone, and a margin more (here 1 s). A finalizer keeps the ConfigMap 4 s after its deletion."""
+    profile = {**profiles(namespace)["test-hold"], "termination_grace_seconds": grace_seconds}
+    Path("rlkube.yaml").write_text(yaml.safe_dump({**profiles(namespace), "test-hold": profile}))
+    monkeypatch.setattr(kube_submit, "GONE_AFTER_GRACE_SECONDS", 1.0)
+    assert rlkube("submit", "--cluster", "test-hold", "--hparams", "dqn_cartpole", "--name", "grace").returncode == 0
+    wait_for("grace", {"Running"})
+    core = client.CoreV1Api(api)
+    core.patch_namespaced_config_map("grace", namespace, {"metadata": {"finalizers": ["rlkube.io/test-linger"]}})
+
+    def release_after_4_seconds() -> None:
+        time.sleep(4)
+        core.patch_namespaced_config_map("grace", namespace, {"metadata": {"finalizers": None}})
+
+    releaser = threading.Thread(target=release_after_4_seconds)
+    releaser.start()
+    try:
+        if cancelled:
+            assert "ConfigMap/grace" in KubernetesTarget().cancel(store.get("grace"))
+            assert experiment_objects(api, namespace, "grace") == []
+        else:
+            with pytest.raises(UserError, match=r"objects of grace are still terminating after 2 s \(their pods' "
+                                                r"grace period and 1 s\)"):
+                KubernetesTarget().cancel(store.get("grace"))
+    finally:
+        releaser.join()
+
+
+def test_tensorboard_serves_only_a_pod_of_rlkubes_deployment_not_one_that_carries_its_labels(
+        cluster: TestCluster, api: client.ApiClient, namespace: str, workdir: Path) -> None:  # noqa: ARG001
+    """A co-tenant may create a Deployment whose pods carry TensorBoard's labels, running first and listed first;
+    `rlkube tensorboard`, as a submitter, port-forwards only to a pod that rlkube's Deployment controls."""
+    grant_submitter_role(api, namespace)
+    labels = {"app.kubernetes.io/name": "rlkube", "app.kubernetes.io/component": "tensorboard"}
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, {
+        "metadata": {"name": "a-look-alike"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {**labels, "look-alike": "true"}},
+                 "template": {"metadata": {"labels": {**labels, "look-alike": "true"}},
+                              "spec": {"containers": [{"name": "tensorboard", "image": "look-alike:latest"}]}}}})
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + 60
+    while not [p for p in core.list_namespaced_pod(namespace, label_selector="look-alike=true").items
+               if p.status.phase == "Running"]:
+        assert time.monotonic() < deadline, "the look-alike never ran"
+        time.sleep(0.3)
+    assert rlkube("submit", "--cluster", "test-tpu", "--hparams", "dqn_cartpole", "--name", "boarded").returncode == 0
+
+    alice = cluster.api_client(cluster.user_kubeconfig("alice", ["rlkube-submitters"]))
+    served = core.read_namespaced_pod(_tensorboard_pod(alice, store.get("boarded")), namespace)
+    (owner,) = served.metadata.owner_references
+    replica_set = client.AppsV1Api(api).read_namespaced_replica_set(owner.name, namespace)
+    assert replica_set.metadata.uid == owner.uid
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(TENSORBOARD_NAME, namespace)
+    assert [(o.kind, o.uid) for o in replica_set.metadata.owner_references] == [("Deployment",
+                                                                                  deployment.metadata.uid)]
+    assert served.spec.containers[0].command == ["tensorboard"]
+
+
 @pytest.mark.usefixtures("workdir")
 def test_cancel_removes_every_object(api: client.ApiClient, namespace: str) -> None:
     assert rlkube("submit", "--cluster", "test-hold", "--hparams", "dqn_cartpole", "--copies", "3",
@@ -231,12 +337,7 @@ def test_a_taken_name_needs_replace_and_dry_run_creates_nothing(api: client.ApiC
 
 def test_submitter_role_can_submit_follow_and_cancel_and_nothing_more(cluster: TestCluster, api: client.ApiClient,
                                                                      namespace: str, workdir: Path) -> None:
-    for document in yaml.safe_load_all((REPO / "manifests" / "setup" / "rbac.yaml").read_text()):
-        document["metadata"]["namespace"] = namespace
-        if document["kind"] == "Role":
-            client.RbacAuthorizationV1Api(api).create_namespaced_role(namespace, document)
-        else:
-            client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(namespace, document)
+    grant_submitter_role(api, namespace)
     alice = cluster.user_kubeconfig("alice", ["rlkube-submitters"])
     bob = cluster.user_kubeconfig("bob")
 

@@ -13,6 +13,7 @@ starts shows that rlkube's pods pass it for real.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.stream import stream
 from node import RealNode
 
 from rlkube.rundir import layout
@@ -269,13 +271,19 @@ def test_cancel_leaves_a_complete_checkpoint_in_the_bucket_within_the_grace_peri
     assert pods_of(e2e, "stop") == []
 
 
-@pytest.mark.full
-def test_in_cluster_tensorboard_serves_every_copy_from_the_runs_volume(
-        e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
+def runs_volume_profile(e2e: dict[str, Any], real_node: RealNode) -> Path:
+    """A profile `real-pvc` that writes to a PVC rlkube-runs mounted at /runs; returns the volume's path here."""
     runs = real_node.host_path_volume(e2e["namespace"], "rlkube-runs")
     profiles = yaml.safe_load(Path("rlkube.yaml").read_text())
     profiles["real-pvc"] = {**profiles["real"], "output": "/runs", "pvc": "rlkube-runs"}
     Path("rlkube.yaml").write_text(yaml.safe_dump(profiles))
+    return runs
+
+
+@pytest.mark.full
+def test_in_cluster_tensorboard_serves_every_copy_from_the_runs_volume(
+        e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
+    runs = runs_volume_profile(e2e, real_node)
     result = rlkube("submit", "--cluster", "real-pvc", "--image", pushed_image, "--name", "board", "--copies", "2",
                     "--hparams", "dqn_cartpole", "--train-steps", "3000", "--eval-episodes", "1",
                     "--test-episodes", "1", "--hparam-override", "eval_every=1000")
@@ -294,6 +302,89 @@ def test_in_cluster_tensorboard_serves_every_copy_from_the_runs_volume(
             board.terminate()
     runs_with_returns = sorted(run for run, run_tags in tags.items() if "eval/mean_return" in run_tags)
     assert runs_with_returns == ["board/copy-0", "board/copy-1"], tags
+
+
+# Run in the trainer's container of experiment `probe`: what of the runs volume it can reach. Each attempt gives "ok"
+# or the errno's name.
+VOLUME_PROBE = """
+import errno, json, os
+
+def attempt(action):
+    try:
+        action()
+    except OSError as error:
+        return errno.errorcode[error.errno]
+    return "ok"
+
+def read(path):
+    with open(path, "rb") as f:
+        f.read()
+
+def write(path):
+    with open(path, "wb") as f:
+        f.write(b"written by probe")
+
+neighbour = "/runs/neighbour/copy-0/best/policy.pkl"
+print(json.dumps({
+    "listed at /runs": sorted(os.listdir("/runs")),
+    "listed above its own directory": sorted(os.listdir("/runs/probe/..")),
+    "read the neighbour's policy": attempt(lambda: read(neighbour)),
+    "overwrite the neighbour's policy": attempt(lambda: write(neighbour)),
+    "create the neighbour's directory": attempt(lambda: os.makedirs("/runs/neighbour/copy-0/best")),
+    "write in its own directory": attempt(lambda: write("/runs/probe/probe.txt")),
+    "mounted from": [line.split()[3] for line in open("/proc/self/mountinfo") if line.split()[4] == "/runs/probe"],
+}))
+"""
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.mark.full
+def test_a_pod_on_the_runs_volume_can_neither_read_nor_write_another_experiments_directory(
+        e2e: dict[str, Any], real_node: RealNode, pushed_image: str) -> None:
+    """Experiment `neighbour`'s run directory is on the volume, written by the same uid as every rlkube pod; a pod of
+    experiment `probe` mounts only /runs/probe (subPath probe): it sees nothing else of the volume, cannot read,
+    overwrite or recreate the neighbour's files, and writes in its own directory."""
+    runs = runs_volume_profile(e2e, real_node)
+    best = runs / "neighbour" / "copy-0" / "best"
+    best.mkdir(parents=True)
+    (best / "policy.pkl").write_bytes(b"the neighbour's policy")
+    for path in (runs / "neighbour", best.parent, best, best / "policy.pkl"):
+        os.chown(path, 1000, 1000)
+    neighbour_before = files_under(runs / "neighbour")
+
+    result = rlkube("submit", "--cluster", "real-pvc", "--image", pushed_image, "--name", "probe", "--hparams",
+                    "dqn_cartpole", "--train-steps", "1000000")
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 300
+    while not (running := [p for p in pods_of(e2e, "probe") if p.status.phase == "Running"]):
+        assert time.monotonic() < deadline, [p.status.phase for p in pods_of(e2e, "probe")]
+        time.sleep(1)
+    output = stream(client.CoreV1Api(e2e["api"]).connect_get_namespaced_pod_exec, running[0].metadata.name,
+                    e2e["namespace"], container="trainer", command=["python", "-c", VOLUME_PROBE], stderr=True,
+                    stdin=False, stdout=True, tty=False, _request_timeout=120)
+    reached = json.loads(output.strip().splitlines()[-1])
+    (mounted_from,) = reached.pop("mounted from")  # the volume's root in the node's file system, as the node sees it
+    assert mounted_from.endswith(f"/{runs.name}/probe"), output
+    assert reached == {
+        "listed at /runs": ["probe"],  # the mount point, in the read-only root file system
+        "listed above its own directory": ["probe"],
+        "read the neighbour's policy": "ENOENT",
+        "overwrite the neighbour's policy": "ENOENT",
+        "create the neighbour's directory": "EROFS",
+        "write in its own directory": "ok",
+    }, output
+    assert files_under(runs / "neighbour") == neighbour_before
+    assert (runs / "probe" / "probe.txt").read_bytes() == b"written by probe"
+    # The trainer itself writes its run there, as --output-dir /runs/probe.
+    deadline = time.monotonic() + 300
+    while not (runs / "probe" / "copy-0").is_dir():
+        assert time.monotonic() < deadline, sorted(p.name for p in (runs / "probe").iterdir())
+        time.sleep(1)
+    assert sorted(p.name for p in runs.iterdir()) == ["neighbour", "probe"]
+    assert rlkube("cancel", "probe").returncode == 0
 
 
 def read_url(process: subprocess.Popen[str], timeout: float) -> str:

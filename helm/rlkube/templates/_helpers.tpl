@@ -6,11 +6,19 @@ Helpers that compute a map or list return it as JSON, read back with fromJson.
 */}}
 
 {{/*
-rlkube.validate: what the schema leaves to the templates; called for every object.
+rlkube.validate: what the schema leaves to the templates; called for every object. (Whether output suits pvc is
+checked here, not in the schema: `helm lint` validates a pvc set to null as if it kept its default.)
 */}}
 {{- define "rlkube.validate" -}}
 {{- if not (index .Values "experiment") -}}
 {{- fail "values: experiment is required: name the experiment, e.g. --set experiment=dqn-pong-1 (at most 40 lowercase letters, digits and '-', starting and ending with a letter or digit)" -}}
+{{- end -}}
+{{- $onVolume := hasPrefix "/" .Values.output -}}
+{{- if and (index .Values "pvc") (not $onVolume) -}}
+{{- fail (printf "values: output %s is not on the pvc: with a pvc, output is the absolute path of the volume's root in the pod (e.g. /runs); for gs:// or s3:// output set pvc to null" .Values.output) -}}
+{{- end -}}
+{{- if and (not (index .Values "pvc")) $onVolume -}}
+{{- fail (printf "values: output %s is a path in the pod, so name the pvc that holds it (or write to gs:// or s3://)" .Values.output) -}}
 {{- end -}}
 {{- end -}}
 
@@ -94,6 +102,14 @@ annotations:
 {{- end -}}
 
 {{/*
+rlkube.outputDir: the experiment's run directory, <output>/<experiment>, as render.py's output_dir names it. On a PVC
+its pods mount only this directory of the volume (subPath <experiment>), so no experiment reaches another's runs.
+*/}}
+{{- define "rlkube.outputDir" -}}
+{{- printf "%s/%s" .Values.output .Values.experiment -}}
+{{- end -}}
+
+{{/*
 rlkube.hosts: pods per copy, the hosts of a TPU slice or 1. More than 1 makes one Job per copy.
 */}}
 {{- define "rlkube.hosts" -}}
@@ -150,6 +166,7 @@ then values.nodeSelector over the selector, and values.tolerations after the tol
 rlkube.job: an Indexed Job of `indices` pods. Takes a dict: root, name, indices, args, labels (added to the
 common ones, on the Job and its pods) and subdomain ("" for none). One failing index does not stop the others
 (backoffLimitPerIndex), and a preempted or evicted pod is retried without counting as a failure.
+On a PVC, the pods mount only the experiment's own directory of it (rlkube.outputDir).
 */}}
 {{- define "rlkube.job" -}}
 {{- $root := .root -}}
@@ -176,11 +193,18 @@ spec:
   completions: {{ int64 .indices }}
   parallelism: {{ int64 .indices }}
   backoffLimitPerIndex: {{ int64 $values.retriesPerCopy }}
+  {{- /* A user error (`rlkube train`'s exit code 2) fails its index at once: every retry would fail the same way. */}}
   podFailurePolicy:
     rules:
       - action: Ignore
         onPodConditions:
           - type: DisruptionTarget
+      - action: FailIndex
+        onExitCodes:
+          containerName: trainer
+          operator: In
+          values:
+            - 2
   {{- /* A hung copy gives its accelerator back at the deadline; a finished Job is cleaned up after the TTL. */}}
   {{- if not (kindIs "invalid" $deadline) }}
   activeDeadlineSeconds: {{ int64 $deadline }}
@@ -259,7 +283,8 @@ spec:
               mountPath: /dev/shm
             {{- if $pvc }}
             - name: runs
-              mountPath: {{ toJson $values.pvcMountPath }}
+              mountPath: {{ include "rlkube.outputDir" $root | toJson }}
+              subPath: {{ toJson $values.experiment }}
             {{- end }}
       volumes:
         - name: config

@@ -19,7 +19,7 @@ from rlkube.launch.spec import MAX_NAME_LENGTH, check_name
 from rlkube.launch.sweep.config import OBJECTIVE, copy_value
 from rlkube.launch.sweep.space import Dimension, SearchSpace, check_space
 from rlkube.rl.hparams import Domain, HParams
-from rlkube.run.options import TrainOptions
+from rlkube.run.options import MAX_COPIES, TrainOptions
 
 DEFAULT_METRIC = "last:2"
 Limits = dict[str, Domain]  # each mutated hparam's own domain, which a perturbed value is kept within
@@ -105,6 +105,8 @@ def parse_mutation(text: str) -> tuple[str, dict[str, Any]]:
         low, high = (float(p) for p in parts)
     except ValueError:
         raise UserError(f"bad --mutate '{text}': {kind} takes two numbers, LOW:HIGH") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise UserError(f"bad --mutate '{text}': {kind} takes two finite numbers, LOW:HIGH")
     return name, {kind: [low, high]}
 
 
@@ -135,8 +137,11 @@ def check_pbt_flags(name: str, population: int, interval: int, quantile: float, 
         raise UserError("PBT members act in their own process: leave out --num-workers")
     if len(name) > MAX_NAME_LENGTH:
         raise UserError(f"PBT name '{name}' is too long: use at most {MAX_NAME_LENGTH} characters")
-    if population < 2:
-        raise UserError(f"--population must be at least 2 (members exploit each other), got {population}")
+    if not 2 <= population <= MAX_COPIES:  # the members are one experiment's copies
+        raise UserError(f"--population must be at least 2 (members exploit each other) and at most {MAX_COPIES}, "
+                        f"got {population}")
+    if interval < 1:
+        raise UserError(f"--interval must be at least 1 step, got {interval}")
     if not 0 < quantile <= 0.5:
         raise UserError(f"--quantile must be in (0, 0.5] (the bottom and top quantiles must not overlap), "
                         f"got {quantile}")
@@ -145,9 +150,9 @@ def check_pbt_flags(name: str, population: int, interval: int, quantile: float, 
                         f"least {math.ceil(1 / quantile)} or a larger quantile")
     if not 0 <= resample_prob <= 1:
         raise UserError(f"--resample-prob must be in [0, 1], got {resample_prob}")
-    if len(perturb) != 2 or min(perturb) <= 0:
+    if len(perturb) != 2 or not all(math.isfinite(factor) and factor > 0 for factor in perturb):
         raise UserError(f"--perturb takes two positive factors, e.g. 0.8,1.2, got {perturb}")
-    if not OBJECTIVE.match(metric):
+    if not OBJECTIVE.fullmatch(metric):
         raise UserError(f"bad --metric '{metric}'; use final, best, or last:N (the mean of the last N evaluations)")
     if interval % hp.eval_every:
         raise UserError(f"--interval {interval} must be a multiple of the set's eval_every ({hp.eval_every}), so "

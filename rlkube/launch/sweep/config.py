@@ -12,9 +12,9 @@ from typing import Any
 from rlkube.errors import UserError
 from rlkube.launch.spec import MAX_NAME_LENGTH, check_name
 from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
-from rlkube.run.options import CopyPlan, TrainOptions
+from rlkube.run.options import MAX_COPIES, CopyPlan, TrainOptions
 
-OBJECTIVE = re.compile(r"^(final|best|last:([1-9]\d*))$")
+OBJECTIVE = re.compile(r"(final|best|last:([1-9]\d*))")  # fullmatch: `$` lets a trailing newline in
 DEFAULT_OBJECTIVE = "last:3"
 TRIAL_SUFFIX = "-t{number}"
 # The longest trial suffix is "-t" and four digits; a confirmation's is "-confirm".
@@ -62,12 +62,14 @@ def check_sweep_flags(name: str, sampler: str, pruner: str, objective: str, tria
                         f"{MAX_SWEEP_NAME_LENGTH} characters")
     SAMPLERS[sampler]  # an unknown name raises, listing the known ones
     PRUNERS[pruner]
-    if not OBJECTIVE.match(objective):
+    if not OBJECTIVE.fullmatch(objective):
         raise UserError(f"bad --objective '{objective}'; use final, best, or last:N (the mean of the last N "
                         f"evaluations)")
     for flag, value in (("--trials", trials), ("--parallel", parallel), ("--seeds", seeds)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
+    if seeds > MAX_COPIES:  # a trial's seeds are one experiment's copies
+        raise UserError(f"--seeds must be at most {MAX_COPIES}, got {seeds}")
 
 
 def copy_value(evaluations: list[dict[str, float]], objective: str) -> float | None:
@@ -75,7 +77,7 @@ def copy_value(evaluations: list[dict[str, float]], objective: str) -> float | N
     returns = [e["mean_return"] for e in evaluations]
     if not returns:
         return None
-    match = OBJECTIVE.match(objective)
+    match = OBJECTIVE.fullmatch(objective)
     if match is None:
         raise ValueError(objective)
     if match.group(1) == "final":

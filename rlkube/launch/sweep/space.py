@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlkube.errors import UserError, unknown_name
+from rlkube.errors import UserError, UserErrors, unknown_name
 from rlkube.rl.hparams import Domain, HParams
 from rlkube.rl.hparams.base import validate
 from rlkube.run.options import override_text, read_yaml
@@ -49,7 +49,8 @@ def overrides_of(params: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite int or float: NaN compares false with every bound, so it would pass every range check."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _as_number(value: Any) -> Any:
@@ -81,7 +82,7 @@ def _dimension(name: str, entry: Any, hp: HParams) -> Dimension:
     if kind == "choice":
         return _choice(domain, bounds, hp)
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(_number(b) for b in bounds)):
-        raise UserError(f"'{name}': {kind} takes two numbers [low, high], got {bounds!r}")
+        raise UserError(f"'{name}': {kind} takes two finite numbers [low, high], got {bounds!r}")
     low, high = bounds
     if domain.sequence or domain.type not in (int, float) or (domain.type is int and kind != "int"):
         want = "int or choice" if domain.type is int and not domain.sequence else "choice"
@@ -131,7 +132,7 @@ def check_space(raw: Any, hp: HParams, source: str) -> SearchSpace:
         except UserError as error:
             mistakes.append(f"{source}: {error}")
     if mistakes:
-        raise UserError("\n".join(mistakes))
+        raise UserErrors(mistakes)
     return space
 
 

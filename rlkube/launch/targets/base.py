@@ -9,6 +9,8 @@ one up. Importing this package registers the built-in targets (its __init__), as
 """
 
 import dataclasses
+import getpass
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,17 +77,26 @@ class Target(ABC):
             target_for(previous).cancel(previous)
             previous = store.get(spec.name)  # as cancelled
         spec = dataclasses.replace(spec, experiment_id=store.experiment_id(spec.name))
-        store.take_name(spec, self.kind, self.context, replace)
+        creator = self.whoami(self.context)
+        store.take_name(spec, self.kind, self.context, replace, creator)
         try:
             spec, backend = self._start(spec, replacing=found)
         except BaseException:
             if previous is None:
                 store.delete(spec.name)
             else:
-                store.save(previous.spec, previous.target, previous.context, previous.backend)
+                store.save(previous.spec, previous.target, previous.context, previous.backend, previous.creator)
             raise
-        store.save(spec, self.kind, self.context, backend)
+        store.save(spec, self.kind, self.context, backend, creator=creator)
         return spec
+
+    def whoami(self, context: str | None) -> str:  # noqa: ARG002  (a hook: a cluster has users of its own)
+        """Who submits through this target from here (in the kube context `context`, for a target that has them):
+        the user this machine runs rlkube as."""
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError):  # a container's uid without a name
+            return str(os.getuid())
 
     def dryrun(self, spec: ExperimentSpec, replace: bool = False) -> str:
         """What `submit` would do, as one line; starts nothing and changes nothing."""

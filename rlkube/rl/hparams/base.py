@@ -6,7 +6,9 @@ values a field may take, for everything that asks: overrides, sweeps, PBT and sh
 """
 
 import dataclasses
+import decimal
 import functools
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -73,23 +75,23 @@ class Domain:
                     return False
                 raise ValueError
             if self.type is int:
-                number = float(text)
-                if not number.is_integer():
-                    raise ValueError
-                return int(number)
+                return _whole_number(text)
             if self.type is float:
                 return float(text)
             if self.type is str:
                 return text
         except ValueError:
             pass
-        raise UserError(f"hparam '{self.name}' must be {self.type.__name__}, got '{text}'")
+        example = {int: "; a whole number, e.g. 64, 1e3 or 1.5e3", float: "; a finite number, e.g. 3e-4"}
+        raise UserError(f"hparam '{self.name}' must be {self.type.__name__}, got '{text}'{example.get(self.type, '')}")
 
     def check(self, value: Any) -> None:
         """A UserError unless `value` (each item, for a tuple) is among the choices and within the range."""
         for item in value if isinstance(value, tuple) else (value,):
             if item is None or (isinstance(item, str) and self.choices is None):
                 continue
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UserError(f"hparam '{self.name}' must be a finite number, got {item}")
             if self.choices is not None and item not in self.choices:
                 raise UserError(f"hparam '{self.name}' must be one of {', '.join(self.choices)}, got '{item}'")
             if (self.lo is not None and item < self.lo) or (self.hi is not None and item > self.hi):
@@ -105,6 +107,25 @@ class Domain:
         if self.choices is not None:
             return self.choices
         return ("true", "false") if self.type is bool else ()
+
+
+# The largest whole number an hparam may be: the learners and environments read them as int64.
+_INT64_END = 2**63
+
+
+def _whole_number(text: str) -> int:
+    """An int hparam's text, exactly: digits (1000) or e-notation whose value is whole (1e3, 1.5e3); never through a
+    float, which would round 20-digit numbers and take 1e3 only by luck. A ValueError for anything else."""
+    try:
+        number = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise ValueError(text) from None
+    # adjusted() first: int() of 1e999999999 would build a billion digits.
+    if not number.is_finite() or number.adjusted() > 18 or number != number.to_integral_value():
+        raise ValueError(text)
+    if not -_INT64_END <= number < _INT64_END:
+        raise ValueError(text)
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,9 @@ def parse_overrides(text: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise UserError(f"bad override '{item}'; write key=value, e.g. lr=1e-3,batch_size=64")
+        if key.strip() in pairs:  # else the last would silently win
+            raise UserError(f"override '{key.strip()}' is given twice ({key.strip()}={pairs[key.strip()]} and "
+                            f"{item}); give each hparam once")
         pairs[key.strip()] = value.strip()
     return pairs
 

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,10 @@ from rlkube.errors import UserError
 from rlkube.launch.render import Object
 
 REQUEST_TIMEOUT = 15
+# Who created an object, as the API server named them (request.userInfo.username): set on every object rlkube makes,
+# and on its pods through their template. manifests/setup/admission-policy.yaml refuses a submitter's object that
+# names anyone else, and lets only its creator (or an admin) delete it.
+CREATOR_ANNOTATION = "rlkube.io/created-by"
 # kind -> (API class, method suffix): create_namespaced_<suffix>, delete_namespaced_<suffix>, ...
 KINDS: dict[str, tuple[type, str]] = {
     "ServiceAccount": (client.CoreV1Api, "service_account"),
@@ -71,9 +76,35 @@ def call(api: client.ApiClient, kind: str, verb: str, *args: Any, **kwargs: Any)
     return getattr(cls(api), f"{verb}_namespaced_{suffix}")(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
 
+_usernames: "weakref.WeakKeyDictionary[client.ApiClient, str]" = weakref.WeakKeyDictionary()
+
+
+def whoami(api: client.ApiClient) -> str:
+    """The user name the API server knows this client's credentials by (a SelfSubjectReview, asked once per client)."""
+    if api not in _usernames:
+        review = client.AuthenticationV1Api(api).create_self_subject_review({}, _request_timeout=REQUEST_TIMEOUT)
+        _usernames[api] = review.status.user_info.username
+    return _usernames[api]
+
+
+def _with_creator(metadata: Object, username: str) -> Object:
+    return {**metadata, "annotations": {**metadata.get("annotations", {}), CREATOR_ANNOTATION: username}}
+
+
+def with_creator(obj: Object, username: str) -> Object:
+    """The object, and its pods' template if it has one, annotated with who creates it."""
+    stamped = {**obj, "metadata": _with_creator(obj["metadata"], username)}
+    if "template" in obj.get("spec", {}):
+        template = obj["spec"]["template"]
+        stamped["spec"] = {**obj["spec"],
+                           "template": {**template, "metadata": _with_creator(template.get("metadata", {}), username)}}
+    return stamped
+
+
 def create(api: client.ApiClient, obj: Object, dry_run: bool = False) -> None:
+    """Create (or with `dry_run`, validate) the object as this client's user, who is recorded as its creator."""
     extra = {"dry_run": "All"} if dry_run else {}
-    call(api, obj["kind"], "create", obj["metadata"]["namespace"], obj, **extra)
+    call(api, obj["kind"], "create", obj["metadata"]["namespace"], with_creator(obj, whoami(api)), **extra)
 
 
 def delete(api: client.ApiClient, kind: str, name: str, namespace: str) -> bool:

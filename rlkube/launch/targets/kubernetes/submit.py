@@ -16,7 +16,9 @@ from rlkube.errors import UserError
 from rlkube.launch.render import Object
 from rlkube.launch.targets.kubernetes.api import call, create, delete, list_pods, reason, selector
 
-GONE_TIMEOUT = 60.0
+# Beyond its pods' grace period, how long an experiment may take to be gone: the kubelet's report of a container it
+# killed, and the objects' own deletion.
+GONE_AFTER_GRACE_SECONDS = 30.0
 
 
 def object_name(obj: Object) -> str:
@@ -33,19 +35,26 @@ def experiment_objects(api: client.ApiClient, name: str, namespace: str) -> list
 
 
 def delete_experiment(api: client.ApiClient, name: str, namespace: str) -> list[str]:
-    """Delete every object and pod of the experiment and wait until they are gone; returns the objects removed."""
+    """Delete every object and pod of the experiment and wait until they are gone; returns the objects removed.
+
+    A pod checkpoints on SIGTERM for up to its grace period (the profile's termination_grace_seconds), so that is
+    waited out in full, and a little more."""
+    pods = list_pods(api, namespace, name)  # before the Jobs go, and the garbage collector deletes their pods
     removed = [f"{kind}/{obj}" for kind, obj in experiment_objects(api, name, namespace)
                if delete(api, kind, obj, namespace)]
     # One by one, by name: submitters may not deletecollection (manifests/setup/rbac.yaml).
-    for pod in list_pods(api, namespace, name):
+    for pod in pods:
         delete(api, "Pod", pod.metadata.name, namespace)
-    deadline = time.monotonic() + GONE_TIMEOUT
+    grace = max((pod.spec.termination_grace_period_seconds or 0 for pod in pods), default=0)
+    timeout = grace + GONE_AFTER_GRACE_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not list_pods(api, namespace, name) and not experiment_objects(api, name, namespace):
             return removed
         time.sleep(0.2)
-    raise UserError(f"objects of {name} are still terminating after {GONE_TIMEOUT:.0f} s; "
-                    f"check with: kubectl get all -n {namespace} -l {selector(name)}")
+    raise UserError(f"objects of {name} are still terminating after {timeout:.0f} s (their pods' grace period and "
+                    f"{GONE_AFTER_GRACE_SECONDS:.0f} s); check with: kubectl get all -n {namespace} "
+                    f"-l {selector(name)}")
 
 
 def validate(api: client.ApiClient, objects: list[Object], replacing: bool) -> None:

@@ -72,6 +72,15 @@ class KubernetesTarget(Target):
         with api_errors(f"{action} {record.name}", api.configuration.host):
             yield api
 
+    def whoami(self, context: str | None) -> str:
+        """The user the cluster knows this kubeconfig's credentials by, which it records as the creator of what rlkube
+        makes there."""
+        from rlkube.launch.targets.kubernetes.api import api_errors, whoami  # noqa: PLC0415
+
+        api = self._client(context)
+        with api_errors("asking the API server who this kubeconfig's user is", api.configuration.host):
+            return whoami(api)
+
     def _found(self, spec: ExperimentSpec) -> str:
         from rlkube.launch.targets.kubernetes.submit import experiment_objects  # noqa: PLC0415
 

@@ -1,4 +1,8 @@
-"""The namespace's TensorBoard, deployed on demand and served here through a port-forward."""
+"""The namespace's TensorBoard, deployed on demand and served here through a port-forward.
+
+Only a pod of rlkube's own Deployment is served: one whose ReplicaSet that Deployment controls, by uid. A label is
+no identity: anyone who may create Deployments in the namespace can give a pod of theirs TensorBoard's labels.
+"""
 
 import contextlib
 import time
@@ -10,7 +14,7 @@ from kubernetes.client.rest import ApiException
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import get_profile
-from rlkube.launch.render import TENSORBOARD_PORT, tensorboard_objects
+from rlkube.launch.render import TENSORBOARD_NAME, TENSORBOARD_PORT, tensorboard_objects
 from rlkube.launch.targets.kubernetes.api import api_errors, create
 from rlkube.launch.targets.kubernetes.portforward import forward
 from rlkube.launch.tensorboard import free_port
@@ -21,13 +25,45 @@ START_TIMEOUT = 120
 UNREADABLE_SCHEMES = ("s3://",)
 
 
+def _controller(metadata: client.V1ObjectMeta, kind: str) -> tuple[str, str] | None:
+    """(name, uid) of the object of `kind` that controls this one, if one does."""
+    for owner in metadata.owner_references or []:
+        if owner.controller and owner.kind == kind:
+            return owner.name, owner.uid
+    return None
+
+
+def _running_pods_of(api: client.ApiClient, namespace: str, deployment: client.V1Deployment,
+                     selector: str) -> list[str]:
+    """The running pods that `deployment` made (through its ReplicaSets, matched by uid), by name."""
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    ours = (deployment.metadata.name, deployment.metadata.uid)
+    replica_sets: dict[tuple[str, str], bool] = {}  # (name, uid) -> whether the deployment controls it
+    running = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        owner = _controller(pod.metadata, "ReplicaSet")
+        if pod.status.phase != "Running" or pod.metadata.deletion_timestamp or owner is None:
+            continue
+        if owner not in replica_sets:
+            try:
+                replica_set = apps.read_namespaced_replica_set(owner[0], namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                replica_set = None  # gone, with what it controlled
+            replica_sets[owner] = replica_set is not None and replica_set.metadata.uid == owner[1] and \
+                _controller(replica_set.metadata, "Deployment") == ours
+        if replica_sets[owner]:
+            running.append(pod.metadata.name)
+    return running
+
+
 def _tensorboard_pod(api: client.ApiClient, record: store.Record) -> str:
-    """Deploy the namespace's TensorBoard unless it runs already; returns a running pod's name."""
+    """Deploy the namespace's TensorBoard unless it runs already; returns the name of a running pod of it."""
     profile = get_profile(record.cluster)
     if not profile.pvc and profile.output.startswith(UNREADABLE_SCHEMES):
         raise UserError(f"the in-cluster TensorBoard cannot read {profile.output} (its TensorFlow has no s3:// file "
                         f"system); leave out --in-cluster to sync {record.name} from the bucket here")
-    core = client.CoreV1Api(api)
     selector = "app.kubernetes.io/name=rlkube,app.kubernetes.io/component=tensorboard"
     for obj in tensorboard_objects(record.namespace, record.image, profile.pvc, profile.output,
                                    profile.node_selector, profile.tolerations):
@@ -36,12 +72,11 @@ def _tensorboard_pod(api: client.ApiClient, record: store.Record) -> str:
         except ApiException as error:
             if error.status != 409:
                 raise
+    deployment = client.AppsV1Api(api).read_namespaced_deployment(TENSORBOARD_NAME, record.namespace)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        pods = core.list_namespaced_pod(record.namespace, label_selector=selector).items
-        running = [p for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
-        if running:
-            return running[0].metadata.name
+        if running := _running_pods_of(api, record.namespace, deployment, selector):
+            return running[0]
         time.sleep(0.3)
     raise UserError(f"TensorBoard did not start within {START_TIMEOUT} s; check: kubectl -n {record.namespace} "
                     f"get pods -l {selector}")
