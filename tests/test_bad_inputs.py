@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from rlkube.launch.store import SCHEMA_VERSION
 from rlkube.rl.hparams import get_hparams
 from tests.cli_sandbox import CliSandbox, Outcome, outcome_text
 
@@ -190,13 +191,14 @@ CATALOGUE = {
                                   store_sql=store("PRAGMA user_version = 1", "CREATE TABLE experiments (name TEXT)",
                                                   "INSERT INTO experiments VALUES ('a')")),
     "store-record-of-another-shape": Bad(["status", "a"], "experiment 'a' in ", store_sql=store(
-        "PRAGMA user_version = 2",
+        f"PRAGMA user_version = {SCHEMA_VERSION}",
         "CREATE TABLE experiments (name TEXT, cluster TEXT, target TEXT, context TEXT, namespace TEXT, copies INTEGER,"
         " image TEXT, output_dir TEXT, git_commit TEXT, created TEXT, spec TEXT, backend TEXT, creator TEXT)",
         "INSERT INTO experiments VALUES ('a', 'local', 'local', NULL, 'default', 1, 'i', 'o', NULL, 'now', '{}', '{}',"
         " NULL)")),
     "store-sweep-of-another-shape": Bad(["sweep", "status", "s"], "sweep 's' in ",
-                                        store_sql=store("PRAGMA user_version = 2", "CREATE TABLE sweeps (name TEXT)",
+                                        store_sql=store(f"PRAGMA user_version = {SCHEMA_VERSION}",
+                                                        "CREATE TABLE sweeps (name TEXT)",
                                                         "INSERT INTO sweeps VALUES ('s')")),
 }
 

@@ -21,6 +21,7 @@ from rlkube.rl.hparams import get_hparams
 from rlkube.rl.networks import param_leaves
 from rlkube.run.runner import Runner, RunOptions
 from rlkube.rundir import checkpoint, layout, pickles
+from rlkube.storage import ownership
 from tests.conftest import run_rlkube
 from tests.test_agents import small_sets, smoke_overrides
 from tests.test_cli import heavy_imports_after
@@ -126,9 +127,21 @@ def test_a_new_best_policy_replaces_an_old_pickled_one(tmp_path: Path) -> None:
     assert sorted(path.name for path in old.parent.iterdir()) == ["policy.npz"]
 
 
-def test_a_pickle_in_a_run_directory_nobody_owns_needs_the_flag() -> None:
-    # Until run directories carry an owner record, none is this writer's own.
-    assert not pickles.owned_by_this_writer(FORMAT_1_RUNS / "dqn_cartpole" / "run")
+def test_a_pickle_needs_the_flag_unless_its_directory_was_already_this_copys(tmp_path: Path) -> None:
+    copy = tmp_path / "copy-0"
+    shutil.copytree(FORMAT_1_RUNS / "dqn_cartpole" / "run", copy)
+    pickled = next(copy.glob(f"{layout.CHECKPOINTS}/*/{layout.STATE_FILE}"))
+    assert not ownership.owns(copy, "exp@1", 0)  # an older rlkube's directory has no owner record
+    with pytest.raises(UserError, match="--allow-pickle"):
+        pickles.pickle_notice(pickled, allow_pickle=False, owned=False)
+    assert "reading" in pickles.pickle_notice(pickled, allow_pickle=True, owned=False)
+    first = ownership.claim(copy, "exp@1", 0)
+    assert not first.inherited  # the first writer took a directory that was nobody's: not its own pickles
+    assert ownership.owns(copy, "exp@1", 0)
+    assert ownership.claim(copy, "exp@1", 0).inherited
+    assert not ownership.owns(copy, "exp@2", 0)
+    assert not ownership.owns(copy, "exp@1", 1)
+    assert pickles.pickle_notice(pickled, allow_pickle=False, owned=True) is None
 
 
 # -- --no-training ---------------------------------------------------------------------------------------------------

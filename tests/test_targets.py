@@ -18,7 +18,7 @@ from rlkube.launch.clusters import get_profile
 from rlkube.launch.spec import ExperimentSpec, build_spec
 from rlkube.launch.targets.base import Target, target_for
 from rlkube.rl.hparams import get_hparams
-from rlkube.run.options import CopyPlan, TrainOptions, copies_json
+from rlkube.run.options import EXPERIMENT_ID_ENV, CopyPlan, TrainOptions, copies_json
 from rlkube.rundir.layout import COPIES_FILE
 from tests.conftest import run_rlkube
 
@@ -82,11 +82,12 @@ def test_copies_planned_one_by_one_run_locally_with_their_own_seeds_and_override
     assert [(r["hparams"]["gamma"], r["hparams"]["lr"]) for r in recorded] == [(0.9, default.lr),
                                                                                 (default.gamma, 0.002)]
 
-    # Copy 0 resumed with another seed would continue RNGs that came from its first one: refused in one line.
+    # Copy 0 resumed with another seed (by the experiment's own copy: any other writer is refused before) would
+    # continue RNGs that came from its first one: refused in one line.
     other_seed = run / "other-seed.json"
     other_seed.write_text(copies_json([CopyPlan(0, 12, "gamma=0.9"), copies[1]]))
     refused = run_rlkube("train", *spec.train.args(), "--output-dir", str(run), "--copies-file", str(other_seed),
-                         "--copy-index", "0")
+                         "--copy-index", "0", env={EXPERIMENT_ID_ENV: spec.experiment_id})
     assert refused.returncode == 2, refused.stderr
     assert [line for line in refused.stderr.splitlines() if line.startswith("error: ")] == [
         f"error: {run / 'copy-0'} holds a run with seed 11, not 12; use a new --output-dir or the same seed to resume"]

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from rlkube import __version__
 from rlkube.errors import USER_ERROR_EXIT_CODE, UserError, UserErrors, one_line
 from rlkube.run.options import (
+    EXPERIMENT_ID_ENV,
     MAX_COPIES,
     CopyPlan,
     TrainOptions,
@@ -148,12 +149,15 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
 
     for copy_hp in {copy_hp.env: copy_hp for copy_hp in copies_hparams}.values():
         check_env_fits(copy_hp)
+    experiment_id = os.environ.get(EXPERIMENT_ID_ENV) or None
     if not training and not remote:
-        _check_testable(output_dir, planned, allow_pickle)
+        _check_testable(output_dir, planned, allow_pickle, experiment_id)
+    _refuse_other_experiments(remote, output_dir, planned, experiment_id)
 
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
     from rlkube.run.runner import RunOptions  # noqa: PLC0415
     from rlkube.run.signals import StopRequested  # noqa: PLC0415
+    from rlkube.storage.ownership import EXIT_SUPERSEDED, Superseded  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {len(planned)}"
     where = f"{remote} (working in {output_dir})" if remote else output_dir
@@ -164,7 +168,7 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
                              training=training, render=render, record_video=options.record_video, device=device,
                              num_workers=options.num_workers, tracking=tracking,
                              pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best",
-                             allow_pickle=allow_pickle)
+                             allow_pickle=allow_pickle, experiment_id=experiment_id)
     try:
         if copy_index is None:
             result = train_experiment(hp, output_dir, planned, run_options, remote)
@@ -174,16 +178,21 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
         click.echo(f"stopped by signal {stop.signum} at step {stop.step}; checkpoint saved. Run the same command "
                    "to resume.", err=True)
         sys.exit(128 + stop.signum)
+    except Superseded as superseded:
+        click.echo(f"stopped: {superseded}", err=True)
+        sys.exit(EXIT_SUPERSEDED)
     _print_result(result, hp.target_return)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "
                f"--record-video", err=True)
 
 
-def _check_testable(output_dir: Path, planned: list[CopyPlan], allow_pickle: bool) -> None:
+def _check_testable(output_dir: Path, planned: list[CopyPlan], allow_pickle: bool, experiment_id: str | None) -> None:
     """--no-training's refusals, before TensorFlow loads: a copy without a checkpoint, or one whose policies are
-    pickles without --allow-pickle (the runner checks again, and says what it reads)."""
+    pickles, in a directory that is not already this experiment's copy, without --allow-pickle (the runner checks
+    again, and says what it reads)."""
     from rlkube.rundir import checkpoint, layout, pickles  # noqa: PLC0415
+    from rlkube.storage import ownership  # noqa: PLC0415
 
     for copy in planned:
         latest = checkpoint.latest(layout.checkpoints_dir(layout.copy_dir(output_dir, copy.index)))
@@ -191,7 +200,21 @@ def _check_testable(output_dir: Path, planned: list[CopyPlan], allow_pickle: boo
             raise UserError(f"--no-training needs a checkpoint, and {layout.copy_dir(output_dir, copy.index)} has "
                             f"none; train first or point --output-dir at a trained run")
         if checkpoint.policies_pickled(latest):
-            pickles.pickle_notice(latest / layout.STATE_FILE, allow_pickle)
+            directory = layout.copy_dir(output_dir, copy.index)
+            pickles.pickle_notice(latest / layout.STATE_FILE, allow_pickle,
+                                  owned=ownership.owns(directory, experiment_id, copy.index))
+
+
+def _refuse_other_experiments(remote: str | None, output_dir: Path, planned: list[CopyPlan],
+                              experiment_id: str | None) -> None:
+    """One line, before anything is written or TensorFlow imported, if a copy's directory is another experiment's
+    (rlkube.storage.ownership); each copy's runner then takes its directory over."""
+    from rlkube.rundir.layout import copy_dir, copy_url  # noqa: PLC0415
+    from rlkube.storage.ownership import refuse_other_experiment  # noqa: PLC0415
+
+    for copy in planned:
+        location = copy_url(remote, copy.index) if remote else copy_dir(output_dir, copy.index)
+        refuse_other_experiment(location, experiment_id, copy.index)
 
 
 def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index: int | None) -> list[CopyPlan]:

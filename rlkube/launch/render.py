@@ -15,7 +15,14 @@ from rlkube import __version__
 from rlkube.errors import USER_ERROR_EXIT_CODE
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec, experiment_output_dir
-from rlkube.run.options import CLUSTER_ENV, GIT_COMMIT_ENV, IMAGE_ENV, TRACKER_URI_ENV, copies_json
+from rlkube.run.options import (
+    CLUSTER_ENV,
+    EXPERIMENT_ID_ENV,
+    GIT_COMMIT_ENV,
+    IMAGE_ENV,
+    TRACKER_URI_ENV,
+    copies_json,
+)
 from rlkube.rundir.layout import COPIES_FILE, HPARAMS_FILE
 
 Object = dict[str, Any]
@@ -67,11 +74,12 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "envFromSecrets": list(profile.env_from_secrets),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
-        # The spec, with its hparams and its copies in files of their own.
+        # The spec, with its hparams and its copies in files of their own (and its id in the trainer's env).
         "config": {
             COPIES_FILE: copies_json(spec.copies),
             HPARAMS_FILE: yaml.safe_dump(spec.hparams, sort_keys=False),
-            "spec.json": json.dumps({k: v for k, v in spec.to_dict().items() if k not in ("hparams", "copies")},
+            "spec.json": json.dumps({k: v for k, v in spec.to_dict().items()
+                                     if k not in ("hparams", "copies", "experiment_id")},
                                     indent=2, sort_keys=True) + "\n",
         },
     }
@@ -82,6 +90,8 @@ def _trainer_env(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, str
     variable, which replaces the profile's default for it. Credentials never come this way: they come from the
     profile's Secrets (envFrom), and the spec refuses a --track-uri that holds any."""
     env = {CLUSTER_ENV: spec.cluster, IMAGE_ENV: spec.image}
+    if spec.experiment_id:  # the owner of the copies' run directories (rlkube.storage.ownership)
+        env[EXPERIMENT_ID_ENV] = spec.experiment_id
     if spec.provenance.git_commit:
         env[GIT_COMMIT_ENV] = spec.provenance.git_commit
     env.update({name: str(value) for name, value in profile.env.items()})

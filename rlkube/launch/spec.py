@@ -41,6 +41,9 @@ class ExperimentSpec:
     hparams: dict[str, Any]
     provenance: Provenance
     sweep: str | None = None  # the sweep this experiment is a trial of (labels its objects rlkube.io/sweep)
+    # Which experiment owns the copies' run directories (rlkube.launch.store.experiment_id), given at submission;
+    # empty in a render (the pods then write as a run trained by hand would).
+    experiment_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ are gone.
 import json
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ STORE_FILE = "experiments.db"
 #   0  written before versions: the same tables as 1
 #   1  experiments and sweeps, without experiments.creator
 #   2  experiments.creator: who submitted (the cluster's user name, or this machine's); NULL for older rows
-SCHEMA_VERSION = 2
+#   3  the store's own id (table `store`), which makes its experiments' ids unique across stores (given to older
+#      stores on opening)
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created TEXT NOT NULL
 )
 """
+
+
+# One row: the store's id, drawn once when the store is made (or upgraded to version 2). Two processes that make it
+# at once insert one row between them.
+STORE_SCHEMA = "CREATE TABLE IF NOT EXISTS store (only INTEGER PRIMARY KEY CHECK (only = 0), id TEXT NOT NULL)"
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ def _open_schema(connection: sqlite3.Connection, path: Path) -> None:
                 connection.execute("ALTER TABLE experiments ADD COLUMN creator TEXT")
             connection.execute(SCHEMA)
             connection.execute(SWEEPS_SCHEMA)
+            connection.execute(STORE_SCHEMA)
+            connection.execute("INSERT OR IGNORE INTO store VALUES (0, ?)", (secrets.token_hex(4),))
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except sqlite3.DatabaseError as error:
         raise _unreadable(path, error) from None
@@ -139,12 +149,36 @@ def _connect(create: bool = False) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any], creator: str) -> None:
+def experiment_id(name: str) -> str:
+    """The id of this store's experiment `name`, which owns its copies' run directories (rlkube.storage.ownership):
+    the same name submitted from another store (another machine, another RLKUBE_DATA_DIR) is another experiment."""
     with _connect(create=True) as db:
-        db.execute(f"INSERT OR REPLACE INTO experiments ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-            spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
+        (store_id,) = db.execute("SELECT id FROM store").fetchone()
+    return f"{name}@{store_id}"
+
+
+def _row(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any], creator: str | None) -> tuple:
+    return (spec.name, spec.cluster, target, context, spec.namespace, len(spec.copies), spec.image, spec.output_dir,
             spec.provenance.git_commit, spec.provenance.created, creator, json.dumps(spec.to_dict()),
-            json.dumps(backend)))
+            json.dumps(backend))
+
+
+def take_name(spec: ExperimentSpec, target: str, context: str | None, replace: bool, creator: str) -> None:
+    """Record the experiment before its copies start, so that of two submissions of one name only one takes it
+    (one INSERT: SQLite serialises them); `replace` takes it whatever holds it. Its backend comes with `save`."""
+    with _connect(create=True) as db:
+        try:
+            db.execute(f"INSERT {'OR REPLACE ' if replace else ''}INTO experiments ({COLUMNS}) "
+                       f"VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(spec, target, context, {}, creator))
+        except sqlite3.IntegrityError:
+            raise UserError(f"experiment '{spec.name}' exists already; choose another --name, or --replace it") \
+                from None
+
+
+def save(spec: ExperimentSpec, target: str, context: str | None, backend: dict[str, Any], creator: str | None) -> None:
+    with _connect(create=True) as db:
+        db.execute(f"INSERT OR REPLACE INTO experiments ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   _row(spec, target, context, backend, creator))
 
 
 def _record(row: tuple) -> Record:

@@ -21,7 +21,7 @@ from rlkube.run.runner import Runner, RunOptions
 from rlkube.run.signals import StopRequested
 from rlkube.rundir import layout
 from rlkube.rundir.across_copies import mean_and_std
-from rlkube.storage import sync
+from rlkube.storage.ownership import EXIT_SUPERSEDED, Superseded
 
 EXIT_USER_ERROR = 2
 
@@ -48,15 +48,10 @@ def limit_threads(threads: int) -> None:
 
 
 def _copy_runner(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, remote: str | None) -> Runner:
-    """The runner of one copy, with its own seed and hparams; with a bucket, it first pulls the newest complete
-    checkpoint from there."""
-    index = copy.index
-    directory = layout.copy_dir(output_dir, index)
-    if remote is not None:
-        remote_copy = layout.copy_url(remote, index)
-        sync.pull_latest_checkpoint(remote_copy, directory)
-        options = replace(options, remote_dir=remote_copy)
-    return Runner(copy_hparams(hp, copy), directory, replace(options, seed=copy.seed))
+    """The runner of one copy, with its own seed and hparams, in its directory (mirroring its bucket's, if any)."""
+    remote_dir = layout.copy_url(remote, copy.index) if remote is not None else None
+    return Runner(copy_hparams(hp, copy), layout.copy_dir(output_dir, copy.index),
+                  replace(options, seed=copy.seed, copy_index=copy.index, remote_dir=remote_dir))
 
 
 def _run_copy(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions, threads: int | None,
@@ -69,6 +64,9 @@ def _run_copy(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions
     except UserError as error:
         print(f"{options.log_prefix}error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Superseded as superseded:
+        print(f"{options.log_prefix}stopped: {superseded}", file=sys.stderr)
+        return EXIT_SUPERSEDED
     except StopRequested as stop:
         return 128 + stop.signum
     return 0
@@ -146,4 +144,6 @@ def _run_parallel(hp: HParams, output_dir: Path, copies: list[CopyPlan], options
     if failed:
         if all(c == EXIT_USER_ERROR for c in failed.values()):
             raise UserError(f"copies {sorted(failed)} stopped on bad input (see their messages above)")
+        if all(c == EXIT_SUPERSEDED for c in failed.values()):
+            raise Superseded(f"copies {sorted(failed)} were taken over by newer writers (see their messages above)")
         raise RuntimeError(f"copies {sorted(failed)} failed with exit codes {sorted(set(failed.values()))}")

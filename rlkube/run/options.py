@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # (rlkube.run.tracking): its experiment and provenance, and where its tracker is (--track-uri travels this way, as
 # the trackers' own variables, so that it is not part of the pod's arguments).
 EXPERIMENT_ENV = "RLKUBE_EXPERIMENT"
+# The experiment's id (its name and the store that submitted it), which owns the copies' directories
+# (rlkube.storage.ownership); unset for a run trained by hand.
+EXPERIMENT_ID_ENV = "RLKUBE_EXPERIMENT_ID"
 CLUSTER_ENV = "RLKUBE_CLUSTER"
 IMAGE_ENV = "RLKUBE_IMAGE"
 GIT_COMMIT_ENV = "RLKUBE_GIT_COMMIT"

@@ -79,11 +79,12 @@ class PBTMember:
             time.sleep(PBT_BUCKET_POLL_S if self.remote_dir else PBT_POLL_S)
         return decision
 
-    def donor_checkpoint(self, step: int) -> Path:
-        """After an exploit at `step`: the checkpoint the controller put in place of this member's own."""
+    def donor_checkpoint(self, step: int, generation: int) -> Path:
+        """After an exploit at `step`: the checkpoint the controller put in place of this member's own (pulled from
+        the bucket by the member's writer of `generation`, if it has one)."""
         checkpoint_dir = layout.checkpoints_dir(self.copy_dir)
         name = layout.checkpoint_name(step)
         if self.remote_dir:  # this copy's own checkpoint at the step would shadow the bucket's new one
             shutil.rmtree(checkpoint_dir / name, ignore_errors=True)
-            sync.pull_latest_checkpoint(self.remote_dir, self.copy_dir)
+            sync.pull_latest_checkpoint(self.remote_dir, self.copy_dir, generation)
         return checkpoint_dir / name

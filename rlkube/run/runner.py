@@ -2,7 +2,8 @@
 
 The loop itself is act, step, observe, update, in this process or fed by actor processes (rlkube.run.workers).
 Around each step the runner calls on the rooms that own the rest: evaluation and the final test
-(rlkube.run.evaluation), resume rules (rlkube.run.resume) with atomic checkpoints (rlkube.rundir.checkpoint),
+(rlkube.run.evaluation), resume rules (rlkube.run.resume) with atomic checkpoints (rlkube.rundir.checkpoint) in a
+directory this runner holds (rlkube.storage.ownership),
 PBT boundaries (rlkube.run.pbt_member), stop signals (rlkube.run.signals), logs and --track
 (rlkube.rundir.run_log, rlkube.run.tracking), the live progress (rlkube.run.progress) and the --render window.
 """
@@ -38,7 +39,7 @@ from rlkube.rundir import checkpoint, layout, pickles
 from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
 from rlkube.rundir.run_log import RunLog
-from rlkube.storage import sync
+from rlkube.storage import ownership, sync
 
 # Logs reach a remote run directory at least this often, besides every checkpoint and evaluation.
 SYNC_INTERVAL_S = 60.0
@@ -62,6 +63,8 @@ class RunOptions:
     pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
     test_policy: str = "best"  # --test-policy: the final test runs the best evaluation's weights, or the last
     allow_pickle: bool = False  # --allow-pickle: --no-training may read a pickled policy (rlkube.rundir.pickles)
+    experiment_id: str | None = None  # whose copy this is (rlkube.storage.ownership); None: a run trained by hand
+    copy_index: int = 0
 
 
 @dataclass
@@ -95,6 +98,16 @@ class Runner:
         self.hp = hp
         self.copy_dir = copy_dir
         self.options = options
+        # The copy's directory is this runner's from here on, where its writers meet (its bucket, if it has one); a
+        # PBT member's controller writes there too. A bucket's newest complete checkpoint comes down first. A local
+        # directory that this rlkube cannot resume is refused before it is taken (checkpoint.latest says why).
+        if not options.remote_dir:
+            checkpoint.latest(layout.checkpoints_dir(copy_dir))
+        co_writers = (ownership.PBT_CONTROLLER,) if options.pbt_interval else ()
+        self.writer = ownership.claim(options.remote_dir or copy_dir, options.experiment_id, options.copy_index,
+                                      co_writers)
+        if options.remote_dir:
+            sync.pull_latest_checkpoint(options.remote_dir, copy_dir, self.writer.generation)
         self.pbt = PBTMember(copy_dir, options.remote_dir, options.pbt_interval) if options.pbt_interval else None
         if self.pbt:
             self.hp = hp = self.pbt.hparams_at_restart(hp)
@@ -348,7 +361,7 @@ class Runner:
         decision = self.pbt.wait_for_decision(step, self.stop, self.progress)
         if decision["exploit"] is None:
             return
-        donor_checkpoint = self.pbt.donor_checkpoint(step)
+        donor_checkpoint = self.pbt.donor_checkpoint(step, self.writer.generation)
         hp = decided_hparams(self.hp, decision)
         self.hparams_changes = check_same_hparams(self.copy_dir, hp)
         self.hp = hp
@@ -369,6 +382,7 @@ class Runner:
     # -- checkpoints (rlkube.run.resume) --------------------------------------------------------
 
     def _save(self) -> None:
+        self.writer.check()
         logs = self.log.lengths()
         checkpoint.save(self.checkpoint_dir, self.state.step, {
             "agent": self.agent.state_dict(),
@@ -378,11 +392,13 @@ class Runner:
             "logs": logs,
             "best": self.evaluation.best,
         }, checkpoint.Policies(self.agent.policy.params, {"loop": self.state.counters(), "logs": logs},
-                               self.evaluation.best))
+                               self.evaluation.best), self.writer.generation)
         self._sync()
 
     def _load(self, path: Path) -> dict[str, Any]:
-        """The checkpoint at `path` as this rlkube saves it: one of format 1 gets its agent state upgraded."""
+        """The checkpoint at `path` as this rlkube saves it: one of format 1 gets its agent state upgraded. It is
+        unpickled only while this runner holds the copy's directory: a pickle runs code as it loads."""
+        self.writer.check()
         saved = checkpoint.load(path)
         if layout.checkpoint_format(path) == 1:
             saved["agent"] = self.agent.upgrade_state(saved["agent"])
@@ -393,7 +409,8 @@ class Runner:
         read from its array files (format 4 on). An older checkpoint holds them only in its pickled state, which is
         read as rlkube.rundir.pickles allows (a run directory this writer owns, or --allow-pickle)."""
         if checkpoint.policies_pickled(path):
-            if notice := pickles.pickle_notice(path / layout.STATE_FILE, self.options.allow_pickle):
+            if notice := pickles.pickle_notice(path / layout.STATE_FILE, self.options.allow_pickle,
+                                               owned=self.writer.inherited):
                 self.progress.message(notice)
             return self._load(path)
         policies = checkpoint.load_policies(path)
@@ -455,7 +472,7 @@ class Runner:
         """Mirror the copy's directory to its bucket; only complete checkpoints become visible there."""
         if self.options.remote_dir:
             self.log.lengths()  # flushes the event file
-            sync.sync_up(self.copy_dir, self.options.remote_dir)
+            sync.sync_up(self.copy_dir, self.options.remote_dir, self.writer)
             self.last_sync = time.monotonic()
 
 

@@ -2,7 +2,9 @@
 
 A kill at any instant leaves either the previous checkpoints or the new one, never a partial one: the state and
 then the COMPLETE marker (rlkube.rundir.layout's rule) are written and fsynced into a temporary directory, which is
-renamed to `ckpt-<step>`. Leftover temporary directories from a killed save are removed on the next save.
+renamed to `ckpt-<step>`. Leftover temporary directories from a killed save are removed on the next save, as long
+as an older generation of the copy's writer, or this one, left them: a newer writer's are its own
+(rlkube.storage.ownership).
 
 The state's `Chunks` (rlkube.chunked: a replay memory's arrays) go to segments, array files shared by checkpoints:
 a save writes only the chunks whose version the newest complete checkpoint has not stored, lists those it keeps
@@ -73,7 +75,8 @@ def _fsync_dir(path: Path) -> None:
 class _Segments:
     """One save's segments: the chunks it keeps from the newest complete checkpoint, and those it writes anew."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, generation: int) -> None:
+        self.generation = generation
         self.token = secrets.token_hex(4)  # the save's own: names never collide, not even with another copy's (PBT)
         newest = layout.complete_checkpoints(directory)[-1:]
         stored = layout.read_marker(newest[0][1]).segments if newest else {}
@@ -98,7 +101,7 @@ class _Segments:
             if kept := self.stored.get((key, start, stop, version)):
                 name, self.listed[name] = kept
             else:
-                name = layout.segment_name(key, start, stop, version, self.token)
+                name = layout.segment_name(key, start, stop, version, self.token, self.generation)
                 self.new[name] = chunks.chunk(index)
             files.append(name)
         return StoredChunks(chunks.rows, chunks.chunk_rows, chunks.versions, files)
@@ -123,20 +126,23 @@ def _policy_files(policies: Policies | None) -> dict[str, tuple[policy_file.Tree
     return files
 
 
-def save(directory: Path, step: int, state: dict[str, Any], policies: Policies | None = None) -> Path:
+def save(directory: Path, step: int, state: dict[str, Any], policies: Policies | None = None,
+         generation: int = 0) -> Path:
     """Write `state` (and `policies`, as arrays) as checkpoint `step`, then prune all but the newest few (and the
     segments only they listed).
 
-    The state's chunks are taken to descend from the newest complete checkpoint's, as a run's next save does."""
+    The state's chunks are taken to descend from the newest complete checkpoint's, as a run's next save does.
+    `generation` is the copy's writer's (rlkube.storage.ownership), recorded in the marker and in the names the save
+    gives."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(layout.TEMPORARY_GLOB):
+    for stale in layout.leftover_temporaries(directory, generation):
         shutil.rmtree(stale, ignore_errors=True)
     segments_dir = layout.segments_dir(directory)
     segments_dir.mkdir(exist_ok=True)
-    segments = _Segments(directory)
+    segments = _Segments(directory, generation)
     pickled = segments.pickled(state)
     policy_files = _policy_files(policies)
-    temporary = layout.temporary_checkpoint(directory, str(step))
+    temporary = layout.temporary_checkpoint(directory, str(step), generation)
     temporary.mkdir()
     sizes: dict[str, int] = {}
 
@@ -144,7 +150,7 @@ def save(directory: Path, step: int, state: dict[str, Any], policies: Policies |
         if name == layout.COMPLETE_MARKER:
             _fsync_dir(segments_dir)
             listing = layout.Listing(sizes, segments.listed)
-            _write_synced(temporary / name, lambda handle: handle.write(layout.marker(step, listing)))
+            _write_synced(temporary / name, lambda handle: handle.write(layout.marker(step, listing, generation)))
         elif name == layout.STATE_FILE:
             sizes[name] = _write_synced(temporary / name,
                                         lambda handle: pickle.dump(pickled, handle, protocol=pickle.HIGHEST_PROTOCOL))

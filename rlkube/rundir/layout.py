@@ -13,6 +13,9 @@ An experiment's directory holds the summary across copies and one directory per 
         videos/                   --record-video's episodes
         train.log, exit-code      a local copy's output and exit status (the local target's)
         tracking.json             --track's run id in MLflow or W&B, so that a resume continues that run
+        owner.json                who writes here (rlkube.storage.ownership): the experiment's id, the copy, the
+                                  writer's generation, its co-writers (PBT's controller); where the copy's writers
+                                  meet (its bucket, for a run in one), and never synced
         best/policy.npz           the acting weights of the best evaluation so far, with its step and return
                                   (rlkube.rundir.policy_file: arrays only; best/policy.pkl before format 4)
         checkpoints/
@@ -23,9 +26,10 @@ An experiment's directory holds the summary across copies and one directory per 
                 best-policy.npz   best/policy.npz as of <step>; none before the first evaluation (from format 4)
                 COMPLETE          written last: its files and segments with their sizes, its format (FORMAT)
             segments/             array files (.npy) of replay chunks, shared by the checkpoints that list them:
-                <key>.<start>-<stop>.v<version>.<token>.npy   rows start..stop of the state's array at `key` (dotted),
-                                  as they were at that chunk's version (rlkube.chunked); the token is the save's own
-            .tmp-*                a save or a download in progress
+                <key>.<start>-<stop>.v<version>.g<generation>-<token>.npy   rows start..stop of the state's array
+                                  at `key` (dotted), as they were at that chunk's version (rlkube.chunked), written by
+                                  that generation of the copy's writer; the token is the save's own
+            .tmp-g<generation>-*  a save or a download in progress, by that generation of the copy's writer
 
 A checkpoint is complete, on a disk and in a bucket alike, when its COMPLETE marker exists and lists files and
 segments that all exist with the listed sizes (`is_complete`). A checkpoint lists the segments it wrote and those it
@@ -34,6 +38,10 @@ PBT's copies all write the marker through `write_marker_last`, after the files a
 
 The directory's format has a version (FORMAT), which each checkpoint's marker records with the rlkube that wrote
 it: a checkpoint is what a later rlkube reads to continue a run. `checkpoint_format` tells a reader whether it can.
+
+One writer at a time owns a copy's directory (rlkube.storage.ownership): each start of the copy is a new generation,
+which the marker, the segments' names and the temporaries record, so that a writer removes only what its own or an
+older generation wrote.
 """
 
 import contextlib
@@ -59,6 +67,7 @@ VIDEOS = "videos"
 TRAIN_LOG = "train.log"
 EXIT_FILE = "exit-code"
 TRACKING_FILE = "tracking.json"
+OWNER_FILE = "owner.json"
 # Written by PBT into a member's directory beside the donor's checkpoint it copied there (rlkube.launch.pbt).
 EXPLOIT_FILE = "exploit.json"
 # The PBT controller's decision for each boundary, which a waiting member goes on with (rlkube.storage.pbt_decisions).
@@ -87,13 +96,19 @@ TEMPORARY_GLOB = ".tmp-*"
 #   4  policies as arrays (rlkube.rundir.policy_file): best/policy.npz, and each checkpoint's policy.npz and
 #      best-policy.npz, which --no-training reads instead of state.pkl. Formats 1-3 resume as before; their policies
 #      are pickles (best/policy.pkl, state.pkl), which --no-training reads only as rlkube.rundir.pickles allows
-FORMAT = 4
-ARRAY_POLICIES_FORMAT = 4  # the first format whose checkpoints hold their policies as arrays
+#   5  one writer per copy: owner.json, and the writer's generation in markers, segment and temporary names (an older
+#      rlkube would write beside the owner without asking it; a directory of formats 1-4 has no owner, and its first
+#      writer takes it)
+FORMAT = 5
 OLDEST_FORMAT = 1  # the oldest this rlkube still resumes
+ARRAY_POLICIES_FORMAT = 4  # the first format whose checkpoints hold their policies as arrays
 
 _CHECKPOINT_FILE = re.compile(rf"^{CHECKPOINTS}/({CHECKPOINT_PREFIX}\d+)/(.+)$")
 _SEGMENT_FILE = re.compile(rf"^{CHECKPOINTS}/{SEGMENTS}/([^/]+)$")
-_SEGMENT_NAME = re.compile(r"^(.+)\.(\d+)-(\d+)\.v(\d+)\.[0-9a-f]+\.npy$")
+# Before format 4 a segment's name had no generation: an older generation's, as every name without one.
+_SEGMENT_NAME = re.compile(r"^(.+)\.(\d+)-(\d+)\.v(\d+)\.(?:g(\d+)-)?[0-9a-f]+\.npy$")
+_TEMPORARY_GENERATION = re.compile(r"^\.tmp-g(\d+)-")
+BEFORE_GENERATIONS = -1  # the generation of whatever a format before 4 wrote
 
 
 # -- an experiment and its copies ----------------------------------------------------------------------------------
@@ -188,8 +203,8 @@ def segment_of(rel: str) -> str | None:
     return match.group(1) if match else None
 
 
-def segment_name(key: str, start: int, stop: int, version: int, token: str) -> str:
-    return f"{key}.{start}-{stop}.v{version}.{token}.npy"
+def segment_name(key: str, start: int, stop: int, version: int, token: str, generation: int = 0) -> str:
+    return f"{key}.{start}-{stop}.v{version}.g{generation}-{token}.npy"
 
 
 def segment_identity(name: str) -> tuple[str, int, int, int] | None:
@@ -198,9 +213,29 @@ def segment_identity(name: str) -> tuple[str, int, int, int] | None:
     return (match.group(1), *map(int, match.group(2, 3, 4))) if match else None
 
 
-def temporary_checkpoint(checkpoints: Path, label: str) -> Path:
-    """Where a checkpoint is assembled before it appears by one rename: hidden, so never synced or listed."""
-    return checkpoints / f".tmp-{label}-{os.getpid()}"
+def segment_generation(name: str) -> int | None:
+    """The generation of the writer that wrote a segment; None for a name that is no segment's."""
+    match = _SEGMENT_NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(5)) if match.group(5) is not None else BEFORE_GENERATIONS
+
+
+def temporary_checkpoint(checkpoints: Path, label: str, generation: int) -> Path:
+    """Where a checkpoint is assembled before it appears by one rename: hidden, so never synced or listed; named
+    with its writer's generation, so that a newer writer's temporaries outlive an older one's clean-up."""
+    return checkpoints / f".tmp-g{generation}-{label}-{os.getpid()}"
+
+
+def leftover_temporaries(checkpoints: Path, generation: int) -> list[Path]:
+    """The temporaries a save by `generation` may remove: its own generation's and older ones' (a killed save's or
+    download's), never a newer writer's."""
+    found = []
+    for path in checkpoints.glob(TEMPORARY_GLOB):
+        match = _TEMPORARY_GENERATION.match(path.name)
+        if (int(match.group(1)) if match else BEFORE_GENERATIONS) <= generation:
+            found.append(path)
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -211,11 +246,20 @@ class Listing:
     segments: dict[str, int] = field(default_factory=dict)
 
 
-def marker(step: int, listing: Listing) -> bytes:
-    """The COMPLETE marker's content: the step, each file and segment of the checkpoint with its size in bytes, and
-    the format and rlkube version that wrote it."""
+def marker(step: int, listing: Listing, generation: int) -> bytes:
+    """The COMPLETE marker's content: the step, each file and segment of the checkpoint with its size in bytes, the
+    format and rlkube version that wrote it, and the generation of the copy's writer that did."""
     return json.dumps({"step": step, "files": listing.files, "segments": listing.segments, "format": FORMAT,
-                       "rlkube": __version__}).encode()
+                       "rlkube": __version__, "generation": generation}).encode()
+
+
+def marker_generation(data: bytes | str) -> int | None:
+    """The generation of the writer that wrote a marker (BEFORE_GENERATIONS before format 4); None for anything
+    that is not a marker."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        generation = json.loads(data).get("generation", BEFORE_GENERATIONS)
+        return generation if isinstance(generation, int) else None
+    return None
 
 
 def _sizes(value: object) -> dict[str, int] | None:

@@ -13,19 +13,11 @@ from rlkube.errors import UserError
 FLAG = "--allow-pickle"
 
 
-def owned_by_this_writer(path: Path) -> bool:
-    """Whether `path` lies in a run directory that this writer owns, so that its pickles are this writer's own.
-
-    The run directory's owner record answers this once run directories carry one (one writer per run directory);
-    until then no directory is owned, and every pickle needs --allow-pickle."""
-    del path
-    return False
-
-
-def pickle_notice(path: Path, allow_pickle: bool) -> str | None:
-    """The line to show before unpickling `path`: none in a run directory this writer owns; with --allow-pickle,
-    that it reads a pickle; without, it refuses in one line (UserError) that names the flag."""
-    if owned_by_this_writer(path):
+def pickle_notice(path: Path, allow_pickle: bool, owned: bool = False) -> str | None:
+    """The line to show before unpickling `path`: none where its run directory is this writer's own (`owned`: it was
+    this experiment's copy before this run, as rlkube.storage.ownership records); with --allow-pickle, that it reads
+    a pickle; without, it refuses in one line (UserError) that names the flag."""
+    if owned:
         return None
     if not allow_pickle:
         raise UserError(f"{path} is a pickle, which runs code when it is loaded, from a run directory this writer "

@@ -3,6 +3,7 @@
 Also where rlkube keeps things locally: its cache, and the local mirror a run directory in a bucket is worked on in.
 """
 
+import hashlib
 import logging
 import os
 import re
@@ -34,9 +35,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLKUBE_CACHE_DIR") or Path.home() / ".cache" / "rlkube").expanduser()
 
 
+# Of a bucket URL, this many characters name its local mirror, for people; a digest of the whole URL keeps apart
+# the URLs they would confuse (gs://b/a/b, gs://b/a_b and gs://b/a b read alike).
+MIRROR_NAME_CHARACTERS = 80
+
+
 def local_mirror(remote_url: str) -> Path:
-    """Where a run directory in a bucket is worked on locally: <cache>/runs/<url with odd characters as _>."""
-    return cache_root() / "runs" / re.sub(r"[^A-Za-z0-9._-]+", "_", remote_url.rstrip("/"))
+    """Where a run directory in a bucket is worked on locally: <cache>/runs/<url with odd characters as _>-<digest
+    of the url>, one directory per URL."""
+    url = remote_url.rstrip("/")
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url)[-MIRROR_NAME_CHARACTERS:]
+    return cache_root() / "runs" / f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
 
 
 def split_url(url: str) -> tuple[str, str, str]:

@@ -18,7 +18,13 @@ Rules shared by the writer and every reader:
   lacks, before the marker that lists them, and a segment that no complete checkpoint lists any more is deleted
   after the markers that listed it.
 * Hidden files and directories are never synced: `checkpoints/.tmp-*` (a save in progress), partial downloads,
-  and the sync manifest `.rlkube-sync.json`.
+  and the sync manifest `.rlkube-sync.json`. Nor is the owner record (rlkube.storage.ownership), which the copy's
+  writers read and write where they meet, in the bucket.
+* A writer's sync first checks that it still holds the copy (`Writer.check`: a newer writer has not taken it over),
+  and deletes only what it knows (the manifest's files: it uploaded them, or pulled them when it took the copy over)
+  and what an older generation of the copy's writer wrote (as a checkpoint's marker and a segment's name record):
+  never a newer writer's files; nor does it replace a newer writer's checkpoint. So after a takeover the newest
+  writer prunes what older ones left.
 * The manifest records, per file, which remote object (size and ETag or GCS generation) a local file (size and
   mtime in ns) is identical to, as established by the last upload or download. An unchanged file therefore costs
   nothing: a sync that finds nothing to do makes exactly one listing request and no transfer.
@@ -45,6 +51,7 @@ from rlkube.errors import UserError
 from rlkube.rundir import layout
 from rlkube.storage import errors
 from rlkube.storage.filesystems import open_filesystem, split_url
+from rlkube.storage.ownership import Writer
 
 MANIFEST = ".rlkube-sync.json"
 PART_PREFIX = ".rlkube-part-"
@@ -179,6 +186,8 @@ def _local_files(local_dir: Path) -> dict[str, tuple[int, int]]:
             if name.startswith(".") or not path.is_file() or (stat := _stat(path)) is None:
                 continue
             rel = path.relative_to(local_dir).as_posix()
+            if rel == layout.OWNER_FILE:
+                continue
             if not layout.in_checkpoints(rel):
                 files[rel] = stat
             elif in_checkpoint := layout.split_checkpoint_path(rel):
@@ -282,8 +291,10 @@ def _upload_marker_last(local_dir: Path, name: str, changed: list[str], remote: 
     return layout.write_marker_last(changed, upload, remove_marker if changed and replacing else None)
 
 
-def sync_up(local_dir: Path, remote_url: str) -> SyncStats:
-    """Mirror a copy's run directory to `remote_url`, uploading only new or changed files.
+def sync_up(local_dir: Path, remote_url: str, writer: Writer | None = None) -> SyncStats:
+    """Mirror a copy's run directory to `remote_url`, uploading only new or changed files; `writer`, the copy's
+    writer, first checks that it still holds the copy (rlkube.storage.ownership.Superseded otherwise, with nothing
+    written).
 
     A file is uploaded when the remote has none, or one of another size (a log that grew, or that a resume
     truncated), or when it changed since the last sync (per the manifest; without one, when the local file is
@@ -291,15 +302,19 @@ def sync_up(local_dir: Path, remote_url: str) -> SyncStats:
     the logs it refers to; a complete local checkpoint becomes visible by its COMPLETE marker, uploaded last after
     the files it lists (an incomplete one is never uploaded). Remote checkpoints that no longer exist locally
     (pruned) are deleted, marker first, and so are remote event files and metrics.jsonl that a resume deleted
-    locally. Nothing local is modified except the manifest.
+    locally, as far as this writer's generation may delete them (see the module's doc). Nothing local is modified
+    except the manifest.
     """
     local_dir = Path(local_dir)
     remote = _Remote(remote_url)
+    if writer is not None:
+        writer.check()
     theirs = remote.listing()
     manifest = _Manifest(local_dir, remote.url)
     stats = SyncStats()
+    generation = writer.generation if writer is not None else None
     try:
-        _sync_up(local_dir, remote, theirs, manifest, stats)
+        _sync_up(local_dir, remote, theirs, manifest, stats, _Deletable(remote, set(manifest.files), generation))
     finally:
         manifest.save()
     return stats
@@ -338,8 +353,44 @@ def _needs_upload(rel: str, local: tuple[int, int], remote: dict[str, _RemoteFil
     return newer
 
 
+class _Deletable:
+    """Which remote files a sync may delete: those it knows (`known`, the manifest's files before the sync), and
+    those an older generation than the writer's own (`generation`; None: no writer, so none) wrote."""
+
+    def __init__(self, remote: _Remote, known: set[str], generation: int | None) -> None:
+        self.remote = remote
+        self.known = known
+        self.generation = generation
+        self.marker_generations: dict[str, int | None] = {}
+
+    def __call__(self, rels: Iterable[str]) -> list[str]:
+        return [rel for rel in rels if rel in self.known or self._older(rel)]
+
+    def _older(self, rel: str) -> bool:
+        if self.generation is None:
+            return False
+        if segment := layout.segment_of(rel):
+            written_by = layout.segment_generation(segment)
+        elif in_checkpoint := layout.split_checkpoint_path(rel):
+            written_by = self._marker_generation(in_checkpoint[0])
+        else:
+            written_by = None  # a log: its name says nothing of its writer
+        return written_by is not None and written_by < self.generation
+
+    def _marker_generation(self, checkpoint: str) -> int | None:
+        """The generation of the remote checkpoint's writer, as its marker says (one read per checkpoint); None
+        without a marker: the checkpoint may be a newer writer's, half uploaded."""
+        if checkpoint not in self.marker_generations:
+            try:
+                marker = self.remote.read(_marker_path(checkpoint))
+            except FileNotFoundError:
+                marker = None
+            self.marker_generations[checkpoint] = layout.marker_generation(marker) if marker is not None else None
+        return self.marker_generations[checkpoint]
+
+
 def _sync_up(local_dir: Path, remote: _Remote, theirs: dict[str, _RemoteFile], manifest: _Manifest,
-             stats: SyncStats) -> None:
+             stats: SyncStats, deletable: _Deletable) -> None:
     ours = _local_files(local_dir)
     for rel in list(manifest.files):
         if rel not in ours:
@@ -362,24 +413,28 @@ def _sync_up(local_dir: Path, remote: _Remote, theirs: dict[str, _RemoteFile], m
                    if rel != marker and rel not in sent and _needs_upload(rel, ours[rel], theirs, manifest)]
         if not changed and not _needs_upload(marker, ours[marker], theirs, manifest):
             continue
+        if marker in theirs and not deletable([marker]):
+            continue  # a newer writer's checkpoint of this step: never replaced
         uploaded = _upload_marker_last(local_dir, name, changed, remote, manifest, stats, replacing=marker in theirs)
         sent.update(changed)
         if not uploaded:
             continue  # pruned since the scan: without its marker the remote copy never counts, and goes next sync
         # Files of this checkpoint that are not part of it any more.
-        stale = [rel for rel in remote_checkpoints.get(name, []) if rel not in local_checkpoints[name]]
+        stale = deletable(rel for rel in remote_checkpoints.get(name, []) if rel not in local_checkpoints[name])
         remote.delete(stale)
         stats.files_deleted += len(stale)
 
     # 3. Deletions: pruned checkpoints (markers first, then data and the segments no kept checkpoint lists), then
     # logs a resume deleted.
     pruned = [name for name in remote_checkpoints if name not in local_checkpoints]
-    markers = [_marker_path(name) for name in pruned if _marker_path(name) in theirs]
+    # Which of them it may delete is decided before any marker goes: the markers say which generation wrote them.
+    deleted = {name: deletable(remote_checkpoints[name]) for name in pruned}
+    markers = [_marker_path(name) for name in pruned if _marker_path(name) in deleted[name]]
     remote.delete(markers)
-    data = [rel for name in pruned for rel in remote_checkpoints[name] if rel != _marker_path(name)]
-    data += [rel for rel in theirs if layout.segment_of(rel) and rel not in ours]
+    data = [rel for name in pruned for rel in deleted[name] if rel != _marker_path(name)]
+    data += deletable(rel for rel in theirs if layout.segment_of(rel) and rel not in ours)
     remote.delete(data)
-    logs = [rel for rel in theirs if "/" not in rel and rel not in ours and _matches(rel, MIRRORED_DELETIONS)]
+    logs = deletable(rel for rel in theirs if "/" not in rel and rel not in ours and _matches(rel, MIRRORED_DELETIONS))
     remote.delete(logs)
     stats.files_deleted += len(markers) + len(data) + len(logs)
 
@@ -498,14 +553,15 @@ def _sync_file(remote: _Remote, rel: str, theirs: _RemoteFile, local_dir: Path, 
 
 
 def _sync_checkpoint(remote: _Remote, name: str, checkpoint: _RemoteCheckpoint, theirs: dict[str, _RemoteFile],
-                     local_dir: Path, manifest: _Manifest, stats: SyncStats) -> None:
+                     local_dir: Path, manifest: _Manifest, stats: SyncStats, generation: int) -> None:
     """Download a remote checkpoint unless the local one is identical; it appears locally by one rename, with
-    its marker written last, after the segments it lists that are not here yet."""
+    its marker written last, after the segments it lists that are not here yet. `generation`: the local
+    directory's writer's, which names the temporary directory."""
     rels = [*checkpoint.segments, *checkpoint.files, checkpoint.marker_path]
     if all(manifest.in_sync(rel, _stat(local_dir / rel), theirs[rel]) for rel in rels):
         return
     checkpoints = local_dir / layout.CHECKPOINTS
-    temporary = layout.temporary_checkpoint(checkpoints, f"pull-{name}")
+    temporary = layout.temporary_checkpoint(checkpoints, f"pull-{name}", generation)
     shutil.rmtree(temporary, ignore_errors=True)
 
     def download(rel: str) -> bool:
@@ -542,7 +598,8 @@ def sync_down(remote_url: str, local_dir: Path, include: Callable[[str], bool] |
     (events, metrics.jsonl, *.log) gets only its new bytes by one ranged read; a file that shrank or changed is
     downloaded again. Only complete checkpoints are fetched, each appearing locally by one rename. Local files
     (among those selected) that no longer exist remotely are deleted, unless the remote directory is empty.
-    Every file is replaced atomically, so a failure leaves each local file either as it was or complete.
+    A mirror has no writer of its own (its temporaries are generation 0's). Every file is replaced atomically, so a
+    failure leaves each local file either as it was or complete.
     """
     local_dir = Path(local_dir)
     remote = _Remote(remote_url)
@@ -559,7 +616,8 @@ def sync_down(remote_url: str, local_dir: Path, include: Callable[[str], bool] |
 
 def _sync_down(remote: _Remote, theirs: dict[str, _RemoteFile], local_dir: Path, manifest: _Manifest,
                stats: SyncStats, include: Callable[[str], bool]) -> None:
-    wanted = {rel: info for rel, info in theirs.items() if not layout.in_checkpoints(rel) and include(rel)}
+    wanted = {rel: info for rel, info in theirs.items()
+              if not layout.in_checkpoints(rel) and rel != layout.OWNER_FILE and include(rel)}
     for rel, info in sorted(wanted.items()):
         _sync_file(remote, rel, info, local_dir, manifest, stats)
     complete: dict[str, list[str]] = {}
@@ -570,7 +628,7 @@ def _sync_down(remote: _Remote, theirs: dict[str, _RemoteFile], local_dir: Path,
             complete[name] = rels  # already here: no need to read its marker again
         elif checkpoint := _complete_checkpoint(remote, theirs, name, rels):
             complete[name] = [*checkpoint.files, checkpoint.marker_path]  # (segments: see below)
-            _sync_checkpoint(remote, name, checkpoint, theirs, local_dir, manifest, stats)
+            _sync_checkpoint(remote, name, checkpoint, theirs, local_dir, manifest, stats, generation=0)
 
     if not theirs:
         return  # nothing there (yet, or any more): never a reason to empty the local mirror
@@ -599,8 +657,9 @@ def _sync_down(remote: _Remote, theirs: dict[str, _RemoteFile], local_dir: Path,
 # -- resume --------------------------------------------------------------------------------------------------------
 
 
-def pull_latest_checkpoint(remote_url: str, local_dir: Path) -> int | None:
-    """Fetch the newest complete remote checkpoint and the files a resume reads, for a fresh machine.
+def pull_latest_checkpoint(remote_url: str, local_dir: Path, generation: int = 0) -> int | None:
+    """Fetch the newest complete remote checkpoint and the files a resume reads, for a fresh machine (whose writer
+    is of `generation`).
 
     Downloads `checkpoints/ckpt-<step>/` (appearing locally by one rename) plus hparams.yaml, metrics.jsonl and
     the event files (incrementally, as sync_down does); the resume then truncates the logs back to the lengths
@@ -635,7 +694,7 @@ def pull_latest_checkpoint(remote_url: str, local_dir: Path) -> int | None:
             if "/" not in rel and _matches(rel, MIRRORED_DELETIONS) and rel not in theirs:
                 (local_dir / rel).unlink(missing_ok=True)
                 manifest.forget(rel)
-        _sync_checkpoint(remote, name, checkpoint, theirs, local_dir, manifest, stats)
+        _sync_checkpoint(remote, name, checkpoint, theirs, local_dir, manifest, stats, generation)
     finally:
         manifest.save()
     return step

@@ -43,6 +43,7 @@ from rlkube.launch.spec import build_spec, current_provenance
 from rlkube.launch.sweep.space import overrides_of
 from rlkube.launch.targets.base import target_for
 from rlkube.run.options import CopyPlan, TrainOptions
+from rlkube.storage.ownership import PBT_CONTROLLER, check_co_writer
 from rlkube.storage.pbt_decisions import write_decision
 
 MODULE = "rlkube.launch.pbt.controller"  # what the controller runs as (python -m), and how it is recognised
@@ -278,6 +279,9 @@ class Controller:
         """Rank, exploit and explore at a boundary, then tell every member (at the end, where nothing is decided,
         the generation's line only records the scores). The generation's own line goes last."""
         started = time.perf_counter()
+        # The controller writes into the members' directories as their named co-writer, and into no one else's.
+        for member in range(self.config.population):
+            check_co_writer(copy_location(record.output_dir, member), record.spec.experiment_id or None, PBT_CONTROLLER)
         member_scores = scores(self.target.evaluations(record), self.config, step)
         decided = [] if last else decide(self.config, self.space, self.limits, generation, step, member_scores, params)
         params = [dict(p) for p in params]

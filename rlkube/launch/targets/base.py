@@ -8,6 +8,7 @@ Targets are registered by their `kind` (`@register_target`), which profiles and 
 one up. Importing this package registers the built-in targets (its __init__), as rlkube.rl.agents does for agents.
 """
 
+import dataclasses
 import getpass
 import os
 from abc import ABC, abstractmethod
@@ -66,14 +67,27 @@ class Target(ABC):
         """Start every copy and record the experiment; returns the spec as recorded.
 
         A taken name (recorded in the store, or found on the target) is refused in one line unless `replace`, which
-        first cancels the recorded experiment through its own target.
+        first cancels the recorded experiment through its own target. The store takes the name before any copy
+        starts, so that of two simultaneous submissions of one name only one starts copies. The experiment gets its
+        id (store.experiment_id), which owns its copies' run directories.
         """
         found = self._refuse_taken_name(spec, replace)
-        if store.exists(spec.name):
-            previous = store.get(spec.name)
+        previous = store.get(spec.name) if store.exists(spec.name) else None
+        if previous is not None:
             target_for(previous).cancel(previous)
-        spec, backend = self._start(spec, replacing=found)
-        store.save(spec, self.kind, self.context, backend, creator=self.whoami(self.context))
+            previous = store.get(spec.name)  # as cancelled
+        spec = dataclasses.replace(spec, experiment_id=store.experiment_id(spec.name))
+        creator = self.whoami(self.context)
+        store.take_name(spec, self.kind, self.context, replace, creator)
+        try:
+            spec, backend = self._start(spec, replacing=found)
+        except BaseException:
+            if previous is None:
+                store.delete(spec.name)
+            else:
+                store.save(previous.spec, previous.target, previous.context, previous.backend, previous.creator)
+            raise
+        store.save(spec, self.kind, self.context, backend, creator=creator)
         return spec
 
     def whoami(self, context: str | None) -> str:  # noqa: ARG002  (a hook: a cluster has users of its own)

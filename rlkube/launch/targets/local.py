@@ -23,10 +23,11 @@ from rlkube.launch.logtail import new_lines
 from rlkube.launch.spec import ExperimentSpec
 from rlkube.launch.targets.base import CopyStatus, Target, age_seconds, register_target
 from rlkube.launch.tensorboard import serve
-from rlkube.run.options import copies_json
+from rlkube.run.options import EXPERIMENT_ID_ENV, copies_json
 from rlkube.rundir import layout
 from rlkube.rundir.progress_record import ProgressRecord
 from rlkube.storage import filesystems
+from rlkube.storage.ownership import refuse_other_experiment
 
 CANCEL_GRACE_SECONDS = 60.0
 
@@ -35,6 +36,12 @@ def copy_dir(output_dir: str, copy: int) -> Path:
     """Where a local copy keeps its log and exit code: the run directory, or its mirror for a bucket."""
     remote = filesystems.is_remote(output_dir)
     return layout.copy_dir(filesystems.local_mirror(output_dir) if remote else Path(output_dir), copy)
+
+
+def _owner_location(output_dir: str, copy: int) -> str | Path:
+    """Where a copy's writers meet, and its owner record is: its bucket directory, or its local one."""
+    return layout.copy_url(output_dir, copy) if filesystems.is_remote(output_dir) else layout.copy_dir(Path(output_dir),
+                                                                                                     copy)
 
 
 def _alive(pid: int, exit_file: Path) -> bool:
@@ -73,6 +80,8 @@ class LocalTarget(Target):
         local copies exist only through the store, whose cancel has already stopped them.)"""
         if not filesystems.is_remote(spec.output_dir):
             spec = dataclasses.replace(spec, output_dir=str(Path(spec.output_dir).expanduser().absolute()))
+        for index in range(len(spec.copies)):  # another experiment's directories: refused before anything is written
+            refuse_other_experiment(_owner_location(spec.output_dir, index), spec.experiment_id, index)
         output = copy_dir(spec.output_dir, 0).parent
         copies_file = output / layout.COPIES_FILE  # each copy's seed and overrides, as a pod's ConfigMap holds them
         try:
@@ -85,7 +94,7 @@ class LocalTarget(Target):
         # Parallel copies share the cores instead of each taking all of them.
         threads = str(max(1, (os.cpu_count() or 1) // len(spec.copies)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": threads,
-               "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+               "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads, EXPERIMENT_ID_ENV: spec.experiment_id}
         pids = {}
         for index in range(len(spec.copies)):
             directory = copy_dir(spec.output_dir, index)
@@ -113,7 +122,9 @@ class LocalTarget(Target):
             if exit_file.exists():
                 code = int(exit_file.read_text().strip() or 1)
                 phase = "Succeeded" if code == 0 else "Cancelled" if record.backend.get("cancelled") else "Failed"
-            elif _alive(record.backend["pids"][str(index)], exit_file):
+            elif (pid := record.backend.get("pids", {}).get(str(index))) is None:
+                phase = "Pending"  # the store has taken the name, and the copies are starting
+            elif _alive(pid, exit_file):
                 phase = "Running"
             else:
                 phase = "Cancelled" if record.backend.get("cancelled") else "Failed"
