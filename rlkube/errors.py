@@ -10,6 +10,10 @@ from collections.abc import Iterable
 USER_ERROR_EXIT_CODE = 2
 
 
+# How a copy's writer ends when its copy's replacement has taken the run directory over (rlkube.storage.ownership): a
+# pod's Job ignores it, as the copy goes on in the replacement.
+SUPERSEDED_EXIT_CODE = 3
+
 # How a command ends on a TransientError: EX_TEMPFAIL, which a pod's Job retries like any other failure.
 TRANSIENT_ERROR_EXIT_CODE = 75
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlkube.errors import USER_ERROR_EXIT_CODE, UserError
+from rlkube.errors import SUPERSEDED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError
 from rlkube.launch.clusters import ClusterProfile, get_profile, quantity_bytes, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects
 from rlkube.launch.spec import ExperimentSpec, build_spec, check_name
@@ -49,7 +49,9 @@ def test_every_profile_renders_an_indexed_job_that_survives_preemption(profile_n
         assert spec["podFailurePolicy"]["rules"] == [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In",
-                                                    "values": [USER_ERROR_EXIT_CODE]}}]
+                                                    "values": [USER_ERROR_EXIT_CODE]}},
+            {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                 "values": [SUPERSEDED_EXIT_CODE]}}]
         assert spec["activeDeadlineSeconds"] == profile.active_deadline_seconds == 3 * 24 * 3600
         assert spec["ttlSecondsAfterFinished"] == profile.ttl_seconds_after_finished == 7 * 24 * 3600
         pod = pod_spec(job)

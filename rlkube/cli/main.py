@@ -11,7 +11,7 @@ import click
 from click.core import ParameterSource
 
 from rlkube import __version__
-from rlkube.errors import USER_ERROR_EXIT_CODE, UserError, UserErrors, one_line
+from rlkube.errors import SUPERSEDED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, UserErrors, one_line
 from rlkube.run.options import (
     EXPERIMENT_ID_ENV,
     MAX_COPIES,
@@ -157,7 +157,7 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
     from rlkube.run.runner import RunOptions  # noqa: PLC0415
     from rlkube.run.signals import StopRequested  # noqa: PLC0415
-    from rlkube.storage.ownership import EXIT_SUPERSEDED, Superseded  # noqa: PLC0415
+    from rlkube.storage.ownership import Superseded  # noqa: PLC0415
 
     which = f"copy {copy_index}" if copy_index is not None else f"copies: {len(planned)}"
     where = f"{remote} (working in {output_dir})" if remote else output_dir
@@ -180,7 +180,7 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
         sys.exit(128 + stop.signum)
     except Superseded as superseded:
         click.echo(f"stopped: {superseded}", err=True)
-        sys.exit(EXIT_SUPERSEDED)
+        sys.exit(SUPERSEDED_EXIT_CODE)
     _print_result(result, hp.target_return)
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "

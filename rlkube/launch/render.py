@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from rlkube import __version__
-from rlkube.errors import USER_ERROR_EXIT_CODE
+from rlkube.errors import SUPERSEDED_EXIT_CODE, USER_ERROR_EXIT_CODE
 from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec, experiment_output_dir
 from rlkube.run.options import (
@@ -257,11 +257,14 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
             # One failing index (a seed, or a slice's host) does not stop the others.
             "backoffLimitPerIndex": values["retriesPerCopy"],
             # A preempted or evicted pod is retried without counting as a failure; a user error (`rlkube train`'s
-            # exit code 2) fails its copy at once, as every retry would fail the same way.
+            # exit code 2) fails its copy at once, as every retry would fail the same way; a writer superseded by
+            # its copy's replacement pod (exit code 3, rlkube.storage.ownership) is no failure of the copy.
             "podFailurePolicy": {"rules": [
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailIndex", "onExitCodes": {"containerName": "trainer", "operator": "In",
                                                         "values": [USER_ERROR_EXIT_CODE]}},
+                {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                     "values": [SUPERSEDED_EXIT_CODE]}},
             ]},
             **_lifetime(values),
             "template": {"metadata": {"labels": {**labels(values), **extra_labels}},

@@ -14,14 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rlkube.errors import UserError
+from rlkube.errors import SUPERSEDED_EXIT_CODE, UserError
 from rlkube.rl.hparams import HParams
 from rlkube.run.options import CopyPlan, copy_hparams
 from rlkube.run.runner import Runner, RunOptions
 from rlkube.run.signals import StopRequested
 from rlkube.rundir import layout
 from rlkube.rundir.across_copies import mean_and_std
-from rlkube.storage.ownership import EXIT_SUPERSEDED, Superseded
+from rlkube.storage.ownership import Superseded
 
 EXIT_USER_ERROR = 2
 
@@ -66,7 +66,7 @@ def _run_copy(hp: HParams, output_dir: Path, copy: CopyPlan, options: RunOptions
         return EXIT_USER_ERROR
     except Superseded as superseded:
         print(f"{options.log_prefix}stopped: {superseded}", file=sys.stderr)
-        return EXIT_SUPERSEDED
+        return SUPERSEDED_EXIT_CODE
     except StopRequested as stop:
         return 128 + stop.signum
     return 0
@@ -144,6 +144,6 @@ def _run_parallel(hp: HParams, output_dir: Path, copies: list[CopyPlan], options
     if failed:
         if all(c == EXIT_USER_ERROR for c in failed.values()):
             raise UserError(f"copies {sorted(failed)} stopped on bad input (see their messages above)")
-        if all(c == EXIT_SUPERSEDED for c in failed.values()):
+        if all(c == SUPERSEDED_EXIT_CODE for c in failed.values()):
             raise Superseded(f"copies {sorted(failed)} were taken over by newer writers (see their messages above)")
         raise RuntimeError(f"copies {sorted(failed)} failed with exit codes {sorted(set(failed.values()))}")

@@ -35,9 +35,6 @@ from rlkube.storage import errors, filesystems
 
 # The co-writer name of the PBT controller (rlkube.launch.pbt), which the members' records list.
 PBT_CONTROLLER = "pbt-controller"
-# A writer that finds a newer one exits with this code: not a failure of the copy (its replacement runs on), nor a
-# user's mistake (2).
-EXIT_SUPERSEDED = 3
 
 
 class Superseded(Exception):

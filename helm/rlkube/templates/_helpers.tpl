@@ -193,7 +193,8 @@ spec:
   completions: {{ int64 .indices }}
   parallelism: {{ int64 .indices }}
   backoffLimitPerIndex: {{ int64 $values.retriesPerCopy }}
-  {{- /* A user error (`rlkube train`'s exit code 2) fails its index at once: every retry would fail the same way. */}}
+  {{- /* A user error (`rlkube train`'s exit code 2) fails its index at once: every retry would fail the same way.
+  A writer superseded by its copy's replacement pod (exit code 3) is no failure of the copy. */}}
   podFailurePolicy:
     rules:
       - action: Ignore
@@ -205,6 +206,12 @@ spec:
           operator: In
           values:
             - 2
+      - action: Ignore
+        onExitCodes:
+          containerName: trainer
+          operator: In
+          values:
+            - 3
   {{- /* A hung copy gives its accelerator back at the deadline; a finished Job is cleaned up after the TTL. */}}
   {{- if not (kindIs "invalid" $deadline) }}
   activeDeadlineSeconds: {{ int64 $deadline }}
