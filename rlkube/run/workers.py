@@ -17,9 +17,10 @@ How actors keep pace with the learner is the agent's `pacing` (rlkube.rl.pacing)
   is therefore at most N - 1 versions behind the learner when it is learned from (PPO's clipped ratio
   against the behaviour policy's log-probs corrects for that lag). Rollouts more than `MAX_POLICY_LAG`
   versions behind are dropped; that only happens around an actor restart.
-- Never waiting: actors send rollouts of the agent's length back to back, acting with the newest
-  weights they have, and none is dropped; each rollout's `version` lets the learner measure and correct
-  its lag (IMPALA's V-trace). No agent paces its actors this way yet.
+- Never waiting (IMPALA): actors send rollouts of the agent's length back to back, acting with the newest
+  weights they have, and none is dropped. Each rollout's `version` gives its `policy_lag`, the learner
+  updates since the weights that acted, which reaches the agent with every step (extras["policy_lag"]);
+  the agent corrects with V-trace against the behaviour policy's log-probs, and logs the lag.
 - An actor that dies is restarted with the newest parameters and a fresh seed; the run goes on.
   Rollouts it left in the queue are dropped with its observation slots.
 - Checkpoints hold the learner only. Actors are restarted on resume and begin new episodes, so a
@@ -67,6 +68,7 @@ class Rollout:
     final_obs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (t, row) where an episode ended
     episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (t, return, length) of ended episodes
     incarnation: int = -1  # which start of the actor sent it
+    policy_lag: int = 0  # versions the learner's weights were past `version` when it took the rollout
     obs_slot: int = -1  # in transit, obs is None and lies in this slot of the actor's ObservationSlots
 
     def __len__(self) -> int:
@@ -85,7 +87,8 @@ class Rollout:
     def step_extras(self, t: int) -> Extras:
         rows = len(self.rewards[t])
         return {**{key: value[t] for key, value in self.extras.items()},
-                "env_index": np.arange(self.first_env_index, self.first_env_index + rows)}
+                "env_index": np.arange(self.first_env_index, self.first_env_index + rows),
+                "policy_lag": np.full(rows, self.policy_lag)}
 
 
 class ParameterBoard:
@@ -275,8 +278,8 @@ class ActorPool:
             self.slots[rollout.incarnation].receive(rollout)
             self.failed_starts[rollout.worker] = 0
             self._restart_dead()
-            lag = self.board.version.value - rollout.version
-            if self.pacing is ActorPacing.WAIT_FOR_WEIGHTS and lag > MAX_POLICY_LAG:
+            rollout.policy_lag = self.board.version.value - rollout.version
+            if self.pacing is ActorPacing.WAIT_FOR_WEIGHTS and rollout.policy_lag > MAX_POLICY_LAG:
                 continue
             yield rollout
 

@@ -1,13 +1,17 @@
-"""What on-policy agents (VPG, PPO) share: acting, the rollout, advantage estimation, and the compiled update loop.
+"""What the actor-critic agents share (ActorCriticAgent: VPG, PPO, IMPALA), and VPG's and PPO's update loop.
 
-A subclass supplies only its loss. Acting runs in numpy (rlkube.rl.policies.StochasticPolicy)
-and returns each action's log-probability and the state's value as extras. Once a rollout of
-`n_steps` steps from every environment is in, `update` has the agent's advantage estimator
-(GAE(lambda), rlkube.rl.rollout) turn it into advantages and returns in numpy, then runs every
-epoch's every minibatch on them inside one XLA-compiled graph call.
+Acting runs in numpy (rlkube.rl.policies.StochasticPolicy) and returns each action's log-probability
+and the state's value as extras; the agent records rollouts of `n_steps` steps from every environment,
+and learns with one flat variable under Adam. What it learns from a full rollout is the subclass's:
+
+- OnPolicyAgent (VPG, PPO): the agent's advantage estimator (GAE(lambda), rlkube.rl.rollout) turns the
+  rollout into advantages and returns in numpy, then every epoch's every minibatch runs on them inside one
+  XLA-compiled graph call. A subclass supplies only its loss.
+- IMPALA (rlkube.rl.agents.impala): V-trace and one gradient step, inside one compiled call.
 """
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -19,7 +23,7 @@ from rlkube.rl.agents.base import Agent, AgentState
 from rlkube.rl.agents.compiled import compile_learner, convolution_dtype, xla_suits
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.distributions import Categorical, DiagonalGaussian, StateDependentGaussian
-from rlkube.rl.hparams.policy_gradient import PolicyGradientHParams
+from rlkube.rl.hparams.policy_gradient import ActorCriticHParams, PolicyGradientHParams
 from rlkube.rl.networks import ActorCriticNetwork, NumpyOps, ParamLayout
 from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, StochasticPolicy
@@ -30,20 +34,17 @@ from rlkube.rl.schedules import LinearSchedule
 ADAM_EPSILON = 1e-5
 
 
-class OnPolicyAgent(Agent):
-    action_spaces = PolicyGradientHParams.action_spaces
-    pacing = ActorPacing.WAIT_FOR_WEIGHTS  # learning needs data from the current policy
+class ActorCriticAgent(Agent):
+    """Acting with log-probabilities and values, rollouts, the flat variable and its Adam, checkpoints."""
+
+    action_spaces = ActorCriticHParams.action_spaces
     # The loss's diagnostics, averaged over an update's gradient steps and logged as losses/<name>.
     metric_names: ClassVar[tuple[str, ...]]
 
-    def __init__(self, hp: PolicyGradientHParams, observation_space: gym.Space, action_space: gym.Space,
+    def __init__(self, hp: ActorCriticHParams, observation_space: gym.Space, action_space: gym.Space,
                  seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
         self.hp = hp
         self.strategy = strategy or tf.distribute.get_strategy()
-        rollout_size = hp.n_steps * hp.num_envs
-        if rollout_size % min(hp.batch_size, rollout_size):
-            raise UserError(f"a rollout of n_steps * num_envs = {rollout_size} steps does not split into "
-                            f"minibatches of batch_size {hp.batch_size}; pick a divisor of {rollout_size}")
         continuous = isinstance(action_space, gym.spaces.Box)
         if hp.use_sde and not continuous:
             raise UserError(f"use_sde explores continuous actions; env '{hp.env}' has {action_space}: drop use_sde")
@@ -65,21 +66,12 @@ class OnPolicyAgent(Agent):
         sde_sample_every = (hp.sde_sample_freq if hp.sde_sample_freq > 0 else hp.n_steps) if hp.use_sde else 0
         self.policy = StochasticPolicy(self.network, initial, seed, bounds, sde_sample_every)
         self.buffer = RolloutBuffer(hp.n_steps)
-        self.minibatch_rng = np.random.default_rng(seed + 1)
         self._apply_hparams()  # the schedules
         self.steps = 0
-
-        action_spec = tf.TensorSpec([None, *action_space.shape], tf.float32) if continuous \
+        # A batch of observations and of the actions taken there, for the compiled learner's signature.
+        self.observation_spec = tf.TensorSpec([None, *observation_space.shape], observation_space.dtype)
+        self.action_spec = tf.TensorSpec([None, *action_space.shape], tf.float32) if continuous \
             else tf.TensorSpec([None], tf.int64)
-        vector = tf.TensorSpec([None], tf.float32)
-        rollout_spec = {"obs": tf.TensorSpec([None, *observation_space.shape], observation_space.dtype),
-                        "action": action_spec, "log_prob": vector, "value": vector, "advantage": vector,
-                        "return": vector}
-        coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self._graph_coefficients()}
-        # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
-        self._learn_compiled = compile_learner(
-            self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
-            autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
 
     @property
     def rollout_steps(self) -> int:
@@ -100,10 +92,6 @@ class OnPolicyAgent(Agent):
         hp = self.hp
         self.lr = annealed(hp.lr, hp.lr_schedule, hp.train_steps)
 
-    def advantage_estimator(self) -> AdvantageEstimator:
-        """What turns a rollout into the update's advantages and returns: GAE(lambda), with the set's values."""
-        return GAE(self.hp.gamma, self.hp.gae_lambda)
-
     # -- acting's results -----------------------------------------------------------------------
 
     def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
@@ -120,79 +108,40 @@ class OnPolicyAgent(Agent):
                         terminated=terminated, truncated=truncated, log_prob=extras["log_prob"],
                         value=extras["value"], bootstrap_value=bootstrap_values)
 
-    # -- learning -------------------------------------------------------------------------------
+    def _network_step(self, data: dict[str, tf.Tensor],
+                      loss_fn: Callable[..., tuple[tf.Tensor, dict[str, tf.Tensor]]]) -> dict[str, tf.Tensor]:
+        """One gradient step of the network on `data`'s observations and actions, inside the compiled learner.
 
-    def update(self) -> dict[str, float]:
-        if not self.buffer.full:
-            return {}
-        advantages, returns = self.advantage_estimator()(self.buffer.arrays)
-        data = {name: self.buffer.flat(name) for name in ("obs", "action", "log_prob", "value")}
-        data.update(advantage=advantages.reshape(-1), **{"return": returns.reshape(-1)})
-        metrics = self._learn_compiled(data, self._minibatch_indices(len(data["value"])), self._graph_coefficients())
-        self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
-        self.buffer.clear()
-        return {**{f"losses/{name}": float(value) for name, value in metrics.items()},
-                "losses/explained_variance": explained_variance(data["value"], data["return"])}
-
-    def _minibatch_indices(self, rollout_size: int) -> np.ndarray:
-        """[n_epochs * minibatches, batch_size] rollout rows: each epoch a fresh shuffle, split into minibatches."""
-        batch_size = min(self.hp.batch_size, rollout_size)
-        usable = rollout_size - rollout_size % batch_size
-        return np.stack([self.minibatch_rng.permutation(rollout_size)[:usable].reshape(-1, batch_size)
-                         for _ in range(self.hp.n_epochs)]).reshape(-1, batch_size).astype(np.int32)
-
-    def _learn(self, rollout: dict[str, tf.Tensor], indices: tf.Tensor,
-               coefficients: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One gradient step per row of `indices`, inside one compiled call."""
-        self.optimizer.learning_rate.assign(coefficients["learning_rate"])
-        distribution = self.network.distribution
-
-        def gradient_step(i: tf.Tensor, totals: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-            minibatch = {name: tf.gather(values, indices[i]) for name, values in rollout.items()}
-            if self.hp.normalize_advantage:
-                minibatch["advantage"] = standardized(minibatch["advantage"])
-            with tf.GradientTape() as tape:
-                network_params = self.layout.unflatten(self.params, TFOps)  # the flat variable, by name
-                params, values = self.network.forward(network_params, minibatch["obs"], TFOps, self.hidden_dtype)
-                log_prob = distribution.log_prob(params, minibatch["action"], TFOps)
-                entropy = tf.reduce_mean(distribution.entropy(params, TFOps))
-                loss, metrics = self._loss(log_prob, entropy, values, minibatch, coefficients)
-            gradient = tape.gradient(loss, self.params)
-            if self.hp.max_grad_norm > 0:
-                gradient = tf.clip_by_norm(gradient, self.hp.max_grad_norm)  # the global norm: one flat vector
-            self.optimizer.apply_gradients([(gradient, self.params)])
-            return i + 1, {name: totals[name] + metrics[name] for name in self.metric_names}
-
-        steps = tf.shape(indices)[0]
-        _, totals = tf.while_loop(lambda i, _: i < steps, gradient_step,
-                                  (tf.constant(0), {name: tf.zeros([]) for name in self.metric_names}))
-        return {name: total / tf.cast(steps, tf.float32) for name, total in totals.items()}
-
-    @abstractmethod
-    def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
-              coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """The loss to minimise on one minibatch, and its diagnostics by `metric_names`.
-
-        `log_prob` and `values` are the current network's on the minibatch's observations and actions;
-        `entropy` is the policy's mean entropy there; `minibatch` holds what acting recorded
-        (log_prob, value), the advantages (normalised if hp.normalize_advantage) and the returns;
-        `coefficients` holds the inputs named by `_graph_coefficients`.
+        `loss_fn(log_prob, entropy, values)` gets the current network's log-probabilities of the actions, its mean
+        entropy and its values there, and returns the loss and its diagnostics by `metric_names`.
         """
+        distribution = self.network.distribution
+        with tf.GradientTape() as tape:
+            network_params = self.layout.unflatten(self.params, TFOps)  # the flat variable, by name
+            params, values = self.network.forward(network_params, data["obs"], TFOps, self.hidden_dtype)
+            log_prob = distribution.log_prob(params, data["action"], TFOps)
+            entropy = tf.reduce_mean(distribution.entropy(params, TFOps))
+            loss, metrics = loss_fn(log_prob, entropy, values)
+        gradient = tape.gradient(loss, self.params)
+        if self.hp.max_grad_norm > 0:
+            gradient = tf.clip_by_norm(gradient, self.hp.max_grad_norm)  # the global norm: one flat vector
+        self.optimizer.apply_gradients([(gradient, self.params)])
+        return metrics
+
+    def _publish_params(self) -> None:
+        """Hand the learner's newest weights to the acting policy."""
+        self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
 
     # -- logging and checkpoints ----------------------------------------------------------------
 
     def scalars(self) -> dict[str, float]:
         return {f"charts/{name}": value for name, value in self.coefficients().items()}
 
-    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
-        numpy_streams, tf_streams = super()._random_streams()
-        return [*numpy_streams, self.minibatch_rng], tf_streams
-
     def state_dict(self) -> AgentState:
         return {
             "params": {"network": self.layout.unflatten(self.params.numpy(), NumpyOps)},
             "optimizers": {"network": self._optimizer_state([v.numpy() for v in self.optimizer.variables])},
-            "rng": {"minibatches": self.minibatch_rng.bit_generator.state},
+            "rng": {},
             "counters": {"steps": self.steps},
             "memory": {"rollout": self.buffer.state_dict()},
             "policy": self.policy.state_dict(),
@@ -212,10 +161,102 @@ class OnPolicyAgent(Agent):
         for variable, value in zip(self.optimizer.variables, values, strict=True):
             variable.assign(value)
         self.policy.load_state_dict(state["policy"])
-        self.minibatch_rng.bit_generator.state = state["rng"]["minibatches"]
         self.steps = state["counters"]["steps"]
         self.buffer.load_state_dict(state["memory"]["rollout"])
-        self.policy.params = self.layout.unflatten(self.params.numpy(), NumpyOps)
+        self._publish_params()
+
+
+class OnPolicyAgent(ActorCriticAgent):
+    """VPG and PPO: GAE(lambda) advantages in numpy, then epochs of minibatches in one compiled call."""
+
+    pacing = ActorPacing.WAIT_FOR_WEIGHTS  # learning needs data from the current policy
+    hp: PolicyGradientHParams
+
+    def __init__(self, hp: PolicyGradientHParams, observation_space: gym.Space, action_space: gym.Space,
+                 seed: int, strategy: tf.distribute.Strategy | None = None) -> None:
+        rollout_size = hp.n_steps * hp.num_envs
+        if rollout_size % min(hp.batch_size, rollout_size):
+            raise UserError(f"a rollout of n_steps * num_envs = {rollout_size} steps does not split into "
+                            f"minibatches of batch_size {hp.batch_size}; pick a divisor of {rollout_size}")
+        super().__init__(hp, observation_space, action_space, seed, strategy)
+        self.minibatch_rng = np.random.default_rng(seed + 1)
+        vector = tf.TensorSpec([None], tf.float32)
+        rollout_spec = {"obs": self.observation_spec, "action": self.action_spec, "log_prob": vector,
+                        "value": vector, "advantage": vector, "return": vector}
+        coefficient_spec = {name: tf.TensorSpec([], tf.float32) for name in self._graph_coefficients()}
+        # Without autograph: converting the network's and the optimizer's Python would take seconds of tracing.
+        self._learn_compiled = compile_learner(
+            self.strategy, self._learn, [rollout_spec, tf.TensorSpec([None, None], tf.int32), coefficient_spec],
+            autograph=False, jit_compile=xla_suits(hp.model, self.strategy))
+
+    def advantage_estimator(self) -> AdvantageEstimator:
+        """What turns a rollout into the update's advantages and returns: GAE(lambda), with the set's values."""
+        return GAE(self.hp.gamma, self.hp.gae_lambda)
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, float]:
+        if not self.buffer.full:
+            return {}
+        advantages, returns = self.advantage_estimator()(self.buffer.arrays)
+        data = {name: self.buffer.flat(name) for name in ("obs", "action", "log_prob", "value")}
+        data.update(advantage=advantages.reshape(-1), **{"return": returns.reshape(-1)})
+        metrics = self._learn_compiled(data, self._minibatch_indices(len(data["value"])), self._graph_coefficients())
+        self._publish_params()
+        self.buffer.clear()
+        return {**{f"losses/{name}": float(value) for name, value in metrics.items()},
+                "losses/explained_variance": explained_variance(data["value"], data["return"])}
+
+    def _minibatch_indices(self, rollout_size: int) -> np.ndarray:
+        """[n_epochs * minibatches, batch_size] rollout rows: each epoch a fresh shuffle, split into minibatches."""
+        batch_size = min(self.hp.batch_size, rollout_size)
+        usable = rollout_size - rollout_size % batch_size
+        return np.stack([self.minibatch_rng.permutation(rollout_size)[:usable].reshape(-1, batch_size)
+                         for _ in range(self.hp.n_epochs)]).reshape(-1, batch_size).astype(np.int32)
+
+    def _learn(self, rollout: dict[str, tf.Tensor], indices: tf.Tensor,
+               coefficients: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One gradient step per row of `indices`, inside one compiled call."""
+        self.optimizer.learning_rate.assign(coefficients["learning_rate"])
+
+        def gradient_step(i: tf.Tensor, totals: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+            minibatch = {name: tf.gather(values, indices[i]) for name, values in rollout.items()}
+            if self.hp.normalize_advantage:
+                minibatch["advantage"] = standardized(minibatch["advantage"])
+            metrics = self._network_step(minibatch, lambda log_prob, entropy, values: self._loss(
+                log_prob, entropy, values, minibatch, coefficients))
+            return i + 1, {name: totals[name] + metrics[name] for name in self.metric_names}
+
+        steps = tf.shape(indices)[0]
+        _, totals = tf.while_loop(lambda i, _: i < steps, gradient_step,
+                                  (tf.constant(0), {name: tf.zeros([]) for name in self.metric_names}))
+        return {name: total / tf.cast(steps, tf.float32) for name, total in totals.items()}
+
+    @abstractmethod
+    def _loss(self, log_prob: tf.Tensor, entropy: tf.Tensor, values: tf.Tensor, minibatch: dict[str, tf.Tensor],
+              coefficients: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The loss to minimise on one minibatch, and its diagnostics by `metric_names`.
+
+        `log_prob` and `values` are the current network's on the minibatch's observations and actions;
+        `entropy` is the policy's mean entropy there; `minibatch` holds what acting recorded
+        (log_prob, value), the advantages (normalised if hp.normalize_advantage) and the returns;
+        `coefficients` holds the inputs named by `_graph_coefficients`.
+        """
+
+    # -- checkpoints: the minibatches' random stream beside what every actor-critic agent keeps ------------------
+
+    def _random_streams(self) -> tuple[list[np.random.Generator], list[Any]]:
+        numpy_streams, tf_streams = super()._random_streams()
+        return [*numpy_streams, self.minibatch_rng], tf_streams
+
+    def state_dict(self) -> AgentState:
+        state = super().state_dict()
+        state["rng"]["minibatches"] = self.minibatch_rng.bit_generator.state
+        return state
+
+    def load_state_dict(self, state: AgentState) -> None:
+        super().load_state_dict(state)
+        self.minibatch_rng.bit_generator.state = state["rng"]["minibatches"]
 
     def upgrade_state(self, unnamed: dict[str, Any]) -> AgentState:
         return {

@@ -23,25 +23,17 @@ ZOO_PPO_SPACE = {
 
 
 @dataclass(frozen=True)
-class PolicyGradientHParams(HParams):
-    """What VPG and PPO share: rollouts, GAE(lambda), the loss's weights, the actor-critic network."""
+class ActorCriticHParams(HParams):
+    """What VPG, PPO and IMPALA share: rollouts of n_steps, the actor-critic network, its optimizer, the loss's
+    weights. Agents of this type act with a numpy policy that records each action's log-probability and value."""
 
     action_spaces: ClassVar[tuple[type[gym.Space], ...]] = (gym.spaces.Discrete, gym.spaces.Box)
-    # VPG has no minibatches, epochs or clipping to search.
-    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
-        k: ZOO_PPO_SPACE[k] for k in ("lr", "n_steps", "gamma", "gae_lambda", "ent_coef")}
-    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=128"
-    agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
     hidden_sizes: tuple[int, ...] = param((64, 64), lo=1, doc="widths of the hidden layers")
     lr: float = param(3e-4, lo=0.0, hi=1.0, doc="learning rate (at the start, if annealed)")
-    batch_size: int = param(64, lo=1, doc="minibatch size; a rollout is n_steps * num_envs steps")
     max_grad_norm: float = param(0.5, lo=0.0, doc="global gradient-norm clip; 0 disables")
     n_steps: int = param(2048, lo=1, doc="steps of each environment per rollout")
-    n_epochs: int = param(10, lo=1, doc="passes over each rollout, in minibatches")
-    gae_lambda: float = param(0.95, lo=0.0, hi=1.0, doc="GAE's lambda; 1 is the Monte Carlo return")
     ent_coef: float = param(0.0, lo=0.0, doc="weight of the entropy bonus")
     vf_coef: float = param(0.5, lo=0.0, doc="weight of the value loss")
-    normalize_advantage: bool = param(True, doc="standardise advantages within each minibatch")
     lr_schedule: str = param("constant", choices=SCHEDULES, doc="linear: to 0 over train_steps (rl-zoo's lin_)")
     activation: str = param("tanh", choices=ACTIVATIONS)
     shared_torso: bool = param(False, doc="one torso under the policy and value heads (pixels); else two")
@@ -54,9 +46,28 @@ class PolicyGradientHParams(HParams):
 
     def mutable_on_resume(self) -> frozenset[str]:
         # lr, ent_coef, vf_coef: inputs of every compiled update (lr's schedule goes on from the new value at
-        # the current step). gamma, gae_lambda: the advantage estimator reads them for each new rollout, and
-        # nothing kept from earlier rollouts holds the old ones.
-        return frozenset({"lr", "ent_coef", "vf_coef", "gamma", "gae_lambda"})
+        # the current step).
+        return frozenset({"lr", "ent_coef", "vf_coef"})
+
+
+@dataclass(frozen=True)
+class PolicyGradientHParams(ActorCriticHParams):
+    """What VPG and PPO share: GAE(lambda) over each rollout, then epochs of minibatches."""
+
+    # VPG has no minibatches, epochs or clipping to search.
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        k: ZOO_PPO_SPACE[k] for k in ("lr", "n_steps", "gamma", "gae_lambda", "ent_coef")}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16,batch_size=128"
+    agent: str = param("vpg", choices=("vpg",), doc="agent registry name")
+    batch_size: int = param(64, lo=1, doc="minibatch size; a rollout is n_steps * num_envs steps")
+    n_epochs: int = param(10, lo=1, doc="passes over each rollout, in minibatches")
+    gae_lambda: float = param(0.95, lo=0.0, hi=1.0, doc="GAE's lambda; 1 is the Monte Carlo return")
+    normalize_advantage: bool = param(True, doc="standardise advantages within each minibatch")
+
+    def mutable_on_resume(self) -> frozenset[str]:
+        # gamma, gae_lambda: the advantage estimator reads them for each new rollout, and nothing kept from earlier
+        # rollouts holds the old ones.
+        return super().mutable_on_resume() | {"gamma", "gae_lambda"}
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,51 @@ def ppo_pong() -> PPOHParams:
         env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), shared_torso=True, activation="relu",
         num_envs=8, n_steps=128, n_epochs=4, batch_size=256, gamma=0.99, gae_lambda=0.95, lr=2.5e-4,
         lr_schedule="linear", clip_range=0.1, clip_range_schedule="linear", vf_coef=0.5, ent_coef=0.01,
+        train_steps=10_000_000, eval_every=250_000, checkpoint_every=500_000, log_every=10_000, target_return=20.0,
+        vector_mode="envpool",
+    )
+
+
+@dataclass(frozen=True)
+class IMPALAHParams(ActorCriticHParams):
+    """IMPALA's V-trace learner (Espeholt et al. 2018): one gradient step per rollout, its lag behind the learner
+    corrected by truncated importance weights. The learner's batch is one rollout: num_envs trajectories of
+    n_steps (the paper's unroll length)."""
+
+    sweep_space: ClassVar[dict[str, dict[str, Any]]] = {
+        k: ZOO_PPO_SPACE[k] for k in ("lr", "n_steps", "gamma", "ent_coef")}
+    smoke_overrides: ClassVar[str] = "hidden_sizes=16;16,n_steps=16"
+    agent: str = param("impala", choices=("impala",), doc="agent registry name")
+    rho_bar: float = param(1.0, lo=0.0, doc="V-trace's rho-bar: where importance weights are clipped in the value "
+                                            "targets' TD errors and the policy gradient (which fixed point)")
+    c_bar: float = param(1.0, lo=0.0, doc="V-trace's c-bar: where the trace coefficients are clipped (how fast "
+                                          "the targets converge); at most rho_bar in the paper")
+
+    def mutable_on_resume(self) -> frozenset[str]:
+        # gamma, rho_bar, c_bar: inputs of every compiled update, which computes V-trace itself.
+        return super().mutable_on_resume() | {"gamma", "rho_bar", "c_bar"}
+
+
+@hparams_registry.register()
+def impala_cartpole() -> IMPALAHParams:
+    """IMPALA on CartPole-v1: TUNED."""
+    return IMPALAHParams(
+        env="CartPole-v1", num_envs=8, n_steps=32, lr=1e-3, gamma=0.99, ent_coef=0.0, vf_coef=0.5,
+        max_grad_norm=0.5, train_steps=100_000, eval_every=10_000, target_return=475.0,
+    )
+
+
+@hparams_registry.register()
+def impala_pong() -> IMPALAHParams:
+    """The paper's Atari settings (Espeholt et al. 2018, appendix): unrolls of 20 steps, discount 0.99, entropy cost
+    0.01, rho-bar = c-bar = 1, learning rate 6e-4 annealed linearly to 0 (RMSProp there, Adam here), global-norm clip
+    40; its baseline cost of 0.5 on half the squared error is vf_coef 0.25 on the mean squared error. Nature CNN with
+    a shared torso, as ppo_pong; envpool where it is installed. Smoke-tested, not trained here.
+    """
+    return IMPALAHParams(
+        env="ALE/Pong-v5", model="nature_cnn", hidden_sizes=(512,), shared_torso=True, activation="relu",
+        num_envs=8, n_steps=20, gamma=0.99, lr=6e-4, lr_schedule="linear", ent_coef=0.01, vf_coef=0.25,
+        max_grad_norm=40.0,
         train_steps=10_000_000, eval_every=250_000, checkpoint_every=500_000, log_every=10_000, target_return=20.0,
         vector_mode="envpool",
     )
