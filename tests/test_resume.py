@@ -21,7 +21,7 @@ import yaml
 
 from rlkube.chunked import ArrayChunks, Chunks
 from rlkube.errors import UserError
-from rlkube.rl.agents import continuous, dqn, on_policy
+from rlkube.rl.agents import continuous, dqn, impala, on_policy
 from rlkube.rl.agents.base import AgentState
 from rlkube.rl.agents.compiled import compile_learner
 from rlkube.rl.hparams import get_hparams, to_dict
@@ -46,6 +46,8 @@ RESUMED: dict[str, tuple[int, str]] = {
     "dqn_cartpole": (6000, f"{DQN_OVERRIDES},memory_size=1024"),
     "vpg_cartpole": (40960, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
     "ppo_cartpole": (40960, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "impala_cartpole": (40960,
+                        f"{smoke_overrides('impala_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
     "ddpg_pendulum": (2048, f"{smoke_overrides('ddpg_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
     "td3_pendulum": (2048, f"{smoke_overrides('td3_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
     "sac_pendulum": (2048, f"{smoke_overrides('sac_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
@@ -275,7 +277,7 @@ def test_resuming_with_other_hparams_is_refused(tmp_path: Path) -> None:
 
 # -- hparams that may change on resume (HParams.mutable_on_resume) ---------------------------------------------------
 
-ONE_SET_PER_AGENT = ["dqn_cartpole", "vpg_cartpole", "ppo_cartpole", "ddpg_pendulum", "sac_pendulum"]
+ONE_SET_PER_AGENT = ["dqn_cartpole", "vpg_cartpole", "ppo_cartpole", "impala_cartpole", "ddpg_pendulum", "sac_pendulum"]
 
 
 @pytest.mark.parametrize("name", ONE_SET_PER_AGENT)
@@ -330,7 +332,7 @@ def traces(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return compile_learner(strategy, counted, *args, **kwargs)
 
-    for module in (dqn, on_policy, continuous):
+    for module in (dqn, on_policy, impala, continuous):
         monkeypatch.setattr(module, "compile_learner", counting_compile_learner)
     return traced
 
@@ -359,6 +361,9 @@ READ_BACK: list[tuple[str, dict[str, Any], Callable[[Any], dict[str, Any]]]] = [
      lambda agent: {"lr": agent.coefficients()["learning_rate"], "clip_range": agent.coefficients()["clip_range"],
                     "ent_coef": agent._graph_coefficients()["ent_coef"],
                     "vf_coef": agent._graph_coefficients()["vf_coef"], **vars(agent.advantage_estimator())}),
+    ("impala_cartpole", {"lr": 0.01, "ent_coef": 0.01, "vf_coef": 1.0, "gamma": 0.9, "rho_bar": 2.0, "c_bar": 0.5},
+     lambda agent: {name: value for name, value in agent._graph_coefficients().items() if name != "learning_rate"}
+     | {"lr": agent.coefficients()["learning_rate"]}),
     ("sac_pendulum", {"lr": 0.01, "target_entropy": -3.0},
      lambda agent: {"lr": agent.learning_rate.numpy(), "target_entropy": agent.target_entropy.numpy()}),
     ("sac_mountaincar_continuous", {"init_ent_coef": 0.5},

@@ -60,6 +60,7 @@ def test_rollout_gives_observe_the_final_observation_where_an_episode_ended() ->
     extras = rollout.step_extras(0)
     np.testing.assert_array_equal(extras["env_index"], [2, 3])
     np.testing.assert_array_equal(extras["value"], [0.5, 0.5])
+    np.testing.assert_array_equal(extras["policy_lag"], [0, 0])  # until the learner takes it
 
 
 def _read_board(board: ParameterBoard, results: multiprocessing.Queue) -> None:
@@ -184,6 +185,9 @@ def test_rollouts_too_far_behind_are_dropped_only_when_actors_wait_for_weights(o
         assert first_learned.version > 1  # the rollout MAX_POLICY_LAG + 1 versions behind was dropped
     else:  # streamed transitions feed a replay memory; a learner that never waits corrects for the lag itself
         assert first_learned.version == 1
+    # The lag in learner updates (versions), as the learner's agent sees it on each step.
+    assert first_learned.policy_lag == one_actor.board.version.value - first_learned.version
+    assert first_learned.step_extras(0)["policy_lag"] == [first_learned.policy_lag]
 
 
 @pytest.mark.learning
