@@ -1,4 +1,5 @@
-"""Atari: the preprocessed envs (evaluation and training), the Nature CNN on numpy and TF, dqn_pong end to end."""
+"""Atari: the preprocessed envs (evaluation and training), the Nature CNN on numpy and TF, dqn_pong end to end,
+impala_pong's learner on pixels."""
 
 import json
 import math
@@ -18,8 +19,9 @@ from rlkube.rl.agents.compiled import convolution_dtype
 from rlkube.rl.agents.tf_ops import TFOps
 from rlkube.rl.envs import check_env_name, make_env, make_vector_env
 from rlkube.rl.hparams import get_hparams
-from rlkube.rl.networks import NumpyOps, QNetwork, conv2d_numpy
+from rlkube.rl.networks import NumpyOps, QNetwork, conv2d_numpy, param_leaves
 from tests.conftest import run_rlkube
+from tests.test_agents import run_steps
 
 FRAMES = (84, 84, 4)
 LEARNING_TAGS = ("losses/td_loss", "losses/q_values")
@@ -226,6 +228,20 @@ def test_dqn_pong_starts_learning_through_the_cli(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in losses + q_values)
     assert len(set(q_values)) == len(q_values), "Q-values must move as the network learns"
     assert min(steps) > 500, "no learning before learning_starts"
+
+
+def test_impala_pong_learns_from_rollouts_of_stacked_frames() -> None:
+    """impala_pong as set (Nature CNN, shared torso), on two envs of the ALE pipeline: two rollouts, two updates."""
+    hp = get_hparams("impala_pong", "num_envs=2,n_steps=8,vector_mode=sync")
+    env, envs = make_env(hp.env), make_vector_env(hp.env, hp.num_envs, hp.vector_mode)
+    agent = make_agent(hp, env.observation_space, env.action_space, 0)
+    initial = [leaf.copy() for leaf in param_leaves(agent.policy.params)]
+    learned = run_steps(agent, envs, envs.reset(seed=0)[0], 2 * hp.n_steps)[1]
+    assert len(learned) == 2
+    assert all(math.isfinite(value) for metrics in learned for value in metrics.values()), learned
+    assert learned[0]["charts/policy_lag"] == 0
+    assert any(not np.array_equal(now, before) for now, before in zip(param_leaves(agent.policy.params), initial,
+                                                                      strict=True))
 
 
 @pytest.mark.full

@@ -1,6 +1,6 @@
 """Learning is tested by learning: each set trains through the real CLI.
 
-`dqn_cartpole`, `c51_cartpole`, `qrdqn_cartpole` and `ppo_cartpole` must reach the published 475, and
+`dqn_cartpole`, `c51_cartpole`, `qrdqn_cartpole`, `ppo_cartpole` and `impala_cartpole` must reach 475, and
 DDPG, TD3 and SAC on Pendulum the target of -200 (the zoo reports -150 to -157 in 20k steps; random is
 about -1200). The other sets must clearly beat a random policy (CartPole ~22, Acrobot -500, MountainCar
 -200: random never reaches the flag).
@@ -12,8 +12,8 @@ of 120k), DDPG and TD3 (14k and 16k of 20k; they act at random for their first 1
 (first at 7.5k of 50k, but only at 22.5k of 30k and not within 20k: a shorter budget shortens epsilon's decay).
 `python benchmarks/hparams_targets.py` trains sets to their full budgets.
 
-`make test` runs one case per agent family (off-policy discrete, on-policy, off-policy continuous): the cheapest
-that still checks a published target; `make test-all` runs every case.
+`make test` runs one case per agent family (off-policy discrete, on-policy, off-policy continuous, IMPALA): the
+cheapest that still checks a target; `make test-all` runs every case.
 """
 
 import json
@@ -37,6 +37,7 @@ CASES = [
     ("dqn_mountaincar", 120_000, -190.0),
     ("ppo_cartpole", 50_000, 475.0),
     ("vpg_cartpole", 50_000, 200.0),
+    ("impala_cartpole", 50_000, 475.0),  # seed 0 first at 30k
     ("ppo_pendulum", 100_000, -300.0),
     ("ddpg_pendulum", 20_000, -200.0),
     ("td3_pendulum", 20_000, -200.0),
@@ -44,7 +45,7 @@ CASES = [
 ]
 
 
-PER_CHANGE = {"dqn_cartpole", "ppo_cartpole", "sac_pendulum"}
+PER_CHANGE = {"dqn_cartpole", "ppo_cartpole", "impala_cartpole", "sac_pendulum"}
 
 
 @pytest.mark.learning

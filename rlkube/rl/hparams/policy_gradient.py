@@ -158,7 +158,12 @@ class IMPALAHParams(ActorCriticHParams):
 
 @hparams_registry.register()
 def impala_cartpole() -> IMPALAHParams:
-    """IMPALA on CartPole-v1: TUNED."""
+    """IMPALA on CartPole-v1, with no published score to aim for (RLlib's tuned example stops at 450), so 475 as
+    the other CartPole sets: rl-baselines3-zoo's PPO rollout shape (8 envs x 32 steps) and learning rate 1e-3, SB3's
+    vf_coef 0.5 and gradient clip 0.5, the paper's discount 0.99 and rho-bar = c-bar = 1, no entropy bonus.
+    Measured in-process, seeds 0-4: each past 475 at 30k-35k steps (5k apart), 4-6 s of training; it does not hold
+    there (no trust region, as VPG), so the budget is the zoo's 100k and the best policy is what the test keeps.
+    """
     return IMPALAHParams(
         env="CartPole-v1", num_envs=8, n_steps=32, lr=1e-3, gamma=0.99, ent_coef=0.0, vf_coef=0.5,
         max_grad_norm=0.5, train_steps=100_000, eval_every=10_000, target_return=475.0,
