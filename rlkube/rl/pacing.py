@@ -15,5 +15,5 @@ class ActorPacing(Enum):
     # the learner learns from rollouts at most a few versions old, and drops older ones.
     WAIT_FOR_WEIGHTS = "wait for weights"
     # IMPALA-style: actors never wait; each rollout carries the weight version it was collected with, and the
-    # learner corrects for the lag itself (V-trace). No agent declares it yet.
+    # learner corrects for the lag itself (V-trace, rlkube.rl.agents.impala).
     NEVER_WAIT = "never wait"
