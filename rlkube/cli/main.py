@@ -54,9 +54,13 @@ class CleanErrors(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from rlkube.launch.clusters import take_notes  # noqa: PLC0415
 
-        with _mistakes_as_lines():  # the command's name, its options and what it does
-            result = super().invoke(ctx)
-        for note in take_notes():
+        take_notes()  # a command's notes are its own: none left by an earlier call in this process
+        try:
+            with _mistakes_as_lines():  # the command's name, its options and what it does
+                result = super().invoke(ctx)
+        finally:
+            notes = take_notes()  # shown only when the command succeeds, and never carried over to the next
+        for note in notes:
             click.echo(note, err=True)
         return result
 
