@@ -67,6 +67,8 @@ def trained_agent(name: str, seed: int = 0, steps: int = 200):
     return agent, envs, obs, learned
 
 
+# make test-all: per change, tests/test_golden.py's fixed-seed run of every variant, bit for bit, proves it.
+@pytest.mark.full
 @pytest.mark.parametrize("name", small_sets())
 def test_same_seed_gives_the_same_updates(name: str) -> None:
     first = trained_agent(name)[3]

@@ -309,28 +309,6 @@ def test_priorities_become_the_critics_td_errors_after_each_gradient_step(name: 
     np.testing.assert_allclose(memory.sums[np.array(list(last))], expected, rtol=1e-6)
 
 
-# -- determinism and checkpoints --------------------------------------------------------------------
-
-CHECKPOINTED_SETS = [*PENDULUM_SETS, "ddpg_mountaincar_continuous"]
-
-
-@pytest.mark.parametrize("name", CHECKPOINTED_SETS)
-def test_same_seed_gives_the_same_updates(name: str) -> None:
-    first = trained_agent(name)[3]
-    assert first, "the agent never learned"
-    assert trained_agent(name)[3] == first
-
-
-@pytest.mark.parametrize("name", CHECKPOINTED_SETS)
-def test_checkpoint_round_trip_continues_identically(name: str) -> None:
-    agent, env, obs, _ = trained_agent(name)
-    state = agent.state_dict()
-    env_copy = copy.deepcopy(env)
-    restored, *_ = trained_agent(name, seed=123, steps=0)
-    restored.load_state_dict(state)
-    assert run_steps(restored, env_copy, obs, 60)[1] == run_steps(agent, env, obs, 60)[1]
-
-
 @pytest.mark.parametrize("name", ["sac_halfcheetah", "td3_halfcheetah"])
 def test_halfcheetah_sets_learn_from_float64_mujoco_observations(name: str) -> None:
     agent, *_, reports = trained_agent(name, SMALL.replace("memory_size=500", "memory_size=200"), steps=60)

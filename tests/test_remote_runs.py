@@ -26,7 +26,9 @@ TRAIN = ["train", "--hparams", "dqn_cartpole", "--eval-episodes", "2", "--test-e
          "--hparam-override", "eval_every=1000,checkpoint_every=500,log_every=256"]
 
 
-@pytest.fixture(params=["s3", "gs"])
+# make test runs a whole training against S3 (moto); test_storage.py covers both servers' sync per change, and
+# make test-all runs these trainings against GCS (fake-gcs-server) too.
+@pytest.fixture(params=["s3", pytest.param("gs", marks=pytest.mark.full)])
 def bucket(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh bucket on a loopback server; the environment points rlkube at it."""
     server_context = s3_server if request.param == "s3" else gcs_server

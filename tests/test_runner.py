@@ -24,6 +24,10 @@ SHORT = ["train", "--hparams", "dqn_cartpole", "--train-steps", "1500", "--eval-
          "--test-episodes", "2", "--hparam-override", "eval_every=750,log_every=256"]
 
 
+# The module's tests share one worker, so that trained_run trains once rather than once per xdist worker.
+pytestmark = pytest.mark.xdist_group("trained_run")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("trained") / "run"

@@ -200,6 +200,7 @@ def test_two_workers_learn_cartpole(tmp_path: Path) -> None:
     assert_workers_learned_cartpole([tmp_path / "copy-0", tmp_path / "copy-1"])
 
 
+@pytest.mark.full  # learning with actors; per change, test_learning's impala_cartpole learns in process
 @pytest.mark.learning
 def test_impala_learns_cartpole_from_actors_that_never_wait_and_logs_their_lag(tmp_path: Path) -> None:
     """impala_cartpole with two actors: seed 0 passed 475 at 30k steps in-process and with workers; one run of
