@@ -86,7 +86,6 @@ def _writable_output_dir(path: Path) -> Path:
     """Check that `path` could be created and written, leaving nothing behind."""
     import tempfile  # noqa: PLC0415
 
-
     path = path.expanduser().absolute()
     existing = path
     while not existing.exists():
@@ -104,7 +103,6 @@ def _writable_output_dir(path: Path) -> Path:
 
 
 def _check_display() -> None:
-
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise UserError("--render needs a display, and none is set (DISPLAY is empty); "
                         "use --record-video to save mp4 and GIF files instead")
@@ -135,7 +133,6 @@ def _check_display() -> None:
 def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int, render: bool, output_dir: str,
           device: str, copy_index: int | None, copies_file: str | None, verbose: bool) -> None:
     """Train one experiment in this process (what a container runs)."""
-
     if verbose:  # before TensorFlow loads, here and in the copies' processes, which inherit it
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     # Every check of the user's input runs before TensorFlow is imported, which takes seconds.
