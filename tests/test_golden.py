@@ -25,6 +25,8 @@ import dataclasses
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,11 @@ from tensorboard.compat.proto.event_pb2 import Event
 
 import rlkube
 from rlkube.rl.agents import agent_registry
+from rlkube.rl.agents.compiled import one_thread_per_op
 from rlkube.rl.envs import CLASSIC_CONTROL_IDS
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.rundir.layout import EVENTS_GLOB, copy_dir
-from tests.conftest import run_rlkube, tensorflow_version
+from tests.conftest import tensorflow_version
 
 GOLDENS = Path(__file__).parent / "goldens"
 RECORD = os.environ.get("RLKUBE_RECORD_GOLDENS") == "1"
@@ -108,17 +111,58 @@ def golden_cases() -> list[Case]:
 CASES = golden_cases()
 
 
-def train(case: Case, output_dir: Path) -> Path:
-    """Run the case as a user does, with `rlkube train` in a process of its own; its copy's run directory.
+# Cases run a few to a process, as `rlkube train` invocations of the real CLI one after another: TensorFlow's import
+# and start-up (~5 s of CPU) then come once per batch instead of once per case. The runner sets TensorFlow's intra-op
+# threads once per process (one thread for small learners, see one_thread_per_op), and vpg_cartpole's policy loss
+# differs in its sixth digit between one thread and two, so a batch holds only cases that choose the same threads.
+# Every case logged the same bits in a batch as in a process of its own (see TOLERANCE).
+BATCHES_PER_THREAD_CHOICE = 2
+RUN_CASES_IN_ONE_PROCESS = """
+import json, sys, traceback
+from rlkube.cli.main import cli
+outcomes = {}
+for name, args in json.loads(sys.argv[1]):
+    try:
+        outcomes[name] = cli.main(args, prog_name="rlkube", standalone_mode=False) or 0
+    except SystemExit as exit_:
+        outcomes[name] = exit_.code
+    except BaseException:
+        outcomes[name] = traceback.format_exc()
+print("OUTCOMES " + json.dumps(outcomes))
+"""
 
-    Not in this process, although that would save TensorFlow's import: the runner sets TensorFlow's intra-op
-    threads once per process (one thread for small learners, see one_thread_per_op), so in a pytest worker the
-    first learner to run would choose them for every later one, and vpg_cartpole's policy loss differs in its
-    sixth digit between one thread and two.
-    """
-    result = run_rlkube(*case.train_args(output_dir))
-    assert result.returncode == 0, result.stderr
-    return copy_dir(output_dir, 0)
+
+def batches(cases: list[Case]) -> dict[str, str]:
+    """Each case's process, by name: cases that choose the same TensorFlow threads, spread over a few processes that
+    pytest-xdist's --dist loadgroup may run side by side."""
+    one_thread = {case.name: one_thread_per_op(get_hparams(case.hparams, case.overrides)) for case in cases}
+    batch = {}
+    for choice, label in ((True, "one"), (False, "pool")):
+        same_threads = [name for name in one_thread if one_thread[name] == choice]
+        batch.update({name: f"golden-{label}-thread-{index % BATCHES_PER_THREAD_CHOICE}"
+                      for index, name in enumerate(same_threads)})
+    return batch
+
+
+BATCH = batches(CASES)
+_trained: dict[str, Path | str] = {}  # case name -> its copy's run directory, or why its run failed
+
+
+def train(case: Case, selected: list[Case], scratch: Path) -> Path:
+    """The case's copy directory, trained by `rlkube train` together with the other selected cases of its batch."""
+    if case.name not in _trained:
+        batch = [other for other in selected if BATCH[other.name] == BATCH[case.name] and other.name not in _trained]
+        jobs = [(other.name, other.train_args(scratch / other.name)) for other in batch]
+        result = subprocess.run([sys.executable, "-c", RUN_CASES_IN_ONE_PROCESS, json.dumps(jobs)],
+                                capture_output=True, text=True, timeout=900, check=False)
+        marker = [line for line in result.stdout.splitlines() if line.startswith("OUTCOMES ")]
+        assert result.returncode == 0, f"the batch process failed: {result.stderr[-3000:]}"
+        assert marker, f"the batch process said nothing of its cases: {result.stdout[-3000:]}"
+        for name, outcome in json.loads(marker[0].removeprefix("OUTCOMES ")).items():
+            _trained[name] = copy_dir(scratch / name, 0) if outcome == 0 else f"exit {outcome}: {result.stderr[-3000:]}"
+    trained = _trained[case.name]
+    assert isinstance(trained, Path), f"rlkube train {' '.join(case.train_args(Path('DIR')))} failed: {trained}"
+    return trained
 
 
 def logged_scalars(run_dir: Path) -> dict[str, list[list[float]]]:
@@ -179,12 +223,21 @@ def differences(expected: dict[str, list[list[float]]], got: dict[str, list[list
     return found + [line for _, line in sorted(first_values)]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_run_logs_its_golden_numbers(case: Case, tmp_path: Path) -> None:
+@pytest.fixture
+def selected_cases(request: pytest.FixtureRequest) -> list[Case]:
+    """The golden cases this session runs (after -k and -m), in collection order."""
+    return [item.callspec.params["case"] for item in request.session.items
+            if item.originalname == "test_run_logs_its_golden_numbers"]
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.xdist_group(BATCH[case.name]), id=case.name)
+                                  for case in CASES])
+def test_run_logs_its_golden_numbers(case: Case, selected_cases: list[Case],
+                                     tmp_path_factory: pytest.TempPathFactory) -> None:
     golden = GOLDENS / f"{case.name}.json"
     if not RECORD and not golden.exists():
         pytest.fail(f"no golden for {case.name} ({golden}); record it with {RECORD_HINT.format(case=case.name)}")
-    scalars = logged_scalars(train(case, tmp_path / "run"))
+    scalars = logged_scalars(train(case, selected_cases, tmp_path_factory.mktemp("golden")))
     if RECORD:
         GOLDENS.mkdir(exist_ok=True)
         golden.write_text(golden_text(case, scalars))
