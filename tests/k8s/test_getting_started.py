@@ -98,7 +98,9 @@ def test_a_newcomer_following_getting_started_from_a_fresh_clone_trains_sees_ten
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=300)
     _point_kube_at_the_test_cluster(e2e, clone)
     blocks = command_blocks(clone)
-    assert [block.kind for block in blocks] == ["finishes", "serves", "finishes", "serves", "finishes", "serves"]
+    scripts = "".join(block.script for block in blocks)
+    for step in ("make run", "tensorboard", "rlkube submit", "rlkube submit --cluster kube"):
+        assert step in scripts, f"docs/getting-started.md no longer shows {step}"
 
     env = _newcomers_env()
     for block in blocks:
