@@ -361,7 +361,7 @@ def test_a_controller_killed_mid_generation_resumes_to_the_same_result(
 @pytest.mark.full
 def test_pbt_ends_a_population_from_a_poor_lr_range_higher_than_the_same_members_run_fixed() -> None:
     """The issue's first test, at a size make test affords: 4 members from learning rates 10-100x too low, 6
-    generations. The benchmark at full size (8 members, 50k steps) is in the README."""
+    generations. The benchmark at full size (8 members, 50k steps) is on docs/pbt.md."""
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pbt_cartpole.py"
     result = subprocess.run([sys.executable, str(bench), "--population", "4", "--train-steps", "15000",
                              "--interval", "2500", "--lr-range", "1e-5:1e-4", "--seeds", "1"],

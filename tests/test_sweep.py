@@ -227,7 +227,7 @@ def test_gp_without_pytorch_is_refused_in_one_line(workdir: Path) -> None:
     result = rlkube("sweep", "start", *QUICK, "--space", "space.yaml", "--sampler", "gp")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: --sampler gp is Optuna's GPSampler, which is built on PyTorch, and rlkube "
-                                     "does not install PyTorch (see the README's Sweeps section); pip install torch, "
+                                     "does not install PyTorch (see docs/sweeps.md); pip install torch, "
                                      "or use tpe")
     assert not (workdir / "data" / "sweeps").exists()
 

@@ -66,7 +66,7 @@ def _tpe(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSample
 def _gp(config: SweepConfig, _space: SearchSpace) -> optuna.samplers.BaseSampler:
     if importlib.util.find_spec("torch") is None:
         raise UserError("--sampler gp is Optuna's GPSampler, which is built on PyTorch, and rlkube does not "
-                        "install PyTorch (see the README's Sweeps section); pip install torch, or use tpe")
+                        "install PyTorch (see docs/sweeps.md); pip install torch, or use tpe")
     return optuna.samplers.GPSampler(seed=config.train.seed, n_startup_trials=_startup_trials(config))
 
 

@@ -8,7 +8,7 @@ compiles them too, on a GPU or TPU.
 
 Measured on the 2-core VM in a plain graph on one thread: Adam and Polyak steps over DDPG Pendulum's
 actor and two critics took 1.1 ms fused against 1.7 ms as Keras's ops; with bfloat16 matmuls on AMX
-the plain graph took DDPG's whole step from 3.7 to 3.2 ms (README, Speed). benchmarks/speed_budgets.py
+the plain graph took DDPG's whole step from 3.7 to 3.2 ms (docs/speed.md). benchmarks/speed_budgets.py
 times those steps (`update_us` of the Pendulum sets).
 """
 
