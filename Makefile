@@ -30,6 +30,7 @@ testtools:
 	bash tools/testcluster/build.sh
 	bash tools/teststorage/build.sh
 	bash tools/testdb/build.sh
+	bash tools/testmlflow/build.sh >/dev/null
 	@if [ "$$(id -u)" = 0 ]; then bash tools/testnode/build.sh >/dev/null; \
 		else echo "note: not root; the real-node tests (tests/k8s/test_real_node.py) will be skipped"; fi
 	@command -v Xvfb >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq xvfb) >/dev/null; } \

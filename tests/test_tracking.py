@@ -72,6 +72,7 @@ def git_head() -> str:
 
 # -- MLflow ----------------------------------------------------------------------------------------------------------
 
+MLFLOW_BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "testmlflow" / "build.sh"
 MLFLOW_START_TIMEOUT_S = 180.0  # its first start creates the SQLite schema: ~30 s on a busy 2-core machine
 
 
@@ -89,6 +90,16 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def mlflow_server_executable() -> str:
+    """The server's `mlflow`, from the virtualenv of its own that tools/testmlflow/build.sh caches (installing it the
+    first time): the full mlflow package stays out of .venv (see the script)."""
+    result = subprocess.run(["bash", str(MLFLOW_BUILD_SCRIPT)], capture_output=True, text=True, check=False,
+                            timeout=900)
+    if result.returncode != 0:
+        pytest.fail(f"{MLFLOW_BUILD_SCRIPT} failed (it installs mlflow with pip):\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1; yields its URL. It runs uvicorn and a job runner as its
@@ -96,7 +107,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     scratch = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+    command = [mlflow_server_executable(), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", f"sqlite:///{scratch / 'mlflow.db'}",
                "--artifacts-destination", str(scratch / "artifacts")]
     log_path = scratch / "server.log"
