@@ -1,5 +1,6 @@
 """Cluster profiles: shipped as data, overridden per user and per project, validated with clear errors."""
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -9,8 +10,15 @@ from click.testing import CliRunner
 
 from rlkube.cli.main import cli
 from rlkube.errors import UserError
-from rlkube.launch.clusters import get_profile, load_profiles, quantity_bytes
-from rlkube.launch.nodes import MACHINES, Machine, cpu_cores, node_fit_problem, selected_machines
+from rlkube.launch.clusters import Accelerator, get_profile, load_profiles, quantity_bytes
+from rlkube.launch.nodes import (
+    INSTANCE_TYPE_LABEL,
+    MACHINES,
+    Machine,
+    cpu_cores,
+    node_fit_problem,
+    selected_machines,
+)
 from rlkube.launch.targets.base import target_for
 from tests.conftest import REPO, run_rlkube
 from tests.fake_target import fake_profile
@@ -270,3 +278,13 @@ def test_submit_and_its_dry_run_print_the_ceiling_too(project: Path, monkeypatch
     submitted = runner.invoke(cli, submit)
     assert submitted.exit_code == 0, submitted.output
     assert line in submitted.stdout
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param({"node_selector": {INSTANCE_TYPE_LABEL: "g9-standard-500"}}, id="machine-type"),
+    pytest.param({"accelerator": Accelerator("gpu", "nvidia-b900")}, id="gpu-model"),
+])
+def test_a_machine_or_gpu_not_in_the_table_is_not_checked(change: dict) -> None:
+    profile = dataclasses.replace(get_profile("gke-gpu"), resources={"cpu": "500", "memory": "9Ti"}, **change)
+    assert selected_machines(profile) == []
+    assert node_fit_problem(profile) is None

@@ -142,11 +142,11 @@ def node_fit_problem(profile: ClusterProfile) -> str | None:
     rlkube knows none of its machines). `rlkube render` and `submit` refuse with it; `rlkube doctor` reports it."""
     machines = selected_machines(profile)
     accelerator = profile.accelerator
-    if not machines and accelerator is not None and accelerator.type == "gpu" \
-            and any(m.accelerator == accelerator.name for m in GPU_MACHINES):
-        most = max(m.accelerators for m in GPU_MACHINES if m.accelerator == accelerator.name)
+    carriers = [m.accelerators for m in GPU_MACHINES if accelerator is not None and accelerator.type == "gpu"
+                and (m.provider, m.accelerator) == (profile.provider, accelerator.name)]
+    if carriers and max(carriers) < accelerator.count:
         return (f"cluster '{profile.name}': a copy asks for {accelerator.count} {accelerator.name} GPUs, and no "
-                f"{profile.provider} machine has more than {most}; lower the accelerator's count")
+                f"{profile.provider} machine has more than {max(carriers)}; lower the accelerator's count")
     if not machines:
         return None
     resources = profile.resources
