@@ -1,6 +1,7 @@
 """The `rlkube` command: bad input gets one clear line and exit 2; nothing is left behind."""
 
 import dataclasses
+import importlib.util
 import json
 import re
 import sqlite3
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import typing
 from contextlib import closing
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -24,7 +26,7 @@ from rlkube.launch.spec import build_spec
 from rlkube.rl.envs import check_env_name
 from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
-from tests.conftest import run_rlkube
+from tests.conftest import REPO, run_rlkube
 
 HEAVY = ("tensorflow", "optuna", "mlflow", "wandb")
 
@@ -421,15 +423,44 @@ def test_hparams_show_refuses_bad_input_in_one_line() -> None:
 def test_hparams_lists_every_set_with_its_agent_env_budget_and_target() -> None:
     result = run_rlkube("hparams")
     assert result.returncode == 0, result.stderr
-    header, *rows = [line.split() for line in result.stdout.splitlines()]
+    header, *rows = [line.split(None, 5) for line in result.stdout.splitlines()]
     assert header == ["SET", "AGENT", "ENV", "BUDGET", "TARGET", "MEASURED"]
     assert [row[0] for row in rows] == hparams_registry.names()
-    for name, agent, env, budget, target, measured in rows:
+    for name, agent, env, budget, target, _measured in rows:
         hp = get_hparams(name)
         assert (agent, env) == (hp.agent, hp.env)
         assert int(budget.replace("M", "000000").replace("k", "000")) == hp.train_steps
         assert target == ("-" if hp.target_return is None else f"{hp.target_return:g}")
-        assert measured == "-"  # no results given: nothing measured is claimed
+
+
+def _measured_column(stdout: str) -> dict[str, str]:
+    return {line.split()[0]: line.split(None, 5)[5] for line in stdout.splitlines()[1:]}
+
+
+def test_hparams_shows_the_shipped_report_dated_unless_results_name_another(tmp_path: Path) -> None:
+    shipped = _measured_column(run_rlkube("hparams").stdout)
+    report = [json.loads(line) for line in (REPO / "docs" / "results" / "results.jsonl").read_text().splitlines()]
+    reported = {record["hparams"] for record in report}
+    assert {name for name, cell in shipped.items() if cell != "-"} == reported  # every reported set, only those
+    sac = [record for record in report if record["hparams"] == "sac_halfcheetah"]
+    assert shipped["sac_halfcheetah"] == (f"best 10667.8 ± 410.5, 2/2 seeds at target "
+                                          f"({sac[0]['measured']['date']})")  # as docs/results/results.md rows it
+    assert shipped["dqn_pong"] == "-"  # not measured: nothing is claimed
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"hparams": "dqn_pong", "seed": 0, "best_eval": 20.5,
+                                   "first_step_reaching_target": 4_000_000, "budget_fraction": 1.0,
+                                   "measured": {"date": "2027-01-02"}}) + "\n")
+    other = _measured_column(run_rlkube("hparams", "--results", str(tmp_path)).stdout)
+    assert other["dqn_pong"] == "best 20.5, 1/1 seeds at target (2027-01-02)"
+    assert other["sac_halfcheetah"] == "-"  # another report replaces the shipped one
+
+
+def test_the_shipped_results_are_what_ship_results_makes_of_docs_results() -> None:
+    spec = importlib.util.spec_from_file_location("ship_results", REPO / "benchmarks" / "ship_results.py")
+    ship_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_results)
+    shipped = resources.files("rlkube.rl.hparams").joinpath("measured.jsonl").read_text()
+    assert shipped == ship_results.shipped_text(), "docs/results changed: run python benchmarks/ship_results.py"
 
 
 def test_hparams_measured_column_comes_from_the_benchmarks_results_file_or_report_directory(tmp_path: Path) -> None:

@@ -1,15 +1,27 @@
 """Cluster profiles: shipped as data, overridden per user and per project, validated with clear errors."""
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from rlkube.cli.main import cli
 from rlkube.errors import UserError
-from rlkube.launch.clusters import get_profile, load_profiles, quantity_bytes
+from rlkube.launch.clusters import Accelerator, get_profile, load_profiles, quantity_bytes
+from rlkube.launch.nodes import (
+    INSTANCE_TYPE_LABEL,
+    MACHINES,
+    Machine,
+    cpu_cores,
+    node_fit_problem,
+    selected_machines,
+)
 from rlkube.launch.targets.base import target_for
 from tests.conftest import REPO, run_rlkube
+from tests.fake_target import fake_profile
 
 
 @pytest.fixture
@@ -78,6 +90,10 @@ def test_user_then_project_files_override_key_by_key(project: Path) -> None:
     ({"target": "kubernetes", "output": "gs://b", "env": {"DEBUG": True}}, "env DEBUG must be a string or a whole"),
     ({"target": "kubernetes", "output": "gs://b", "env_from_secrets": "creds"},
      "env_from_secrets must be a list of Secret names"),
+    ({"target": "kubernetes", "provider": "gke", "output": "gs://b", "accelerator": {"type": "tpu", "name": "v5e-1"},
+      "price_per_hour": -1}, "price_per_hour must be a number > 0, the price of one TPU chip or GPU per hour"),
+    ({"target": "kubernetes", "output": "gs://b", "price_per_hour": 1.2},
+     "price_per_hour prices a TPU chip or GPU, and the profile has no accelerator"),
     ({"target": "kubernetes", "output": "gs://b", "env_from_secrets": ["Creds_1"]},
      "env_from_secrets must be a list of Secret names"),
     ({"target": "kubernetes", "output": "gs://b", "env_from_secrets": ["creds", "creds"]},
@@ -161,3 +177,114 @@ def test_rendered_helm_values_template_to_the_rendered_manifests(project: Path, 
 
     assert comparable(templated) == comparable(manifests.stdout)
     assert [o["kind"] for o in comparable(manifests.stdout)].count("Job") == 1
+
+
+def test_gke_tpu_gives_each_copy_the_single_chip_its_learner_uses() -> None:
+    profile = get_profile("gke-tpu")
+    assert profile.accelerator.name == "v5litepod-1"
+    assert (profile.tpu_slice.chips, profile.tpu_slice.topology) == (1, "1x1")
+
+
+@pytest.mark.parametrize(("cluster", "sized_for"), [("gke-tpu", "ct5lp-hightpu-1t"), ("gke-gpu", "g2-standard-8"),
+                                                     ("eks", "g5.2xlarge")])
+def test_the_shipped_accelerator_profiles_fit_the_node_they_are_sized_for(cluster: str, sized_for: str) -> None:
+    profile = get_profile(cluster)
+    machine = MACHINES[sized_for]
+    assert machine in selected_machines(profile)
+    assert cpu_cores(profile.resources["cpu"]) <= machine.allocatable_cpus
+    assert quantity_bytes(profile.resources["memory"]) <= machine.allocatable_memory
+    assert node_fit_problem(profile) is None
+
+
+@pytest.mark.parametrize(("cores", "reserved"), [(1, 0.06), (2, 0.07), (4, 0.08), (24, 0.13)])
+def test_allocatable_cpus_follow_the_documented_reservation_tiers(cores: int, reserved: float) -> None:
+    machine = Machine("m", "gke", cores, 16, "nvidia-l4", 1)
+    assert machine.allocatable_cpus == pytest.approx(cores - reserved)
+
+
+@pytest.mark.parametrize(("provider", "memory_gib", "reserved_mib"), [
+    ("gke", 4, 1024 + 100),  # 25% of the first 4 GiB, and the eviction threshold
+    ("gke", 48, 1024 + 819.2 + 819.2 + 0.06 * 32 * 1024 + 100),  # ct5lp-hightpu-1t
+    ("eks", 32, 255 + 11 * 58 + 100),  # 58 pods on a g5.2xlarge
+])
+def test_allocatable_memory_is_capacity_less_the_providers_reservation(provider: str, memory_gib: int,
+                                                                       reserved_mib: float) -> None:
+    machine = Machine("m", provider, 8, memory_gib, "nvidia-l4", 1, max_pods=58)
+    assert machine.allocatable_memory == pytest.approx(memory_gib * 2**30 - reserved_mib * 2**20, abs=1)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    pytest.param({"resources": {"cpu": "24", "memory": "96Gi"}},
+                 "cluster 'gke-tpu': a pod requests cpu 24 and memory 96Gi, more than ct5lp-hightpu-1t holds "
+                 "(23.87 CPUs, 43.4Gi allocatable); lower the profile's resources to fit", id="tpu-host"),
+    pytest.param({"accelerator": {"type": "gpu", "name": "nvidia-l4"}, "resources": {"cpu": "8", "memory": "8Gi"},
+                  "node_selector": {"node.kubernetes.io/instance-type": "g2-standard-8"}},
+                 "more than g2-standard-8 holds (7.91 CPUs", id="pinned-machine-type"),
+    pytest.param({"accelerator": {"type": "gpu", "name": "nvidia-l4"}, "resources": {"cpu": "100"}},
+                 "more than any node with nvidia-l4, up to g2-standard-96, holds", id="any-machine-with-the-gpu"),
+    pytest.param({"accelerator": {"type": "gpu", "name": "nvidia-l4", "count": 16}},
+                 "a copy asks for 16 nvidia-l4 GPUs, and no gke machine has more than 8", id="gpu-count"),
+])
+@pytest.mark.parametrize("command", ["render", "submit"])
+def test_requests_that_fit_no_node_the_profile_selects_are_refused_in_one_line(
+        project: Path, command: str, settings: dict, message: str) -> None:
+    (project / "rlkube.yaml").write_text(yaml.safe_dump({"gke-tpu": settings}))
+    result = run_rlkube(command, "--cluster", "gke-tpu", "--hparams", "dqn_cartpole", cwd=project,
+                        env={"XDG_CONFIG_HOME": str(project / "config")})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not result.stdout
+
+
+@pytest.mark.parametrize(("settings", "copies", "line"), [
+    pytest.param({}, 5, "at most 5 chips (5 copies of v5litepod-1, 1 chip each) for 72 h: 360 chip-hours\n",
+                 id="default-deadline"),
+    pytest.param({"accelerator": {"type": "tpu", "name": "v5litepod-4"}, "active_deadline_seconds": 5400,
+                  "price_per_hour": 1.2}, 3,
+                 "at most 12 chips (3 copies of v5litepod-4, 4 chips each) for 1.5 h: 18 chip-hours, cost ceiling "
+                 "$21.60 at $1.20 per chip-hour\n", id="priced"),
+    pytest.param({"active_deadline_seconds": None}, 1,
+                 "holds 1 chip (1 copy of v5litepod-1, 1 chip each) with no deadline (active_deadline_seconds: "
+                 "null): no ceiling on chip-hours\n", id="no-deadline"),
+    pytest.param({"accelerator": {"type": "gpu", "name": "nvidia-l4", "count": 2}, "resources": {"cpu": "20"},
+                  "price_per_hour": 0.7}, 2,
+                 "at most 4 GPUs (2 copies of nvidia-l4, 2 GPUs each) for 72 h: 288 GPU-hours, cost ceiling $201.60 "
+                 "at $0.70 per GPU-hour\n", id="gpus"),
+])
+def test_render_prints_what_the_experiment_may_hold_at_most_on_stderr(project: Path, settings: dict, copies: int,
+                                                                        line: str) -> None:
+    (project / "rlkube.yaml").write_text(yaml.safe_dump({"gke-tpu": settings}))
+    result = run_rlkube("render", "--cluster", "gke-tpu", "--hparams", "dqn_cartpole", "--copies", str(copies),
+                        cwd=project, env={"XDG_CONFIG_HOME": str(project / "config")})
+    assert result.returncode == 0, result.stderr
+    assert line.rstrip("\n") in result.stderr.splitlines()
+    assert [o["kind"] for o in yaml.safe_load_all(result.stdout)][-1] == "Job"  # stdout stays the objects
+
+
+def test_submit_and_its_dry_run_print_the_ceiling_too(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLKUBE_DATA_DIR", str(project / "data"))
+    fake_profile(project)
+    profiles = yaml.safe_load((project / "rlkube.yaml").read_text())
+    profiles["fake"].update(provider="gke", accelerator={"type": "tpu", "name": "v5litepod-1"},
+                            active_deadline_seconds=3600, price_per_hour=1.25)
+    (project / "rlkube.yaml").write_text(yaml.safe_dump(profiles))
+    line = "at most 2 chips (2 copies of v5litepod-1, 1 chip each) for 1 h: 2 chip-hours, cost ceiling $2.50"
+    submit = ["submit", "--cluster", "fake", "--hparams", "dqn_cartpole", "--train-steps", "100", "--copies", "2"]
+    runner = CliRunner()
+    dry_run = runner.invoke(cli, [*submit, "--dry-run"])
+    assert dry_run.exit_code == 0, dry_run.output
+    assert line in dry_run.stderr
+    submitted = runner.invoke(cli, submit)
+    assert submitted.exit_code == 0, submitted.output
+    assert line in submitted.stdout
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param({"node_selector": {INSTANCE_TYPE_LABEL: "g9-standard-500"}}, id="machine-type"),
+    pytest.param({"accelerator": Accelerator("gpu", "nvidia-b900")}, id="gpu-model"),
+])
+def test_a_machine_or_gpu_not_in_the_table_is_not_checked(change: dict) -> None:
+    profile = dataclasses.replace(get_profile("gke-gpu"), resources={"cpu": "500", "memory": "9Ti"}, **change)
+    assert selected_machines(profile) == []
+    assert node_fit_problem(profile) is None

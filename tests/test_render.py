@@ -219,13 +219,18 @@ def test_a_track_uri_carrying_credentials_is_refused_without_echoing_them(uri: s
     assert "mlflow.example" in str(refused.value)
 
 
-def test_single_host_tpu_selects_the_slice_and_requests_its_chips() -> None:
+@pytest.mark.parametrize(("tpu", "topology", "chips"), [
+    pytest.param(None, "1x1", "1", id="the-profile's-single-chip-default"),
+    pytest.param("v5litepod-8", "2x4", "8", id="by-tpu"),
+])
+def test_single_host_tpu_selects_the_slice_and_requests_its_chips(tpu: str | None, topology: str, chips: str) -> None:
     profile = get_profile("gke-tpu")
+    profile = with_accelerator(profile, tpu) if tpu else profile
     job = render(example_spec(profile), profile)[-1]
     pod = pod_spec(job)
     assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
-                                   "cloud.google.com/gke-tpu-topology": "2x4"}
-    assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == "8"
+                                   "cloud.google.com/gke-tpu-topology": topology}
+    assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == chips
     assert {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert job["spec"]["completions"] == 5
 

@@ -16,7 +16,7 @@ import click
 
 from rlkube.cli.completion import experiment_names, experiment_or_sweep_names
 from rlkube.cli.flags import cluster_option, follow_option, output_format_option
-from rlkube.cli.output import table
+from rlkube.cli.output import echo_ceiling, table
 from rlkube.errors import UserError
 from rlkube.run.options import MAX_COPIES, TrainOptions, with_train_options
 
@@ -81,6 +81,7 @@ def render(output_format: str, what: str, **flags: Any) -> None:
     if not target_for(profile).renders_manifests:
         raise UserError(f"cluster '{profile.name}' runs local processes, which have no manifests; "
                         f"render for a Kubernetes profile, e.g. --cluster kube")
+    echo_ceiling(profile, len(spec.copies), err=True)  # stdout stays the objects, for kubectl apply -f -
     values = helm_values(spec, profile)
     data: Any = values if what == "helm-values" else render_values(values)
     if output_format == "json":
@@ -118,11 +119,13 @@ def submit(dry_run: bool, follow: bool, replace: bool, build_target: str | None,
                              lambda line: click.echo(line, err=True))
         spec = dataclasses.replace(spec, image=image)
     if dry_run:
+        echo_ceiling(profile, len(spec.copies), err=True)
         click.echo(target.dryrun(spec, replace=replace))
         return
     spec = target.submit(spec, replace=replace)
     click.echo(f"submitted {spec.name} to {profile.name}: {len(spec.copies)} "
                f"{'copy' if len(spec.copies) == 1 else 'copies'} of {spec.train.hparams}, output {spec.output_dir}")
+    echo_ceiling(profile, len(spec.copies), err=False)
     click.echo(f"\nnext:\n  rlkube logs {spec.name}\n  rlkube status {spec.name}\n"
                f"  rlkube tensorboard {spec.name}\n  rlkube cancel {spec.name}")
     if follow:

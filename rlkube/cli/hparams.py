@@ -5,6 +5,7 @@ None of these import TensorFlow: they read the hparams registry and gymnasium's.
 
 import json
 import re
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,14 @@ if TYPE_CHECKING:
 
 # What benchmarks/hparams_targets.py prints for each set and seed, and this reads back.
 RESULT_KEYS = ("hparams", "best_eval", "first_step_reaching_target", "budget_fraction")
+# The rows of docs/results that ship with rlkube (benchmarks/ship_results.py makes them), shown unless --results.
+SHIPPED_RESULTS = "measured.jsonl"
 
 
 @click.group(invoke_without_command=True)
 @click.option("--results", "results_file", type=click.Path(path_type=Path), default=None, metavar="PATH",
-              help="A report directory of benchmarks/hparams_targets.py (e.g. docs/results) or its results.jsonl "
-                   "(one line per set and seed): fills the measured column.")
+              help="A report directory of benchmarks/hparams_targets.py or its results.jsonl (one line per set and "
+                   "seed): fills the measured column (default: the report that ships with rlkube, docs/results).")
 @click.pass_context
 def hparams(ctx: click.Context, results_file: Path | None) -> None:
     """The named hparams sets: agent, env, budget, published target and what was measured here.
@@ -35,7 +38,11 @@ def hparams(ctx: click.Context, results_file: Path | None) -> None:
         return
     from rlkube.rl.hparams import hparams_registry  # noqa: PLC0415
 
-    measured = _measured(results_file) if results_file else {}
+    if results_file is None:
+        shipped = resources.files("rlkube.rl.hparams").joinpath(SHIPPED_RESULTS)
+        measured = _measured(shipped.read_text().splitlines(), "rlkube's shipped results")
+    else:
+        measured = _measured(_report_lines(results_file), f"--results {_results_path(results_file)}")
     rows = [["SET", "AGENT", "ENV", "BUDGET", "TARGET", "MEASURED"]]
     for name in hparams_registry:
         hp = hparams_registry[name]()
@@ -52,17 +59,23 @@ def _steps(count: int) -> str:
     return str(count)
 
 
-def _measured(path: Path) -> dict[str, str]:
-    """Each set's measured result, over the seeds in the results file: best evaluation, seeds at the target."""
+def _results_path(path: Path) -> Path:
+    return path / "results.jsonl" if path.is_dir() else path  # a report directory, as --report DIR wrote it
+
+
+def _report_lines(path: Path) -> list[str]:
+    try:
+        return _results_path(path).read_text().splitlines()
+    except OSError as error:
+        raise UserError(f"--results {_results_path(path)}: cannot read it ({error.strerror})") from None
+
+
+def _measured(lines: list[str], origin: str) -> dict[str, str]:
+    """Each set's measured result, over the seeds in the results' lines: best evaluation, seeds at the target, and
+    the date it was measured (the latest of its seeds', where the lines say)."""
     from rlkube.rl.hparams import get_hparams  # noqa: PLC0415
     from rlkube.rundir.across_copies import mean_plus_minus  # noqa: PLC0415
 
-    if path.is_dir():  # a report directory, as --report DIR wrote it
-        path = path / "results.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
-        raise UserError(f"--results {path}: cannot read it ({error.strerror})") from None
     by_set: dict[str, list[dict[str, Any]]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -72,7 +85,7 @@ def _measured(path: Path) -> dict[str, str]:
         except json.JSONDecodeError:
             record = None
         if not isinstance(record, dict) or not set(RESULT_KEYS) <= record.keys():
-            raise UserError(f"--results {path}: line {number} is not a line that benchmarks/hparams_targets.py "
+            raise UserError(f"{origin}: line {number} is not a line that benchmarks/hparams_targets.py "
                             f"prints (a JSON object with {', '.join(RESULT_KEYS)})")
         by_set.setdefault(record["hparams"], []).append(record)
     cells = {}
@@ -84,6 +97,9 @@ def _measured(path: Path) -> dict[str, str]:
             cell += f", {reached}/{len(records)} seeds at target"
         if (fraction := min(record["budget_fraction"] for record in records)) < 1:
             cell += f", {fraction:.0%} of the budget"  # a partial run: learning under way, not the set's result
+        dates = [record["measured"]["date"] for record in records if "date" in record.get("measured", {})]
+        if dates:
+            cell += f" ({max(dates)})"
         cells[name] = cell
     return cells
 

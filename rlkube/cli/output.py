@@ -1,10 +1,12 @@
-"""What commands print besides their own lines: aligned tables, the next commands, and a detached loop started."""
+"""What commands print besides their own lines: aligned tables, the next commands, a detached loop started, and
+what an experiment may hold at most."""
 
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
+    from rlkube.launch.clusters import ClusterProfile
     from rlkube.launch.detached import DetachedLoop
 
 
@@ -27,3 +29,12 @@ def started(loop: "DetachedLoop", pid: int, summary: str, then: list[str], follo
     click.echo(next_commands(*then))
     if follow:
         loop.follow(pid, click.echo)
+
+
+def echo_ceiling(profile: "ClusterProfile", copies: int, err: bool = False, scope: str = "") -> None:
+    """What `copies` copies on the profile may hold at most: chip- or GPU-hours, and at its price, the cost ceiling
+    (nothing for a profile without accelerators). `scope` says what the copies are, e.g. a sweep's trials."""
+    from rlkube.launch.cost import ceiling  # noqa: PLC0415
+
+    if (held := ceiling(profile, copies)) is not None:
+        click.echo(f"{scope}{held.line()}", err=err)

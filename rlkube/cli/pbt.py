@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from rlkube.cli.flags import cluster_option, follow_option, output_file_option, output_format_option, renamed_option
-from rlkube.cli.output import started, table
+from rlkube.cli.output import echo_ceiling, started, table
 from rlkube.errors import UserError
 from rlkube.run.options import TrainOptions, read_yaml, with_train_options_hiding_internal
 
@@ -92,7 +92,8 @@ def _start(config: Any, source: str, replace: bool, follow: bool) -> None:
                     config.perturb, config.metric, hp, config.train.num_workers)
     params = initial_params(config, space)
     copies = [CopyPlan(m, config.seed + m, overrides_of(params[m])) for m in range(config.population)]
-    build_spec(get_profile(config.cluster), config.train, copies, name=config.name)  # every flag checked
+    profile = get_profile(config.cluster)
+    build_spec(profile, config.train, copies, name=config.name)  # every flag checked
     directory = controller.pbt_dir(config.name)
     if (directory / controller.CONFIG_FILE).exists():
         raise UserError(f"PBT run '{config.name}' exists already; choose another --name, or "
@@ -103,6 +104,7 @@ def _start(config: Any, source: str, replace: bool, follow: bool) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / controller.CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     pid = controller.launch(config.name)
+    echo_ceiling(profile, config.population)
     _started(config, pid, follow)
 
 

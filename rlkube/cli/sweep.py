@@ -22,7 +22,7 @@ from rlkube.cli.flags import (
     output_file_option,
     output_format_option,
 )
-from rlkube.cli.output import started, table
+from rlkube.cli.output import echo_ceiling, started, table
 from rlkube.errors import UserError
 from rlkube.launch.sweep.methods import PRUNERS, SAMPLERS
 from rlkube.run.options import TrainOptions, with_train_options_hiding_internal
@@ -109,6 +109,7 @@ def start(options: TrainOptions, cluster: str, space_file: Path | None, trials: 
     where = storage or default_storage(name)
     studies.create(config, where)
     record = launch(store.SweepRecord(name, where, uuid.uuid4().hex[:12], None, now.isoformat(timespec="seconds")))
+    echo_ceiling(profile, trials * seeds, scope=f"its {trials} trials together: ")
     _started(record, config, follow)
 
 

@@ -81,6 +81,7 @@ class ClusterProfile:
     ttl_seconds_after_finished: int | None = 7 * 24 * 3600  # a finished Job (and its pods) is deleted; None: kept
     env: dict[str, str] = field(default_factory=dict)  # extra, non-secret environment variables of the trainer
     env_from_secrets: list[str] = field(default_factory=list)  # Secrets whose keys become environment variables
+    price_per_hour: float | None = None  # of one TPU chip or GPU: submit and render then print the cost ceiling
 
     @property
     def default_image(self) -> str:
@@ -245,6 +246,7 @@ def _check(profile: ClusterProfile, where: str) -> None:
     _check_output(profile, where)
     _check_storage(profile, where)
     _check_lifetime(profile, where)
+    _check_price(profile, where)
     _check_env(profile, where)
     if profile.target == "kubernetes" and not profile.output.startswith(("gs://", "s3://")) and not profile.pvc:
         raise UserError(f"{where}: output {profile.output} is a path in the pod, so name the pvc that holds it "
@@ -310,6 +312,17 @@ def _check_lifetime(profile: ClusterProfile, where: str) -> None:
     if ttl is not None and (not _whole(ttl) or ttl < 0):
         raise UserError(f"{where}: ttl_seconds_after_finished must be a whole number of seconds >= 0 (e.g. 604800, "
                         f"7 days), or null to keep finished Jobs, got {ttl!r}")
+
+
+def _check_price(profile: ClusterProfile, where: str) -> None:
+    price = profile.price_per_hour
+    if price is None:
+        return
+    if not isinstance(price, int | float) or isinstance(price, bool) or _non_finite(price) or price <= 0:
+        raise UserError(f"{where}: price_per_hour must be a number > 0, the price of one TPU chip or GPU per hour "
+                        f"(e.g. 1.2), or null, got {price!r}")
+    if profile.accelerator is None:
+        raise UserError(f"{where}: price_per_hour prices a TPU chip or GPU, and the profile has no accelerator")
 
 
 def _check_env(profile: ClusterProfile, where: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from rlkube import __version__
 from rlkube.errors import UserError, refuse_credentials
 from rlkube.launch.clusters import ClusterProfile
+from rlkube.launch.nodes import node_fit_problem
 from rlkube.rl.hparams import to_dict
 from rlkube.run.options import CopyPlan, TrainOptions, check_copies, copy_hparams, default_copies
 
@@ -124,6 +125,8 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     copy's own plan, numbered 0..K-1: what a sweep or PBT driver submits.
     """
     now = now or datetime.now(UTC)
+    if (problem := node_fit_problem(profile)) is not None:
+        raise UserError(problem)
     train.check_tracking_flags()
     check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
