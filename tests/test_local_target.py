@@ -40,6 +40,7 @@ def wait_for_phase(name: str, phases: set[str], timeout: float = 300) -> dict:
     raise AssertionError(f"{name} never reached {phases}: {state}")
 
 
+@pytest.mark.full  # per change: these verbs through the fake target (test_fake_target.py)
 def test_local_copies_run_to_completion_with_status_logs_and_list(workdir: Path) -> None:
     submitted = rlkube("submit", *QUICK, "--train-steps", "2000", "--copies", "2", "--name", "two")
     assert submitted.returncode == 0, submitted.stderr
@@ -105,6 +106,7 @@ def test_a_taken_name_is_refused_unless_replaced() -> None:
     assert replaced.returncode == 0, replaced.stderr
 
 
+@pytest.mark.full  # per change: these verbs through the fake target (test_fake_target.py)
 @pytest.mark.usefixtures("workdir")
 def test_tensorboard_serves_the_experiments_scalars() -> None:
     assert rlkube("submit", *QUICK, "--train-steps", "1000", "--name", "tb").returncode == 0
@@ -151,6 +153,7 @@ def test_submit_follow_streams_until_the_copies_end() -> None:
     assert json.loads(rlkube("status", "follow", "-o", "json").stdout)["phase"] == "Succeeded"
 
 
+@pytest.mark.full  # per change: these verbs through the fake target (test_fake_target.py)
 def test_results_summarise_copies_and_plot_their_curves(workdir: Path) -> None:
     assert rlkube("submit", *QUICK, "--train-steps", "2000", "--copies", "2", "--name", "res").returncode == 0
     wait_for_phase("res", {"Succeeded"})
@@ -209,6 +212,7 @@ def scalar_values(url: str, run: str, tag: str) -> list[tuple[int, float]]:
         return [(step, value) for _wall_time, step, value in json.loads(response.read())]
 
 
+@pytest.mark.full  # per change: these verbs through the fake target (test_fake_target.py)
 def test_commands_without_a_name_say_which_experiment_they_mean_and_keep_json_parseable(workdir: Path) -> None:
     for name in ("first", "second"):
         assert rlkube("submit", *QUICK, "--train-steps", "300", "--name", name).returncode == 0

@@ -68,6 +68,7 @@ def test_a_run_in_a_bucket_ends_with_its_whole_directory_there(bucket: str) -> N
     assert not any(".tmp-" in f for f in files)
 
 
+@pytest.mark.full  # per change: a whole run into the bucket, SIGTERM's checkpoint there, storage trouble
 def test_sigkill_then_a_fresh_machine_resumes_from_the_bucket(bucket: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     remote = f"{bucket}/killed"
@@ -120,6 +121,7 @@ def test_sigterm_leaves_a_complete_checkpoint_in_the_bucket(bucket: str) -> None
     assert f"copy-0/checkpoints/ckpt-{stopped_at}/state.pkl" in remote_files(remote)
 
 
+@pytest.mark.full  # per change: a whole run into the bucket, SIGTERM's checkpoint there, storage trouble
 def test_tensorboard_and_results_of_a_bucket_experiment(bucket: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -12,6 +12,7 @@ from click.core import ParameterSource
 
 from rlkube import __version__
 from rlkube.errors import SUPERSEDED_EXIT_CODE, USER_ERROR_EXIT_CODE, UserError, UserErrors, one_line
+from rlkube.rl.hparams import HParams
 from rlkube.run.options import (
     EXPERIMENT_ID_ENV,
     MAX_COPIES,
@@ -153,6 +154,8 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     experiment_id = os.environ.get(EXPERIMENT_ID_ENV) or None
     if not training and not remote:
         _check_testable(output_dir, planned, allow_pickle, experiment_id)
+    if not remote:
+        _check_resumable(output_dir, planned, copies_hparams, options.pbt_interval)
     _refuse_other_experiments(remote, output_dir, planned, experiment_id)
 
     from rlkube.run.experiment import train_copy, train_experiment  # noqa: PLC0415  (imports TensorFlow)
@@ -186,6 +189,21 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     click.echo(f"\nnext:\n  tensorboard --logdir {output_dir}\n"
                f"  rlkube train --hparams {options.hparams} --output-dir {remote or output_dir} --no-training "
                f"--record-video", err=True)
+
+
+def _check_resumable(output_dir: Path, planned: list[CopyPlan], copies_hparams: list[HParams],
+                     pbt_interval: int | None) -> None:
+    """A local copy's refusals on resume, before TensorFlow loads: checkpoints of a format this rlkube cannot read,
+    and other hparams than the copy holds (the runner checks both again; a PBT member's hparams are the
+    controller's, which only the runner knows)."""
+    from rlkube.run.resume import check_same_hparams  # noqa: PLC0415
+    from rlkube.rundir import checkpoint, layout  # noqa: PLC0415
+
+    for copy, copy_hp in zip(planned, copies_hparams, strict=True):
+        copy_dir = layout.copy_dir(output_dir, copy.index)
+        checkpoint.latest(layout.checkpoints_dir(copy_dir))
+        if not pbt_interval:
+            check_same_hparams(copy_dir, copy_hp)
 
 
 def _check_testable(output_dir: Path, planned: list[CopyPlan], allow_pickle: bool, experiment_id: str | None) -> None:
