@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 MACHINE_ROWS = ("GPU", "CPU", "TensorFlow", "rlkube", "device", "check's time")
 # Each measurement's row, by the start of its label, and what its value must hold: a measured number with its unit.
@@ -46,7 +44,6 @@ def _row(table: dict[str, str], start: str) -> tuple[str, str]:
     return found[0]
 
 
-@pytest.mark.full  # a benchmark's smoke run; per change: its budget and bad-input cases
 def test_the_dry_run_measures_every_row_and_trains_through_rlkube_train() -> None:
     # A few seconds of each stage, and a training of two tiny rollouts evaluated once, on one episode.
     # The default 9 minutes leave each stage's share room for a busy machine.
