@@ -24,7 +24,7 @@ from rlkube.errors import UserError
 from rlkube.rl.agents import continuous, dqn, impala, on_policy
 from rlkube.rl.agents.base import AgentState
 from rlkube.rl.agents.compiled import compile_learner
-from rlkube.rl.hparams import get_hparams, to_dict
+from rlkube.rl.hparams import RUN_LOOP_MUTABLE, get_hparams, to_dict
 from rlkube.rl.networks import param_leaves
 from rlkube.run.resume import check_same_hparams
 from rlkube.run.runner import Runner, RunOptions
@@ -291,7 +291,7 @@ def test_a_resume_may_change_only_the_hparams_its_agent_declares_mutable(name: s
     assert check_same_hparams(tmp_path, replace(saved, lr=lr, train_steps=10**6)) == {"lr": (saved.lr, lr)}
     with pytest.raises(UserError) as refused:
         check_same_hparams(tmp_path, replace(saved, lr=lr, hidden_sizes=(8,)))
-    mutable = ", ".join(sorted(saved.mutable_on_resume()))
+    mutable = ", ".join(sorted(saved.mutable_on_resume() | RUN_LOOP_MUTABLE))
     assert str(refused.value) == (
         f"{tmp_path} holds a run with other hparams (hidden_sizes: {list(saved.hidden_sizes)} -> [8]); "
         f"use a new --output-dir or the same hparams to resume (a resume may change {mutable})")
@@ -308,19 +308,22 @@ def train_in_process(hp: Any, copy_dir: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", ONE_SET_PER_AGENT)
-def test_a_resume_with_a_new_learning_rate_learns_with_it_and_records_the_change(
+def test_a_resume_with_a_new_learning_rate_and_checkpoint_interval_uses_them_and_records_the_change(
         name: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     hp = get_hparams(name, f"{smoke_overrides(name)},train_steps=256,checkpoint_every=256,log_every=64")
     before = train_in_process(hp, tmp_path)
-    after = train_in_process(replace(hp, lr=0.0, train_steps=512), tmp_path)
+    after = train_in_process(replace(hp, lr=0.0, train_steps=512, checkpoint_every=128), tmp_path)
     # Learning went on after the resume, but with a learning rate of 0 it moved no weight.
     assert after["counters"]["steps"] == 512
     for resumed, saved in zip(trained_weights(after), trained_weights(before), strict=True):
         np.testing.assert_array_equal(resumed, saved)
+    # Every agent's run may save more often after a resume (RUN_LOOP_MUTABLE): the two newest checkpoints are kept.
+    assert sorted(int(path.name.split("-")[1]) for path in (tmp_path / "checkpoints").glob("ckpt-*")) == [384, 512]
     record = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
-    assert record["hparams"]["lr"] == 0.0
-    assert record["changes"] == [{"step": 256, "lr": {"from": hp.lr, "to": 0.0}}]
-    assert f"hparams changed at step 256: lr: {hp.lr} -> 0.0" in capfd.readouterr().err
+    assert (record["hparams"]["lr"], record["hparams"]["checkpoint_every"]) == (0.0, 128)
+    assert record["changes"] == [{"step": 256, "checkpoint_every": {"from": 256, "to": 128},
+                                  "lr": {"from": hp.lr, "to": 0.0}}]
+    assert f"hparams changed at step 256: lr: {hp.lr} -> 0.0, checkpoint_every: 256 -> 128" in capfd.readouterr().err
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import gymnasium as gym
 import yaml
 
 from rlkube.errors import UserError
-from rlkube.rl.hparams import HParams, changed_hparams, from_dict, to_dict
+from rlkube.rl.hparams import RUN_LOOP_MUTABLE, HParams, changed_hparams, from_dict, to_dict
 from rlkube.rundir import layout
 from rlkube.rundir.hparams_record import hparams_record_text
 
@@ -35,7 +35,7 @@ def check_same_hparams(copy_dir: Path, hp: HParams) -> dict[str, tuple[Any, Any]
     changes = changed_hparams(saved, hp)
     # train_steps may grow: continuing a finished run for longer is a resume, not a new experiment.
     changes.pop("train_steps", None)
-    mutable = saved.mutable_on_resume()
+    mutable = saved.mutable_on_resume() | RUN_LOOP_MUTABLE
     if fixed := [key for key in changes if key not in mutable]:
         shown = ", ".join(f"{key}: {changes[key][0]} -> {changes[key][1]}" for key in fixed[:3])
         may_change = f" (a resume may change {', '.join(sorted(mutable))})" if mutable else ""

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlkube.rl.envs import check_action_space
-from rlkube.rl.hparams import HParams, changed_hparams
+from rlkube.rl.hparams import RUN_LOOP_MUTABLE, HParams, changed_hparams
 from rlkube.rl.networks import Params, map_params, param_leaves
 from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, Policy
@@ -92,7 +92,7 @@ class Agent(ABC):
         The compiled learner reads those from variables or inputs, so it is not retraced. The runner calls
         this after restoring a checkpoint, whose optimizer state holds the old run's learning rate.
         """
-        fixed = sorted(set(changed_hparams(self.hp, hp)) - self.hp.mutable_on_resume())
+        fixed = sorted(set(changed_hparams(self.hp, hp)) - self.hp.mutable_on_resume() - RUN_LOOP_MUTABLE)
         if fixed:
             raise ValueError(f"{type(self).__name__} cannot change {', '.join(fixed)} mid-run; make a new agent")
         self.hp = hp

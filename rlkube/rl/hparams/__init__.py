@@ -4,6 +4,7 @@ from rlkube.rl.hparams import continuous as _continuous  # noqa: F401  (DDPG, TD
 from rlkube.rl.hparams import dqn as _dqn  # noqa: F401  (registers the DQN-family sets)
 from rlkube.rl.hparams import policy_gradient as _policy_gradient  # noqa: F401  (VPG and PPO sets)
 from rlkube.rl.hparams.base import (
+    RUN_LOOP_MUTABLE,
     Domain,
     HParams,
     apply_overrides,
@@ -17,6 +18,7 @@ from rlkube.rl.hparams.base import (
 )
 
 __all__ = [
+    "RUN_LOOP_MUTABLE",
     "Domain",
     "HParams",
     "apply_overrides",

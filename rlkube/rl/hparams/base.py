@@ -128,6 +128,12 @@ def _whole_number(text: str) -> int:
     return int(number)
 
 
+# Hparams of the run loop, not of the agent: how often a run saves changes nothing that it learns, so every resume may
+# change them (a long run's checkpoints made more frequent for nodes that are preempted more often). A resume records
+# the change in hparams.yaml as it records an agent's mutable_on_resume() ones.
+RUN_LOOP_MUTABLE = frozenset({"checkpoint_every"})
+
+
 @dataclass(frozen=True)
 class HParams:
     """What every agent shares: the environment, the budget, evaluation and checkpointing."""
