@@ -239,6 +239,9 @@ class ClusterDoctor:
                 raise
             return failed("runs-volume", f"no PersistentVolumeClaim {name} in {self.namespace}",
                           f"kubectl apply -n {self.namespace} -f {SETUP}/pvc.yaml")
+        if claim.metadata.deletion_timestamp is not None:
+            return failed("runs-volume", f"PersistentVolumeClaim {name} is being deleted (its pods keep it until they "
+                          "end)", f"kubectl apply -n {self.namespace} -f {SETUP}/pvc.yaml once it is gone")
         return passed("runs-volume", f"PersistentVolumeClaim {name} is {claim.status.phase}")
 
     def queue(self) -> Check:
