@@ -20,7 +20,6 @@ from rlkube.launch.targets.kubernetes.doctor import ACCESS, check_access, check_
 from tests import oci_registry
 from tests.conftest import run_rlkube
 from tests.storage_servers import StorageServer, s3_server
-from tests.test_cli import heavy_imports_after
 
 SETUP = Path(__file__).resolve().parents[1] / "manifests" / "setup"
 DIGEST = "sha256:" + "a" * 64
@@ -98,8 +97,7 @@ def test_disk_in_the_runs_directory(free_gib: float, state: str) -> None:
     assert doctor.check_disk(Path("runs"), int(free_gib * 2**30)).state == state
 
 
-def test_the_local_checks_run_without_tensorflow(tmp_path: Path) -> None:
-    assert heavy_imports_after("doctor", "--hparams", "dqn_cartpole") == set()
+def test_the_local_checks_are_one_line_each_and_a_summary(tmp_path: Path) -> None:
     result = run_rlkube("doctor", "--hparams", "dqn_cartpole", cwd=tmp_path)
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines[:-1]] == ["python", "packages", "extras", "disk"], result.stdout

@@ -7,6 +7,7 @@ without rlkube's labels), or the line says what an admin should check.
 """
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -107,29 +108,55 @@ def check_parameters(profile: ClusterProfile, image: str, data: dict[str, str] |
 
 
 class ClusterDoctor:
-    """The checks of one profile's cluster through one client."""
+    """The checks of one profile's cluster through one client.
+
+    Requests go out as plain JSON rather than through the client's API classes: the client builds each class's
+    models when it is first named (about a second of CPU for CoreV1Api alone), and the checks need none of them.
+    """
 
     def __init__(self, profile: ClusterProfile, api: client.ApiClient, image: str) -> None:
         self.profile = profile
         self.api = api
         self.image = image
         self.namespace = profile.namespace
-        self.core = client.CoreV1Api(api)
 
-    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        return method(*args, _request_timeout=kube.REQUEST_TIMEOUT, **kwargs)
+    def request(self, method: str, path: str, body: Object | None = None,
+                query: list[tuple[str, str]] | None = None) -> Any:
+        """The API server's JSON answer, or an ApiException with its status and body."""
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        serialized = self.api.param_serialize(method, path, query_params=query or [], header_params=headers,
+                                              body=body, auth_settings=["BearerToken"])
+        response = self.api.call_api(*serialized, _request_timeout=kube.REQUEST_TIMEOUT)
+        response.read()
+        if not 200 <= response.status <= 299:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = response.data.decode(errors="replace")
+            raise error
+        return json.loads(response.data)
+
+    def user(self) -> str:
+        """Who the API server knows the caller as (a SelfSubjectReview, asked once)."""
+        if not hasattr(self, "_user"):
+            review = self.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                                  {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+            self._user = str(review["status"]["userInfo"]["username"])
+        return self._user
+
+    def _in_namespace(self, group_version: str, plural: str, name: str = "") -> str:
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        return f"{prefix}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
 
     def api_server(self) -> Check:
-        version = self._call(client.VersionApi(self.api).get_code).git_version
-        return check_version(version, self.api.configuration.host, kube.whoami(self.api))
+        version = self.request("GET", "/version")["gitVersion"]
+        return check_version(version, self.api.configuration.host, self.user())
 
     def _probe_configmap(self) -> ApiException | None:
         """A dry-run create of a ConfigMap without rlkube's labels: what the API server refuses it with, if it does."""
         body = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": f"rlkube-doctor-{uuid.uuid4().hex[:8]}",
-                             "annotations": {kube.CREATOR_ANNOTATION: kube.whoami(self.api)}}}
+                             "annotations": {kube.CREATOR_ANNOTATION: self.user()}}}
         try:
-            self._call(self.core.create_namespaced_config_map, self.namespace, body, dry_run="All")
+            self.request("POST", self._in_namespace("v1", "configmaps"), body, [("dryRun", "All")])
         except ApiException as error:
             return error
         return None
@@ -137,7 +164,7 @@ class ClusterDoctor:
     def namespace_check(self) -> Check:
         fix = f"kubectl apply -f {SETUP}/namespace.yaml (with the namespace's name set to {self.namespace})"
         try:
-            labels = self._call(self.core.read_namespace, self.namespace).metadata.labels or {}
+            labels = self.request("GET", f"/api/v1/namespaces/{self.namespace}")["metadata"].get("labels", {})
         except ApiException as error:
             if _status(error) == 404:
                 return failed("namespace", f"{self.namespace} does not exist", fix)
@@ -156,14 +183,15 @@ class ClusterDoctor:
 
     def access(self) -> Check:
         wanted = [(group, resource, verb) for group, resource, verbs in ACCESS for verb in verbs]
-        authorization = client.AuthorizationV1Api(self.api)
 
         def allowed(item: tuple[str, str, str]) -> bool:
             group, resource, verb = item
             resource, _, subresource = resource.partition("/")
-            review = {"spec": {"resourceAttributes": {"namespace": self.namespace, "group": group, "verb": verb,
+            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                      "spec": {"resourceAttributes": {"namespace": self.namespace, "group": group, "verb": verb,
                                                       "resource": resource, "subresource": subresource}}}
-            return self._call(authorization.create_self_subject_access_review, review).status.allowed
+            answer = self.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
+            return bool(answer["status"].get("allowed"))
 
         # One review per verb, as `kubectl auth can-i` does: a rules review is incomplete under webhook authorizers
         # (GKE's IAM, EKS's access entries). In parallel: some thirty requests.
@@ -175,7 +203,7 @@ class ClusterDoctor:
     def role(self) -> Check:
         name = "rlkube-submitter"
         try:
-            self._call(client.RbacAuthorizationV1Api(self.api).read_namespaced_role, name, self.namespace)
+            self.request("GET", self._in_namespace("rbac.authorization.k8s.io/v1", "roles", name))
         except ApiException as error:
             if _status(error) == 403:
                 return passed("role", "not readable as you; the access check above is what it grants")
@@ -187,11 +215,10 @@ class ClusterDoctor:
 
     def admission(self) -> Check:
         fix = f"kubectl apply -f {SETUP}/admission-policy.yaml (an admin)"
-        admission = client.AdmissionregistrationV1Api(self.api)
+        group = "/apis/admissionregistration.k8s.io/v1"
         try:
-            policies = {p.metadata.name for p in self._call(admission.list_validating_admission_policy).items}
-            bindings = {b.metadata.name for b in
-                        self._call(admission.list_validating_admission_policy_binding).items}
+            policies, bindings = ({item["metadata"]["name"] for item in self.request("GET", f"{group}/{kind}")["items"]}
+                                  for kind in ("validatingadmissionpolicies", "validatingadmissionpolicybindings"))
         except ApiException as error:
             if _status(error) != 403:
                 raise
@@ -209,7 +236,7 @@ class ClusterDoctor:
 
     def parameters(self) -> Check:
         try:
-            data = self._call(self.core.read_namespaced_config_map, PARAMETERS, self.namespace).data or {}
+            data = self.request("GET", self._in_namespace("v1", "configmaps", PARAMETERS)).get("data", {})
         except ApiException as error:
             if _status(error) != 404:
                 raise
@@ -217,9 +244,8 @@ class ClusterDoctor:
         return check_parameters(self.profile, self.image, data)
 
     def network_policy(self) -> Check:
-        networking = client.NetworkingV1Api(self.api)
         try:
-            self._call(networking.read_namespaced_network_policy, TRAINERS_POLICY, self.namespace)
+            self.request("GET", self._in_namespace("networking.k8s.io/v1", "networkpolicies", TRAINERS_POLICY))
         except ApiException as error:
             if _status(error) != 404:
                 raise
@@ -230,7 +256,7 @@ class ClusterDoctor:
     def claim(self) -> Check:
         name = self.profile.pvc
         try:
-            claim = self._call(self.core.read_namespaced_persistent_volume_claim, name, self.namespace)
+            claim = self.request("GET", self._in_namespace("v1", "persistentvolumeclaims", name))
         except ApiException as error:
             if _status(error) == 403:
                 return warned("runs-volume", f"the claim {name} is not readable as you",
@@ -239,22 +265,22 @@ class ClusterDoctor:
                 raise
             return failed("runs-volume", f"no PersistentVolumeClaim {name} in {self.namespace}",
                           f"kubectl apply -n {self.namespace} -f {SETUP}/pvc.yaml")
-        if claim.metadata.deletion_timestamp is not None:
+        if claim["metadata"].get("deletionTimestamp"):
             return failed("runs-volume", f"PersistentVolumeClaim {name} is being deleted (its pods keep it until they "
                           "end)", f"kubectl apply -n {self.namespace} -f {SETUP}/pvc.yaml once it is gone")
-        return passed("runs-volume", f"PersistentVolumeClaim {name} is {claim.status.phase}")
+        return passed("runs-volume", f"PersistentVolumeClaim {name} is {claim.get('status', {}).get('phase')}")
 
     def queue(self) -> Check:
         group, plural = KUEUE
-        groups = self._call(client.ApisApi(self.api).get_api_versions).groups
-        kueue = next((g for g in groups if g.name == group), None)
-        if kueue is None:
+        try:
+            preferred = self.request("GET", f"/apis/{group}")["preferredVersion"]["groupVersion"]
+        except ApiException as error:
+            if _status(error) != 404:
+                raise
             return failed("queue", f"the profile names LocalQueue {self.profile.queue}, and Kueue is not installed",
                           "install Kueue (kueue.sigs.k8s.io), or remove queue from the profile")
-        objects = client.CustomObjectsApi(self.api)
         try:
-            self._call(objects.get_namespaced_custom_object, group, kueue.preferred_version.version, self.namespace,
-                       plural, self.profile.queue)
+            self.request("GET", self._in_namespace(preferred, plural, self.profile.queue))
         except ApiException as error:
             if _status(error) == 403:
                 return warned("queue", f"LocalQueue {self.profile.queue} is not readable as you",
@@ -268,9 +294,9 @@ class ClusterDoctor:
     def accelerators(self, node_selector: dict[str, str]) -> Check:
         wanted = _labels(node_selector)
         may_make = "a node pool's autoscaler (or auto-provisioning) may still make them; a submitter cannot see that"
+        selector = ",".join(f"{key}={value}" for key, value in node_selector.items())
         try:
-            nodes = self._call(self.core.list_node, label_selector=",".join(f"{k}={v}" for k, v in
-                                                                             node_selector.items())).items
+            nodes = self.request("GET", "/api/v1/nodes", query=[("labelSelector", selector)])["items"]
         except ApiException as error:
             if _status(error) != 403:
                 raise
@@ -333,10 +359,10 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
     try:
         api = kube.connect(profile.context)
         with kube.api_errors(f"asking {profile.context or 'the current context'}", ""):
-            checks = [ClusterDoctor(profile, api, image).api_server()]
+            cluster = ClusterDoctor(profile, api, image)
+            checks = [cluster.api_server()]
     except UserError as error:
         return [failed("api-server", str(error), "fix the kubeconfig or the profile's context")]
-    cluster = ClusterDoctor(profile, api, image)
     name = f"rlkube-doctor-{uuid.uuid4().hex[:8]}"
     objects = probe_objects(profile, image, name)
     (job,) = (obj for obj in objects if obj["kind"] == "Job")
