@@ -16,7 +16,14 @@ from rlkube import __version__
 from rlkube.launch import doctor
 from rlkube.launch.clusters import ClusterProfile
 from rlkube.launch.oci import VERSION_LABEL, ImageReference, parse_reference
-from rlkube.launch.targets.kubernetes.doctor import ACCESS, check_access, check_parameters, check_version
+from rlkube.launch.targets.kubernetes.doctor import (
+    ACCESS,
+    PROBE,
+    check_access,
+    check_parameters,
+    check_version,
+    probe_objects,
+)
 from tests import oci_registry
 from tests.conftest import run_rlkube
 from tests.storage_servers import StorageServer, s3_server
@@ -181,3 +188,18 @@ def test_the_bucket_check_lists_writes_and_deletes_a_marker(s3: StorageServer,
     missing = doctor.check_bucket(f"s3://{bucket}-missing/runs")
     assert missing.state == doctor.FAIL
     assert "does not exist" in missing.line
+
+
+def test_the_pods_probe_is_the_profiles_render_running_the_marker_round_trip() -> None:
+    profile = ClusterProfile(name="p", target="kubernetes", namespace="rlkube", output="s3://b/runs",
+                             env_from_secrets=["s3-keys"], resources={"cpu": "250m", "memory": "1Gi"})
+    objects = probe_objects(profile, "ghcr.io/rlkube/rlkube-cpu:1", "rlkube-doctor-1234abcd")
+    assert [obj["kind"] for obj in objects] == ["ServiceAccount", "ConfigMap", "Job"]
+    (job,) = objects[2:]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-c", PROBE]
+    assert container["args"] == ["s3://b/runs/rlkube-doctor-1234abcd"]
+    assert pod["serviceAccountName"] == "rlkube-doctor-1234abcd"
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
+    assert job["spec"]["completions"] == 1

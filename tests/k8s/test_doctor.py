@@ -229,3 +229,20 @@ def test_pods_runs_a_probe_job_as_the_profile_and_removes_it(api: client.ApiClie
     assert client.BatchV1Api(api).list_namespaced_job(setup["namespace"], label_selector=managed).items == []
     assert client.CoreV1Api(api).list_namespaced_service_account(setup["namespace"],
                                                                  label_selector=managed).items == []
+
+
+@pytest.mark.full
+def test_pods_reach_the_bucket_with_the_profiles_identity_on_a_real_node(e2e: dict[str, Any],
+                                                                          pushed_image: str) -> None:
+    """The real node's tier: the probe Job's pod really runs, with the profile's Secret, and writes to the bucket.
+    The e2e namespace is not set up as manifests/setup makes one, so only the lines --pods adds are asserted."""
+    profiles = yaml.safe_load(Path("rlkube.yaml").read_text())
+    profiles["real"]["image"] = pushed_image
+    Path("rlkube.yaml").write_text(yaml.safe_dump(profiles))
+    result = run_rlkube("doctor", "--cluster", "real", "--pods", timeout=600)
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()[:-1]}
+    assert lines["pods"].startswith("ok"), result.stdout + result.stderr
+    assert lines["bucket"].startswith("ok"), result.stdout
+    assert lines["image-version"].startswith("ok"), result.stdout
+    managed = "app.kubernetes.io/managed-by=rlkube"
+    assert client.BatchV1Api(e2e["api"]).list_namespaced_job(e2e["namespace"], label_selector=managed).items == []
