@@ -24,9 +24,10 @@ from rlkube.launch.targets.kubernetes.doctor import (
     check_version,
     probe_objects,
 )
+from rlkube.storage.filesystems import open_filesystem
 from tests import oci_registry
 from tests.conftest import run_rlkube
-from tests.storage_servers import StorageServer, s3_server
+from tests.storage_servers import StorageServer, gcs_server, s3_server
 
 SETUP = Path(__file__).resolve().parents[1] / "manifests" / "setup"
 DIGEST = "sha256:" + "a" * 64
@@ -170,22 +171,26 @@ def test_a_registry_out_of_reach_is_a_warning() -> None:
     assert "cannot reach" in check.line
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[StorageServer]:
-    with s3_server() as server:
+@pytest.fixture(scope="module", params=["s3", "gs"])
+def bucket_server(request: pytest.FixtureRequest) -> Iterator[StorageServer]:
+    with (s3_server if request.param == "s3" else gcs_server)() as server:
         yield server
 
 
-def test_the_bucket_check_lists_writes_and_deletes_a_marker(s3: StorageServer,
+def test_the_bucket_check_lists_writes_and_deletes_a_marker(bucket_server: StorageServer,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in s3.env.items():
+    for name in bucket_server.unset:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in bucket_server.env.items():
         monkeypatch.setenv(name, value)
     bucket = f"rlkube-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(bucket)
-    check = doctor.check_bucket(f"s3://{bucket}/runs")
+    bucket_server.create_bucket(bucket)
+    check = doctor.check_bucket(bucket_server.url(bucket, "runs"))
     assert check.state == doctor.OK, check
-    assert [r for r in s3.requests() if "rlkube-doctor" in r], "no marker was written"
-    missing = doctor.check_bucket(f"s3://{bucket}-missing/runs")
+    assert [r for r in bucket_server.requests() if "rlkube-doctor" in r], "no marker was written"
+    fs, path = open_filesystem(bucket_server.url(bucket))
+    assert fs.find(path) == [], "the marker was left behind"
+    missing = doctor.check_bucket(bucket_server.url(f"{bucket}-missing", "runs"))
     assert missing.state == doctor.FAIL
     assert "does not exist" in missing.line
 

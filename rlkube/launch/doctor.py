@@ -215,16 +215,19 @@ def _image_target(image: str) -> str:
 
 def check_bucket(url: str) -> Check:
     """List the bucket URL, write a marker under it, and delete the marker, with this machine's credentials."""
-    from rlkube.storage.errors import translated  # noqa: PLC0415
-    from rlkube.storage.filesystems import open_filesystem  # noqa: PLC0415
+    from rlkube.storage.errors import preflight_gcs, translated  # noqa: PLC0415
+    from rlkube.storage.filesystems import open_filesystem, split_url  # noqa: PLC0415
 
     marker = f"{url.rstrip('/')}/.rlkube-doctor-{uuid.uuid4().hex[:12]}"
     step = "list"
     try:
         with translated(url, opening=True):
-            fs, path = open_filesystem(url)
+            fs, _ = open_filesystem(url)
+        scheme, bucket, _ = split_url(url)
+        if scheme == "gs":
+            preflight_gcs(fs, url)  # one listing without gcsfs's minute of retries on an endpoint out of reach
         with translated(url, listing=True):
-            fs.ls(path.split("/", 1)[0], detail=False)
+            fs.ls(bucket, detail=False)  # the bucket's top level: one request, however many runs it holds
         step = "write"
         with translated(marker):
             _, marker_path = open_filesystem(marker)
