@@ -4,6 +4,9 @@
 The checks against a real API server are in tests/k8s/test_doctor.py.
 """
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,6 +196,17 @@ def test_the_bucket_check_lists_writes_and_deletes_a_marker(bucket_server: Stora
     missing = doctor.check_bucket(bucket_server.url(f"{bucket}-missing", "runs"))
     assert missing.state == doctor.FAIL
     assert "does not exist" in missing.line
+
+
+def test_the_pods_probe_writes_lists_and_deletes_a_marker_in_a_new_directory(bucket_server: StorageServer) -> None:
+    """What the probe pod runs, here: a pod's directory of a fresh experiment does not exist yet in the bucket."""
+    bucket = f"rlkube-{uuid.uuid4().hex[:12]}"
+    bucket_server.create_bucket(bucket)
+    environment = {**{k: v for k, v in os.environ.items() if k not in bucket_server.unset}, **bucket_server.env}
+    result = subprocess.run([sys.executable, "-c", PROBE, bucket_server.url(bucket, "runs/rlkube-doctor-1")],
+                            env=environment, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r for r in bucket_server.requests() if "rlkube-doctor" in r], "no marker was written"
 
 
 def test_the_pods_probe_is_the_profiles_render_running_the_marker_round_trip() -> None:

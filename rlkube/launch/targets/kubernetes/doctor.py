@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from rlkube import __version__
 from rlkube.errors import UserError
 from rlkube.launch import doctor
 from rlkube.launch.clusters import ClusterProfile
@@ -52,8 +53,6 @@ TRAINERS_POLICY = "rlkube-trainers"
 KUEUE = ("kueue.x-k8s.io", "localqueues")
 SETUP = "manifests/setup"
 POD_CHECK_TIMEOUT_S = 300.0
-_PROVENANCE = Provenance(git_commit=None, git_dirty=False, rlkube_version="doctor", submit_command="rlkube doctor",
-                         created="1970-01-01T00:00:00+00:00")
 
 
 def _status(error: ApiException) -> int:
@@ -312,14 +311,15 @@ class ClusterDoctor:
             deadline = time.monotonic() + POD_CHECK_TIMEOUT_S
             while (state := _job_state(self.api, self.namespace, name)) is None and time.monotonic() < deadline:
                 time.sleep(0.5)
+            story = "" if state == "Complete" else _what_the_pod_said(self.api, self.namespace, name)
         finally:
             delete_experiment(self.api, name, self.namespace)
         if state == "Complete":
             return passed("pods", f"a pod of the profile listed, wrote and deleted a marker in {self.profile.output}")
-        line = "timed out" if state is None else "failed"
-        return failed("pods", f"the probe Job {name} {line}: the pods cannot use {self.profile.output} as their "
-                      "identity", "check the profile's env_from_secrets or service_account_annotations and the "
-                      "bucket's permissions for that identity")
+        ended = f"timed out after {POD_CHECK_TIMEOUT_S:.0f} s" if state is None else "failed"
+        return failed("pods", f"the probe Job {ended}{story}: the pods cannot write to {self.profile.output}",
+                      "check the profile's env_from_secrets or service_account_annotations, and that the identity "
+                      "they give may write there")
 
 
 def _job_state(api: client.ApiClient, namespace: str, name: str) -> str | None:
@@ -330,22 +330,42 @@ def _job_state(api: client.ApiClient, namespace: str, name: str) -> str | None:
     return None
 
 
+def _what_the_pod_said(api: client.ApiClient, namespace: str, name: str) -> str:
+    """Why a probe pod is stuck (ImagePullBackOff, ...) or the last line it wrote, as ' (...)'; '' if nothing."""
+    for pod in kube.list_pods(api, namespace, name):
+        for status in pod.status.container_statuses or []:
+            if status.state.waiting is not None:
+                return f" ({status.state.waiting.reason})"
+        try:
+            lines = client.CoreV1Api(api).read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=1,
+                                                                  _request_timeout=kube.REQUEST_TIMEOUT)
+        except ApiException:
+            continue
+        if lines.strip():
+            return f" ({lines.strip().splitlines()[-1]})"
+    return ""
+
+
 def _labels(labels: dict[str, str]) -> str:
     return " ".join(f"{key}={value}" for key, value in labels.items())
 
 
-# What the probe pod runs: the marker round trip of check_bucket, with the pod's identity, in its own directory.
+# What the probe pod runs: the marker round trip of check_bucket, with the pod's identity, in its own directory. The
+# listing comes after the write: in a bucket, a directory that holds nothing yet does not exist.
 PROBE = ("import sys, uuid\nfrom rlkube.storage.filesystems import filesystem_for\n"
-         "fs, path = filesystem_for(sys.argv[1])\nfs.makedirs(path, exist_ok=True)\nfs.ls(path)\n"
+         "fs, path = filesystem_for(sys.argv[1])\nfs.makedirs(path, exist_ok=True)\n"
          "marker = f'{path}/.rlkube-doctor-{uuid.uuid4().hex[:12]}'\nfs.pipe_file(marker, b'rlkube doctor')\n"
+         "assert marker.rsplit('/', 1)[1] in [p.rsplit('/', 1)[1] for p in fs.ls(path, detail=False)]\n"
          "fs.rm_file(marker)\n")
 
 
 def probe_objects(profile: ClusterProfile, image: str, name: str) -> list[Object]:
-    """The profile's render of a one-copy experiment, its container running PROBE in the experiment's directory."""
-    spec = build_spec(profile, TrainOptions("dqn_cartpole", seed=0), 1, name=name, image=image,
-                      provenance=dataclasses.replace(_PROVENANCE, created=datetime.now(UTC).isoformat()))
-    objects = render(spec, profile)
+    """The profile's render of a one-copy experiment without retries, its container running PROBE in the experiment's
+    directory."""
+    provenance = Provenance(git_commit=None, git_dirty=False, rlkube_version=__version__,
+                            submit_command="rlkube doctor --pods", created=datetime.now(UTC).isoformat())
+    spec = build_spec(profile, TrainOptions("dqn_cartpole", seed=0), 1, name=name, image=image, provenance=provenance)
+    objects = render(spec, dataclasses.replace(profile, retries_per_copy=0))
     for obj in objects:
         if obj["kind"] == "Job":
             (container,) = obj["spec"]["template"]["spec"]["containers"]
@@ -358,8 +378,8 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
     """Every check of the profile's cluster; stops at the first line if the API server is out of reach."""
     try:
         api = kube.connect(profile.context)
-        with kube.api_errors(f"asking {profile.context or 'the current context'}", ""):
-            cluster = ClusterDoctor(profile, api, image)
+        cluster = ClusterDoctor(profile, api, image)
+        with kube.api_errors("asking the API server its version", api.configuration.host):
             checks = [cluster.api_server()]
     except UserError as error:
         return [failed("api-server", str(error), "fix the kubeconfig or the profile's context")]
