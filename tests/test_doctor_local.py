@@ -163,7 +163,13 @@ def test_an_image_missing_from_its_registry_fails_with_the_push_to_make(registry
     (check,) = doctor.check_image(f"{registry.address}/team/rlkube-gpu:nope")
     assert check.state == doctor.FAIL
     assert "is not in its registry" in check.line
-    assert check.fix == f"push it: rlkube build --target gpu --push --registry {registry.address}"
+    assert check.fix == f"push it: rlkube build --target gpu --push --registry {registry.address}/team"
+
+
+def test_a_shipped_profiles_placeholder_image_fails_before_any_request() -> None:
+    (check,) = doctor.check_image("us-docker.pkg.dev/PROJECT/rlkube/rlkube-gpu:0.1.0")
+    assert check.state == doctor.FAIL
+    assert check.line.endswith("still has the placeholder PROJECT of a shipped profile")
 
 
 def test_a_registry_out_of_reach_is_a_warning() -> None:

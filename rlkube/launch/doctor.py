@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 
 from rlkube import __version__
 from rlkube.errors import UserError
-from rlkube.launch import oci
+from rlkube.launch import images, oci
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 FAILED_EXIT_CODE = 1
@@ -69,18 +69,13 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def _requirements(extra: str | None) -> list[Requirement]:
-    """rlkube's own requirements: the core ones (extra None) or one extra's, for this platform."""
+    """rlkube's own requirements on this platform: the core ones (extra None) or one extra's."""
+    environment = {"extra": extra or ""}
     found = []
-    for text in importlib.metadata.requires("rlkube") or []:
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement:
-            continue
-        environment = {"extra": extra or ""}
-        in_extra = requirement.marker is not None and "extra" in str(requirement.marker)
-        if in_extra != (extra is not None):
-            continue
-        if requirement.marker is None or requirement.marker.evaluate(environment):
+    for requirement in map(Requirement, importlib.metadata.requires("rlkube") or []):
+        of_an_extra = requirement.marker is not None and "extra" in str(requirement.marker)
+        if of_an_extra == (extra is not None) and (requirement.marker is None
+                                                   or requirement.marker.evaluate(environment)):
             found.append(requirement)
     return found
 
@@ -181,9 +176,15 @@ def local_checks(hparams_sets: list[str], runs_dir: Path) -> list[Check]:
 
 def check_image(image: str) -> list[Check]:
     """The image resolves to a digest in its registry, and its version label is this CLI's version."""
+    placeholders = [word for word in images.PLACEHOLDERS if re.search(rf"\b{word}\b", image)]
+    if placeholders:
+        return [failed("image", f"{image} still has the placeholder {placeholders[0]} of a shipped profile",
+                       "set the profile's image in ~/.config/rlkube/clusters.yaml or ./rlkube.yaml")]
     reference = oci.parse_reference(image)
     registry = oci.Registry(reference)
-    build = f"rlkube build --target {_image_target(image)} --push --registry {reference.registry}"
+    match = images.IMAGE_NAME.match(image)
+    build = (f"rlkube build --target {match.group('target') if match else 'cpu'} --push "
+             f"--registry {match.group('registry') if match else reference.registry}")
     try:
         digest = registry.digest()
     except oci.RegistryError as error:
@@ -206,11 +207,6 @@ def check_image(image: str) -> list[Check]:
     else:
         checks.append(passed("image-version", f"the image and this CLI are both rlkube {version}"))
     return checks
-
-
-def _image_target(image: str) -> str:
-    match = re.search(r"rlkube-(cpu|gpu|tpu)\b", image)
-    return match.group(1) if match else "cpu"
 
 
 def check_bucket(url: str) -> Check:
