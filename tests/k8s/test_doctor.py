@@ -134,6 +134,25 @@ def test_a_submitter_sees_no_failure_and_is_told_what_only_an_admin_can_read(
     assert "autoscaler" in by_name["accelerators"].fix
 
 
+def test_a_submitter_is_told_when_the_admission_policy_is_not_in_effect(
+        cluster: TestCluster, api: client.ApiClient, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submitter cannot read the policies: a dry-run ConfigMap without rlkube's labels, admitted, says so."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.user_kubeconfig("alice", ["rlkube-submitters"])))
+    admission = client.AdmissionregistrationV1Api(api)
+    admission.delete_validating_admission_policy_binding("rlkube-submitters")
+    try:
+        def admission_check() -> doctor.Check | None:
+            checks = cluster_checks(setup["profile"], setup["profile"].default_image, False)
+            (check,) = (check for check in checks if check.name == "admission")
+            return check if check.state == doctor.FAIL else None
+
+        check = wait_for(admission_check, what="the binding's removal in effect")
+    finally:
+        restore_binding(api, "rlkube-submitters")
+    assert check.line == "not in effect: a dry-run ConfigMap without rlkube's labels was admitted"
+    assert check.fix == "kubectl apply -f manifests/setup/admission-policy.yaml (an admin)"
+
+
 def _delete(kind: str, name: str) -> Callable[[client.ApiClient, str], Any]:
     def remove(api: client.ApiClient, namespace: str) -> None:
         apis = {"Role": client.RbacAuthorizationV1Api(api).delete_namespaced_role,
@@ -203,10 +222,10 @@ def test_each_missing_piece_fails_its_check_with_the_fix(
     assert doctor.exit_code(checks) == 1
 
 
-def restore_binding(api: client.ApiClient) -> None:
+def restore_binding(api: client.ApiClient, name: str = "rlkube-allowed") -> None:
     setup_file = Path(__file__).resolve().parents[2] / "manifests" / "setup" / "admission-policy.yaml"
     (binding,) = (doc for doc in yaml.safe_load_all(setup_file.read_text())
-                  if doc["kind"] == "ValidatingAdmissionPolicyBinding" and doc["metadata"]["name"] == "rlkube-allowed")
+                  if doc["kind"] == "ValidatingAdmissionPolicyBinding" and doc["metadata"]["name"] == name)
     client.AdmissionregistrationV1Api(api).create_validating_admission_policy_binding(binding)
 
 
