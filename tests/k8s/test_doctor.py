@@ -195,6 +195,8 @@ MISSING = [
                  f"the image is rlkube 0.0.1, this CLI is {__version__}", "pip install rlkube==0.0.1", id="version"),
     pytest.param(None, {"output": "s3://rlkube-no-such-bucket/runs"}, "bucket", "does not exist",
                  "grant your credentials list, write and delete", id="bucket"),
+    pytest.param(None, {"resources": {"cpu": "500", "memory": "1Gi"}}, "render", "lower the profile's resources to fit",
+                 "fix the profile", id="requests-no-node-fits"),
     pytest.param(None, {"context": "nowhere"}, "api-server", "cannot use context 'nowhere'",
                  "fix the kubeconfig or the profile's context", id="kube-context"),
 ]
@@ -203,8 +205,9 @@ MISSING = [
 @pytest.mark.parametrize(("take_away", "changes", "name", "line", "fix"), MISSING)
 def test_each_missing_piece_fails_its_check_with_the_fix(
         api: client.ApiClient, setup: dict[str, Any], take_away: Callable[[client.ApiClient, str], Any] | None,
-        changes: dict[str, str], name: str, line: str, fix: str) -> None:
-    changes = {key: value.format(registry=setup["registry"].address) for key, value in changes.items()}
+        changes: dict[str, Any], name: str, line: str, fix: str) -> None:
+    changes = {key: value.format(registry=setup["registry"].address) if isinstance(value, str) else value
+               for key, value in changes.items()}
     profile = dataclasses.replace(setup["profile"], **changes)
     try:
         if take_away is not None:

@@ -384,8 +384,11 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
     except UserError as error:
         return [failed("api-server", str(error), "fix the kubeconfig or the profile's context")]
     name = f"rlkube-doctor-{uuid.uuid4().hex[:8]}"
-    objects = probe_objects(profile, image, name)
-    (job,) = (obj for obj in objects if obj["kind"] == "Job")
+    try:
+        objects = probe_objects(profile, image, name)
+    except UserError as error:  # what a submit would refuse before it sends anything, e.g. requests no node fits
+        checks.append(failed("render", str(error), "fix the profile (rlkube clusters lists its files)"))
+        objects = []
     steps: list[tuple[str, Callable[[], Check]]] = [
         ("namespace", cluster.namespace_check), ("access", cluster.access), ("role", cluster.role),
         ("admission", cluster.admission), ("parameters", cluster.parameters),
@@ -394,8 +397,9 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
         steps.append(("runs-volume", cluster.claim))
     if profile.queue:
         steps.append(("queue", cluster.queue))
-    if profile.accelerator is not None:
-        node_selector = job["spec"]["template"]["spec"].get("nodeSelector", {})
+    jobs = [obj for obj in objects if obj["kind"] == "Job"]
+    if profile.accelerator is not None and jobs:
+        node_selector = jobs[0]["spec"]["template"]["spec"].get("nodeSelector", {})
         steps.append(("accelerators", lambda: cluster.accelerators(node_selector)))
     for check_name, step in steps:
         try:
@@ -406,7 +410,7 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
     checks.extend(doctor.check_image(image))
     if "://" in profile.output:
         checks.append(doctor.check_bucket(profile.output))
-    if pods:
+    if pods and objects:
         try:
             with kube.api_errors(f"running the probe Job {name}", api.configuration.host):
                 checks.append(cluster.pods(objects, name))
