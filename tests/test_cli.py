@@ -52,7 +52,7 @@ def heavy_imports_after(*cli_args: str) -> set[str]:
                                   ["sweep", "start", "--hparams", "ppo_cartpole", "--sampler", "nope"],
                                   ["hparams"], ["hparams", "show", "dqn_cartpole", "--hparam-override", "lr=1e-4",
                                                 "--env", "Acrobot-v1", "--train-steps", "1000"],
-                                  ["hparams", "show", "dqn_cartpol"], ["envs"]])
+                                  ["hparams", "show", "dqn_cartpol"], ["envs"], ["doctor", "--hparams", "ppo_pong"]])
 def test_commands_that_do_not_train_never_import_tensorflow_or_optuna(args: list[str]) -> None:
     assert heavy_imports_after(*args) == set()
 

@@ -254,12 +254,13 @@ def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index:
     return [planned[copy_index]]
 
 
-from rlkube.cli import experiments, hparams, pbt, sweep  # noqa: E402  (the group must exist before its commands join it)
+from rlkube.cli import doctor, experiments, hparams, pbt, sweep  # noqa: E402  (the group must exist before its commands join it)
 
 experiments.register(cli)
 sweep.register(cli)
 pbt.register(cli)
 hparams.register(cli)
+doctor.register(cli)
 
 
 def _print_result(result: dict[str, Any], target: float | None) -> None:

@@ -19,15 +19,17 @@ REQUEST_TIMEOUT = 15
 # and on its pods through their template. manifests/setup/admission-policy.yaml refuses a submitter's object that
 # names anyone else, and lets only its creator (or an admin) delete it.
 CREATOR_ANNOTATION = "rlkube.io/created-by"
-# kind -> (API class, method suffix): create_namespaced_<suffix>, delete_namespaced_<suffix>, ...
-KINDS: dict[str, tuple[type, str]] = {
-    "ServiceAccount": (client.CoreV1Api, "service_account"),
-    "ConfigMap": (client.CoreV1Api, "config_map"),
-    "Service": (client.CoreV1Api, "service"),
-    "Job": (client.BatchV1Api, "job"),
-    "Deployment": (client.AppsV1Api, "deployment"),
-    "NetworkPolicy": (client.NetworkingV1Api, "network_policy"),
-    "Pod": (client.CoreV1Api, "pod"),
+# kind -> (API class's name, method suffix): create_namespaced_<suffix>, delete_namespaced_<suffix>, ... By name: the
+# client builds an API class's models when it is first named, about a second of CPU for CoreV1Api alone, which a
+# command that never calls it (rlkube doctor) should not pay.
+KINDS: dict[str, tuple[str, str]] = {
+    "ServiceAccount": ("CoreV1Api", "service_account"),
+    "ConfigMap": ("CoreV1Api", "config_map"),
+    "Service": ("CoreV1Api", "service"),
+    "Job": ("BatchV1Api", "job"),
+    "Deployment": ("AppsV1Api", "deployment"),
+    "NetworkPolicy": ("NetworkingV1Api", "network_policy"),
+    "Pod": ("CoreV1Api", "pod"),
 }
 
 
@@ -72,8 +74,9 @@ def connect(context: str | None) -> client.ApiClient:
 
 
 def call(api: client.ApiClient, kind: str, verb: str, *args: Any, **kwargs: Any) -> Any:
-    cls, suffix = KINDS[kind]
-    return getattr(cls(api), f"{verb}_namespaced_{suffix}")(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+    class_name, suffix = KINDS[kind]
+    method = getattr(getattr(client, class_name)(api), f"{verb}_namespaced_{suffix}")
+    return method(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
 
 
 _usernames: "weakref.WeakKeyDictionary[client.ApiClient, str]" = weakref.WeakKeyDictionary()
