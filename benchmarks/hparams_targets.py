@@ -18,6 +18,9 @@ directory, so that a benchmark longer than a sitting (HalfCheetah's 1M steps on 
 the same command again resumes each run from its last checkpoint (rlkube train checkpoints on SIGTERM and
 SIGINT), and a larger --train-steps continues finished runs.
 
+--milestone R also reports when each run's evaluation first reached R, in steps and wall time (Pong's 18, short of
+its set's target of 20, say).
+
 --report DIR also writes DIR/results.md (a markdown table over seeds: final and best evaluation, seeds
 reaching the target, wall time, SPS; dated, with the machine and the command) and DIR/<set>.png (the mean
 evaluation curve, a ±1 std band over seeds, the target line).
@@ -46,7 +49,7 @@ from rlkube.rundir.across_copies import mean_plus_minus
 
 
 def train(name: str, seeds: list[int], train_steps: int | None, device: str, num_workers: int,
-          workdir: Path) -> list[dict[str, Any]]:
+          workdir: Path, milestone: float | None = None) -> list[dict[str, Any]]:
     """One `rlkube train` of the set with a copy per seed; each copy's numbers."""
     hp = get_hparams(name, "")
     steps = train_steps or hp.train_steps
@@ -56,7 +59,7 @@ def train(name: str, seeds: list[int], train_steps: int | None, device: str, num
     _run_letting_it_checkpoint([sys.executable, "-m", "rlkube", "train", "--hparams", name, "--copies-file",
                                 str(copies_file), "--train-steps", str(steps), "--device", device, "--num-workers",
                                 str(num_workers), "--test-episodes", "0", "--output-dir", str(out)])
-    return [copy_record(name, seed, steps, out / f"copy-{index}") for index, seed in enumerate(seeds)]
+    return [copy_record(name, seed, steps, out / f"copy-{index}", milestone) for index, seed in enumerate(seeds)]
 
 
 class Stopped(Exception):
@@ -74,18 +77,22 @@ def _run_letting_it_checkpoint(command: list[str]) -> None:
         raise subprocess.CalledProcessError(returncode, command)
 
 
-def copy_record(name: str, seed: int, steps: int, copy_dir: Path) -> dict[str, Any]:
+def copy_record(name: str, seed: int, steps: int, copy_dir: Path, milestone: float | None = None) -> dict[str, Any]:
     hp = get_hparams(name, "")
     summary = json.loads((copy_dir / "summary.json").read_text())
     evals = [json.loads(line) for line in (copy_dir / "metrics.jsonl").read_text().splitlines()]
     target = hp.target_return
     reached = next((e["step"] for e in evals if target is not None and e["mean_return"] >= target), None)
+    at_milestone = next((e for e in evals if milestone is not None and e["mean_return"] >= milestone), None)
+    milestone_record = {} if milestone is None else {
+        "milestone": milestone, "first_step_reaching_milestone": at_milestone and at_milestone["step"],
+        "wall_s_to_milestone": at_milestone and round(at_milestone["wall_seconds"], 1)}
     return {"hparams": name, "seed": seed, "steps": steps, "budget_fraction": round(steps / hp.train_steps, 3),
             "target_return": target, "first_step_reaching_target": reached,
             # the run's own best policy (of equal evaluations, the later), the one it saved and tested
             "best_eval": round(summary["best_eval_mean_return"], 2), "best_eval_step": summary["best_eval_step"],
             "final_eval": summary["eval_mean_return"], "wall_s": summary["wall_seconds"], "sps": summary["sps"],
-            "evals": [(e["step"], round(e["mean_return"], 2)) for e in evals]}
+            "evals": [(e["step"], round(e["mean_return"], 2)) for e in evals], **milestone_record}
 
 
 def _steps(count: int) -> str:
@@ -97,8 +104,10 @@ def _steps(count: int) -> str:
 
 def report_table(records: list[dict[str, Any]], measurements: list[dict[str, str]]) -> str:
     """The markdown table over seeds, a row per set in training order; `run` is its index in `measurements`."""
-    rows = ["| set | budget | target | final eval | best eval | seeds ≥ target | wall time | SPS | run |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    milestones = any("milestone" in record for record in records)
+    rows = ["| set | budget | target | final eval | best eval | seeds ≥ target | wall time | SPS | run |"
+            + (" first ≥ milestone: steps (wall) per seed |" if milestones else ""),
+            "|---|---|---|---|---|---|---|---|---|" + ("---|" if milestones else "")]
     for name in dict.fromkeys(record["hparams"] for record in records):
         runs = [record for record in records if record["hparams"] == name]
         target = runs[0]["target_return"]
@@ -110,7 +119,8 @@ def report_table(records: list[dict[str, Any]], measurements: list[dict[str, str
         rows.append(f"| `{name}` | {budget} | {'-' if target is None else f'{target:g}'} "
                     f"| {mean_plus_minus(finals)} | {mean_plus_minus(bests)} "
                     f"| {reaching} | {wall / 60:.1f} min | {statistics.fmean(r['sps'] for r in runs):.0f} "
-                    f"| {measurements.index(runs[0]['measured']) + 1} |")
+                    f"| {measurements.index(runs[0]['measured']) + 1} |"
+                    + (f" {_milestone_cell(runs)} |" if milestones else ""))
     return "\n".join(rows) + "\n"
 
 
@@ -141,6 +151,19 @@ def plot_set(runs: list[dict[str, Any]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def _milestone_cell(runs: list[dict[str, Any]]) -> str:
+    """Each seed's first step (and wall time) with an evaluation at or above the milestone, `-` where none."""
+    if "milestone" not in runs[0]:
+        return "-"
+    cells = [f"{_steps_rounded(r['first_step_reaching_milestone'])} ({r['wall_s_to_milestone'] / 3600:.1f} h)"
+             if r["first_step_reaching_milestone"] is not None else "not yet" for r in runs]
+    return f"≥ {runs[0]['milestone']:g}: " + ", ".join(cells)
+
+
+def _steps_rounded(count: int) -> str:
+    return f"{count / 1e6:.2f}M" if count >= 1_000_000 else f"{count / 1e3:.0f}k"
 
 
 def measurements_of(records: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -181,6 +204,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, help="stop before the set's budget (a partial run)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--milestone", type=float, help="also report when evaluations first reached this return")
     parser.add_argument("--report", type=Path, metavar="DIR", help="also write results.md and a plot per set here")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="keep the runs here (default: a temporary directory); run again to resume them")
@@ -200,7 +224,8 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         for name in names:
             try:
-                records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir)
+                records = train(name, seeds, args.train_steps, args.device, args.num_workers, workdir,
+                                args.milestone)
             except Stopped:
                 resume = f"; the same command resumes them from {workdir}" if args.workdir else ""
                 sys.exit(f"stopped while training {name}: its runs checkpointed{resume}")

@@ -76,6 +76,20 @@ def test_the_results_report_tables_each_set_over_its_seeds_and_plots_it(tmp_path
     assert measured["dqn_cartpole"].startswith("best ")
 
 
+def test_a_milestone_reports_each_seeds_first_step_and_wall_time_at_or_above_it(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    result = _report("--hparams", "dqn_cartpole", "--seeds", "0,1", "--train-steps", "1024", "--milestone", "9",
+                     "--report", str(report))
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    for record in records:
+        first = next((step for step, mean in record["evals"] if mean >= 9), None)
+        assert (record["milestone"], record["first_step_reaching_milestone"]) == (9, first)
+        assert (record["wall_s_to_milestone"] is None) == (first is None)
+    cell = _rows(report)["dqn_cartpole"][-1]
+    assert cell.startswith("≥ 9: ")
+    assert len(cell.removeprefix("≥ 9: ").split(", ")) == 2
+
+
 def test_a_benchmark_run_again_in_its_workdir_continues_its_runs_rather_than_starting_afresh(tmp_path: Path) -> None:
     workdir = tmp_path / "runs"
     first = json.loads(_report("--hparams", "dqn_cartpole", "--train-steps", "1024", "--workdir", str(workdir)).stdout)
