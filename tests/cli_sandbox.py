@@ -2,7 +2,7 @@
 
 The interpreter imports rlkube's CLI once and then serves invocations one by one (click's CliRunner, in process),
 so hundreds of them take seconds, while what they import is still measured from a clean start: a heavy library
-(TensorFlow, Optuna, MLflow, W&B) that appears in sys.modules during an invocation is reported against it. Each
+(TensorFlow, Optuna, MLflow, W&B, Ray) that appears in sys.modules during an invocation is reported against it. Each
 invocation runs with its own directory as the working directory and as HOME, with rlkube's other places
 (RLKUBE_DATA_DIR, the XDG directories, the cache) unset so that they fall under HOME, and it is told every file and
 directory it created, changed or removed there.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HEAVY = ("tensorflow", "optuna", "mlflow", "wandb")
+HEAVY = ("tensorflow", "optuna", "mlflow", "wandb", "ray")
 # What would point an invocation outside its directory: each is unset, so rlkube falls back to HOME.
 UNSET = ("RLKUBE_DATA_DIR", "RLKUBE_CACHE_DIR", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
          "JOB_COMPLETION_INDEX", "MLFLOW_TRACKING_URI", "WANDB_BASE_URL", "KUBECONFIG")

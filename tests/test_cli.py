@@ -28,7 +28,7 @@ from rlkube.rl.hparams import get_hparams, hparams_registry
 from rlkube.run.options import TrainOptions, hparams_file_text, read_hparams_file
 from tests.conftest import REPO, run_rlkube
 
-HEAVY = ("tensorflow", "optuna", "mlflow", "wandb")
+HEAVY = ("tensorflow", "optuna", "mlflow", "wandb", "ray")
 
 
 def cli_in_fresh_interpreter(*cli_args: str) -> tuple[subprocess.CompletedProcess, set[str]]:

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlkube.rl.networks import Params, param_leaves
 from rlkube.rl.pacing import ActorPacing
 from rlkube.rl.policies import Extras, Policy
-from rlkube.run.workers import MAX_POLICY_LAG, ActorPool, ObservationSlots, ParameterBoard, Rollout
+from rlkube.run.workers import MAX_POLICY_LAG, ActorPool, ActorSpec, ObservationSlots, ParameterBoard, Rollout
 from tests.conftest import assert_workers_learned_cartpole, rlkube_command, run_rlkube
 
 WORKERS = ["--num-workers", "2", "--eval-episodes", "3", "--test-episodes", "1"]
@@ -152,8 +152,8 @@ def new_weights(version: int) -> Params:
 @pytest.fixture(params=list(ActorPacing), ids=lambda pacing: pacing.name)
 def one_actor(request: pytest.FixtureRequest) -> Iterator[ActorPool]:
     """One CartPole actor, paced by each mode, sending rollouts of 4 steps."""
-    pool = ActorPool("CartPole-v1", 1, "sync", (4,), np.float32, PushLeft(), num_workers=1, seed=0, rollout_steps=4,
-                     pacing=request.param)
+    spec = ActorSpec("CartPole-v1", 1, "sync", (4,), np.float32, PushLeft(), rollout_steps=4, pacing=request.param)
+    pool = ActorPool(spec, num_workers=1, seed=0)
     try:
         yield pool
     finally:

@@ -1,5 +1,6 @@
 """`rlkube`: the command line. Commands that do not train never import TensorFlow."""
 
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -141,6 +142,9 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     from rlkube.run.tracking import TrackingSettings  # noqa: PLC0415
 
     tracking = TrackingSettings.from_options(options)
+    options.check_actors_flag()
+    if options.actors == "ray" and importlib.util.find_spec("ray") is None:
+        raise UserError("--actors ray needs Ray, which is not installed: pip install 'rlkube[ray]'")
     planned = _planned_copies(options.seed, copies, copies_file, copy_index)
     # Every copy's own overrides are checked before anything is written, and each env built once, against its agent.
     copies_hparams = [copy_hparams(hp, copy) for copy in planned]
@@ -170,7 +174,8 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     # Each copy's seed is its own (CopyPlan.seed), set where the copy starts.
     run_options = RunOptions(eval_episodes=options.eval_episodes, test_episodes=options.test_episodes,
                              training=training, render=render, record_video=options.record_video, device=device,
-                             num_workers=options.num_workers, tracking=tracking,
+                             num_workers=options.num_workers, actors=options.actors or "processes",
+                             tracking=tracking,
                              pbt_interval=options.pbt_interval, test_policy=options.test_policy or "best",
                              allow_pickle=allow_pickle, experiment_id=experiment_id)
     try:

@@ -128,6 +128,7 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
     if (problem := node_fit_problem(profile)) is not None:
         raise UserError(problem)
     train.check_tracking_flags()
+    train.check_actors_flag()
     check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
     planned = check_copies(default_copies(train.seed, copies) if isinstance(copies, int) else list(copies))

@@ -118,6 +118,11 @@ class TrainOptions:
     num_workers: int = field(default=0, metadata=_flag(
         "--num-workers", "Actor processes stepping their own envs while this process learns; 0 acts in-process.",
         type=click.IntRange(min=0, max=MAX_WORKERS), show_default=True))
+    # Unset by default, so that a submission's arguments stay as they were; the workers are processes then.
+    actors: str | None = field(default=None, metadata=_flag(
+        "--actors", "What the --num-workers actors are: processes here, or Ray actors on the Ray at $RAY_ADDRESS, "
+        "else on one started here for the run (rlkube[ray]).  [default: processes]",
+        type=click.Choice(["processes", "ray"])))
     # Experiment tracking (rlkube.run.tracking). Unset by default, so an untracked run's arguments stay as they were.
     track: str | None = field(default=None, metadata=_flag(
         "--track", "Also log hparams, scalars, provenance and videos to MLflow or W&B (rlkube[mlflow], rlkube[wandb]).",
@@ -173,6 +178,11 @@ class TrainOptions:
             if one_line(value) != value:  # it travels as a pod's argument or env, and names runs in a tracker's UI
                 raise UserError(f"{flag} {value!r} holds a control character (a newline, a tab); "
                                 f"write it on one line")
+
+    def check_actors_flag(self) -> None:
+        """--actors says what the --num-workers actors are: without workers it means nothing."""
+        if self.actors is not None and not self.num_workers:
+            raise UserError(f"--actors {self.actors} needs actors to run: add --num-workers N (N >= 1)")
 
     def resolved_hparams(self) -> "HParams":
         """The named set with the overrides, then --env and --train-steps; a UserError for any bad input."""

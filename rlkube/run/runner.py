@@ -34,7 +34,7 @@ from rlkube.run.resume import check_same_hparams, check_same_seed, pickled_envs,
 from rlkube.run.signals import StopRequested, StopSignals
 from rlkube.run.tracking import Outcome, TrackingSettings, open_tracked_log
 from rlkube.run.viewer import Viewer
-from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool
+from rlkube.run.workers import OFF_POLICY_CHUNK, ActorPool, Actors, ActorSpec
 from rlkube.rundir import checkpoint, layout, pickles
 from rlkube.rundir.hparams_record import hparams_record_text
 from rlkube.rundir.progress_record import evaluation_line
@@ -59,6 +59,7 @@ class RunOptions:
     remote_dir: str | None = None
     device: str = "auto"  # where the learner runs (rlkube.rl.devices)
     num_workers: int = 0  # actor processes (rlkube.run.workers); 0 acts in this process
+    actors: str = "processes"  # --actors: what the workers are, processes or Ray actors (rlkube.run.ray_actors)
     tracking: TrackingSettings | None = None  # --track: MLflow or W&B too (rlkube.run.tracking)
     pbt_interval: int | None = None  # --pbt-interval: wait at every multiple for the PBT controller's decision
     test_policy: str = "best"  # --test-policy: the final test runs the best evaluation's weights, or the last
@@ -230,15 +231,14 @@ class Runner:
             self._after_steps(hp.num_envs, learned, ended)
 
     def _train_with_workers(self) -> None:
-        """The same observe and update, fed by actor processes' rollouts (rlkube.run.workers)."""
+        """The same observe and update, fed by actors' rollouts (rlkube.run.workers)."""
         hp, state, agent = self.hp, self.state, self.agent
         if state.step >= hp.train_steps:
             return  # a finished run, rerun: its first rollout would learn nothing yet evaluate the last step again
-        rollout_steps = agent.rollout_steps or OFF_POLICY_CHUNK
         observation_space = self.evaluation.envs[0].observation_space
-        pool = ActorPool(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
-                         agent.policy, self.options.num_workers, self.options.seed + state.step, rollout_steps,
-                         agent.pacing, self.progress.message)
+        spec = ActorSpec(hp.env, hp.num_envs, hp.vector_mode, observation_space.shape, observation_space.dtype,
+                         agent.policy, agent.rollout_steps or OFF_POLICY_CHUNK, agent.pacing)
+        pool = self._start_actors(spec)
         try:
             for rollout in pool.rollouts_to_learn():
                 steps = min(len(rollout), -(-(hp.train_steps - state.step) // hp.num_envs))
@@ -253,6 +253,15 @@ class Runner:
                     break
         finally:
             pool.close()
+
+    def _start_actors(self, spec: ActorSpec) -> Actors:
+        # Actors restart with seeds of their own on resume: from the step, so that no two starts share one.
+        seed, workers = self.options.seed + self.state.step, self.options.num_workers
+        if self.options.actors == "ray":
+            from rlkube.run.ray_actors import RayActorPool  # noqa: PLC0415  (Ray: only a run with --actors ray)
+
+            return RayActorPool(spec, workers, seed, self.progress.message)
+        return ActorPool(spec, workers, seed, self.progress.message)
 
     def _after_steps(self, count: int, learned: dict[str, float], ended: list[tuple[float, int]]) -> None:
         """Everything around learning once `count` more environment steps are in: logs, evaluation, checkpoints."""

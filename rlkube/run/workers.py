@@ -25,6 +25,10 @@ How actors keep pace with the learner is the agent's `pacing` (rlkube.rl.pacing)
   Rollouts it left in the queue are dropped with its observation slots.
 - Checkpoints hold the learner only. Actors are restarted on resume and begin new episodes, so a
   worker run resumes exactly as far as learning goes, not bit-for-bit like the in-process loop.
+
+The acting itself (`Actor`) is the same whichever transport carries weights and rollouts: `ActorPool` here (actor
+processes, shared memory and a queue) or `RayActorPool` (`--actors ray`, rlkube.run.ray_actors). Both are
+`Actors`: the runner publishes weights to them and learns from the rollouts they yield, and knows no more.
 """
 
 import ctypes
@@ -36,7 +40,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,6 +54,20 @@ MAX_POLICY_LAG = 8  # rollouts of actors that wait for weights, further behind t
 QUEUED_PER_WORKER = 2  # rollouts waiting for the learner, per actor, before actors block
 RESTART_DELAY_S = 1.0
 FAILED_STARTS_ALLOWED = 3  # an actor that dies this often in a row before sending anything is broken
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """What each of a run's actors is made of, whichever transport carries its weights and rollouts."""
+
+    env_name: str
+    num_envs: int
+    vector_mode: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    policy: Policy  # a copy acts in each actor; the learner's weights replace its params as they come
+    rollout_steps: int
+    pacing: ActorPacing
 
 
 @dataclass
@@ -158,31 +176,57 @@ class ObservationSlots:
         self.free[rollout.obs_slot] = True
 
 
-def _actor(index: int, env_name: str, num_envs: int, vector_mode: str, policy: Policy, board: ParameterBoard,
-           slots: ObservationSlots, incarnation: int, rollouts: Any, seed: int, rollout_steps: int,
-           pacing: ActorPacing, parent_pid: int) -> None:
+class Actor:
+    """One actor's environments, policy and episodes under way: the acting that every transport shares."""
+
+    def __init__(self, spec: ActorSpec, index: int, seed: int, incarnation: int) -> None:
+        self.spec, self.index, self.incarnation = spec, index, incarnation
+        self.policy = spec.policy
+        self.envs = make_vector_env(spec.env_name, spec.num_envs, spec.vector_mode)
+        self.obs, _ = self.envs.reset(seed=seed)
+        self.policy.seed(seed)
+        self.version = 0  # of the weights acting; 0 until the learner's first arrive
+        self.returns, self.lengths = np.zeros(spec.num_envs), np.zeros(spec.num_envs, np.int64)
+
+    def take_weights(self, version: int, params: Params) -> None:
+        self.version, self.policy.params = version, params
+
+    def collect(self, learner_step: int) -> Rollout:
+        """The next `rollout_steps` steps of this actor's environments, acted with the weights it has."""
+        rollout = _collect(self.envs, self.policy, self.obs, self.spec.rollout_steps, learner_step, self.returns,
+                           self.lengths)
+        rollout.worker, rollout.version, rollout.incarnation = self.index, self.version, self.incarnation
+        rollout.first_env_index = self.index * self.spec.num_envs
+        self.obs = rollout.obs[-1].copy()
+        return rollout
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def actor_seed(seed: int, incarnation: int) -> int:
+    """Every start of an actor, restarts included, gets its own seed: a restarted actor must not replay its episodes."""
+    return seed + 10_007 * (incarnation + 1)
+
+
+def _actor(spec: ActorSpec, index: int, board: ParameterBoard, slots: ObservationSlots, incarnation: int,
+           rollouts: Any, seed: int, parent_pid: int) -> None:
     """One actor process's life: act, step, and send, until the learner is gone or stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle; it stops us
-    envs = make_vector_env(env_name, num_envs, vector_mode)
-    obs, _ = envs.reset(seed=seed)
-    policy.seed(seed)
-    version = 0
-    returns, lengths = np.zeros(num_envs), np.zeros(num_envs, np.int64)
+    actor = Actor(spec, index, seed, incarnation)
 
     def learner_alive() -> bool:
         return os.getppid() == parent_pid
 
     while learner_alive():
-        newer = board.fetch_newer(version)
-        if newer is None and pacing is ActorPacing.WAIT_FOR_WEIGHTS and version > 0:
+        newer = board.fetch_newer(actor.version)
+        if newer is None and spec.pacing is ActorPacing.WAIT_FOR_WEIGHTS and actor.version > 0:
             time.sleep(0.001)  # wait for the learner to learn from our last rollout
             continue
         if newer is not None:
-            version, policy.params, _ = newer
-        rollout = _collect(envs, policy, obs, rollout_steps, board.learner_step.value, returns, lengths)
-        rollout.worker, rollout.version, rollout.first_env_index = index, version, index * num_envs
-        rollout.incarnation = incarnation
-        obs = rollout.obs[-1].copy()
+            version, params, _ = newer
+            actor.take_weights(version, params)
+        rollout = actor.collect(board.learner_step.value)
         if not slots.send(rollout, learner_alive):
             return
         while learner_alive():
@@ -219,25 +263,33 @@ def _collect(envs: Any, policy: Policy, obs: np.ndarray, steps: int, learner_ste
                    np.stack(terminated), np.stack(truncated), stacked_extras, final_obs, episodes)
 
 
+class Actors(Protocol):
+    """A run's actors as the learner sees them, whichever transport carries their weights and rollouts."""
+
+    def publish(self, params: Params, learner_step: int, learned: bool) -> None:
+        """After the learner took in a rollout: its parameters if it learned, else only its step count."""
+
+    def rollouts_to_learn(self) -> Iterator[Rollout]:
+        """Rollouts as they arrive, with their policy lag; dead actors are restarted meanwhile."""
+
+    def close(self) -> None:
+        """Stop every actor."""
+
+
 class ActorPool:
     """N actor processes, restarted when they die, and the queue their rollouts arrive on."""
 
-    def __init__(self, env_name: str, num_envs: int, vector_mode: str, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
-                 policy: Policy, num_workers: int, seed: int, rollout_steps: int, pacing: ActorPacing,
-                 on_message: Any = print) -> None:
+    def __init__(self, spec: ActorSpec, num_workers: int, seed: int, on_message: Callable[[str], None] = print) -> None:
         self.context = multiprocessing.get_context("spawn")
-        self.args = (env_name, num_envs, vector_mode)
-        self.policy = policy
+        self.spec = spec
+        self.pacing = spec.pacing
         self.seed = seed
-        self.rollout_steps = rollout_steps
-        self.pacing = pacing
         self.on_message = on_message
-        self.board = ParameterBoard(policy.params, self.context)
+        self.board = ParameterBoard(spec.policy.params, self.context)
         self.rollouts = self.context.Queue(maxsize=QUEUED_PER_WORKER * num_workers)
         # Its share of the queue, and one more being written: an actor that is further ahead waits.
         self.slots_per_actor = QUEUED_PER_WORKER + 1
-        self.slots_shape = (rollout_steps + 1, num_envs, *obs_shape)
-        self.obs_dtype = obs_dtype
+        self.slots_shape = (spec.rollout_steps + 1, spec.num_envs, *spec.obs_shape)
         self.slots: dict[int, ObservationSlots] = {}  # by incarnation: the living actors' starts
         self.incarnations: dict[int, int] = {}  # actor index -> its current incarnation
         self.starts = 0
@@ -245,16 +297,14 @@ class ActorPool:
         self.processes = [self._start(index) for index in range(num_workers)]
 
     def _start(self, index: int) -> Any:
-        # Every start, restarts included, gets its own seed: a restarted actor must not replay its episodes.
         incarnation = self.starts
-        seed = self.seed + 10_007 * (incarnation + 1)
         self.starts += 1
         self.slots[incarnation] = ObservationSlots(self.context, self.slots_per_actor, self.slots_shape,
-                                                   self.obs_dtype)
+                                                   self.spec.obs_dtype)
         process = self.context.Process(
             target=_actor, name=f"rlkube-actor-{index}", daemon=True,
-            args=(index, *self.args, self.policy, self.board, self.slots[incarnation], incarnation, self.rollouts,
-                  seed, self.rollout_steps, self.pacing, os.getpid()))
+            args=(self.spec, index, self.board, self.slots[incarnation], incarnation, self.rollouts,
+                  actor_seed(self.seed, incarnation), os.getpid()))
         self.incarnations[index] = incarnation
         process.start()
         return process
