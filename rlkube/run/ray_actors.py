@@ -21,6 +21,8 @@ shuts it down at the end of the run, also when a stop signal or an error ends it
 already keeps it, and only the run's actors go.
 """
 
+import copy
+import dataclasses
 import logging
 import math
 import os
@@ -102,7 +104,12 @@ class RayActorPool:
         self.on_message = on_message
         self.joined_ray = connect(num_workers)
         remote = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=MAX_RESTARTS, max_task_retries=0)(RayActor)
-        self.actors = [remote.remote(spec, index) for index in range(num_workers)]
+        # Weights come with the first call of every start, so the policy goes to the constructor without them: Ray
+        # keeps large constructor arguments in the object store, where a restart needs them still (ray#53727).
+        weightless = copy.copy(spec.policy)
+        weightless.params = {}
+        self.actors = [remote.remote(dataclasses.replace(spec, policy=weightless), index)
+                       for index in range(num_workers)]
         self.version = 1  # as a ParameterBoard's: the learner's first weights are version 1
         self.weights = ray.put(spec.policy.params)
         self.learner_step = 0
