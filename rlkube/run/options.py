@@ -116,7 +116,7 @@ class TrainOptions:
     record_video: bool = field(default=False, metadata=_flag(
         "--record-video", "Write mp4 and GIF of evaluation and test episodes.", is_flag=True))
     num_workers: int = field(default=0, metadata=_flag(
-        "--num-workers", "Actor processes stepping their own envs while this process learns; 0 acts in-process.",
+        "--num-workers", "Actors stepping their own envs while this process learns (see --actors); 0 acts in-process.",
         type=click.IntRange(min=0, max=MAX_WORKERS), show_default=True))
     # Unset by default, so that a submission's arguments stay as they were; the workers are processes then.
     actors: str | None = field(default=None, metadata=_flag(

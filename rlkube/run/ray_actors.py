@@ -28,7 +28,6 @@ import math
 import os
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -41,7 +40,6 @@ from rlkube.run.workers import (
     FAILED_STARTS_ALLOWED,
     MAX_POLICY_LAG,
     QUEUED_PER_WORKER,
-    RESTART_DELAY_S,
     Actor,
     ActorSpec,
     Rollout,
@@ -88,17 +86,10 @@ class RayActor:
         return self.actor.collect(learner_step)
 
 
-@dataclass(frozen=True)
-class _Call:
-    worker: int
-    incarnation: int
-
-
 class RayActorPool:
     """N Ray actors and the calls under way to them; the same `Actors` as workers.ActorPool."""
 
     def __init__(self, spec: ActorSpec, num_workers: int, seed: int, on_message: Callable[[str], None] = print) -> None:
-        self.spec = spec
         self.pacing = spec.pacing
         self.seed = seed
         self.on_message = on_message
@@ -114,17 +105,15 @@ class RayActorPool:
         self.weights = ray.put(spec.policy.params)
         self.learner_step = 0
         self.sent_version = [0] * num_workers  # the newest weights each actor has been sent
-        self.incarnations = [0] * num_workers
         self.starts = 0
         self.failed_starts = [0] * num_workers  # failures in a row without a rollout in between
-        self.calls: dict[Any, _Call] = {}  # ObjectRef of a rollout under way -> whose call it is
+        self.calls: dict[Any, int] = {}  # ObjectRef of a rollout under way -> the actor it is asked of
         for worker in range(num_workers):
             self._start(worker)
 
     def _start(self, worker: int) -> None:
         incarnation = self.starts
         self.starts += 1
-        self.incarnations[worker] = incarnation
         self.sent_version[worker] = 0
         self._call(worker, start=(actor_seed(self.seed, incarnation), incarnation))
         for _ in range(self._calls_per_actor() - 1):
@@ -138,7 +127,7 @@ class RayActorPool:
         ref = self.actors[worker].collect.remote(start, self.version if newer else None,
                                                  self.weights if newer else None, self.learner_step)
         self.sent_version[worker] = self.version
-        self.calls[ref] = _Call(worker, self.incarnations[worker])
+        self.calls[ref] = worker
 
     def publish(self, params: Params, learner_step: int, learned: bool) -> None:
         """After the learner took in a rollout: its parameters if it learned, else only its step count."""
@@ -151,28 +140,30 @@ class RayActorPool:
     def rollouts_to_learn(self) -> Iterator[Rollout]:
         """Rollouts as they arrive, without those too far behind the learner; restarts failed actors meanwhile."""
         while True:
-            ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=RESTART_DELAY_S)
-            if not ready:
-                continue
-            call = self.calls.pop(ready[0])
+            # A call fails when its actor dies, so waiting for the next one to finish also hears of every death.
+            ready, _ = ray.wait(list(self.calls), num_returns=1)
+            worker = self.calls.pop(ready[0])
             try:
                 rollout = ray.get(ready[0])
-            except (RayActorError, RayTaskError) as error:
-                self._restart(call.worker, f"failed ({type(error).__name__}: {str(error).splitlines()[0]})")
+            except RayActorError as error:
+                self._restart(worker, f"died ({type(error).__name__}: {error})")
+                continue
+            except RayTaskError as error:  # acting raised: its traceback, and a fresh start in the same process
+                self._restart(worker, f"failed:\n{error}")
                 continue
             if rollout is None:
-                self._restart(call.worker, "was restarted by Ray")
+                self._restart(worker, "was restarted by Ray")
                 continue
-            self.failed_starts[call.worker] = 0
+            self.failed_starts[worker] = 0
             rollout.policy_lag = self.version - rollout.version
             if self.pacing is not ActorPacing.WAIT_FOR_WEIGHTS:
-                self._call(call.worker)  # the actor acts on while the learner learns from this rollout
+                self._call(worker)  # the actor acts on while the learner learns from this rollout
                 yield rollout
             elif rollout.policy_lag > MAX_POLICY_LAG:
-                self._call(call.worker)
+                self._call(worker)
             else:
                 yield rollout
-                self._call(call.worker)  # with the weights the learner published after learning from it
+                self._call(worker)  # with the weights the learner published after learning from it
 
     def _restart(self, worker: int, what_happened: str) -> None:
         """Start the actor anew, with a fresh seed and the newest weights; the calls still queued to it are dropped."""
@@ -180,7 +171,7 @@ class RayActorPool:
         if self.failed_starts[worker] > FAILED_STARTS_ALLOWED:
             raise RuntimeError(f"actor {worker} keeps failing before it sends anything; last it {what_happened}")
         self.on_message(f"actor {worker} {what_happened}; restarting it")
-        self.calls = {ref: call for ref, call in self.calls.items() if call.worker != worker}
+        self.calls = {ref: asked for ref, asked in self.calls.items() if asked != worker}
         self._start(worker)
 
     def pids(self) -> list[int]:
