@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
+from rlkube.errors import UserError, one_line
 from rlkube.rl.networks import Params
 from rlkube.rl.pacing import ActorPacing
 from rlkube.run.signals import STOP_SIGNALS
@@ -193,8 +194,14 @@ def connect(num_workers: int) -> bool:
     # ray.init installs its own SIGTERM handler, which exits at once; the runner's note-and-checkpoint one stays.
     handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(logging_level=logging.WARNING)
+        if address := os.environ.get("RAY_ADDRESS"):
+            try:
+                ray.init(logging_level=logging.WARNING)
+            except (ConnectionError, RayError) as error:
+                reason = (str(error).splitlines() or [type(error).__name__])[0]
+                raise UserError(f"--actors ray: cannot join the Ray at RAY_ADDRESS={one_line(address)} ({reason}); "
+                                f"check the address and Ray's auth token, or unset RAY_ADDRESS to start a Ray "
+                                f"for this run") from None
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local run reports nowhere
             # "local": a Ray of this run's own, never another one that `ray start` left on this machine.
