@@ -7,7 +7,7 @@ rewrites them; test_render fails when they are stale.
 import dataclasses
 from pathlib import Path
 
-from rlkube.launch.clusters import ClusterProfile, load_profiles, with_accelerator
+from rlkube.launch.clusters import ClusterProfile, RayWorkers, load_profiles, with_accelerator
 from rlkube.launch.render import render, tensorboard_objects, to_yaml
 from rlkube.launch.spec import ExperimentSpec, Provenance, build_spec
 from rlkube.run.options import TrainOptions
@@ -25,8 +25,9 @@ PROVENANCE = Provenance(git_commit="0123456789abcdef0123456789abcdef01234567", g
 
 
 def example_profiles() -> dict[str, ClusterProfile]:
-    """Every shipped Kubernetes profile, plus a multi-host TPU slice, a spot EKS managed node group, and a generic
-    cluster writing to an S3-compatible server (MinIO) whose keys are in a Secret."""
+    """Every shipped Kubernetes profile, plus a multi-host TPU slice, a spot EKS managed node group, a generic
+    cluster writing to an S3-compatible server (MinIO) whose keys are in a Secret, and GPU learners whose actors are
+    on Ray worker pods (a RayJob per copy) in a Kueue queue."""
     profiles = {name: p for name, p in load_profiles().items() if p.target == "kubernetes"}
     profiles["kube-minio"] = dataclasses.replace(profiles["kube"], output="s3://rlkube-runs", pvc=None,
                                                  env={"AWS_ENDPOINT_URL": "http://minio.minio:9000",
@@ -37,12 +38,15 @@ def example_profiles() -> dict[str, ClusterProfile]:
     profiles["eks-managed-ondemand"] = dataclasses.replace(profiles["eks"], capacity_selector="managed", spot=False,
                                                            queue="research", priority_class="rl-batch",
                                                            name="eks-managed-ondemand")
+    profiles["gke-gpu-ray"] = dataclasses.replace(profiles["gke-gpu"], ray=RayWorkers(workers=2, cpu=4, memory="8Gi"),
+                                                  queue="research", name="gke-gpu-ray")
     return profiles
 
 
 def example_spec(profile: ClusterProfile, train: TrainOptions | None = None) -> ExperimentSpec:
-    copies = 2 if profile.tpu_slice and profile.tpu_slice.hosts > 1 else 5
-    return build_spec(profile, train or TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=0), copies,
+    copies = 2 if (profile.tpu_slice and profile.tpu_slice.hosts > 1) or profile.ray else 5
+    actors = {"num_workers": 8, "actors": "ray"} if profile.ray else {}
+    return build_spec(profile, train or TrainOptions("dqn_cartpole", overrides="lr=0.001", seed=0, **actors), copies,
                       name=f"example-{profile.name}", image=f"registry.example/rlkube:{profile.name}",
                       provenance=PROVENANCE)
 

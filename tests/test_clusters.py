@@ -98,6 +98,17 @@ def test_user_then_project_files_override_key_by_key(project: Path) -> None:
      "env_from_secrets must be a list of Secret names"),
     ({"target": "kubernetes", "output": "gs://b", "env_from_secrets": ["creds", "creds"]},
      "env_from_secrets names a Secret twice"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"cpu": 2}},
+     "ray needs workers (pods per copy) and optionally cpu and memory per pod"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "gpu": 1}}, "ray needs workers"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 0}}, "ray workers must be a whole number >= 1"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "cpu": "4"}},
+     "ray cpu must be a whole number >= 1, got '4'"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "memory": "8GB"}},
+     "ray memory must be a positive Kubernetes quantity of bytes"),
+    ({"target": "local", "ray": {"workers": 2}}, "ray places actors on worker pods of a Kubernetes cluster"),
+    ({"target": "kubernetes", "provider": "gke", "output": "gs://b", "ray": {"workers": 2},
+      "accelerator": {"type": "tpu", "name": "v5litepod-16"}}, "a multi-host TPU slice (v5litepod-16) needs a pod"),
 ])
 def test_bad_profiles_name_the_file_profile_and_field(project: Path, profile: dict, message: str) -> None:
     (project / "rlkube.yaml").write_text(yaml.safe_dump({"broken": profile}))

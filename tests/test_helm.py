@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rlkube.launch.clusters import Accelerator, ClusterProfile, with_accelerator
+from rlkube.launch.clusters import Accelerator, ClusterProfile, RayWorkers, with_accelerator
 from rlkube.launch.render import helm_values, render_values, values_to_yaml
 from rlkube.launch.spec import ExperimentSpec, Provenance, build_spec
 from rlkube.run.options import CopyPlan, TrainOptions
@@ -144,6 +144,17 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
                                       active_deadline_seconds=1, ttl_seconds_after_finished=None)
         return _spec(profile, copies=2), profile
 
+    def ray_actors_with_odd_words_in_the_entrypoint() -> tuple[ExperimentSpec, ClusterProfile]:
+        # A tracking group with a space, a quote and a dollar: the entrypoint is a shell command line.
+        profile = dataclasses.replace(
+            kube, name="ray-extras", ray=RayWorkers(workers=3, cpu=2, memory="1.5Gi"), queue="team-a",
+            priority_class="low", node_selector={"pool": "cpu"}, tolerations=[{"operator": "Exists"}],
+            env={"NO": "no", "PORT": 9000}, env_from_secrets=["minio-credentials"], active_deadline_seconds=None,
+            shm_size_limit="500M")
+        train = TrainOptions("dqn_cartpole", seed=7, num_workers=12, actors="ray", track="mlflow",
+                             track_group="it's $HOME \"q\"", overrides="lr=1e-3,gamma=0.9")
+        return _spec(profile, copies=[CopyPlan(0, 3, "gamma=0.5"), CopyPlan(1, 4)], train=train), profile
+
     def trial_of_a_sweep() -> tuple[ExperimentSpec, ClusterProfile]:
         spec = dataclasses.replace(_spec(kube, copies=2, name="tune-t3"), sweep="tune")
         return spec, kube
@@ -152,7 +163,8 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
                                     generic_gpu, gke_tpu_3d_multihost_spot_label_overridden, eks_managed_spot,
                                     eks_karpenter_on_demand_cpu, s3_compatible_no_deadline_ttl_zero,
                                     copies_with_their_own_seeds_and_overrides, multihost_copies_with_their_own_seeds,
-                                    multihost_slice_on_a_pvc, keep_finished_jobs, trial_of_a_sweep)}
+                                    multihost_slice_on_a_pvc, keep_finished_jobs, trial_of_a_sweep,
+                                    ray_actors_with_odd_words_in_the_entrypoint)}
 
 
 @pytest.mark.parametrize("variant", sorted(_variants()))

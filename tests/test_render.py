@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,58 @@ def test_a_record_from_before_copies_had_their_own_seeds_still_reads() -> None:
 def test_a_spec_refuses_copies_it_cannot_run(copies: list[CopyPlan], message: str) -> None:
     with pytest.raises(UserError, match=message):
         build_spec(get_profile("kube"), TrainOptions("dqn_cartpole"), copies)
+
+
+def test_a_ray_profile_renders_a_ray_job_per_copy_with_the_learner_on_the_head() -> None:
+    profile = example_profiles()["gke-gpu-ray"]
+    assert profile.ray is not None
+    spec = example_spec(profile)
+    objects = render(spec, profile)
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "RayJob", "RayJob"]
+    # Without Ray, the same experiment's Job: the head's pod is its pod, but for the command Ray starts.
+    (job,) = [o for o in render(spec, dataclasses.replace(profile, ray=None)) if o["kind"] == "Job"]
+    job_pod = pod_spec(job)
+    job_args = job_pod["containers"][0].pop("args")
+    del job_pod["containers"][0]["command"]
+    for copy, ray_job in enumerate(o for o in objects if o["kind"] == "RayJob"):
+        assert ray_job["apiVersion"] == "ray.io/v1"
+        assert ray_job["metadata"]["name"] == f"{spec.name}-copy-{copy}"
+        assert ray_job["metadata"]["labels"] == {**job["metadata"]["labels"], "rlkube.io/copy": str(copy)}
+        assert ray_job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
+        ray_spec = ray_job["spec"]
+        assert shlex.split(ray_spec["entrypoint"]) == ["rlkube", "train", *job_args, "--copy-index", str(copy)]
+        assert {"--num-workers", "--actors"} <= set(job_args)
+        assert ray_spec["submissionMode"] == "HTTPMode"
+        assert ray_spec["shutdownAfterJobFinishes"] is True
+        assert ray_spec["backoffLimit"] == profile.retries_per_copy
+        assert ray_spec["activeDeadlineSeconds"] == profile.active_deadline_seconds
+        head = ray_spec["rayClusterSpec"]["headGroupSpec"]
+        assert head["rayStartParams"]["num-cpus"] == "0"  # actors go to the workers
+        assert head["template"]["spec"] == job_pod
+        pod_labels = {**job["spec"]["template"]["metadata"]["labels"], "rlkube.io/copy": str(copy)}
+        assert head["template"]["metadata"]["labels"] == pod_labels
+        (workers,) = ray_spec["rayClusterSpec"]["workerGroupSpecs"]
+        assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == profile.ray.workers
+        assert workers["rayStartParams"]["num-cpus"] == str(profile.ray.cpu)
+        assert workers["template"]["metadata"]["labels"] == pod_labels
+        worker_pod = workers["template"]["spec"]
+        (actor,) = worker_pod["containers"]
+        assert actor["resources"]["requests"]["cpu"] == str(profile.ray.cpu)
+        assert actor["resources"]["limits"] == {"memory": profile.ray.memory,
+                                                "ephemeral-storage": profile.ephemeral_storage_size}
+        for key in ("serviceAccountName", "automountServiceAccountToken", "securityContext", "restartPolicy"):
+            assert worker_pod[key] == job_pod[key], key
+        assert actor["securityContext"] == job_pod["containers"][0]["securityContext"]
+        assert {m["mountPath"] for m in actor["volumeMounts"]} == {"/tmp", "/dev/shm"}
+        assert "nodeSelector" not in worker_pod  # no GPU node
+        # Ray's object store fits in /dev/shm, on the head and the workers alike.
+        for start in (head["rayStartParams"], workers["rayStartParams"]):
+            assert int(start["object-store-memory"]) < quantity_bytes(profile.shm_size_limit)
+
+
+def test_a_ray_profile_needs_ray_actors_to_place_on_its_workers() -> None:
+    profile = example_profiles()["gke-gpu-ray"]
+    for train in (TrainOptions("dqn_cartpole"), TrainOptions("dqn_cartpole", num_workers=4)):
+        with pytest.raises(UserError, match=r"runs actors on 2 Ray worker pods per copy: add --num-workers N "
+                                            r"--actors ray"):
+            example_spec(profile, train)

@@ -53,6 +53,14 @@ class Accelerator:
 
 
 @dataclass(frozen=True)
+class RayWorkers:
+    """Pods for a copy's `--num-workers` Ray actors, beside its learner: each copy becomes a RayJob (render.py)."""
+    workers: int  # worker pods per copy
+    cpu: int = 1  # each pod's CPUs: its request and Ray's num-cpus (a Ray node counts whole CPUs)
+    memory: str = "2Gi"  # each pod's memory request and limit
+
+
+@dataclass(frozen=True)
 class ClusterProfile:
     name: str
     target: str  # the kind of a registered Target (rlkube.launch.targets): local, kubernetes
@@ -82,6 +90,7 @@ class ClusterProfile:
     env: dict[str, str] = field(default_factory=dict)  # extra, non-secret environment variables of the trainer
     env_from_secrets: list[str] = field(default_factory=list)  # Secrets whose keys become environment variables
     price_per_hour: float | None = None  # of one TPU chip or GPU: submit and render then print the cost ceiling
+    ray: RayWorkers | None = None  # actors on Ray worker pods (KubeRay's RayJob), the learner on the Ray head
 
     @property
     def default_image(self) -> str:
@@ -202,6 +211,12 @@ def _profile(name: str, settings: dict[str, Any], origin: str) -> ClusterProfile
                 or "type" not in accelerator or "name" not in accelerator:
             raise UserError(f"{where}: accelerator needs type (tpu or gpu), name and optionally count")
         values["accelerator"] = Accelerator(**accelerator)
+    ray = values.get("ray")
+    if ray is not None:
+        if not isinstance(ray, dict) or set(ray) - {"workers", "cpu", "memory"} or "workers" not in ray:
+            raise UserError(f"{where}: ray needs workers (pods per copy) and optionally cpu and memory per pod, "
+                            f"e.g. {{workers: 2, cpu: 4, memory: 8Gi}}, got {ray!r}")
+        values["ray"] = RayWorkers(**ray)
     profile = ClusterProfile(name=name, **values)
     _check(profile, where)
     return profile
@@ -248,6 +263,7 @@ def _check(profile: ClusterProfile, where: str) -> None:
     _check_lifetime(profile, where)
     _check_price(profile, where)
     _check_env(profile, where)
+    _check_ray(profile, where)
     if profile.target == "kubernetes" and not profile.output.startswith(("gs://", "s3://")) and not profile.pvc:
         raise UserError(f"{where}: output {profile.output} is a path in the pod, so name the pvc that holds it "
                         f"(or write to gs:// or s3://)")
@@ -349,6 +365,24 @@ def _check_env(profile: ClusterProfile, where: str) -> None:
                         f"'-' and '.'), e.g. [minio-credentials], got {secrets!r}")
     if len(set(secrets)) != len(secrets):
         raise UserError(f"{where}: env_from_secrets names a Secret twice: {secrets!r}")
+
+
+def _check_ray(profile: ClusterProfile, where: str) -> None:
+    ray = profile.ray
+    if ray is None:
+        return
+    for key in ("workers", "cpu"):
+        if not _whole(getattr(ray, key)) or getattr(ray, key) < 1:
+            raise UserError(f"{where}: ray {key} must be a whole number >= 1, got {getattr(ray, key)!r}")
+    if not _positive_quantity(ray.memory):
+        raise UserError(f"{where}: ray memory must be a positive Kubernetes quantity of bytes such as 8Gi, "
+                        f"got {ray.memory!r}")
+    if profile.target != "kubernetes":
+        raise UserError(f"{where}: ray places actors on worker pods of a Kubernetes cluster, so it needs target "
+                        f"kubernetes (a local run starts its own Ray with --actors ray)")
+    if profile.tpu_slice is not None and profile.tpu_slice.hosts > 1:
+        raise UserError(f"{where}: ray puts a copy's learner on one Ray head pod, and a multi-host TPU slice "
+                        f"({profile.accelerator.name}) needs a pod per host; use a single-host slice")
 
 
 def with_accelerator(profile: ClusterProfile, name: str) -> ClusterProfile:

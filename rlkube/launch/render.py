@@ -7,6 +7,7 @@ chart's templates do. A test holds the two renderers to the same output.
 
 import dataclasses
 import json
+import shlex
 from typing import Any
 
 import yaml
@@ -72,6 +73,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
         "env": [{"name": name, "value": str(value)} for name, value in _trainer_env(spec, profile).items()],
         "envFromSecrets": list(profile.env_from_secrets),
+        "ray": None if profile.ray is None else _ray_values(profile),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
         # The spec, with its hparams and its copies in files of their own (and its id in the trainer's env).
@@ -83,6 +85,15 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
                                     indent=2, sort_keys=True) + "\n",
         },
     }
+
+
+def _ray_values(profile: ClusterProfile) -> dict[str, Any]:
+    assert profile.ray is not None
+    # Ray's object store is shared memory: half of /dev/shm, leaving the rest to the actors' vector envs (Ray puts
+    # a store larger than /dev/shm on disk instead, slowly).
+    object_store = quantity_bytes(profile.shm_size_limit) // 2
+    return {"workers": profile.ray.workers, "cpu": str(profile.ray.cpu), "memory": profile.ray.memory,
+            "objectStoreMemory": str(object_store)}
 
 
 def _trainer_env(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, str]:
@@ -179,39 +190,19 @@ def output_dir(values: dict[str, Any]) -> str:
     return experiment_output_dir(values["output"], values["experiment"])
 
 
-def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) -> Object:
-    selector, tolerations, accelerator_limits = _scheduling(values)
-    resources = values["resources"]
-    # Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours.
-    disk = {"ephemeral-storage": values["ephemeralStorage"]}
-    requests = {**resources, **disk}
-    limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **disk, **accelerator_limits}
-    # /dev/shm in memory: a container runtime's default is 64 MB, less than --num-workers actors' observation
-    # slots and async vector envs share (it counts against the memory limit).
-    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, {"name": "tmp", "mountPath": "/tmp"},
-              {"name": "shm", "mountPath": "/dev/shm"}]
-    volumes: list[Object] = [{"name": "config", "configMap": {"name": values["experiment"]}},
-                             {"name": "tmp", "emptyDir": {"sizeLimit": values["tmpSizeLimit"]}},
+def _scratch(values: dict[str, Any]) -> tuple[list[Object], list[Object]]:
+    """The mounts and volumes of /tmp, and of /dev/shm in memory: a container runtime's default is 64 MB, less than
+    --num-workers actors' observation slots and async vector envs share, and Ray's object store (it counts against
+    the memory limit)."""
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "shm", "mountPath": "/dev/shm"}]
+    volumes: list[Object] = [{"name": "tmp", "emptyDir": {"sizeLimit": values["tmpSizeLimit"]}},
                              {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": values["shmSizeLimit"]}}]
-    if values["pvc"]:
-        # Only the experiment's own directory of the volume, at its --output-dir: no other experiment's runs are
-        # there to read or overwrite. (The kubelet creates it, owned by root, with the mode and group of the
-        # volume's root: see manifests/setup/pvc.yaml.)
-        mounts.append({"name": "runs", "mountPath": output_dir(values), "subPath": values["experiment"]})
-        volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})
-    # Credentials (e.g. an S3-compatible server's keys) come from Secrets, so they never appear in the Job.
-    env_from = [{"secretRef": {"name": name}} for name in values["envFromSecrets"]]
-    container = {
-        "name": "trainer",
-        "image": values["image"],
-        "command": ["rlkube", "train"],
-        "args": args,
-        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
-        **({"envFrom": env_from} if env_from else {}),
-        "resources": {"requests": requests, "limits": limits},
-        "securityContext": _container_security(),
-        "volumeMounts": mounts,
-    }
+    return mounts, volumes
+
+
+def _pod(values: dict[str, Any], container: Object, volumes: list[Object], selector: dict[str, str],
+         tolerations: list[Object]) -> Object:
+    """A pod of the experiment: as its own ServiceAccount, without an API token, as a non-root user."""
     spec: Object = {
         "restartPolicy": "Never",
         "serviceAccountName": values["experiment"],
@@ -229,6 +220,40 @@ def _pod_spec(values: dict[str, Any], args: list[str], subdomain: str | None) ->
         spec["tolerations"] = tolerations
     if values["priorityClass"]:
         spec["priorityClassName"] = values["priorityClass"]
+    return spec
+
+
+def _pod_spec(values: dict[str, Any], args: list[str] | None, subdomain: str | None) -> Object:
+    """The trainer's pod, which runs `rlkube train args`; with args None, a Ray head's (KubeRay starts Ray in it,
+    and the copy runs as the RayJob's entrypoint)."""
+    selector, tolerations, accelerator_limits = _scheduling(values)
+    resources = values["resources"]
+    # Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours.
+    disk = {"ephemeral-storage": values["ephemeralStorage"]}
+    requests = {**resources, **disk}
+    limits = {**({"memory": resources["memory"]} if "memory" in resources else {}), **disk, **accelerator_limits}
+    scratch_mounts, scratch_volumes = _scratch(values)
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, *scratch_mounts]
+    volumes: list[Object] = [{"name": "config", "configMap": {"name": values["experiment"]}}, *scratch_volumes]
+    if values["pvc"]:
+        # Only the experiment's own directory of the volume, at its --output-dir: no other experiment's runs are
+        # there to read or overwrite. (The kubelet creates it, owned by root, with the mode and group of the
+        # volume's root: see manifests/setup/pvc.yaml.)
+        mounts.append({"name": "runs", "mountPath": output_dir(values), "subPath": values["experiment"]})
+        volumes.append({"name": "runs", "persistentVolumeClaim": {"claimName": values["pvc"]}})
+    # Credentials (e.g. an S3-compatible server's keys) come from Secrets, so they never appear in the Job.
+    env_from = [{"secretRef": {"name": name}} for name in values["envFromSecrets"]]
+    container = {
+        "name": "trainer",
+        "image": values["image"],
+        **({"command": ["rlkube", "train"], "args": args} if args is not None else {}),
+        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
+        **({"envFrom": env_from} if env_from else {}),
+        "resources": {"requests": requests, "limits": limits},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    spec = _pod(values, container, volumes, selector, tolerations)
     if subdomain:
         spec["subdomain"] = subdomain
     return spec
@@ -273,6 +298,68 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
     }
 
 
+def _ray_worker_pod_spec(values: dict[str, Any]) -> Object:
+    """A Ray worker's pod, which holds actors only: CPUs, no accelerator, nothing of the runs (the learner writes
+    them) nor the profile's Secrets (actors need no credentials). The profile's own node selector and tolerations
+    place it."""
+    ray = values["ray"]
+    mounts, volumes = _scratch(values)
+    disk = {"ephemeral-storage": values["ephemeralStorage"]}
+    container = {
+        "name": "actor",
+        "image": values["image"],
+        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
+        "resources": {"requests": {"cpu": ray["cpu"], "memory": ray["memory"], **disk},
+                      "limits": {"memory": ray["memory"], **disk}},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    return _pod(values, container, volumes, values["nodeSelector"], values["tolerations"])
+
+
+def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
+    """A copy as a RayJob (KubeRay): its learner is the job's driver on the Ray head, with the trainer's pod (its
+    accelerator, volumes and env), and its --num-workers actors are Ray actors on the worker pods."""
+    ray = values["ray"]
+    copy_label = {"rlkube.io/copy": str(copy)}
+    metadata = _metadata(values, f"{values['experiment']}-copy-{copy}", copy_label)
+    if values["queue"]:
+        metadata["labels"]["kueue.x-k8s.io/queue-name"] = values["queue"]
+    pod_metadata = {"labels": {**labels(values), **copy_label}}
+    object_store = {"object-store-memory": ray["objectStoreMemory"]}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": metadata,
+        "spec": {
+            # Ray gives the driver RAY_ADDRESS, so the copy's actors join this cluster.
+            "entrypoint": shlex.join(["rlkube", "train", *args]),
+            # The operator submits the entrypoint to the head's dashboard over HTTP: no submitter pod, which KubeRay
+            # makes without a securityContext (Pod Security `restricted` refuses it), so that every pod of a RayJob
+            # is one of the templates below.
+            "submissionMode": "HTTPMode",
+            "shutdownAfterJobFinishes": True,
+            # A failed copy is retried on a new Ray cluster of its own; the other copies run on.
+            "backoffLimit": values["retriesPerCopy"],
+            **({"activeDeadlineSeconds": values["activeDeadlineSeconds"]}
+               if values["activeDeadlineSeconds"] is not None else {}),
+            "rayClusterSpec": {
+                # No CPUs for Ray on the head: every actor is placed on a worker, the learner keeps the head.
+                "headGroupSpec": {"rayStartParams": {"num-cpus": "0", **object_store},
+                                  "template": {"metadata": pod_metadata, "spec": _pod_spec(values, None, None)}},
+                "workerGroupSpecs": [{
+                    "groupName": "actors",
+                    "replicas": ray["workers"],
+                    "minReplicas": ray["workers"],
+                    "maxReplicas": ray["workers"],
+                    "rayStartParams": {"num-cpus": ray["cpu"], **object_store},
+                    "template": {"metadata": pod_metadata, "spec": _ray_worker_pod_spec(values)},
+                }],
+            },
+        },
+    }
+
+
 def render_values(values: dict[str, Any]) -> list[Object]:
     """The experiment's objects, in the order they are created."""
     name = values["experiment"]
@@ -284,6 +371,11 @@ def render_values(values: dict[str, Any]) -> list[Object]:
          "automountServiceAccountToken": False},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(values, name), "data": values["config"]},
     ]
+    if values["ray"]:
+        # A RayJob per copy: a Ray job has one driver (the copy's learner), and a copy's retry starts a Ray cluster
+        # of its own without stopping the other copies.
+        objects.extend(_ray_job(values, copy, [*args, "--copy-index", str(copy)]) for copy in range(values["copies"]))
+        return objects
     accelerator = values["accelerator"]
     hosts = accelerator["hosts"] if accelerator and accelerator["type"] == "tpu" else 1
     if hosts == 1:

@@ -129,6 +129,9 @@ def build_spec(profile: ClusterProfile, train: TrainOptions, copies: int | list[
         raise UserError(problem)
     train.check_tracking_flags()
     train.check_actors_flag()
+    if profile.ray is not None and train.actors != "ray":
+        raise UserError(f"cluster '{profile.name}' runs actors on {profile.ray.workers} Ray worker pods per copy: "
+                        f"add --num-workers N --actors ray")
     check_track_uri(train.track_uri)
     hp = train.resolved_hparams()
     planned = check_copies(default_copies(train.seed, copies) if isinstance(copies, int) else list(copies))

@@ -163,6 +163,271 @@ then values.nodeSelector over the selector, and values.tolerations after the tol
 {{- end -}}
 
 {{/*
+rlkube.podIdentity: the start of every pod's spec: as the experiment's own ServiceAccount, without an API token,
+as a non-root user.
+*/}}
+{{- define "rlkube.podIdentity" -}}
+restartPolicy: Never
+serviceAccountName: {{ toJson .Values.experiment }}
+# Training needs no Kubernetes API access, so the pod gets no token.
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ int64 .Values.terminationGracePeriodSeconds }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 1000
+  runAsGroup: 1000
+  fsGroup: 1000
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}
+
+{{/*
+rlkube.trainerPod: the trainer's pod spec. Takes a dict: root, args (of `rlkube train`), subdomain ("" for none)
+and rayHead (true: a Ray head's, without command and args: KubeRay starts Ray in it, and the copy runs as the
+RayJob's entrypoint). On a PVC, it mounts only the experiment's own directory of it (rlkube.outputDir).
+*/}}
+{{- define "rlkube.trainerPod" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values -}}
+{{- $scheduling := include "rlkube.scheduling" $root | fromJson -}}
+{{- /* Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours. */ -}}
+{{- $requests := merge (dict "ephemeral-storage" $values.ephemeralStorage) $values.resources -}}
+{{- $limits := dict "ephemeral-storage" $values.ephemeralStorage -}}
+{{- if hasKey $values.resources "memory" }}{{ $_ := set $limits "memory" $values.resources.memory }}{{ end -}}
+{{- range $key, $value := $scheduling.limits }}{{ $_ := set $limits $key $value }}{{ end -}}
+{{- $pvc := index $values "pvc" -}}
+{{ include "rlkube.podIdentity" $root }}
+containers:
+  - name: trainer
+    image: {{ toJson $values.image }}
+    {{- if not .rayHead }}
+    command:
+      - rlkube
+      - train
+    args:
+      {{- include "rlkube.sequence" .args | nindent 6 }}
+    {{- end }}
+    {{- /* The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, rlkube's
+    mirror of a run in a bucket, W&B's run files) go to the /tmp emptyDir. values.env comes after rlkube's
+    own. */}}
+    env:
+      - name: RLKUBE_EXPERIMENT
+        value: {{ toJson $values.experiment }}
+      - name: HOME
+        value: /tmp
+      - name: MPLCONFIGDIR
+        value: /tmp/matplotlib
+      - name: XDG_CACHE_HOME
+        value: /tmp/.cache
+      - name: WANDB_DIR
+        value: /tmp
+      {{- with $values.env }}
+      {{- include "rlkube.sequence" . | nindent 6 }}
+      {{- end }}
+    {{- with $values.envFromSecrets }}
+    {{- /* Credentials (e.g. an S3-compatible server's keys) reach the process without appearing in the Job. */}}
+    envFrom:
+      {{- range . }}
+      - secretRef:
+          name: {{ toJson . }}
+      {{- end }}
+    {{- end }}
+    resources:
+      requests:
+        {{- include "rlkube.mapping" $requests | nindent 8 }}
+      limits:
+        {{- include "rlkube.mapping" $limits | nindent 8 }}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop:
+          - ALL
+    volumeMounts:
+      - name: config
+        mountPath: /etc/rlkube
+        readOnly: true
+      - name: tmp
+        mountPath: /tmp
+      - name: shm
+        mountPath: /dev/shm
+      {{- if $pvc }}
+      - name: runs
+        mountPath: {{ include "rlkube.outputDir" $root | toJson }}
+        subPath: {{ toJson $values.experiment }}
+      {{- end }}
+volumes:
+  - name: config
+    configMap:
+      name: {{ toJson $values.experiment }}
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ toJson $values.tmpSizeLimit }}
+  - name: shm
+    emptyDir:
+      medium: Memory
+      sizeLimit: {{ toJson $values.shmSizeLimit }}
+  {{- if $pvc }}
+  - name: runs
+    persistentVolumeClaim:
+      claimName: {{ toJson $pvc }}
+  {{- end }}
+{{- with $scheduling.nodeSelector }}
+nodeSelector:
+  {{- include "rlkube.mapping" . | nindent 2 }}
+{{- end }}
+{{- with $scheduling.tolerations }}
+tolerations:
+  {{- include "rlkube.sequence" . | nindent 2 }}
+{{- end }}
+{{- with index $values "priorityClass" }}
+priorityClassName: {{ toJson . }}
+{{- end }}
+{{- with .subdomain }}
+subdomain: {{ toJson . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+rlkube.rayWorkerPod: a Ray worker's pod spec, which holds actors only: CPUs, no accelerator, nothing of the runs (the
+learner writes them) nor the profile's Secrets (actors need no credentials); the profile's own node selector and
+tolerations place it.
+*/}}
+{{- define "rlkube.rayWorkerPod" -}}
+{{- $values := .Values -}}
+{{ include "rlkube.podIdentity" . }}
+containers:
+  - name: actor
+    image: {{ toJson $values.image }}
+    env:
+      - name: RLKUBE_EXPERIMENT
+        value: {{ toJson $values.experiment }}
+      - name: HOME
+        value: /tmp
+      - name: MPLCONFIGDIR
+        value: /tmp/matplotlib
+      - name: XDG_CACHE_HOME
+        value: /tmp/.cache
+      - name: WANDB_DIR
+        value: /tmp
+      {{- with $values.env }}
+      {{- include "rlkube.sequence" . | nindent 6 }}
+      {{- end }}
+    resources:
+      requests:
+        cpu: {{ toJson $values.ray.cpu }}
+        memory: {{ toJson $values.ray.memory }}
+        ephemeral-storage: {{ toJson $values.ephemeralStorage }}
+      limits:
+        memory: {{ toJson $values.ray.memory }}
+        ephemeral-storage: {{ toJson $values.ephemeralStorage }}
+    securityContext:
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop:
+          - ALL
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+      - name: shm
+        mountPath: /dev/shm
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ toJson $values.tmpSizeLimit }}
+  - name: shm
+    emptyDir:
+      medium: Memory
+      sizeLimit: {{ toJson $values.shmSizeLimit }}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- include "rlkube.mapping" . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- include "rlkube.sequence" . | nindent 2 }}
+{{- end }}
+{{- with index $values "priorityClass" }}
+priorityClassName: {{ toJson . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+rlkube.shellWords: a list of words as one shell command line, as Python's shlex.join writes it: a word of only
+letters, digits and @%+=:,./_- as it is, any other single-quoted.
+*/}}
+{{- define "rlkube.shellWords" -}}
+{{- $words := list -}}
+{{- range . -}}
+{{- if regexMatch "^[A-Za-z0-9@%+=:,./_-]+$" . -}}
+{{- $words = append $words . -}}
+{{- else -}}
+{{- $words = append $words (printf "'%s'" (replace "'" "'\"'\"'" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- join " " $words -}}
+{{- end -}}
+
+{{/*
+rlkube.rayjob: copy `copy` as a RayJob (KubeRay), <experiment>-copy-<copy>: its learner is the job's driver on the Ray
+head, which has the trainer's pod, and its --num-workers actors are Ray actors on the worker pods. Takes a dict: root,
+copy, args. Ray gives the driver RAY_ADDRESS, so the actors join this cluster.
+*/}}
+{{- define "rlkube.rayjob" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values -}}
+{{- $copyLabel := dict "rlkube.io/copy" (toString .copy) -}}
+{{- $podLabels := include "rlkube.labels" $root | fromJson -}}
+{{- $_ := set $podLabels "rlkube.io/copy" (toString .copy) -}}
+{{- $jobLabels := deepCopy $copyLabel -}}
+{{- with index $values "queue" }}{{ $_ := set $jobLabels "kueue.x-k8s.io/queue-name" . }}{{ end -}}
+{{- $deadline := index $values "activeDeadlineSeconds" -}}
+apiVersion: ray.io/v1
+kind: RayJob
+metadata:
+  {{- include "rlkube.metadata" (dict "root" $root "name" (printf "%s-copy-%d" $values.experiment (int .copy)) "labels" $jobLabels "annotations" (dict)) | nindent 2 }}
+spec:
+  entrypoint: {{ include "rlkube.shellWords" (concat (list "rlkube" "train") .args) | toJson }}
+  {{- /* The operator submits the entrypoint to the head's dashboard over HTTP: no submitter pod, which KubeRay makes
+  without a securityContext (Pod Security `restricted` refuses it), so every pod of a RayJob is one of these
+  templates. */}}
+  submissionMode: HTTPMode
+  shutdownAfterJobFinishes: true
+  {{- /* A failed copy is retried on a new Ray cluster of its own; the other copies run on. */}}
+  backoffLimit: {{ int64 $values.retriesPerCopy }}
+  {{- if not (kindIs "invalid" $deadline) }}
+  activeDeadlineSeconds: {{ int64 $deadline }}
+  {{- end }}
+  rayClusterSpec:
+    headGroupSpec:
+      {{- /* No CPUs for Ray on the head: every actor is placed on a worker, the learner keeps the head. */}}
+      rayStartParams:
+        num-cpus: "0"
+        object-store-memory: {{ toJson $values.ray.objectStoreMemory }}
+      template:
+        metadata:
+          labels:
+            {{- include "rlkube.mapping" $podLabels | nindent 12 }}
+        spec:
+          {{- include "rlkube.trainerPod" (dict "root" $root "args" (list) "subdomain" "" "rayHead" true) | nindent 10 }}
+    workerGroupSpecs:
+      - groupName: actors
+        replicas: {{ int64 $values.ray.workers }}
+        minReplicas: {{ int64 $values.ray.workers }}
+        maxReplicas: {{ int64 $values.ray.workers }}
+        rayStartParams:
+          num-cpus: {{ toJson $values.ray.cpu }}
+          object-store-memory: {{ toJson $values.ray.objectStoreMemory }}
+        template:
+          metadata:
+            labels:
+              {{- include "rlkube.mapping" $podLabels | nindent 14 }}
+          spec:
+            {{- include "rlkube.rayWorkerPod" $root | nindent 12 }}
+{{- end -}}
+
+{{/*
 rlkube.job: an Indexed Job of `indices` pods. Takes a dict: root, name, indices, args, labels (added to the
 common ones, on the Job and its pods) and subdomain ("" for none). One failing index does not stop the others
 (backoffLimitPerIndex), and a preempted or evicted pod is retried without counting as a failure.
@@ -175,13 +440,6 @@ On a PVC, the pods mount only the experiment's own directory of it (rlkube.outpu
 {{- range $key, $value := .labels }}{{ $_ := set $podLabels $key $value }}{{ end -}}
 {{- $jobLabels := deepCopy .labels -}}
 {{- with index $values "queue" }}{{ $_ := set $jobLabels "kueue.x-k8s.io/queue-name" . }}{{ end -}}
-{{- $scheduling := include "rlkube.scheduling" $root | fromJson -}}
-{{- /* Node disk is requested and capped, so a copy that fills /tmp is evicted alone rather than its neighbours. */ -}}
-{{- $requests := merge (dict "ephemeral-storage" $values.ephemeralStorage) $values.resources -}}
-{{- $limits := dict "ephemeral-storage" $values.ephemeralStorage -}}
-{{- if hasKey $values.resources "memory" }}{{ $_ := set $limits "memory" $values.resources.memory }}{{ end -}}
-{{- range $key, $value := $scheduling.limits }}{{ $_ := set $limits $key $value }}{{ end -}}
-{{- $pvc := index $values "pvc" -}}
 {{- $deadline := index $values "activeDeadlineSeconds" -}}
 {{- $ttl := index $values "ttlSecondsAfterFinished" -}}
 apiVersion: batch/v1
@@ -224,103 +482,5 @@ spec:
       labels:
         {{- include "rlkube.mapping" $podLabels | nindent 8 }}
     spec:
-      restartPolicy: Never
-      serviceAccountName: {{ toJson $values.experiment }}
-      # Training needs no Kubernetes API access, so the pod gets no token.
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: {{ int64 $values.terminationGracePeriodSeconds }}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 1000
-        runAsGroup: 1000
-        fsGroup: 1000
-        seccompProfile:
-          type: RuntimeDefault
-      containers:
-        - name: trainer
-          image: {{ toJson $values.image }}
-          command:
-            - rlkube
-            - train
-          args:
-            {{- include "rlkube.sequence" .args | nindent 12 }}
-          {{- /* The root file system is read-only: home and caches (TensorFlow's, matplotlib's, pip's, rlkube's
-          mirror of a run in a bucket, W&B's run files) go to the /tmp emptyDir. values.env comes after rlkube's
-          own. */}}
-          env:
-            - name: RLKUBE_EXPERIMENT
-              value: {{ toJson $values.experiment }}
-            - name: HOME
-              value: /tmp
-            - name: MPLCONFIGDIR
-              value: /tmp/matplotlib
-            - name: XDG_CACHE_HOME
-              value: /tmp/.cache
-            - name: WANDB_DIR
-              value: /tmp
-            {{- with $values.env }}
-            {{- include "rlkube.sequence" . | nindent 12 }}
-            {{- end }}
-          {{- with $values.envFromSecrets }}
-          {{- /* Credentials (e.g. an S3-compatible server's keys) reach the process without appearing in the Job. */}}
-          envFrom:
-            {{- range . }}
-            - secretRef:
-                name: {{ toJson . }}
-            {{- end }}
-          {{- end }}
-          resources:
-            requests:
-              {{- include "rlkube.mapping" $requests | nindent 14 }}
-            limits:
-              {{- include "rlkube.mapping" $limits | nindent 14 }}
-          securityContext:
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities:
-              drop:
-                - ALL
-          volumeMounts:
-            - name: config
-              mountPath: /etc/rlkube
-              readOnly: true
-            - name: tmp
-              mountPath: /tmp
-            - name: shm
-              mountPath: /dev/shm
-            {{- if $pvc }}
-            - name: runs
-              mountPath: {{ include "rlkube.outputDir" $root | toJson }}
-              subPath: {{ toJson $values.experiment }}
-            {{- end }}
-      volumes:
-        - name: config
-          configMap:
-            name: {{ toJson $values.experiment }}
-        - name: tmp
-          emptyDir:
-            sizeLimit: {{ toJson $values.tmpSizeLimit }}
-        - name: shm
-          emptyDir:
-            medium: Memory
-            sizeLimit: {{ toJson $values.shmSizeLimit }}
-        {{- if $pvc }}
-        - name: runs
-          persistentVolumeClaim:
-            claimName: {{ toJson $pvc }}
-        {{- end }}
-      {{- with $scheduling.nodeSelector }}
-      nodeSelector:
-        {{- include "rlkube.mapping" . | nindent 8 }}
-      {{- end }}
-      {{- with $scheduling.tolerations }}
-      tolerations:
-        {{- include "rlkube.sequence" . | nindent 8 }}
-      {{- end }}
-      {{- with index $values "priorityClass" }}
-      priorityClassName: {{ toJson . }}
-      {{- end }}
-      {{- with .subdomain }}
-      subdomain: {{ toJson . }}
-      {{- end }}
+      {{- include "rlkube.trainerPod" (dict "root" $root "args" .args "subdomain" .subdomain) | nindent 6 }}
 {{- end -}}
