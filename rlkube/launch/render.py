@@ -314,7 +314,7 @@ def _ray_worker_pod_spec(values: dict[str, Any]) -> Object:
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
-    return _pod(values, container, volumes, values["nodeSelector"], values["tolerations"])
+    return _pod(values, container, volumes, dict(values["nodeSelector"]), list(values["tolerations"]))
 
 
 def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
@@ -325,7 +325,7 @@ def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
     metadata = _metadata(values, f"{values['experiment']}-copy-{copy}", copy_label)
     if values["queue"]:
         metadata["labels"]["kueue.x-k8s.io/queue-name"] = values["queue"]
-    pod_metadata = {"labels": {**labels(values), **copy_label}}
+    pod_labels = {**labels(values), **copy_label}
     object_store = {"object-store-memory": ray["objectStoreMemory"]}
     return {
         "apiVersion": "ray.io/v1",
@@ -346,14 +346,15 @@ def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
             "rayClusterSpec": {
                 # No CPUs for Ray on the head: every actor is placed on a worker, the learner keeps the head.
                 "headGroupSpec": {"rayStartParams": {"num-cpus": "0", **object_store},
-                                  "template": {"metadata": pod_metadata, "spec": _pod_spec(values, None, None)}},
+                                  "template": {"metadata": {"labels": dict(pod_labels)},
+                                               "spec": _pod_spec(values, None, None)}},
                 "workerGroupSpecs": [{
                     "groupName": "actors",
                     "replicas": ray["workers"],
                     "minReplicas": ray["workers"],
                     "maxReplicas": ray["workers"],
                     "rayStartParams": {"num-cpus": ray["cpu"], **object_store},
-                    "template": {"metadata": pod_metadata, "spec": _ray_worker_pod_spec(values)},
+                    "template": {"metadata": {"labels": dict(pod_labels)}, "spec": _ray_worker_pod_spec(values)},
                 }],
             },
         },

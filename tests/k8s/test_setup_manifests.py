@@ -495,7 +495,8 @@ def test_every_render_of_every_example_profile_is_admitted(api: client.ApiClient
         envFrom=[{"secretRef": {"name": "minio-credentials"}}]))
     wait_for(lambda: admitted(lambda: client.BatchV1Api(alice).create_namespaced_job(
         rlkube_namespace, with_secret, dry_run="All")), what="the new parameters in effect")
-    for name, example in example_profiles().items():
+    # A Ray profile's RayJobs are not submitted through the target yet: test_rayjob_admission.py admits them.
+    for name, example in ((name, p) for name, p in example_profiles().items() if p.ray is None):
         profile = dataclasses.replace(example, context="rlkube-test", namespace=rlkube_namespace)
         spec = dataclasses.replace(example_spec(profile), image=profile.default_image)
         assert target_for(profile).dryrun(spec).startswith("dry run: the API server accepted"), name

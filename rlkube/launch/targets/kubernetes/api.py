@@ -94,13 +94,24 @@ def _with_creator(metadata: Object, username: str) -> Object:
     return {**metadata, "annotations": {**metadata.get("annotations", {}), CREATOR_ANNOTATION: username}}
 
 
+def _with_template_creator(holder: Object, username: str) -> Object:
+    """`holder` (a workload's spec, or a Ray group) with its pod template annotated with who creates it."""
+    template = holder["template"]
+    return {**holder, "template": {**template, "metadata": _with_creator(template.get("metadata", {}), username)}}
+
+
 def with_creator(obj: Object, username: str) -> Object:
-    """The object, and its pods' template if it has one, annotated with who creates it."""
+    """The object, and its pods' templates if it has any (a RayJob's head and worker groups'), annotated with who
+    creates it."""
     stamped = {**obj, "metadata": _with_creator(obj["metadata"], username)}
-    if "template" in obj.get("spec", {}):
-        template = obj["spec"]["template"]
-        stamped["spec"] = {**obj["spec"],
-                           "template": {**template, "metadata": _with_creator(template.get("metadata", {}), username)}}
+    spec = obj.get("spec", {})
+    if "template" in spec:
+        stamped["spec"] = _with_template_creator(spec, username)
+    elif "rayClusterSpec" in spec:
+        cluster = spec["rayClusterSpec"]
+        stamped["spec"] = {**spec, "rayClusterSpec": {
+            **cluster, "headGroupSpec": _with_template_creator(cluster["headGroupSpec"], username),
+            "workerGroupSpecs": [_with_template_creator(group, username) for group in cluster["workerGroupSpecs"]]}}
     return stamped
 
 
