@@ -14,7 +14,7 @@ import yaml
 
 from rlkube import __version__
 from rlkube.errors import SUPERSEDED_EXIT_CODE, USER_ERROR_EXIT_CODE
-from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, format_bytes, quantity_bytes
+from rlkube.launch.clusters import EPHEMERAL_HEADROOM, ClusterProfile, RayWorkers, format_bytes, quantity_bytes
 from rlkube.launch.spec import ExperimentSpec, experiment_output_dir
 from rlkube.run.options import (
     CLUSTER_ENV,
@@ -73,7 +73,7 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
         "ttlSecondsAfterFinished": profile.ttl_seconds_after_finished,
         "env": [{"name": name, "value": str(value)} for name, value in _trainer_env(spec, profile).items()],
         "envFromSecrets": list(profile.env_from_secrets),
-        "ray": None if profile.ray is None else _ray_values(profile),
+        "ray": None if profile.ray is None else _ray_values(profile.ray, profile.shm_size_limit),
         "provenance": {"gitCommit": provenance.git_commit or "unknown", "gitDirty": provenance.git_dirty,
                        "submitCommand": provenance.submit_command, "created": provenance.created},
         # The spec, with its hparams and its copies in files of their own (and its id in the trainer's env).
@@ -87,13 +87,11 @@ def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]
     }
 
 
-def _ray_values(profile: ClusterProfile) -> dict[str, Any]:
-    assert profile.ray is not None
+def _ray_values(ray: RayWorkers, shm_size_limit: str) -> dict[str, Any]:
     # Ray's object store is shared memory: half of /dev/shm, leaving the rest to the actors' vector envs (Ray puts
     # a store larger than /dev/shm on disk instead, slowly).
-    object_store = quantity_bytes(profile.shm_size_limit) // 2
-    return {"workers": profile.ray.workers, "cpu": str(profile.ray.cpu), "memory": profile.ray.memory,
-            "objectStoreMemory": str(object_store)}
+    object_store = quantity_bytes(shm_size_limit) // 2
+    return {"workers": ray.workers, "cpu": str(ray.cpu), "memory": ray.memory, "objectStoreMemory": str(object_store)}
 
 
 def _trainer_env(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, str]:
