@@ -45,6 +45,7 @@ ACCESS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("apps", "deployments", ("create", "get", "list")),
     ("apps", "replicasets", ("get",)),
     ("networking.k8s.io", "networkpolicies", ("create", "get", "delete")),
+    ("ray.io", "rayjobs", ("create", "get", "list", "watch", "delete")),
 )
 REQUIRED_LABELS = {"app.kubernetes.io/name": "rlkube", "pod-security.kubernetes.io/enforce": "restricted"}
 ADMISSION_POLICIES = ("rlkube-submitters", "rlkube-allowed", "rlkube-experiment-owners")
