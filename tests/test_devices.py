@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from rlkube.errors import UserError
 from rlkube.rl import devices
+from rlkube.rl.agents.compiled import one_thread_per_op
+from rlkube.rl.hparams import get_hparams
 from tests.conftest import run_rlkube
 
 
@@ -44,17 +46,21 @@ def test_training_on_the_chosen_device_learns_and_a_missing_one_is_refused(tmp_p
     assert not (tmp_path / "gpu").exists()
 
 
-@pytest.mark.parametrize(("hparams", "overrides", "threads"), [
-    ("dqn_cartpole", "", 1),  # 64 x 256 x 256: small
-    ("ddpg_pendulum", "matmul_precision=bfloat16", 1),  # large, but in bfloat16
-    ("ddpg_pendulum", "matmul_precision=float32", 0),  # 256 x 400 x 300 in float32: worth two threads
-    ("dqn_pong", "", 0),  # convolutions
+@pytest.mark.parametrize(("hparams", "overrides", "one_thread"), [
+    ("dqn_cartpole", "", True),  # 64 x 256 x 256: small
+    ("ddpg_pendulum", "matmul_precision=bfloat16", True),  # large, but in bfloat16
+    ("ddpg_pendulum", "matmul_precision=float32", False),  # 256 x 400 x 300 in float32: worth two threads
+    ("dqn_pong", "", False),  # convolutions
 ])
-def test_a_cpu_learner_of_small_ops_runs_each_on_one_thread(hparams: str, overrides: str, threads: int) -> None:
+def test_a_cpu_learner_of_small_ops_runs_each_on_one_thread(hparams: str, overrides: str, one_thread: bool) -> None:
+    assert one_thread_per_op(get_hparams(hparams, overrides)) == one_thread
+
+
+@pytest.mark.parametrize(("inline_ops", "threads"), [(True, 1), (False, 0)])
+def test_the_cpu_strategy_sets_the_thread_pool_before_the_runtime_starts(inline_ops: bool, threads: int) -> None:
     # A fresh process: TensorFlow takes thread settings only before its runtime starts. 0 is its default.
-    script = ("import tensorflow as tf; from rlkube.rl import devices; from rlkube.rl.hparams import get_hparams; "
-              "from rlkube.rl.agents.compiled import one_thread_per_op; "
-              f"devices.strategy_for('cpu', inline_ops=one_thread_per_op(get_hparams('{hparams}', '{overrides}'))); "
+    script = ("import tensorflow as tf; from rlkube.rl import devices; "
+              f"devices.strategy_for('cpu', inline_ops={inline_ops}); "
               "tf.constant(1.0); print(tf.config.threading.get_intra_op_parallelism_threads())")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.split()[-1] == str(threads)
