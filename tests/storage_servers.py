@@ -15,9 +15,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "tools" / "teststorage" / "build.sh"
@@ -39,6 +42,16 @@ class StorageServer:
 
     def url(self, bucket: str, path: str = "") -> str:
         return f"{self.scheme}://{bucket}/{path}".rstrip("/")
+
+    def fresh_bucket(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        """A new bucket's name, with the environment pointing rlkube at this server (and nothing else)."""
+        for name in self.unset:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        bucket = f"rlkube-{uuid.uuid4().hex[:12]}"
+        self.create_bucket(bucket)
+        return bucket
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket with a plain, unsigned request (both servers accept those unless told otherwise)."""

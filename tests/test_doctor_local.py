@@ -188,12 +188,7 @@ def bucket_server(request: pytest.FixtureRequest) -> Iterator[StorageServer]:
 
 def test_the_bucket_check_lists_writes_and_deletes_a_marker(bucket_server: StorageServer,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in bucket_server.unset:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in bucket_server.env.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"rlkube-{uuid.uuid4().hex[:12]}"
-    bucket_server.create_bucket(bucket)
+    bucket = bucket_server.fresh_bucket(monkeypatch)
     check = doctor.check_bucket(bucket_server.url(bucket, "runs"))
     assert check.state == doctor.OK, check
     assert [r for r in bucket_server.requests() if "rlkube-doctor" in r], "no marker was written"

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,14 +34,8 @@ def server(request: pytest.FixtureRequest) -> Iterator[StorageServer]:
 @pytest.fixture
 def bucket(server: StorageServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """A fresh bucket; the environment points rlkube at its server, and the cache at the test's directory."""
-    for name in server.unset:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("RLKUBE_CACHE_DIR", str(tmp_path / "cache"))
-    name = f"rlkube-{uuid.uuid4().hex[:12]}"
-    server.create_bucket(name)
-    return server.url(name)
+    return server.url(server.fresh_bucket(monkeypatch))
 
 
 def remote_tree(url: str) -> dict[str, bytes]:

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import pickle
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +30,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[StorageServer]:
 @pytest.fixture
 def remote(server: StorageServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """A copy's directory in a fresh bucket; the environment points rlkube at the server."""
-    for name in server.unset:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"rlkube-{uuid.uuid4().hex[:12]}"
-    server.create_bucket(bucket)
-    return server.url(bucket, "exp/copy-0")
+    return server.url(server.fresh_bucket(monkeypatch), "exp/copy-0")
 
 
 def make_copy(directory: Path) -> Path:
