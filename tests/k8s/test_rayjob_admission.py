@@ -55,6 +55,15 @@ def rayjob_crd(api: client.ApiClient) -> Iterator[None]:
     extensions.delete_custom_resource_definition(crd["metadata"]["name"])
 
 
+@pytest.fixture
+def ray_alice(rayjob_crd: None, alice: client.ApiClient, rlkube_namespace: str) -> client.ApiClient:  # noqa: ARG001, F811
+    """alice, once the admission policies govern RayJobs: the API server learns a new kind's resource a moment after
+    its CRD is established."""
+    foreign = alices_ray_job(rlkube_namespace, lambda spec: head(spec)["containers"][0].update(image="docker.io/x:1"))
+    refusal_once_in_effect(lambda: create_ray_job(alice, foreign))
+    return alice
+
+
 def create_ray_job(api: client.ApiClient, ray_job: Object, dry_run: bool = True) -> Any:
     resource = DynamicClient(api).resources.get(api_version="ray.io/v1", kind="RayJob")
     return resource.create(body=ray_job, namespace=ray_job["metadata"]["namespace"],
@@ -113,12 +122,12 @@ POD_ESCAPES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
 @pytest.mark.parametrize("group", [head, worker], ids=["head", "worker"])
 @pytest.mark.parametrize("escape", POD_ESCAPES)
 def test_each_way_out_of_a_ray_pod_template_is_refused_naming_its_rule(
-        rayjob_crd: None, alice: client.ApiClient, rlkube_namespace: str,  # noqa: ARG001, F811
-        escape: str, group: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        ray_alice: client.ApiClient, rlkube_namespace: str, escape: str,  # noqa: F811
+        group: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     change, rule = POD_ESCAPES[escape]
-    create_ray_job(alice, alices_ray_job(rlkube_namespace))  # as rendered
-    message = refusal(lambda: create_ray_job(alice, alices_ray_job(rlkube_namespace, lambda spec: change(group(spec))),
-                                             dry_run=False))
+    create_ray_job(ray_alice, alices_ray_job(rlkube_namespace))  # as rendered
+    escaped = alices_ray_job(rlkube_namespace, lambda spec: change(group(spec)))
+    message = refusal(lambda: create_ray_job(ray_alice, escaped, dry_run=False))
     assert f"denied request: rule {rule}: " in message
 
 
@@ -145,26 +154,26 @@ SHAPE_ESCAPES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
 
 @pytest.mark.parametrize("escape", SHAPE_ESCAPES)
 def test_a_ray_job_other_than_rlkubes_shape_is_refused_naming_its_rule(
-        rayjob_crd: None, alice: client.ApiClient, rlkube_namespace: str, escape: str) -> None:  # noqa: ARG001, F811
+        ray_alice: client.ApiClient, rlkube_namespace: str, escape: str) -> None:  # noqa: F811
     change, rule = SHAPE_ESCAPES[escape]
-    message = refusal(lambda: create_ray_job(alice, alices_ray_job(rlkube_namespace, change), dry_run=False))
+    message = refusal(lambda: create_ray_job(ray_alice, alices_ray_job(rlkube_namespace, change), dry_run=False))
     assert f"denied request: rule {rule}: " in message
 
 
 def test_a_ray_job_cannot_run_as_another_submitters_experiment(
-        rayjob_crd: None, alice: client.ApiClient, bob: client.ApiClient, rlkube_namespace: str) -> None:  # noqa: ARG001, F811
+        ray_alice: client.ApiClient, bob: client.ApiClient, rlkube_namespace: str) -> None:  # noqa: ARG001, F811
     def as_bobs_experiment(spec: dict[str, Any]) -> None:  # a worker group as bob-run's ServiceAccount and label
         group = spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]
         group["spec"]["serviceAccountName"] = "bob-run"
         group["metadata"]["labels"]["rlkube.io/experiment"] = "bob-run"
 
     ray_job = alices_ray_job(rlkube_namespace, as_bobs_experiment)
-    message = refusal_once_in_effect(lambda: create_ray_job(alice, ray_job))
+    message = refusal_once_in_effect(lambda: create_ray_job(ray_alice, ray_job))
     assert "rule own-service-account: ServiceAccount bob-run is the experiment of bob, not yours" in message, message
 
 
 def test_every_render_of_a_ray_example_profile_is_admitted(
-        rayjob_crd: None, alice: client.ApiClient, rlkube_namespace: str) -> None:  # noqa: ARG001, F811
+        ray_alice: client.ApiClient, rlkube_namespace: str) -> None:  # noqa: F811
     examples = {name: profile for name, profile in example_profiles().items() if profile.ray is not None}
     assert examples
     for name, example in examples.items():
@@ -173,8 +182,8 @@ def test_every_render_of_a_ray_example_profile_is_admitted(
         ray_jobs = [obj for obj in render(spec, profile) if obj["kind"] == "RayJob"]
         assert len(ray_jobs) == len(spec.copies), name
         for ray_job in ray_jobs:
-            create_ray_job(alice, kube.with_creator(ray_job, "alice"))
+            create_ray_job(ray_alice, kube.with_creator(ray_job, "alice"))
     # And one is created for real, as the submitter: the Role lets them, and the API server keeps every field.
-    created = create_ray_job(alice, alices_ray_job(rlkube_namespace), dry_run=False).to_dict()
+    created = create_ray_job(ray_alice, alices_ray_job(rlkube_namespace), dry_run=False).to_dict()
     assert head(created["spec"])["automountServiceAccountToken"] is False
     assert created["spec"]["submissionMode"] == "HTTPMode"

@@ -102,15 +102,25 @@ def alice(cluster: TestCluster, rlkube_namespace: str) -> client.ApiClient:
     """A submitter: in the group that the RoleBinding names, with no other rights."""
     api = cluster.api_client(cluster.user_kubeconfig("alice", ["rlkube-submitters"]))
 
-    def policy_in_effect() -> bool:  # RBAC and admission policies are loaded from watches: allow a moment
+    core = client.CoreV1Api(api)
+    # RBAC and each admission policy are loaded from watches, independently: wait until a probe of each is refused
+    # (rlkube-experiment-owners passes what has no ServiceAccount of its own, so tests of it wait on their own).
+    probes = {"cluster-ip-services": lambda: core.create_namespaced_service(
+                  rlkube_namespace, node_port_service("probe"), dry_run="All"),
+              "service-account-annotations": lambda: core.create_namespaced_service_account(rlkube_namespace, {
+                  "metadata": {"name": "probe", "labels": MANAGED,
+                               "annotations": {**created_by("alice"), "eks.amazonaws.com/role-arn": "probe"}}},
+                  dry_run="All")}
+
+    def refused_by(rule: str) -> bool:
         try:
-            client.CoreV1Api(api).create_namespaced_service(rlkube_namespace, node_port_service("probe"),
-                                                            dry_run="All")
+            probes[rule]()
         except ApiException as error:
-            return "rule cluster-ip-services" in (error.body or "")
+            return f"rule {rule}" in (error.body or "")
         return False
 
-    wait_for(policy_in_effect, what="the Role and the admission policy in effect")
+    for rule in probes:
+        wait_for(lambda: refused_by(rule), what=f"the Role and admission rule {rule} in effect")  # noqa: B023
     return api
 
 
