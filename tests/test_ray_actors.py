@@ -85,7 +85,8 @@ def test_a_killed_ray_actor_is_restarted_by_ray_with_the_newest_weights(local_ra
             assert time.monotonic() < deadline, f"actor 0 sent nothing since it was killed: {messages}"
             first_after_restart = next_rollout(rollouts)
         assert first_after_restart.version == pool.version == 3, "the restarted actor acted with older weights"
-        assert any(message.startswith("actor 0 died") for message in messages), messages
+        # Ray tells of the death (died), or only that the actor is restarting (unavailable), as its timing falls.
+        assert any(message.startswith(("actor 0 died", "actor 0 is unavailable")) for message in messages), messages
         assert pool.pids()[0] != victim, "Ray did not start a new process for the actor"
         assert next_rollout(rollouts) is not None, "the actors stopped after the restart"
     finally:

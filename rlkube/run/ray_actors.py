@@ -12,7 +12,8 @@ The acting is `workers.Actor`, unchanged; only the transport differs from the ac
   ratio as the processes' bounded queue does.
 - Ray restarts an actor whose process died (`max_restarts`), calling its constructor again. The learner notices
   through the call that failed (or the empty answer of a restarted actor it had not heard die), and the actor's next
-  call carries a fresh seed and the newest weights. A call that raised is treated the same way, with a fresh start.
+  call carries a fresh seed and the newest weights (while Ray is still restarting it, calls fail as unavailable
+  and are asked again after a pause). A call that raised is treated the same way, with a fresh start.
 - Resume is as with processes: checkpoints hold the learner; actors start anew with seeds from the run's step.
 
 Ray is imported here only: a run without `--actors ray` never loads it. With RAY_ADDRESS set (a RayJob's driver, a
@@ -27,11 +28,12 @@ import logging
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 
 from rlkube.errors import UserError, one_line
 from rlkube.rl.networks import Params
@@ -57,6 +59,10 @@ LOCAL_OBJECT_STORE_BYTES = 300 * 2**20
 # count against max_restarts too (ray-project/ray#50640) and a long run on preemptible nodes must not run out.
 # An actor that keeps dying before it sends anything is caught by FAILED_STARTS_ALLOWED instead.
 MAX_RESTARTS = -1
+# While Ray restarts an actor, calls to it fail as unavailable: they are asked again after a pause, without counting
+# as failed starts, for as long as a restart may take on a loaded machine.
+UNAVAILABLE_PAUSE_SECONDS = 0.2
+UNAVAILABLE_SECONDS_ALLOWED = 120.0
 
 
 class RayActor:
@@ -108,6 +114,7 @@ class RayActorPool:
         self.sent_version = [0] * num_workers  # the newest weights each actor has been sent
         self.starts = 0
         self.failed_starts = [0] * num_workers  # failures in a row without a rollout in between
+        self.unavailable_since: list[float | None] = [None] * num_workers  # since when Ray has been restarting it
         self.calls: dict[Any, int] = {}  # ObjectRef of a rollout under way -> the actor it is asked of
         for worker in range(num_workers):
             self._start(worker)
@@ -146,6 +153,9 @@ class RayActorPool:
             worker = self.calls.pop(ready[0])
             try:
                 rollout = ray.get(ready[0])
+            except ActorUnavailableError as error:
+                self._ask_again_once_restarted(worker, error)
+                continue
             except RayActorError as error:
                 self._restart(worker, f"died ({type(error).__name__}: {error})")
                 continue
@@ -156,6 +166,7 @@ class RayActorPool:
                 self._restart(worker, "was restarted by Ray")
                 continue
             self.failed_starts[worker] = 0
+            self.unavailable_since[worker] = None
             rollout.policy_lag = self.version - rollout.version
             if self.pacing is not ActorPacing.WAIT_FOR_WEIGHTS:
                 self._call(worker)  # the actor acts on while the learner learns from this rollout
@@ -172,6 +183,18 @@ class RayActorPool:
         if self.failed_starts[worker] > FAILED_STARTS_ALLOWED:
             raise RuntimeError(f"actor {worker} keeps failing before it sends anything; last it {what_happened}")
         self.on_message(f"actor {worker} {what_happened}; restarting it")
+        self.calls = {ref: asked for ref, asked in self.calls.items() if asked != worker}
+        self._start(worker)
+
+    def _ask_again_once_restarted(self, worker: int, error: ActorUnavailableError) -> None:
+        """Start the actor anew after a pause: Ray is restarting its process."""
+        if self.unavailable_since[worker] is None:
+            self.on_message(f"actor {worker} is unavailable ({error}); asking it again while Ray restarts it")
+        since = self.unavailable_since[worker] = self.unavailable_since[worker] or time.monotonic()
+        if time.monotonic() - since > UNAVAILABLE_SECONDS_ALLOWED:
+            raise RuntimeError(f"actor {worker} has been unavailable for over {UNAVAILABLE_SECONDS_ALLOWED:.0f} s; "
+                               f"last: {error}")
+        time.sleep(UNAVAILABLE_PAUSE_SECONDS)
         self.calls = {ref: asked for ref, asked in self.calls.items() if asked != worker}
         self._start(worker)
 
