@@ -44,9 +44,9 @@ RESUMED: dict[str, tuple[int, str]] = {
     # Its memory of 1024 slots is 4 chunks (rlkube.chunked), and the 6000 steps wrap it round 5 times: its checkpoints
     # keep some segments and write others, and a resume reads them back.
     "dqn_cartpole": (6000, f"{DQN_OVERRIDES},memory_size=1024"),
-    "vpg_cartpole": (40960, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "ppo_cartpole": (40960, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
-    "impala_cartpole": (40960,
+    "vpg_cartpole": (20480, f"{smoke_overrides('vpg_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "ppo_cartpole": (20480, f"{smoke_overrides('ppo_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
+    "impala_cartpole": (20480,
                         f"{smoke_overrides('impala_cartpole')},eval_every=10240,checkpoint_every=2048,log_every=1024"),
     "ddpg_pendulum": (2048, f"{smoke_overrides('ddpg_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
     "td3_pendulum": (2048, f"{smoke_overrides('td3_pendulum')},eval_every=512,checkpoint_every=256,log_every=256"),
