@@ -8,6 +8,7 @@ running, and the module's fixture shuts it down. The CLI's runs start and stop a
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -120,6 +121,29 @@ def test_two_ray_actors_train_impala_and_log_their_policy_lag(tmp_path: Path) ->
     assert lags, "the policy lag was not logged"
     assert all(lag >= 0 and lag == int(lag) for lag in lags)
     assert json.loads((tmp_path / "copy-0" / "summary.json").read_text())["total_steps"] == 3000
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(("address", "says"), [
+    ("127.0.0.1:{port}", "--actors ray: nothing answers at RAY_ADDRESS=127.0.0.1:{port} ("),
+    ("ray://127.0.0.1:{port}", "--actors ray: nothing answers at RAY_ADDRESS=ray://127.0.0.1:{port} ("),
+    ("my-head-node", "--actors ray: RAY_ADDRESS=my-head-node is not host:port (or ray://host:port)"),
+], ids=["host-port", "client-url", "no-port"])
+def test_a_ray_address_that_nothing_answers_at_is_one_line_and_writes_nothing(address: str, says: str,
+                                                                               tmp_path: Path) -> None:
+    port = closed_port()
+    result = run_rlkube("train", "--hparams", "impala_cartpole", *RAY_WORKERS, "--output-dir", str(tmp_path / "run"),
+                        env={"RAY_ADDRESS": address.format(port=port)})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {says.format(port=port)}"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.full  # three trainings to a learning threshold: 30 s to 2 min each here

@@ -145,6 +145,8 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
     options.check_actors_flag()
     if options.actors == "ray" and importlib.util.find_spec("ray") is None:
         raise UserError("--actors ray needs Ray, which is not installed: pip install 'rlkube[ray]'")
+    if options.actors == "ray":
+        _check_ray_address_reachable(os.environ.get("RAY_ADDRESS", ""))
     planned = _planned_copies(options.seed, copies, copies_file, copy_index)
     # Every copy's own overrides are checked before anything is written, and each env built once, against its agent.
     copies_hparams = [copy_hparams(hp, copy) for copy in planned]
@@ -239,6 +241,30 @@ def _refuse_other_experiments(remote: str | None, output_dir: Path, planned: lis
     for copy in planned:
         location = copy_url(remote, copy.index) if remote else copy_dir(output_dir, copy.index)
         refuse_other_experiment(location, experiment_id, copy.index)
+
+
+def _check_ray_address_reachable(address: str) -> None:
+    """A Ray at RAY_ADDRESS that nothing answers at is refused before the run writes anything (joining it happens in
+    the run, after its directory exists). "auto", "local" and an unset address start or find a Ray themselves."""
+    if address in ("", "auto", "local"):
+        return
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    where = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        host, port = where.hostname, where.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UserError(f"--actors ray: RAY_ADDRESS={one_line(address)} is not host:port (or ray://host:port); "
+                        f"unset it to start a Ray for this run")
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as error:
+        raise UserError(f"--actors ray: nothing answers at RAY_ADDRESS={one_line(address)} "
+                        f"({error.strerror or type(error).__name__}); check the address, or unset RAY_ADDRESS to "
+                        f"start a Ray for this run") from None
 
 
 def _planned_copies(seed: int, copies: int, copies_file: str | None, copy_index: int | None) -> list[CopyPlan]:
