@@ -59,6 +59,8 @@ LOCAL_OBJECT_STORE_BYTES = 300 * 2**20
 # count against max_restarts too (ray-project/ray#50640) and a long run on preemptible nodes must not run out.
 # An actor that keeps dying before it sends anything is caught by FAILED_STARTS_ALLOWED instead.
 MAX_RESTARTS = -1
+# The logger of Ray's notice that a new local Ray uses token authentication.
+RAY_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 # While Ray restarts an actor, calls to it fail as unavailable: they are asked again after a pause, without counting
 # as failed starts, for as long as a restart may take on a loaded machine.
 UNAVAILABLE_PAUSE_SECONDS = 0.2
@@ -227,6 +229,9 @@ def connect(num_workers: int) -> bool:
                                 f"for this run") from None
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local run reports nowhere
+            # Ray turns token authentication on for a new local Ray and says so on every run; here that is no news.
+            # (Setting RAY_AUTH_MODE instead would not do: Ray reads it once, when imported.)
+            logging.getLogger(RAY_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
             # "local": a Ray of this run's own, never another one that `ray start` left on this machine.
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(num_workers * ACTOR_CPUS)),
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
