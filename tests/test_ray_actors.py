@@ -114,7 +114,7 @@ def test_two_ray_actors_train_impala_and_log_their_policy_lag(tmp_path: Path) ->
     result = run_rlkube("train", "--hparams", "impala_cartpole", *RAY_WORKERS, "--train-steps", "3000",
                         "--output-dir", str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "Token authentication is enabled" not in result.stderr  # Ray's warning on each run, unless asked by name
+    assert "Token authentication is enabled" not in result.stderr  # quiet for the Ray rlkube starts
     assert (tmp_path / "copy-0" / "metrics.jsonl").read_text().strip(), "no evaluation was written"
     accumulator = EventAccumulator(str(tmp_path / "copy-0"), size_guidance={"scalars": 0})
     accumulator.Reload()

@@ -143,9 +143,9 @@ def train(options: TrainOptions, training: bool, allow_pickle: bool, copies: int
 
     tracking = TrackingSettings.from_options(options)
     options.check_actors_flag()
-    if options.actors == "ray" and importlib.util.find_spec("ray") is None:
-        raise UserError("--actors ray needs Ray, which is not installed: pip install 'rlkube[ray]'")
     if options.actors == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise UserError("--actors ray needs Ray, which is not installed: pip install 'rlkube[ray]'")
         _check_ray_address_reachable(os.environ.get("RAY_ADDRESS", ""))
     planned = _planned_copies(options.seed, copies, copies_file, copy_index)
     # Every copy's own overrides are checked before anything is written, and each env built once, against its agent.

@@ -185,18 +185,22 @@ class RayActorPool:
         if self.failed_starts[worker] > FAILED_STARTS_ALLOWED:
             raise RuntimeError(f"actor {worker} keeps failing before it sends anything; last it {what_happened}")
         self.on_message(f"actor {worker} {what_happened}; restarting it")
-        self.calls = {ref: asked for ref, asked in self.calls.items() if asked != worker}
-        self._start(worker)
+        self._start_afresh(worker)
 
     def _ask_again_once_restarted(self, worker: int, error: ActorUnavailableError) -> None:
         """Start the actor anew after a pause: Ray is restarting its process."""
-        if self.unavailable_since[worker] is None:
+        since = self.unavailable_since[worker]
+        if since is None:
+            self.unavailable_since[worker] = time.monotonic()
             self.on_message(f"actor {worker} is unavailable ({error}); asking it again while Ray restarts it")
-        since = self.unavailable_since[worker] = self.unavailable_since[worker] or time.monotonic()
-        if time.monotonic() - since > UNAVAILABLE_SECONDS_ALLOWED:
+        elif time.monotonic() - since > UNAVAILABLE_SECONDS_ALLOWED:
             raise RuntimeError(f"actor {worker} has been unavailable for over {UNAVAILABLE_SECONDS_ALLOWED:.0f} s; "
                                f"last: {error}")
         time.sleep(UNAVAILABLE_PAUSE_SECONDS)
+        self._start_afresh(worker)
+
+    def _start_afresh(self, worker: int) -> None:
+        """Drop the calls still queued to the actor and start it again."""
         self.calls = {ref: asked for ref, asked in self.calls.items() if asked != worker}
         self._start(worker)
 
