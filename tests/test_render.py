@@ -1,5 +1,6 @@
 """Rendering is a pure function of spec and profile, checked field by field and against golden files."""
 
+import copy as copy_module
 import dataclasses
 import json
 import shlex
@@ -409,13 +410,18 @@ def test_a_ray_profile_renders_a_ray_job_per_copy_with_the_learner_on_the_head()
         ray_spec = ray_job["spec"]
         assert shlex.split(ray_spec["entrypoint"]) == ["rlkube", "train", *job_args, "--copy-index", str(copy)]
         assert {"--num-workers", "--actors"} <= set(job_args)
-        assert ray_spec["submissionMode"] == "HTTPMode"
+        assert ray_spec["submissionMode"] == "K8sJobMode"  # a submitter pod of rlkube's template (below)
         assert ray_spec["shutdownAfterJobFinishes"] is True
         assert ray_spec["backoffLimit"] == profile.retries_per_copy
         assert ray_spec["activeDeadlineSeconds"] == profile.active_deadline_seconds
         head = ray_spec["rayClusterSpec"]["headGroupSpec"]
         assert head["rayStartParams"]["num-cpus"] == "0"  # actors go to the workers
-        assert head["template"]["spec"] == job_pod
+        head_pod = copy_module.deepcopy(head["template"]["spec"])
+        head_env = head_pod["containers"][0]["env"]
+        # A stopped Ray job's driver has the pod's grace period to checkpoint before Ray kills it.
+        stop_wait = {"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(profile.termination_grace_seconds)}
+        head_env.remove(stop_wait)
+        assert head_pod == job_pod
         pod_labels = {**job["spec"]["template"]["metadata"]["labels"], "rlkube.io/copy": str(copy)}
         assert head["template"]["metadata"]["labels"] == pod_labels
         (workers,) = ray_spec["rayClusterSpec"]["workerGroupSpecs"]
@@ -432,6 +438,16 @@ def test_a_ray_profile_renders_a_ray_job_per_copy_with_the_learner_on_the_head()
         assert actor["securityContext"] == job_pod["containers"][0]["securityContext"]
         assert {m["mountPath"] for m in actor["volumeMounts"]} == {"/tmp", "/dev/shm"}
         assert "nodeSelector" not in worker_pod  # no GPU node
+        submitter_pod = ray_spec["submitterPodTemplate"]["spec"]
+        assert ray_spec["submitterPodTemplate"]["metadata"]["labels"] == pod_labels
+        (submitter,) = submitter_pod["containers"]
+        assert (submitter["name"], submitter["image"]) == ("submitter", actor["image"])
+        assert "command" not in submitter  # KubeRay's: `ray job submit` unless submitted, then `ray job logs --follow`
+        assert "envFrom" not in submitter  # neither Secrets nor the runs: the learner writes them
+        assert {v["name"] for v in submitter_pod["volumes"]} == {"tmp", "shm"}
+        for key in ("serviceAccountName", "automountServiceAccountToken", "securityContext", "restartPolicy"):
+            assert submitter_pod[key] == job_pod[key], key
+        assert submitter["securityContext"] == job_pod["containers"][0]["securityContext"]
         # Ray's object store fits in /dev/shm, on the head and the workers alike.
         for start in (head["rayStartParams"], workers["rayStartParams"]):
             assert int(start["object-store-memory"]) < quantity_bytes(profile.shm_size_limit)

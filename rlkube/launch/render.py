@@ -30,6 +30,8 @@ Object = dict[str, Any]
 
 CONFIG_MOUNT = "/etc/rlkube"
 RUN_AS_USER = 1000
+# A RayJob's submitter runs `ray job submit` and `ray job logs --follow`: one Python process that waits.
+SUBMITTER_RESOURCES = ("100m", "512Mi")
 
 
 def helm_values(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, Any]:
@@ -221,6 +223,15 @@ def _pod(values: dict[str, Any], container: Object, volumes: list[Object], selec
     return spec
 
 
+def _ray_head_env(values: dict[str, Any], args: list[str] | None) -> list[Object]:
+    """On a Ray head (args None): a stopped Ray job (the RayJob deleted by `rlkube cancel`) gets SIGTERM, and
+    Ray's SIGKILL follows after RAY_JOB_STOP_WAIT_TIME_S (3 s by default); the pod's grace period lets the learner
+    checkpoint, as a trainer pod's does."""
+    if args is not None:
+        return []
+    return [{"name": "RAY_JOB_STOP_WAIT_TIME_S", "value": str(values["terminationGracePeriodSeconds"])}]
+
+
 def _pod_spec(values: dict[str, Any], args: list[str] | None, subdomain: str | None) -> Object:
     """The trainer's pod, which runs `rlkube train args`; with args None, a Ray head's (KubeRay starts Ray in it,
     and the copy runs as the RayJob's entrypoint)."""
@@ -245,7 +256,8 @@ def _pod_spec(values: dict[str, Any], args: list[str] | None, subdomain: str | N
         "name": "trainer",
         "image": values["image"],
         **({"command": ["rlkube", "train"], "args": args} if args is not None else {}),
-        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
+        "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(),
+                *_ray_head_env(values, args), *values["env"]],
         **({"envFrom": env_from} if env_from else {}),
         "resources": {"requests": requests, "limits": limits},
         "securityContext": _container_security(),
@@ -296,19 +308,19 @@ def _job(values: dict[str, Any], name: str, indices: int, args: list[str], extra
     }
 
 
-def _ray_worker_pod_spec(values: dict[str, Any]) -> Object:
-    """A Ray worker's pod, which holds actors only: CPUs, no accelerator, nothing of the runs (the learner writes
-    them) nor the profile's Secrets (actors need no credentials). The profile's own node selector and tolerations
-    place it."""
-    ray = values["ray"]
+def _ray_side_pod_spec(values: dict[str, Any], name: str, cpu: str, memory: str) -> Object:
+    """A RayJob's pod beside its learner: a Ray worker's (`actor`: holds actors) or the job's submitter's
+    (`submitter`: submits the entrypoint and streams the driver's output). CPU and memory only, no accelerator,
+    nothing of the runs (the learner writes them) nor the profile's Secrets (neither needs credentials). The
+    profile's own node selector and tolerations place it."""
     mounts, volumes = _scratch(values)
     disk = {"ephemeral-storage": values["ephemeralStorage"]}
     container = {
-        "name": "actor",
+        "name": name,
         "image": values["image"],
         "env": [{"name": "RLKUBE_EXPERIMENT", "value": values["experiment"]}, *_writable_env(), *values["env"]],
-        "resources": {"requests": {"cpu": ray["cpu"], "memory": ray["memory"], **disk},
-                      "limits": {"memory": ray["memory"], **disk}},
+        "resources": {"requests": {"cpu": cpu, "memory": memory, **disk},
+                      "limits": {"memory": memory, **disk}},
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
@@ -332,10 +344,12 @@ def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
         "spec": {
             # Ray gives the driver RAY_ADDRESS, so the copy's actors join this cluster.
             "entrypoint": shlex.join(["rlkube", "train", *args]),
-            # The operator submits the entrypoint to the head's dashboard over HTTP: no submitter pod, which KubeRay
-            # makes without a securityContext (Pod Security `restricted` refuses it), so that every pod of a RayJob
-            # is one of the templates below.
-            "submissionMode": "HTTPMode",
+            # A submitter pod (a Job of KubeRay's, from the template below) submits the entrypoint to the head's
+            # dashboard and follows the driver's output: its log is the copy's log. (In HTTPMode the driver's output
+            # stays in a file on the head.) The template is rlkube's, so it runs under Pod Security `restricted`.
+            "submissionMode": "K8sJobMode",
+            "submitterPodTemplate": {"metadata": {"labels": dict(pod_labels)},
+                                     "spec": _ray_side_pod_spec(values, "submitter", *SUBMITTER_RESOURCES)},
             "shutdownAfterJobFinishes": True,
             # A failed copy is retried on a new Ray cluster of its own; the other copies run on.
             "backoffLimit": values["retriesPerCopy"],
@@ -352,7 +366,8 @@ def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
                     "minReplicas": ray["workers"],
                     "maxReplicas": ray["workers"],
                     "rayStartParams": {"num-cpus": ray["cpu"], **object_store},
-                    "template": {"metadata": {"labels": dict(pod_labels)}, "spec": _ray_worker_pod_spec(values)},
+                    "template": {"metadata": {"labels": dict(pod_labels)},
+                                 "spec": _ray_side_pod_spec(values, "actor", ray["cpu"], ray["memory"])},
                 }],
             },
         },

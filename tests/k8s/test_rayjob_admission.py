@@ -1,7 +1,7 @@
-"""manifests/setup's admission policy holds a RayJob's pod templates (its head group's and every worker group's) to the
-rules of a Job's pods, and refuses the RayJob fields through which KubeRay would make pods or Services that no template
-shows; checked against a real API server with KubeRay's RayJob CRD (tools/testcluster/kuberay-crds.sh) and no KubeRay
-operator: what is admitted is all this proves, not that a RayJob runs.
+"""manifests/setup's admission policy holds a RayJob's pod templates (its submitter's, its head group's and every worker
+group's) to the rules of a Job's pods, and refuses the RayJob fields through which KubeRay would make pods or Services
+that no template shows; checked against a real API server with KubeRay's RayJob CRD (tools/testcluster/kuberay-crds.sh)
+and no KubeRay operator: what is admitted is all this proves, not that a RayJob runs.
 """
 
 import dataclasses
@@ -94,6 +94,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return spec["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
 
 
+def submitter(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec["submitterPodTemplate"]["spec"]
+
+
 def mount_the_whole_runs_volume(pod: dict[str, Any]) -> None:
     if not any(volume["name"] == "runs" for volume in pod["volumes"]):  # a worker has none
         pod["volumes"].append({"name": "runs", "persistentVolumeClaim": {"claimName": "rlkube-runs"}})
@@ -119,7 +123,7 @@ POD_ESCAPES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
 }
 
 
-@pytest.mark.parametrize("group", [head, worker], ids=["head", "worker"])
+@pytest.mark.parametrize("group", [head, worker, submitter], ids=["head", "worker", "submitter"])
 @pytest.mark.parametrize("escape", POD_ESCAPES)
 def test_each_way_out_of_a_ray_pod_template_is_refused_naming_its_rule(
         ray_alice: client.ApiClient, rlkube_namespace: str, escape: str,  # noqa: F811
@@ -139,9 +143,11 @@ SHAPE_ESCAPES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "a worker group's pods without their creator": (without_creator, "created-by"),
     "someone else's Ray cluster": (lambda spec: (spec.pop("rayClusterSpec"), spec.update(
         clusterSelector={"ray.io/cluster": "bobs"})), "ray-jobs"),
-    "a submitter pod": (lambda spec: spec.update(submissionMode="K8sJobMode"), "ray-jobs"),
-    "a submitter pod template": (lambda spec: spec.update(submitterPodTemplate={"spec": {"containers": [
-        {"name": "s", "image": "docker.io/someone/x:1"}]}}), "ray-jobs"),
+    "a submitter pod of KubeRay's making": (lambda spec: spec.pop("submitterPodTemplate"), "ray-jobs"),
+    "submission over HTTP (no pod to log the driver)": (lambda spec: (spec.pop("submitterPodTemplate"),
+                                                                      spec.update(submissionMode="HTTPMode")),
+                                                        "ray-jobs"),
+    "a submitter sidecar in the head pod": (lambda spec: spec.update(submissionMode="SidecarMode"), "ray-jobs"),
     "the autoscaler": (lambda spec: spec["rayClusterSpec"].update(enableInTreeAutoscaling=True), "ray-jobs"),
     "a NodePort head Service": (lambda spec: spec["rayClusterSpec"]["headGroupSpec"].update(serviceType="NodePort"),
                                 "ray-jobs"),
@@ -186,4 +192,5 @@ def test_every_render_of_a_ray_example_profile_is_admitted(
     # And one is created for real, as the submitter: the Role lets them, and the API server keeps every field.
     created = create_ray_job(ray_alice, alices_ray_job(rlkube_namespace), dry_run=False).to_dict()
     assert head(created["spec"])["automountServiceAccountToken"] is False
-    assert created["spec"]["submissionMode"] == "HTTPMode"
+    assert created["spec"]["submissionMode"] == "K8sJobMode"
+    assert submitter(created["spec"])["automountServiceAccountToken"] is False

@@ -221,6 +221,12 @@ containers:
         value: /tmp/.cache
       - name: WANDB_DIR
         value: /tmp
+      {{- if .rayHead }}
+      {{- /* A stopped Ray job (its RayJob deleted by `rlkube cancel`) gets SIGTERM, and Ray's SIGKILL follows after
+      RAY_JOB_STOP_WAIT_TIME_S (3 s by default): the pod's grace period lets the learner checkpoint. */}}
+      - name: RAY_JOB_STOP_WAIT_TIME_S
+        value: {{ toString (int64 $values.terminationGracePeriodSeconds) | toJson }}
+      {{- end }}
       {{- with $values.env }}
       {{- include "rlkube.sequence" . | nindent 6 }}
       {{- end }}
@@ -289,15 +295,16 @@ subdomain: {{ toJson . }}
 {{- end -}}
 
 {{/*
-rlkube.rayWorkerPod: a Ray worker's pod spec, which holds actors only: CPUs, no accelerator, nothing of the runs (the
-learner writes them) nor the profile's Secrets (actors need no credentials); the profile's own node selector and
-tolerations place it.
+rlkube.raySidePod: a RayJob's pod beside its learner, a Ray worker's (name `actor`: holds actors) or the job's
+submitter's (name `submitter`: submits the entrypoint and streams the driver's output). CPU and memory only, no
+accelerator, nothing of the runs (the learner writes them) nor the profile's Secrets (neither needs credentials); the
+profile's own node selector and tolerations place it. Takes a dict: root, name, cpu, memory.
 */}}
-{{- define "rlkube.rayWorkerPod" -}}
-{{- $values := .Values -}}
-{{ include "rlkube.podIdentity" . }}
+{{- define "rlkube.raySidePod" -}}
+{{- $values := .root.Values -}}
+{{ include "rlkube.podIdentity" .root }}
 containers:
-  - name: actor
+  - name: {{ .name }}
     image: {{ toJson $values.image }}
     env:
       - name: RLKUBE_EXPERIMENT
@@ -315,11 +322,11 @@ containers:
       {{- end }}
     resources:
       requests:
-        cpu: {{ toJson $values.ray.cpu }}
-        memory: {{ toJson $values.ray.memory }}
+        cpu: {{ toJson .cpu }}
+        memory: {{ toJson .memory }}
         ephemeral-storage: {{ toJson $values.ephemeralStorage }}
       limits:
-        memory: {{ toJson $values.ray.memory }}
+        memory: {{ toJson .memory }}
         ephemeral-storage: {{ toJson $values.ephemeralStorage }}
     securityContext:
       allowPrivilegeEscalation: false
@@ -389,10 +396,16 @@ metadata:
   {{- include "rlkube.metadata" (dict "root" $root "name" (printf "%s-copy-%d" $values.experiment (int .copy)) "labels" $jobLabels "annotations" (dict)) | nindent 2 }}
 spec:
   entrypoint: {{ include "rlkube.shellWords" (concat (list "rlkube" "train") .args) | toJson }}
-  {{- /* The operator submits the entrypoint to the head's dashboard over HTTP: no submitter pod, which KubeRay makes
-  without a securityContext (Pod Security `restricted` refuses it), so every pod of a RayJob is one of these
-  templates. */}}
-  submissionMode: HTTPMode
+  {{- /* A submitter pod (a Job of KubeRay's, from the template below) submits the entrypoint to the head's dashboard
+  and follows the driver's output: its log is the copy's log. (In HTTPMode the driver's output stays in a file on the
+  head.) The template is rlkube's, so it runs under Pod Security `restricted`. */}}
+  submissionMode: K8sJobMode
+  submitterPodTemplate:
+    metadata:
+      labels:
+        {{- include "rlkube.mapping" $podLabels | nindent 8 }}
+    spec:
+      {{- include "rlkube.raySidePod" (dict "root" $root "name" "submitter" "cpu" "100m" "memory" "512Mi") | nindent 6 }}
   shutdownAfterJobFinishes: true
   {{- /* A failed copy is retried on a new Ray cluster of its own; the other copies run on. */}}
   backoffLimit: {{ int64 $values.retriesPerCopy }}
@@ -424,7 +437,7 @@ spec:
             labels:
               {{- include "rlkube.mapping" $podLabels | nindent 14 }}
           spec:
-            {{- include "rlkube.rayWorkerPod" $root | nindent 12 }}
+            {{- include "rlkube.raySidePod" (dict "root" $root "name" "actor" "cpu" $values.ray.cpu "memory" $values.ray.memory) | nindent 12 }}
 {{- end -}}
 
 {{/*

@@ -101,17 +101,21 @@ def _with_template_creator(holder: Object, username: str) -> Object:
 
 
 def with_creator(obj: Object, username: str) -> Object:
-    """The object, and its pods' templates if it has any (a RayJob's head and worker groups'), annotated with who
-    creates it."""
+    """The object, and its pods' templates if it has any (a RayJob's submitter's, head group's and worker groups'),
+    annotated with who creates it."""
     stamped = {**obj, "metadata": _with_creator(obj["metadata"], username)}
     spec = obj.get("spec", {})
     if "template" in spec:
         stamped["spec"] = _with_template_creator(spec, username)
     elif "rayClusterSpec" in spec:
         cluster = spec["rayClusterSpec"]
-        stamped["spec"] = {**spec, "rayClusterSpec": {
-            **cluster, "headGroupSpec": _with_template_creator(cluster["headGroupSpec"], username),
-            "workerGroupSpecs": [_with_template_creator(group, username) for group in cluster["workerGroupSpecs"]]}}
+        stamped["spec"] = {
+            **spec,
+            "submitterPodTemplate": _with_template_creator({"template": spec["submitterPodTemplate"]},
+                                                           username)["template"],
+            "rayClusterSpec": {
+                **cluster, "headGroupSpec": _with_template_creator(cluster["headGroupSpec"], username),
+                "workerGroupSpecs": [_with_template_creator(group, username) for group in cluster["workerGroupSpecs"]]}}
     return stamped
 
 
