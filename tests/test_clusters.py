@@ -299,18 +299,3 @@ def test_a_machine_or_gpu_not_in_the_table_is_not_checked(change: dict) -> None:
     profile = dataclasses.replace(get_profile("gke-gpu"), resources={"cpu": "500", "memory": "9Ti"}, **change)
     assert selected_machines(profile) == []
     assert node_fit_problem(profile) is None
-
-
-@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["submit", "dry-run"])
-def test_a_ray_profile_renders_but_is_not_submitted_yet(project: Path, dry_run: list[str]) -> None:
-    profile = {"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2}}
-    (project / "rlkube.yaml").write_text(yaml.safe_dump({"my-ray": profile}))
-    train = ["--cluster", "my-ray", "--hparams", "dqn_cartpole", "--num-workers", "4", "--actors", "ray"]
-    env = {"XDG_CONFIG_HOME": str(project / "config")}
-    result = run_rlkube("submit", *train, *dry_run, cwd=project, env=env)
-    assert result.returncode == 2
-    assert "cluster 'my-ray' runs copies as RayJobs, which rlkube cannot submit, follow or cancel yet" in result.stderr
-    assert result.stderr.count("\n") == 1
-    rendered = run_rlkube("render", *train, cwd=project, env=env)
-    assert rendered.returncode == 0, rendered.stderr
-    assert [doc["kind"] for doc in yaml.safe_load_all(rendered.stdout)][-1] == "RayJob"

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from cluster import TestCluster
 from kubernetes import client
+from test_rayjob_admission import rayjob_crd  # noqa: F401  (a fixture)
 
 from rlkube.errors import USER_ERROR_EXIT_CODE, UserError
 from rlkube.launch import store
@@ -48,6 +49,7 @@ def profiles(namespace: str) -> dict[str, Any]:
         "test-hold": {**tpu, "labels": {"rlkube.io/test-hold": "true"}},
         "test-fail": {**tpu, "labels": {"rlkube.io/test-fail-index": "2"}},
         "test-retry": {**tpu, "labels": {"rlkube.io/test-fail-index": "2"}, "retries_per_copy": 1},
+        "test-ray": {**tpu, "accelerator": None, "ray": {"workers": 2, "cpu": 1, "memory": "1Gi"}},
     }
 
 
@@ -285,6 +287,39 @@ def test_cancel_removes_every_object(api: client.ApiClient, namespace: str) -> N
     assert "Job/gone" in cancelled.stdout
     assert experiment_objects(api, namespace, "gone") == []
     assert status("gone")["phase"] == "Cancelled"
+
+
+@pytest.mark.usefixtures("workdir", "rayjob_crd")
+def test_a_ray_profile_is_submitted_as_ray_jobs_and_cancelled_with_them(api: client.ApiClient, namespace: str) -> None:
+    """The Target's part of RayJobs: dry run, all-or-nothing submission, a taken name, status and cancel. No KubeRay
+    operator runs here, so the RayJobs stay Pending; tests/k8s/test_rayjob_real_node.py runs them."""
+    submit = ["submit", "--cluster", "test-ray", "--hparams", "impala_cartpole", "--num-workers", "2", "--actors",
+              "ray", "--copies", "2", "--name", "ray-exp"]
+    dry = rlkube(*submit, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "RayJob/ray-exp-copy-1" in dry.stdout
+    assert "nothing was created" in dry.stdout
+    assert ray_jobs(api, namespace) == []
+    submitted = rlkube(*submit)
+    assert submitted.returncode == 0, submitted.stderr
+    assert ray_jobs(api, namespace) == ["ray-exp-copy-0", "ray-exp-copy-1"]
+    again = rlkube(*submit)
+    assert again.returncode == 2
+    assert "experiment 'ray-exp' exists in namespace" in again.stderr
+    assert "RayJob/ray-exp-copy-0" in again.stderr
+    state = status("ray-exp")
+    assert [copy["phase"] for copy in state["copies"]] == ["Pending", "Pending"]
+    cancelled = rlkube("cancel", "ray-exp")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "RayJob/ray-exp-copy-0" in cancelled.stdout
+    assert ray_jobs(api, namespace) == []
+    assert experiment_objects(api, namespace, "ray-exp") == []
+    assert status("ray-exp")["phase"] == "Cancelled"
+
+
+def ray_jobs(api: client.ApiClient, namespace: str) -> list[str]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")
+    return sorted(item["metadata"]["name"] for item in listed["items"])
 
 
 @pytest.mark.usefixtures("workdir")

@@ -73,7 +73,21 @@ def connect(context: str | None) -> client.ApiClient:
     return api
 
 
+# Custom resources rlkube makes: kind -> (group, version, plural). Their objects are dicts, not the client's models.
+CUSTOM_KINDS: dict[str, tuple[str, str, str]] = {"RayJob": ("ray.io", "v1", "rayjobs")}
+
+
 def call(api: client.ApiClient, kind: str, verb: str, *args: Any, **kwargs: Any) -> Any:
+    """`verb`_namespaced_<kind>(*args), for built-in kinds and custom resources alike: create(namespace, body),
+    delete(name, namespace), list(namespace)."""
+    if kind in CUSTOM_KINDS:
+        group, version, plural = CUSTOM_KINDS[kind]
+        method = getattr(client.CustomObjectsApi(api), f"{verb}_namespaced_custom_object")
+        if verb == "delete":  # (name, namespace) -> (group, version, namespace, plural, name)
+            name, namespace = args
+            return method(group, version, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        namespace, *rest = args
+        return method(group, version, namespace, plural, *rest, _request_timeout=REQUEST_TIMEOUT, **kwargs)
     class_name, suffix = KINDS[kind]
     method = getattr(getattr(client, class_name)(api), f"{verb}_namespaced_{suffix}")
     return method(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
@@ -143,6 +157,16 @@ def selector(name: str) -> str:
 
 def list_jobs(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Job]:
     return call(api, "Job", "list", namespace, label_selector=selector(name)).items
+
+
+def list_ray_jobs(api: client.ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The experiment's RayJobs; none where the cluster has no RayJob kind (KubeRay is not installed)."""
+    try:
+        return call(api, "RayJob", "list", namespace, label_selector=selector(name))["items"]
+    except ApiException as error:
+        if error.status == 404:
+            return []
+        raise
 
 
 def list_pods(api: client.ApiClient, namespace: str, name: str) -> list[client.V1Pod]:

@@ -1,4 +1,5 @@
-"""Streaming copies' logs: one thread per copy, following each copy's pods across retries, reconnecting stalls."""
+"""Streaming copies' logs: one thread per copy, following each copy's pods across retries, reconnecting stalls. A
+RayJob's copy streams all its pods at once: the submitter's (the driver's output), the Ray head's and each worker's."""
 
 import contextlib
 import math
@@ -15,7 +16,14 @@ from kubernetes.client.rest import ApiException
 from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, api_errors, list_jobs
-from rlkube.launch.targets.kubernetes.status import job_states, pods_by_copy
+from rlkube.launch.targets.kubernetes.status import (
+    job_states,
+    pods_by_copy,
+    ray_job_phase,
+    ray_jobs_by_copy,
+    ray_role,
+    runs_on_ray,
+)
 
 # A followed log that says nothing for this long is reopened if its pod still runs (see _stream_pod).
 FOLLOW_IDLE_SECONDS = 5
@@ -122,6 +130,49 @@ def _stream_copy(api: client.ApiClient, record: store.Record, index: int, emit: 
         time.sleep(0.3)
 
 
+def _ray_prefix(index: int, pod: client.V1Pod) -> str:
+    """`copy-i` for the submitter's lines (the driver's, as a Job's pod's), the Ray pod's part for the others."""
+    role = ray_role(pod)
+    if role == "submitter":
+        return f"copy-{index}"
+    if role == "worker":
+        return f"copy-{index} worker-{pod.metadata.name.rsplit('-', 1)[-1]}"
+    return f"copy-{index} {role}"
+
+
+def _stream_ray_copy(api: client.ApiClient, record: store.Record, index: int, emit: Callable[[str], None],
+                     follow: bool, tail: int | None, since_seconds: int | None, stop: threading.Event) -> None:
+    """Every pod of one copy's RayJob, each in a thread of its own, as it starts; with follow, until the RayJob has
+    ended (or is gone) and every stream with it."""
+    core = client.CoreV1Api(api)
+    streams: dict[str, threading.Thread] = {}
+    failures: list[ApiException] = []
+
+    def stream_pod(pod: client.V1Pod, prefix: str) -> None:
+        try:
+            _stream_pod(core, pod, lambda line: emit(f"{prefix} | {line}"),
+                        follow and pod.status.phase == "Running", tail, since_seconds, stop)
+        except ApiException as error:
+            if error.status != 404:  # a pod deleted meanwhile (a Ray cluster replaced) has nothing more to say
+                failures.append(error)
+
+    while not stop.is_set() and not failures:
+        for pod in pods_by_copy(api, record).get(index, []):
+            if pod.metadata.name in streams or pod.status.phase not in ("Running", "Succeeded", "Failed"):
+                continue
+            thread = threading.Thread(target=stream_pod, args=(pod, _ray_prefix(index, pod)), daemon=True)
+            streams[pod.metadata.name] = thread
+            thread.start()
+        ray_job = ray_jobs_by_copy(api, record).get(index)
+        ended = not follow or ray_job is None or \
+            ray_job_phase(ray_job.get("status") or {})[0] in ("Succeeded", "Failed")
+        if ended and not any(thread.is_alive() for thread in streams.values()):
+            break
+        time.sleep(0.3)
+    if failures:
+        raise failures[0]
+
+
 def stream(api: client.ApiClient, record: store.Record, emit: Callable[[str], None], copy: int | None,
            follow: bool, tail: int | None, since_seconds: int | None) -> None:
     """Every copy's log (or one copy's) in a thread of its own, lines whole, until all end or Ctrl-C."""
@@ -136,10 +187,11 @@ def stream(api: client.ApiClient, record: store.Record, emit: Callable[[str], No
     def run(index: int) -> None:
         try:
             with api_errors(f"streaming logs of {record.name} copy {index}", api.configuration.host):
-                _stream_copy(api, record, index, locked_emit, follow, tail, since_seconds, stop)
+                stream_copy(api, record, index, locked_emit, follow, tail, since_seconds, stop)
         except UserError as error:
             errors.append(error)
 
+    stream_copy = _stream_ray_copy if runs_on_ray(record) else _stream_copy
     indices = [copy] if copy is not None else list(range(record.copies))
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in indices]
     for thread in threads:

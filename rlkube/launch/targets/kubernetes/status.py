@@ -1,11 +1,14 @@
-"""Reading an experiment back: each copy's phase from its Jobs (once pods are gone) and its newest pod."""
+"""Reading an experiment back: each copy's phase from its Jobs (once pods are gone) and its newest pod, or from its
+RayJob (KubeRay's status) and its submitter pod, which follows the driver's output."""
+
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from rlkube.launch import store
 from rlkube.launch.targets.base import CopyStatus, age_seconds
-from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, list_jobs, list_pods
+from rlkube.launch.targets.kubernetes.api import REQUEST_TIMEOUT, list_jobs, list_pods, list_ray_jobs
 from rlkube.rundir.progress_record import evaluations_in_log, last_progress
 
 
@@ -86,7 +89,63 @@ def _last_failure(pods: list[client.V1Pod]) -> str:
     return ""
 
 
+def runs_on_ray(record: store.Record) -> bool:
+    """Whether the experiment's copies were submitted as RayJobs."""
+    return any(name.startswith("RayJob/") for name in record.backend.get("objects", []))
+
+
+def ray_role(pod: client.V1Pod) -> str:
+    """A RayJob's pod's part: `head` or `worker` (KubeRay labels the Ray cluster's pods), else the `submitter`."""
+    return (pod.metadata.labels or {}).get("ray.io/node-type", "submitter")
+
+
+def ray_job_phase(status: dict[str, Any]) -> tuple[str, str]:
+    """A copy's phase from its RayJob's status (KubeRay's jobDeploymentStatus and the Ray job's jobStatus), and why it
+    failed if it did. A failed Ray job with retries left is `Retrying` (a new Ray cluster), so Pending here."""
+    deployment, job = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
+    if deployment == "Complete":
+        return ("Succeeded", "") if job == "SUCCEEDED" else ("Failed", f"Ray job {job or 'ended'}")
+    if deployment in ("Failed", "ValidationFailed"):
+        return "Failed", status.get("reason") or deployment
+    if deployment == "Running" and job == "RUNNING":
+        return "Running", ""
+    return "Pending", ""
+
+
+def ray_jobs_by_copy(api: client.ApiClient, record: store.Record) -> dict[int, dict[str, Any]]:
+    return {int(ray_job["metadata"]["labels"]["rlkube.io/copy"]): ray_job
+            for ray_job in list_ray_jobs(api, record.namespace, record.name)}
+
+
+def _describe_ray(api: client.ApiClient, record: store.Record) -> list[CopyStatus]:
+    ray_jobs = ray_jobs_by_copy(api, record)
+    by_copy = pods_by_copy(api, record)
+    copies = []
+    for index in range(record.copies):
+        pods = by_copy.get(index, [])
+        heads = [pod for pod in pods if ray_role(pod) == "head"]
+        submitters = [pod for pod in pods if ray_role(pod) == "submitter"]
+        ray_job = ray_jobs.get(index)
+        if ray_job is None:
+            phase, failure, restarts = ("Cancelled" if record.backend.get("cancelled") else "Unknown"), "", 0
+        else:
+            status = ray_job.get("status") or {}
+            phase, failure = ray_job_phase(status)
+            restarts = status.get("failed") or 0  # Ray jobs failed and retried on a new Ray cluster
+        step, ret = (None, None)
+        if submitters and phase != "Pending":  # the submitter follows the driver's output
+            step, ret = last_progress(_log_tail(api, submitters[-1], 50))
+        if heads:
+            node, created = heads[-1].spec.node_name or "", heads[-1].metadata.creation_timestamp.isoformat()
+        else:
+            node, created = "", ray_job["metadata"]["creationTimestamp"] if ray_job else record.created
+        copies.append(CopyStatus(index, phase, restarts, node, age_seconds(created), step, ret, failure))
+    return copies
+
+
 def describe(api: client.ApiClient, record: store.Record) -> list[CopyStatus]:
+    if runs_on_ray(record):
+        return _describe_ray(api, record)
     jobs = list_jobs(api, record.namespace, record.name)
     finished = job_states(jobs)
     by_copy = pods_by_copy(api, record)

@@ -14,7 +14,7 @@ from kubernetes.client.rest import ApiException
 
 from rlkube.errors import UserError
 from rlkube.launch.render import Object
-from rlkube.launch.targets.kubernetes.api import call, create, delete, list_pods, reason, selector
+from rlkube.launch.targets.kubernetes.api import call, create, delete, list_pods, list_ray_jobs, reason, selector
 
 # Beyond its pods' grace period, how long an experiment may take to be gone: the kubelet's report of a container it
 # killed, and the objects' own deletion.
@@ -27,7 +27,7 @@ def object_name(obj: Object) -> str:
 
 def experiment_objects(api: client.ApiClient, name: str, namespace: str) -> list[tuple[str, str]]:
     """(kind, name) of every object of the experiment that exists now, its pods aside."""
-    found = []
+    found = [("RayJob", ray_job["metadata"]["name"]) for ray_job in list_ray_jobs(api, namespace, name)]
     for kind in ("Job", "Service", "ConfigMap", "ServiceAccount"):
         items = call(api, kind, "list", namespace, label_selector=selector(name)).items
         found += [(kind, item.metadata.name) for item in items]
@@ -38,13 +38,15 @@ def delete_experiment(api: client.ApiClient, name: str, namespace: str) -> list[
     """Delete every object and pod of the experiment and wait until they are gone; returns the objects removed.
 
     A pod checkpoints on SIGTERM for up to its grace period (the profile's termination_grace_seconds), so that is
-    waited out in full, and a little more."""
+    waited out in full, and a little more. A RayJob's pods are left to KubeRay: it stops the Ray job first (the
+    driver, the copy's learner, gets SIGTERM and checkpoints), then deletes the job's Ray cluster and submitter."""
     pods = list_pods(api, namespace, name)  # before the Jobs go, and the garbage collector deletes their pods
-    removed = [f"{kind}/{obj}" for kind, obj in experiment_objects(api, name, namespace)
-               if delete(api, kind, obj, namespace)]
-    # One by one, by name: submitters may not deletecollection (manifests/setup/rbac.yaml).
-    for pod in pods:
-        delete(api, "Pod", pod.metadata.name, namespace)
+    objects = experiment_objects(api, name, namespace)
+    removed = [f"{kind}/{obj}" for kind, obj in objects if delete(api, kind, obj, namespace)]
+    if not any(kind == "RayJob" for kind, _ in objects):
+        # One by one, by name: submitters may not deletecollection (manifests/setup/rbac.yaml).
+        for pod in pods:
+            delete(api, "Pod", pod.metadata.name, namespace)
     grace = max((pod.spec.termination_grace_period_seconds or 0 for pod in pods), default=0)
     timeout = grace + GONE_AFTER_GRACE_SECONDS
     deadline = time.monotonic() + timeout

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rlkube.errors import UserError
 from rlkube.launch import store
 from rlkube.launch.clusters import ClusterProfile
 from rlkube.launch.render import Object, render
@@ -60,10 +59,6 @@ class KubernetesTarget(Target):
 
         if self.profile is None:
             raise TypeError("a KubernetesTarget made from a record reads experiments; submitting needs a profile")
-        if self.profile.ray is not None:
-            raise UserError(f"cluster '{self.profile.name}' runs copies as RayJobs, which rlkube cannot submit, follow "
-                            f"or cancel yet: `rlkube render --cluster {self.profile.name}` prints them for kubectl "
-                            f"apply (see docs/scaling/ray-on-kubernetes.md)")
         api = self._client(self.profile.context)
         with api_errors(f"submitting {spec.name} to {self.profile.name}", api.configuration.host):
             yield api
