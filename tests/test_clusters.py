@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from rlkube.cli.main import cli
 from rlkube.errors import UserError
-from rlkube.launch.clusters import Accelerator, get_profile, load_profiles, quantity_bytes
+from rlkube.launch.clusters import Accelerator, RayWorkers, get_profile, load_profiles, quantity_bytes
 from rlkube.launch.nodes import (
     INSTANCE_TYPE_LABEL,
     MACHINES,
@@ -99,11 +99,15 @@ def test_user_then_project_files_override_key_by_key(project: Path) -> None:
     ({"target": "kubernetes", "output": "gs://b", "env_from_secrets": ["creds", "creds"]},
      "env_from_secrets names a Secret twice"),
     ({"target": "kubernetes", "output": "gs://b", "ray": {"cpu": 2}},
-     "ray needs workers (pods per copy) and optionally cpu and memory per pod"),
+     "ray needs workers (pods per copy) and optionally cpu, memory and num_cpus per pod"),
     ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "gpu": 1}}, "ray needs workers"),
     ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 0}}, "ray workers must be a whole number >= 1"),
-    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "cpu": "4"}},
-     "ray cpu must be a whole number >= 1, got '4'"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "cpu": "4 cores"}},
+     "ray cpu must be a positive Kubernetes CPU quantity such as 4, 0.5 or 500m, got '4 cores'"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "cpu": "0m"}},
+     "ray cpu must be a positive Kubernetes CPU quantity"),
+    ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "cpu": "250m", "num_cpus": 0.5}},
+     "ray num_cpus (Ray's logical CPUs per worker pod) must be a whole number >= 1, got 0.5"),
     ({"target": "kubernetes", "output": "gs://b", "ray": {"workers": 2, "memory": "8GB"}},
      "ray memory must be a positive Kubernetes quantity of bytes"),
     ({"target": "local", "ray": {"workers": 2}}, "ray places actors on worker pods of a Kubernetes cluster"),
@@ -299,3 +303,13 @@ def test_a_machine_or_gpu_not_in_the_table_is_not_checked(change: dict) -> None:
     profile = dataclasses.replace(get_profile("gke-gpu"), resources={"cpu": "500", "memory": "9Ti"}, **change)
     assert selected_machines(profile) == []
     assert node_fit_problem(profile) is None
+
+
+@pytest.mark.parametrize(("ray", "ray_cpus"), [
+    (RayWorkers(workers=1, cpu=4), 4),
+    (RayWorkers(workers=1, cpu="1500m"), 2),  # Ray counts whole CPUs: rounded up
+    (RayWorkers(workers=1, cpu=0.25), 1),
+    (RayWorkers(workers=1, cpu="250m", num_cpus=4), 4),  # 16 waiting actors on a quarter of a core
+])
+def test_ray_workers_logical_cpus_are_the_pods_cpu_rounded_up_unless_given(ray: RayWorkers, ray_cpus: int) -> None:
+    assert ray.ray_cpus == ray_cpus

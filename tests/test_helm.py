@@ -147,7 +147,7 @@ def _variants() -> dict[str, Callable[[], tuple[ExperimentSpec, ClusterProfile]]
     def ray_actors_with_odd_words_in_the_entrypoint() -> tuple[ExperimentSpec, ClusterProfile]:
         # A tracking group with a space, a quote and a dollar: the entrypoint is a shell command line.
         profile = dataclasses.replace(
-            kube, name="ray-extras", ray=RayWorkers(workers=3, cpu=2, memory="1.5Gi"), queue="team-a",
+            kube, name="ray-extras", ray=RayWorkers(workers=3, cpu="500m", memory="1.5Gi", num_cpus=4), queue="team-a",
             priority_class="low", node_selector={"pool": "cpu"}, tolerations=[{"operator": "Exists"}],
             env={"NO": "no", "PORT": 9000}, env_from_secrets=["minio-credentials"], active_deadline_seconds=None,
             shm_size_limit="500M")

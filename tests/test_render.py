@@ -426,7 +426,7 @@ def test_a_ray_profile_renders_a_ray_job_per_copy_with_the_learner_on_the_head()
         assert head["template"]["metadata"]["labels"] == pod_labels
         (workers,) = ray_spec["rayClusterSpec"]["workerGroupSpecs"]
         assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == profile.ray.workers
-        assert workers["rayStartParams"]["num-cpus"] == str(profile.ray.cpu)
+        assert workers["rayStartParams"]["num-cpus"] == str(profile.ray.ray_cpus)
         assert workers["template"]["metadata"]["labels"] == pod_labels
         worker_pod = workers["template"]["spec"]
         (actor,) = worker_pod["containers"]

@@ -33,6 +33,7 @@ CREDENTIAL_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_
 # Every pattern here is matched whole (fullmatch): `$` would let a trailing newline in.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_CPU_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?m?")
 # A namespace is a DNS label (RFC 1123): at most 63 lowercase letters, digits and '-', a letter or digit at each end.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A size as Kubernetes writes quantities of bytes: a whole or decimal number with an optional decimal (k, M, G, T,
@@ -56,8 +57,15 @@ class Accelerator:
 class RayWorkers:
     """Pods for a copy's `--num-workers` Ray actors, beside its learner: each copy becomes a RayJob (render.py)."""
     workers: int  # worker pods per copy
-    cpu: int = 1  # each pod's CPUs: its request and Ray's num-cpus (a Ray node counts whole CPUs)
+    cpu: int | float | str = 1  # each pod's CPU request, a Kubernetes quantity: 4, 0.5, 500m
     memory: str = "2Gi"  # each pod's memory request and limit
+    # Ray's logical CPUs on each worker pod, which place the actors (each takes ACTOR_CPUS, a quarter); more than
+    # the pod's CPUs packs more waiting actors on it. Default: cpu, rounded up.
+    num_cpus: int | None = None
+
+    @property
+    def ray_cpus(self) -> int:
+        return self.num_cpus if self.num_cpus is not None else max(1, math.ceil(cpu_cores(self.cpu)))
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,17 @@ class ClusterProfile:
         if self.ephemeral_storage is not None:
             return self.ephemeral_storage
         return format_bytes(quantity_bytes(self.tmp_size_limit) + EPHEMERAL_HEADROOM)
+
+
+def cpu_cores(quantity: int | float | str) -> float:
+    """A Kubernetes CPU quantity (4, 0.5, "500m") in cores; ValueError if it is none."""
+    if isinstance(quantity, bool) or not isinstance(quantity, int | float | str):
+        raise ValueError(f"not a CPU quantity: {quantity!r}")
+    text = str(quantity)
+    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    if not math.isfinite(cores):
+        raise ValueError(f"not a CPU quantity: {quantity!r}")
+    return cores
 
 
 def quantity_bytes(text: str) -> int:
@@ -213,9 +232,9 @@ def _profile(name: str, settings: dict[str, Any], origin: str) -> ClusterProfile
         values["accelerator"] = Accelerator(**accelerator)
     ray = values.get("ray")
     if ray is not None:
-        if not isinstance(ray, dict) or set(ray) - {"workers", "cpu", "memory"} or "workers" not in ray:
-            raise UserError(f"{where}: ray needs workers (pods per copy) and optionally cpu and memory per pod, "
-                            f"e.g. {{workers: 2, cpu: 4, memory: 8Gi}}, got {ray!r}")
+        if not isinstance(ray, dict) or set(ray) - {"workers", "cpu", "memory", "num_cpus"} or "workers" not in ray:
+            raise UserError(f"{where}: ray needs workers (pods per copy) and optionally cpu, memory and num_cpus per "
+                            f"pod, e.g. {{workers: 2, cpu: 4, memory: 8Gi}}, got {ray!r}")
         values["ray"] = RayWorkers(**ray)
     profile = ClusterProfile(name=name, **values)
     _check(profile, where)
@@ -371,9 +390,18 @@ def _check_ray(profile: ClusterProfile, where: str) -> None:
     ray = profile.ray
     if ray is None:
         return
-    for key in ("workers", "cpu"):
-        if not _whole(getattr(ray, key)) or getattr(ray, key) < 1:
-            raise UserError(f"{where}: ray {key} must be a whole number >= 1, got {getattr(ray, key)!r}")
+    if not _whole(ray.workers) or ray.workers < 1:
+        raise UserError(f"{where}: ray workers must be a whole number >= 1, got {ray.workers!r}")
+    try:
+        cores = cpu_cores(ray.cpu)
+    except ValueError:
+        cores = 0
+    if cores <= 0 or (isinstance(ray.cpu, str) and not _CPU_QUANTITY.fullmatch(ray.cpu)):
+        raise UserError(f"{where}: ray cpu must be a positive Kubernetes CPU quantity such as 4, 0.5 or 500m, "
+                        f"got {ray.cpu!r}")
+    if ray.num_cpus is not None and (not _whole(ray.num_cpus) or ray.num_cpus < 1):
+        raise UserError(f"{where}: ray num_cpus (Ray's logical CPUs per worker pod) must be a whole number >= 1, "
+                        f"got {ray.num_cpus!r}")
     if not _positive_quantity(ray.memory):
         raise UserError(f"{where}: ray memory must be a positive Kubernetes quantity of bytes such as 8Gi, "
                         f"got {ray.memory!r}")

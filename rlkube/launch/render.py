@@ -93,7 +93,8 @@ def _ray_values(ray: RayWorkers, shm_size_limit: str) -> dict[str, Any]:
     # Ray's object store is shared memory: half of /dev/shm, leaving the rest to the actors' vector envs (Ray puts
     # a store larger than /dev/shm on disk instead, slowly).
     object_store = quantity_bytes(shm_size_limit) // 2
-    return {"workers": ray.workers, "cpu": str(ray.cpu), "memory": ray.memory, "objectStoreMemory": str(object_store)}
+    return {"workers": ray.workers, "cpu": str(ray.cpu), "numCpus": str(ray.ray_cpus), "memory": ray.memory,
+            "objectStoreMemory": str(object_store)}
 
 
 def _trainer_env(spec: ExperimentSpec, profile: ClusterProfile) -> dict[str, str]:
@@ -365,7 +366,7 @@ def _ray_job(values: dict[str, Any], copy: int, args: list[str]) -> Object:
                     "replicas": ray["workers"],
                     "minReplicas": ray["workers"],
                     "maxReplicas": ray["workers"],
-                    "rayStartParams": {"num-cpus": ray["cpu"], **object_store},
+                    "rayStartParams": {"num-cpus": ray["numCpus"], **object_store},
                     "template": {"metadata": {"labels": dict(pod_labels)},
                                  "spec": _ray_side_pod_spec(values, "actor", ray["cpu"], ray["memory"])},
                 }],

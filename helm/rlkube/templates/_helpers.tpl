@@ -430,7 +430,7 @@ spec:
         minReplicas: {{ int64 $values.ray.workers }}
         maxReplicas: {{ int64 $values.ray.workers }}
         rayStartParams:
-          num-cpus: {{ toJson $values.ray.cpu }}
+          num-cpus: {{ toJson $values.ray.numCpus }}
           object-store-memory: {{ toJson $values.ray.objectStoreMemory }}
         template:
           metadata:
