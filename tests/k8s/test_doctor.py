@@ -20,11 +20,12 @@ import yaml
 from cluster import TestCluster
 from kubernetes import client
 from test_control_plane import wait_for
+from test_rayjob_admission import rayjob_kind
 from test_setup_manifests import admission_policy, rlkube_namespace  # noqa: F401  (fixtures)
 
 from rlkube import __version__
 from rlkube.launch import doctor
-from rlkube.launch.clusters import Accelerator, ClusterProfile
+from rlkube.launch.clusters import Accelerator, ClusterProfile, RayWorkers
 from rlkube.launch.oci import VERSION_LABEL
 from rlkube.launch.targets.kubernetes.doctor import cluster_checks
 from tests import oci_registry
@@ -230,6 +231,21 @@ def restore_binding(api: client.ApiClient, name: str = "rlkube-allowed") -> None
     (binding,) = (doc for doc in yaml.safe_load_all(setup_file.read_text())
                   if doc["kind"] == "ValidatingAdmissionPolicyBinding" and doc["metadata"]["name"] == name)
     client.AdmissionregistrationV1Api(api).create_validating_admission_policy_binding(binding)
+
+
+def test_a_ray_profile_needs_kuberay_and_is_probed_through_its_learners_pod(api: client.ApiClient,
+                                                                             setup: dict[str, Any]) -> None:
+    profile = dataclasses.replace(setup["profile"], ray=RayWorkers(workers=2))
+    checks = cluster_checks(profile, profile.default_image, False)
+    (check,) = (check for check in checks if check.name == "kuberay")
+    assert check.state == doctor.FAIL
+    assert check.line == "the profile runs copies as RayJobs, and KubeRay is not installed (the cluster serves no " \
+                         "ray.io API)"
+    assert "install the KubeRay operator" in check.fix
+    assert [c for c in checks if c.state != doctor.OK] == [check]  # the render of a Ray profile's probe included
+    with rayjob_kind(api):
+        checks = cluster_checks(profile, profile.default_image, False)
+    assert states(checks)["kuberay"] == doctor.OK
 
 
 def test_no_node_with_the_profiles_accelerator_is_a_warning_that_the_autoscaler_may_make_one(

@@ -4,6 +4,7 @@ that no template shows; checked against a real API server with KubeRay's RayJob 
 and no KubeRay operator: what is admitted is all this proves, not that a RayJob runs.
 """
 
+import contextlib
 import dataclasses
 import subprocess
 from collections.abc import Callable, Iterator
@@ -37,22 +38,41 @@ KUBERAY_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "testcluster" /
 RAY_TRAIN = TrainOptions("dqn_cartpole", num_workers=4, actors="ray")
 
 
-@pytest.fixture(scope="module")
-def rayjob_crd(api: client.ApiClient) -> Iterator[None]:
-    """KubeRay's RayJob kind (no operator: only the kind must exist)."""
+@contextlib.contextmanager
+def rayjob_kind(api: client.ApiClient) -> Iterator[None]:
+    """KubeRay's RayJob kind (no operator: only the kind must exist), gone again afterwards."""
     directory = Path(subprocess.run(["bash", str(KUBERAY_SCRIPT)], capture_output=True, text=True, check=True,
                                     timeout=600).stdout.strip().splitlines()[-1])
     crd = yaml.safe_load((directory / "ray.io_rayjobs.yaml").read_text())
+    name = crd["metadata"]["name"]
     extensions = client.ApiextensionsV1Api(api)
     extensions.create_custom_resource_definition(crd)
 
     def established() -> bool:
-        conditions = extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
+    def gone() -> bool:
+        try:
+            extensions.read_custom_resource_definition(name)
+        except client.ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
+
     wait_for(established, what="the RayJob CRD established")
-    yield
-    extensions.delete_custom_resource_definition(crd["metadata"]["name"])
+    try:
+        yield
+    finally:
+        extensions.delete_custom_resource_definition(name)
+        wait_for(gone, what="the RayJob CRD deleted")
+
+
+@pytest.fixture(scope="module")
+def rayjob_crd(api: client.ApiClient) -> Iterator[None]:
+    with rayjob_kind(api):
+        yield
 
 
 @pytest.fixture

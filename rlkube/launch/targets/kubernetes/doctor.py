@@ -52,6 +52,7 @@ ADMISSION_POLICIES = ("rlkube-submitters", "rlkube-allowed", "rlkube-experiment-
 PARAMETERS = "rlkube-admission"
 TRAINERS_POLICY = "rlkube-trainers"
 KUEUE = ("kueue.x-k8s.io", "localqueues")
+KUBERAY = ("ray.io", "v1")  # the RayJob version render.py writes: KubeRay 1.0 and newer serve it
 SETUP = "manifests/setup"
 POD_CHECK_TIMEOUT_S = 300.0
 
@@ -291,6 +292,22 @@ class ClusterDoctor:
                           f"create it (kind LocalQueue, {group}), or fix the profile's queue")
         return passed("queue", f"LocalQueue {self.profile.queue} exists")
 
+    def kuberay(self) -> Check:
+        group, version = KUBERAY
+        fix = "install the KubeRay operator, 1.5 or newer (docs/scaling/ray-on-kubernetes.md), or remove ray from " \
+              "the profile"
+        try:
+            served = [v["version"] for v in self.request("GET", f"/apis/{group}")["versions"]]
+        except ApiException as error:
+            if _status(error) != 404:
+                raise
+            return failed("kuberay", "the profile runs copies as RayJobs, and KubeRay is not installed (the cluster "
+                          f"serves no {group} API)", fix)
+        if version not in served:
+            return failed("kuberay", f"the cluster serves {group} {', '.join(served)}, not {version}, which rlkube's "
+                          "RayJobs are", fix)
+        return passed("kuberay", f"KubeRay's RayJob kind ({group}/{version}) is served")
+
     def accelerators(self, node_selector: dict[str, str]) -> Check:
         wanted = _labels(node_selector)
         may_make = "a node pool's autoscaler (or auto-provisioning) may still make them; a submitter cannot see that"
@@ -362,11 +379,14 @@ PROBE = ("import sys, uuid\nfrom rlkube.storage.filesystems import filesystem_fo
 
 def probe_objects(profile: ClusterProfile, image: str, name: str) -> list[Object]:
     """The profile's render of a one-copy experiment without retries, its container running PROBE in the experiment's
-    directory."""
+    directory. A Ray profile's is its Job: the learner's pod, the Ray head, is exactly that Job's pod (render.py),
+    and the only pod with the runs and the profile's Secrets."""
     provenance = Provenance(git_commit=None, git_dirty=False, rlkube_version=__version__,
                             submit_command="rlkube doctor --pods", created=datetime.now(UTC).isoformat())
-    spec = build_spec(profile, TrainOptions("dqn_cartpole", seed=0), 1, name=name, image=image, provenance=provenance)
-    objects = render(spec, dataclasses.replace(profile, retries_per_copy=0))
+    job_profile = dataclasses.replace(profile, retries_per_copy=0, ray=None)
+    spec = build_spec(job_profile, TrainOptions("dqn_cartpole", seed=0), 1, name=name, image=image,
+                      provenance=provenance)
+    objects = render(spec, job_profile)
     for obj in objects:
         if obj["kind"] == "Job":
             (container,) = obj["spec"]["template"]["spec"]["containers"]
@@ -398,6 +418,8 @@ def cluster_checks(profile: ClusterProfile, image: str, pods: bool) -> list[Chec
         steps.append(("runs-volume", cluster.claim))
     if profile.queue:
         steps.append(("queue", cluster.queue))
+    if profile.ray:
+        steps.append(("kuberay", cluster.kuberay))
     jobs = [obj for obj in objects if obj["kind"] == "Job"]
     if profile.accelerator is not None and jobs:
         node_selector = jobs[0]["spec"]["template"]["spec"].get("nodeSelector", {})
