@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -76,6 +77,7 @@ def written_bytes(path: Path, before: set[str]) -> int:
 
 
 def s3_remote() -> tuple[Any, str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for its test servers
     from tests.storage_servers import s3_server  # noqa: PLC0415  (a test helper: only when measuring S3)
 
     context = s3_server()
