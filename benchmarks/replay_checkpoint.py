@@ -113,7 +113,8 @@ def measure(size: int, added: int, work: Path, remote: str | None) -> list[dict[
     before = work / f"before-{size}"
     whole_checkpoint = layout.checkpoints_dir(before) / layout.checkpoint_name(1)
     size_bytes, seconds = timed(lambda: pickle_whole(whole_checkpoint, state()))
-    (whole_checkpoint / layout.COMPLETE_MARKER).write_bytes(layout.marker(1, layout.Listing({"state.pkl": size_bytes})))
+    whole_marker = layout.marker(1, layout.Listing({"state.pkl": size_bytes}), generation=0)
+    (whole_checkpoint / layout.COMPLETE_MARKER).write_bytes(whole_marker)
     up, up_s = timed(lambda: sync.sync_up(before, f"{remote}-before")) if remote else (None, None)
     row("before (whole pickle)", size_bytes, seconds, up, up_s)
     shutil.rmtree(before)

@@ -1,5 +1,6 @@
-"""The benchmarks run: hparams_targets.py's results report is made from the runs themselves, and sweep_overhead.py
-times the sweep driver's calls (both would otherwise rot unseen between their long runs)."""
+"""The benchmarks run: hparams_targets.py's results report is made from the runs themselves, sweep_overhead.py times
+the sweep driver's calls, and replay_checkpoint.py measures segmented checkpoints (each would otherwise rot unseen
+between its long runs)."""
 
 import json
 import signal
@@ -179,3 +180,14 @@ def test_the_sweep_overhead_benchmark_times_every_driver_call_it_names() -> None
     for label in ("ask (Optuna proposes params)", "provenance (git)", "build spec", "submit", "tell (trial ends)"):
         assert calls[label] == "3", result.stdout  # once per trial
     assert int(calls["poll: describe copies"]) > 3, result.stdout
+
+
+def test_the_replay_checkpoint_benchmark_writes_only_what_was_added_after_its_first_checkpoint() -> None:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "replay_checkpoint.py"), "--sizes", "4000",
+                             "--added", "500"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = {row["checkpoint"]: row for row in map(json.loads, result.stdout.splitlines()) if "checkpoint" in row}
+    assert list(rows) == ["before (whole pickle)", "first segmented", "periodic (+500)", "SIGTERM (+1,000)"]
+    first, periodic = rows["first segmented"], rows["periodic (+500)"]
+    assert periodic["local_MB"] < first["local_MB"] / 2, rows
+    assert periodic["s3_MB"] == periodic["local_MB"], rows  # the bucket gets what the disk got, once
