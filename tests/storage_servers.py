@@ -183,12 +183,14 @@ def fake_gcs_server_binary() -> str:
 
 
 @contextlib.contextmanager
-def gcs_server() -> Iterator[StorageServer]:
-    """fake-gcs-server (in-memory, plain HTTP) on 127.0.0.1."""
+def gcs_server(root: Path | None = None) -> Iterator[StorageServer]:
+    """fake-gcs-server (plain HTTP) on 127.0.0.1, its objects in memory, or with `root` in files under it (for
+    objects larger than memory would hold)."""
     binary = fake_gcs_server_binary()
+    backend = ["-backend", "memory"] if root is None else ["-backend", "filesystem", "-filesystem-root", str(root)]
 
     def command(port: int) -> list[str]:
-        return [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+        return [binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), *backend,
                 "-external-url", f"http://127.0.0.1:{port}", "-log-level", "info"]
 
     with _serve_on_free_port(command, "/storage/v1/b") as (endpoint, log_path):
