@@ -1,6 +1,6 @@
 """The benchmarks run: hparams_targets.py's results report is made from the runs themselves, sweep_overhead.py times
-the sweep driver's calls, and replay_checkpoint.py measures segmented checkpoints (each would otherwise rot unseen
-between its long runs)."""
+the sweep driver's calls, replay_checkpoint.py measures segmented checkpoints and actor_scaling.py actors on waiting
+envs (each would otherwise rot unseen between its long runs)."""
 
 import json
 import signal
@@ -191,3 +191,13 @@ def test_the_replay_checkpoint_benchmark_writes_only_what_was_added_after_its_fi
     first, periodic = rows["first segmented"], rows["periodic (+500)"]
     assert periodic["local_MB"] < first["local_MB"] / 2, rows
     assert periodic["bucket_MB"] == periodic["local_MB"], rows  # the bucket gets what the disk got, once
+
+
+def test_the_actor_scaling_benchmark_measures_steady_steps_per_second_against_the_ideal_line() -> None:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "actor_scaling.py"), "--actors", "2", "--transports",
+                             "processes", "--learners", "none", "--seconds", "25"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    (row,) = map(json.loads, result.stdout.splitlines())
+    assert (row["learner"], row["transport"], row["actors"], row["ideal"]) == ("none", "processes", 2, 200)
+    assert 0 < row["sps"] <= row["ideal"] * 1.05, row  # waiting envs cap it: no faster than the line

@@ -9,6 +9,7 @@ Training envs may differ from evaluation envs: a factory's `training=True` adds 
 """
 
 import functools
+import time
 import warnings
 from collections.abc import Callable
 
@@ -40,6 +41,31 @@ MUJOCO_IDS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-
               "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5")
 for _env_id in CLASSIC_CONTROL_IDS + MUJOCO_IDS:
     env_registry.register(_env_id)(_plain(_env_id))
+
+
+class StepWait(gym.Wrapper):
+    """Waits `seconds` in every step, on no CPU: an environment as slow as a simulator or a game server. Two cores
+    cannot show actors scaling by CPU; with waiting envs the envs, not the cores, set the actors' pace
+    (benchmarks/actor_scaling.py)."""
+
+    def __init__(self, env: gym.Env, seconds: float) -> None:
+        super().__init__(env)
+        self.seconds = seconds
+
+    def step(self, action: object) -> tuple:
+        time.sleep(self.seconds)
+        return self.env.step(action)
+
+
+# CartPole whose every step waits 10 ms: 100 steps/s per env stepped one after another, whatever the machine.
+WAITING_CARTPOLE = "WaitingCartPole-v1"
+STEP_WAIT_SECONDS = 0.01
+
+
+@env_registry.register(WAITING_CARTPOLE)
+def waiting_cartpole(render_mode: str | None = None, training: bool = False) -> gym.Env:
+    del training
+    return StepWait(gym.make("CartPole-v1", render_mode=render_mode), STEP_WAIT_SECONDS)
 
 
 def env_ids() -> list[str]:
