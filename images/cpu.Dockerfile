@@ -44,9 +44,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # 2. The other dependencies, from pyproject.toml alone: rebuilt only when they change. EXCLUDE names
 #    dependencies this image replaces (none here: pyproject's TensorFlow is the one installed above).
 ARG EXCLUDE=""
-# EXTRAS are the optional dependencies a pod may need: Atari and MuJoCo envs (dqn_pong, td3_halfcheetah) and
-#    the trackers' clients (--track).
-ARG EXTRAS="atari mujoco mlflow wandb"
+# EXTRAS are the optional dependencies a pod may need: Atari and MuJoCo envs (dqn_pong, td3_halfcheetah), the
+#    trackers' clients (--track), and Ray with its job server for a RayJob's pods (profiles with `ray`).
+ARG EXTRAS="atari mujoco mlflow wandb rayjob"
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -c 'import os, re, tomllib; drop = set(os.environ.get("EXCLUDE", "").split()); project = tomllib.load(open("pyproject.toml", "rb"))["project"]; deps = project["dependencies"] + [d for extra in os.environ.get("EXTRAS", "").split() for d in project["optional-dependencies"][extra]]; print("\n".join(d for d in deps if re.match(r"[A-Za-z0-9._-]+", d)[0].lower() not in drop))' > requirements.txt \

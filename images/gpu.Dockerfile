@@ -48,8 +48,9 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 #    overwrite the CUDA build installed above.
 ARG EXCLUDE="tensorflow tensorflow-cpu"
 # EXTRAS are the optional dependencies a pod may need: Atari and MuJoCo envs (dqn_pong, td3_halfcheetah), envpool
-#    (an accelerator node's many cores step the Pong sets' games in its C++ threads) and the trackers' clients (--track).
-ARG EXTRAS="atari envpool mujoco mlflow wandb"
+#    (an accelerator node's many cores step the Pong sets' games in its C++ threads), the trackers' clients (--track)
+#    and Ray with its job server for a RayJob's pods (profiles with `ray`).
+ARG EXTRAS="atari envpool mujoco mlflow wandb rayjob"
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -c 'import os, re, tomllib; drop = set(os.environ.get("EXCLUDE", "").split()); project = tomllib.load(open("pyproject.toml", "rb"))["project"]; deps = project["dependencies"] + [d for extra in os.environ.get("EXTRAS", "").split() for d in project["optional-dependencies"][extra]]; print("\n".join(d for d in deps if re.match(r"[A-Za-z0-9._-]+", d)[0].lower() not in drop))' > requirements.txt \

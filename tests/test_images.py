@@ -300,14 +300,15 @@ def test_tpu_image_skips_libtpu_where_there_is_no_tpu(tpu_variables: dict[str, s
 
 
 @pytest.mark.parametrize(("target", "extras", "dropped"), [
-    ("cpu", ("atari", "mujoco", "mlflow", "wandb"), set()),
-    ("gpu", ("atari", "envpool", "mujoco", "mlflow", "wandb"), {"tensorflow", "tensorflow-cpu"}),
-    ("tpu", ("atari", "envpool", "mujoco", "mlflow", "wandb"), {"tensorflow", "tensorflow-cpu", "tensorboard"}),
+    ("cpu", ("atari", "mujoco", "mlflow", "wandb", "rayjob"), set()),
+    ("gpu", ("atari", "envpool", "mujoco", "mlflow", "wandb", "rayjob"), {"tensorflow", "tensorflow-cpu"}),
+    ("tpu", ("atari", "envpool", "mujoco", "mlflow", "wandb", "rayjob"), {"tensorflow", "tensorflow-cpu", "tensorboard"}),
 ])
 def test_dependency_layer_installs_pyproject_and_the_pods_extras_minus_what_the_image_replaces(
         target: str, extras: tuple[str, ...], dropped: set[str], tmp_path: Path) -> None:
     """Run the Dockerfile's own requirements step on pyproject.toml and read what it would install: a pod can make
-    Atari and MuJoCo envs and track to MLflow or W&B; an accelerator's image steps Atari on envpool."""
+    Atari and MuJoCo envs, track to MLflow or W&B and run in a RayJob; an accelerator's image steps Atari on
+    envpool."""
     instructions = dockerfile(target)
     args = {k: v for ins in instructions if ins.keyword == "ARG" for k, v in ins.pairs().items()}
     step = next(ins for _, ins in installs(target) if "requirements.txt" in ins.value)
