@@ -24,9 +24,14 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/rlkube \
     PATH=/opt/rlkube/bin:$PATH
 
-# The user rlkube's pods run as (runAsUser, runAsGroup and fsGroup 1000), with a writable home.
+# The user rlkube's pods run as (runAsUser, runAsGroup and fsGroup 1000), with a writable home; and wget, which
+# KubeRay's liveness and readiness probes run in a RayJob's Ray pods (`wget ... | grep success` against Ray's
+# health endpoints): without it no Ray pod of a Ray profile ever becomes ready.
 RUN groupadd --gid 1000 rlkube \
- && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/rlkube --shell /bin/bash rlkube
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/rlkube --shell /bin/bash rlkube \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends wget \
+ && rm -rf /var/lib/apt/lists/*
 
 # `rlkube build` (the Docker SDK's classic builder, which has no cache mounts) sets this to 1 so
 # pip's cache does not end up in a layer; BuildKit leaves it unset and caches in the mount.

@@ -302,7 +302,8 @@ def test_tpu_image_skips_libtpu_where_there_is_no_tpu(tpu_variables: dict[str, s
 @pytest.mark.parametrize(("target", "extras", "dropped"), [
     ("cpu", ("atari", "mujoco", "mlflow", "wandb", "rayjob"), set()),
     ("gpu", ("atari", "envpool", "mujoco", "mlflow", "wandb", "rayjob"), {"tensorflow", "tensorflow-cpu"}),
-    ("tpu", ("atari", "envpool", "mujoco", "mlflow", "wandb", "rayjob"), {"tensorflow", "tensorflow-cpu", "tensorboard"}),
+    ("tpu", ("atari", "envpool", "mujoco", "mlflow", "wandb", "rayjob"),
+     {"tensorflow", "tensorflow-cpu", "tensorboard"}),
 ])
 def test_dependency_layer_installs_pyproject_and_the_pods_extras_minus_what_the_image_replaces(
         target: str, extras: tuple[str, ...], dropped: set[str], tmp_path: Path) -> None:
