@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -91,6 +91,9 @@ _KCM_CONTROLLERS = (
     # lists every kind in each such namespace again and again: 73 of them kept the API server at half a core.
     "pvc-protection",
     "pv-protection",
+    # A Service's EndpointSlices: cluster DNS (CoreDNS, tests/k8s/node.py) answers a headless Service's name with
+    # them, and the API server's service proxy (the KubeRay operator's way to a Ray head) connects through them.
+    "endpointslice",
 )
 _ADMISSION_PLUGINS = (
     "NamespaceLifecycle",
@@ -382,22 +385,32 @@ class TestCluster:
         """Stop every component, clients before servers (SIGTERM, SIGKILL after 10 s), and remove the work directory."""
         servers = {"kube-apiserver": 1, "etcd": 2}
         for tier in (0, 1, 2):
-            batch = [c for c in self._components if servers.get(c.name, 0) == tier]
-            for component in batch:
-                if component.process.poll() is None:
-                    component.process.terminate()
-            deadline = time.monotonic() + 10
-            for component in batch:
-                try:
-                    component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    component.process.kill()
-                    component.process.wait()
-                component.log_file.close()
+            self._stop_components([c for c in self._components if servers.get(c.name, 0) == tier])
         self._components.clear()
         atexit.unregister(self.stop)
         if not self.keep_workdir and self._workdir_arg is None and self.workdir != Path() and self.workdir.exists():
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def kuberay_operator(self, operator: Path) -> Iterator[None]:
+        """KubeRay's operator (`tools/testcluster/kuberay-crds.sh operator`) as a component of this cluster while the
+        block runs, watching every namespace with the admin kubeconfig. KubeRay's CRDs must be installed first."""
+        (probe_port,) = _free_ports(1)
+        component = self._start_component("ray-operator", [
+            # Through the API server's service proxy to each Ray head's dashboard, as in a cluster whose operator
+            # cannot resolve Service names: the operator runs on this host, which has no cluster DNS (only pods do),
+            # and the API server reaches pod IPs through the real node's bridge.
+            "--use-kubernetes-proxy",
+            "--enable-leader-election=false", "--metrics-addr=0",
+            f"--health-probe-bind-address=127.0.0.1:{probe_port}", "--log-stdout-encoder=console",
+        ], env={"KUBECONFIG": str(self.kubeconfig)}, binary=operator)
+        try:
+            self._wait("ray-operator", time.monotonic() + self.start_timeout,
+                       lambda: self._http_ok(f"http://127.0.0.1:{probe_port}/readyz", b"ok"))
+            yield
+        finally:
+            self._stop_components([component])
+            self._components.remove(component)
 
     # ---------------------------------------------------------------- public helpers
 
@@ -483,17 +496,36 @@ class TestCluster:
         path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
         path.chmod(0o600)
 
-    def _start_component(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def _start_component(self, name: str, args: list[str], env: dict[str, str] | None = None,
+                         binary: Path | None = None) -> _Component:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(exist_ok=True)
         log_file = log_path.open("wb")
         process = subprocess.Popen(
-            [str(self.bin_dir / name), *args], stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            [str(binary or self.bin_dir / name), *args], stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})}, cwd=self.workdir,
             start_new_session=True,  # Ctrl-C / `timeout` hit pytest only, which then stops the cluster in order
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - only a prctl
         )
-        self._components.append(_Component(name, process, log_path, log_file))
+        component = _Component(name, process, log_path, log_file)
+        self._components.append(component)
+        return component
+
+    @staticmethod
+    def _stop_components(components: list[_Component]) -> None:
+        """SIGTERM them all, then SIGKILL whichever still runs after 10 s."""
+        for component in components:
+            if component.process.poll() is None:
+                component.process.terminate()
+        deadline = time.monotonic() + 10
+        for component in components:
+            try:
+                component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                component.process.kill()
+                component.process.wait()
+            component.log_file.close()
 
     def _wait(self, component: str, deadline: float, ready: Callable[[], bool], what: str = "") -> None:
         """Poll `ready` until it is true; fail fast, with the log tail, if any component exits."""

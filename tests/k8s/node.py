@@ -56,6 +56,7 @@ NODE_LABEL = ("rlkube.io/test-node-kind", "real")
 BASE_TAG = "python:3.11-slim-bookworm"
 DEBIAN_TAG = "rlkube-test/debian-minbase:bookworm"
 PAUSE_NAME = "pause:3.10"
+CLUSTER_DOMAIN = "cluster.local"
 
 # The sysctls the kubelet (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, kernel.keys.*), dockerd and the
 # bridge plugin (ip forwarding, bridge netfilter) may change; each is put back as it was.
@@ -289,6 +290,10 @@ class RealNode:
             _run("ip", "link", "set", NODE_LINK, "up")
             self._start_registry()
             self._start_dockerd()
+            # dockerd sets the FORWARD chain's policy to DROP, and with bridge netfilter on (the bridge plugin turns it
+            # on) that chain sees traffic between two pods on the bridge too: let it through, as a CNI that
+            # expects pods to reach each other (a Ray worker its head) does.
+            _run("iptables", "-I", "FORWARD", "-i", POD_BRIDGE, "-o", POD_BRIDGE, "-j", "ACCEPT")
             self._build_base_images()
             self._start_containerd()
             self._start_kubelet()
@@ -384,7 +389,7 @@ class RealNode:
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> _Daemon:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(exist_ok=True)
-        log_file = log_path.open("wb")
+        log_file = log_path.open("ab")  # a restarted daemon's log follows its first run's
         process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, **(env or {})}, cwd=self.workdir, start_new_session=True)
         daemon = _Daemon(name, process, log_path, log_file)
@@ -513,11 +518,35 @@ class RealNode:
         self._wait("containerd", lambda: _run("ctr", "--address", str(self._containerd_socket), "version").returncode
                    == 0, 60, "containerd")
 
-    def _start_kubelet(self) -> None:
+    def serve_cluster_dns(self, coredns_dir: Path) -> None:
+        """Cluster DNS for this node's pods from now on: CoreDNS (tools/testcluster/coredns.sh) on the node's IP,
+        port 53, answering `<service>.<namespace>.svc.cluster.local` from the API server and every other name from
+        this host's resolvers; the kubelet restarts to hand it to new pods (dnsPolicy ClusterFirst). Pods made
+        before keep the host's resolv.conf. It serves until the node stops; a second call does nothing."""
+        if any(d.name == "coredns" for d in self._daemons):
+            return
+        ready_port = _free_port()
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(COREFILE.format(ip=NODE_IP, ready=f"127.0.0.1:{ready_port}", domain=CLUSTER_DOMAIN,
+                                            kubeconfig=self.cluster.kubeconfig, context=self.cluster.context))
+        self._start("coredns", [str(coredns_dir / "coredns"), "-conf", str(corefile)])
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ready_port}/ready", timeout=2) as response:
+                return response.status == 200
+
+        self._wait("CoreDNS", ready, 60, "coredns")
+        (kubelet,) = [d for d in self._daemons if d.name == "kubelet"]
+        self._stop_daemon(kubelet)
+        self._daemons.remove(kubelet)
+        self._start_kubelet(cluster_dns=NODE_IP)
+
+    def _start_kubelet(self, cluster_dns: str | None = None) -> None:
         root = self.workdir / "kubelet"
-        root.mkdir()
+        root.mkdir(exist_ok=True)  # a restarted kubelet finds its pods where it left them
         kubeconfig = self.cluster.user_kubeconfig(f"system:node:{NODE_NAME}", ["system:nodes"])
         config = root / "config.yaml"
+        port = _free_port(NODE_IP)
         # Its own cgroup parent, so that everything the kubelet creates in the cgroup hierarchies can be removed.
         for hierarchy in ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd",
                           "hugetlb"):
@@ -529,7 +558,7 @@ class RealNode:
             "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": "/rlkube-node",
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self._containerd_socket}",
-            "address": NODE_IP, "port": _free_port(), "readOnlyPort": 0,
+            "address": NODE_IP, "port": port, "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1", "healthzPort": _free_port(),
             # Only holders of a certificate from the cluster's CA (the API server's kubelet client) get in.
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
@@ -543,6 +572,7 @@ class RealNode:
             "registerWithTaints": [NODE_TAINT],
             "serializeImagePulls": False,
             "resolvConf": "/etc/resolv.conf",
+            **({"clusterDNS": [cluster_dns], "clusterDomain": CLUSTER_DOMAIN} if cluster_dns else {}),
             "syncFrequency": "5s", "nodeStatusUpdateFrequency": "5s",
         }))
         self._start("kubelet", [
@@ -551,11 +581,14 @@ class RealNode:
             f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
             f"--node-labels={'='.join(NODE_LABEL)}", "--v=2",
         ])
-        self._wait("the node to be Ready", self._ready, 120, "kubelet")
+        self._wait("the node to be Ready", lambda: self._ready(port), 120, "kubelet")
 
-    def _ready(self) -> bool:
+    def _ready(self, kubelet_port: int) -> bool:
+        """Ready, as reported by the kubelet listening on `kubelet_port` (not by one that stopped before it)."""
         node = self.cluster.api_call("GET", f"/api/v1/nodes/{NODE_NAME}")
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+        reported = node["status"].get("daemonEndpoints", {}).get("kubeletEndpoint", {}).get("Port")
+        return reported == kubelet_port and any(c["type"] == "Ready" and c["status"] == "True"
+                                                for c in node["status"].get("conditions", []))
 
     def _drain(self) -> None:
         """Delete every pod bound to the node and wait until containerd runs none, so the CNI tears down their
@@ -656,6 +689,21 @@ FROM scratch
 COPY pause /pause
 USER 65535:65535
 ENTRYPOINT ["/pause"]
+"""
+
+# Cluster DNS for the node's pods (`serve_cluster_dns`): the cluster's Services by name, every other name from this
+# host's resolvers, as the pods had before. `bind` keeps it off the host's other addresses.
+COREFILE = """\
+.:53 {{
+    bind {ip}
+    ready {ready}
+    errors
+    cache 5
+    kubernetes {domain} {{
+        kubeconfig {kubeconfig} {context}
+    }}
+    forward . /etc/resolv.conf
+}}
 """
 
 CONTAINERD_CONFIG = """\

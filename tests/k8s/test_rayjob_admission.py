@@ -38,21 +38,25 @@ KUBERAY_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "testcluster" /
 RAY_TRAIN = TrainOptions("dqn_cartpole", num_workers=4, actors="ray")
 
 
-@contextlib.contextmanager
-def rayjob_kind(api: client.ApiClient) -> Iterator[None]:
-    """KubeRay's RayJob kind (no operator: only the kind must exist), gone again afterwards."""
-    directory = Path(subprocess.run(["bash", str(KUBERAY_SCRIPT)], capture_output=True, text=True, check=True,
-                                    timeout=600).stdout.strip().splitlines()[-1])
-    crd = yaml.safe_load((directory / "ray.io_rayjobs.yaml").read_text())
-    name = crd["metadata"]["name"]
-    extensions = client.ApiextensionsV1Api(api)
-    extensions.create_custom_resource_definition(crd)
+def kuberay_crds() -> Path:
+    """The directory of KubeRay's CRDs (tools/testcluster/kuberay-crds.sh; a no-op once cached)."""
+    return Path(subprocess.run(["bash", str(KUBERAY_SCRIPT)], capture_output=True, text=True, check=True,
+                               timeout=600).stdout.strip().splitlines()[-1])
 
-    def established() -> bool:
+
+@contextlib.contextmanager
+def kuberay_kinds(api: client.ApiClient, *crd_files: Path) -> Iterator[None]:
+    """KubeRay's kinds from these CRD files, established, and gone again afterwards."""
+    crds = [yaml.safe_load(path.read_text()) for path in crd_files]
+    extensions = client.ApiextensionsV1Api(api)
+    for crd in crds:
+        extensions.create_custom_resource_definition(crd)
+
+    def established(name: str) -> bool:
         conditions = extensions.read_custom_resource_definition(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    def gone() -> bool:
+    def gone(name: str) -> bool:
         try:
             extensions.read_custom_resource_definition(name)
         except client.ApiException as error:
@@ -61,17 +65,22 @@ def rayjob_kind(api: client.ApiClient) -> Iterator[None]:
             raise
         return False
 
-    wait_for(established, what="the RayJob CRD established")
+    names = [crd["metadata"]["name"] for crd in crds]
+    for name in names:
+        wait_for(lambda name=name: established(name), what=f"the CRD {name} established")
     try:
         yield
     finally:
-        extensions.delete_custom_resource_definition(name)
-        wait_for(gone, what="the RayJob CRD deleted")
+        for name in names:
+            extensions.delete_custom_resource_definition(name)
+        for name in names:
+            wait_for(lambda name=name: gone(name), what=f"the CRD {name} deleted")
 
 
 @pytest.fixture(scope="module")
 def rayjob_crd(api: client.ApiClient) -> Iterator[None]:
-    with rayjob_kind(api):
+    """KubeRay's RayJob kind (no operator: only the kind must exist)."""
+    with kuberay_kinds(api, kuberay_crds() / "ray.io_rayjobs.yaml"):
         yield
 
 
