@@ -1,10 +1,9 @@
 """KubeRay's operator, built from its Go module (tools/testcluster/kuberay-crds.sh operator) and run beside the test
-control plane as the controller-manager runs, makes a RayJob's Ray cluster and submitter from rlkube's templates in
-a namespace under Pod Security `restricted`; rlkube reads it back and cancels it.
+control plane as the controller-manager runs (TestCluster.kuberay_operator), makes a RayJob's Ray cluster and
+submitter from rlkube's templates in a namespace under Pod Security `restricted`; rlkube reads it back and cancels it.
 
 The pods land on kwok's nodes, which fake them (they run a second, then succeed): this proves what the API server,
-Pod Security and the operator do with rlkube's RayJob, not that Ray runs. No cluster DNS runs here, so the operator
-reaches dashboards through the API server (--use-kubernetes-proxy) and finds none.
+Pod Security and the operator do with rlkube's RayJob, not that Ray runs (test_rayjob_real_node.py runs it).
 """
 
 import os
@@ -20,56 +19,19 @@ from cluster import TestCluster
 from conftest import RESTRICTED
 from kubernetes import client
 from test_control_plane import wait_for
+from test_rayjob_admission import kuberay_crds, kuberay_kinds
+from test_rayjob_real_node import built
 
 pytestmark = [pytest.mark.xdist_group("k8s"), pytest.mark.full]
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "testcluster" / "kuberay-crds.sh"
 RLKUBE = [sys.executable, "-m", "rlkube"]
-
-
-def _kuberay_paths() -> tuple[Path, Path]:
-    """(the CRDs' directory, the operator binary), built the first time."""
-    def run(*args: str) -> Path:
-        result = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, check=True, timeout=1800)
-        return Path(result.stdout.strip().splitlines()[-1])
-
-    return run(), run("operator")
 
 
 @pytest.fixture(scope="module")
 def kuberay(cluster: TestCluster, api: client.ApiClient) -> Iterator[None]:
-    """KubeRay's CRDs and its operator (watching every namespace, as the admin), stopped by pid afterwards."""
-    crds, operator = _kuberay_paths()
-    extensions = client.ApiextensionsV1Api(api)
-    names = []
-    for path in sorted(crds.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        extensions.create_custom_resource_definition(crd)
-    wait_for(lambda: all(any(c.type == "Established" and c.status == "True"
-                             for c in extensions.read_custom_resource_definition(name).status.conditions or [])
-                         for name in names), what="KubeRay's CRDs established")
-    log_path = cluster.workdir / "logs" / "kuberay-operator.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(operator), "--enable-leader-election=false", "--metrics-addr", "127.0.0.1:0",
-             "--health-probe-bind-address", "127.0.0.1:0", "--log-stdout-encoder", "console",
-             # No cluster DNS here: the dashboard's Service name resolves nowhere on this host.
-             "--use-kubernetes-proxy"],
-            env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: b"Starting workers" in log_path.read_bytes() or process.poll() is not None,
-                 timeout=60, what="KubeRay's operator starting its controllers")
-        assert process.poll() is None, log_path.read_text()[-3000:]
+    """KubeRay's CRDs and its operator, without the real node: kwok's nodes take the pods."""
+    with kuberay_kinds(api, *sorted(kuberay_crds().glob("*.yaml"))), \
+            cluster.kuberay_operator(built("kuberay-crds.sh", "operator")):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for name in names:
-            extensions.delete_custom_resource_definition(name)
 
 
 def rlkube(*args: str, cwd: Path, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
