@@ -12,6 +12,7 @@ import functools
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -44,20 +45,37 @@ for _env_id in CLASSIC_CONTROL_IDS + MUJOCO_IDS:
 
 
 class StepWait(gym.Wrapper):
-    """Waits `seconds` in every step, on no CPU: an environment as slow as a simulator or a game server. Two cores
-    cannot show actors scaling by CPU; with waiting envs the envs, not the cores, set the actors' pace
-    (benchmarks/actor_scaling.py)."""
+    """A simulator that runs in real time: its steps come `seconds` apart, counted from its reset, and a step asked
+    for early waits for its time on no CPU. Two cores cannot show actors scaling by CPU; with waiting envs the envs,
+    not the cores, set the actors' pace (benchmarks/actor_scaling.py).
+
+    The wait counts from the env's own beat, not from the call: an actor steps its envs one after another, yet they
+    advance side by side, as game servers or a batched simulator would. So a vector of them takes `seconds` a step
+    whatever its size, and an actor with E envs steps E / `seconds` env steps per second for as long as its own work
+    takes less than `seconds` a step.
+    """
 
     def __init__(self, env: gym.Env, seconds: float) -> None:
         super().__init__(env)
         self.seconds = seconds
+        self.ready_at = 0.0  # time.monotonic() at which the next step may return
+
+    def reset(self, **kwargs: Any) -> tuple:
+        result = self.env.reset(**kwargs)
+        self.ready_at = time.monotonic() + self.seconds
+        return result
 
     def step(self, action: object) -> tuple:
-        time.sleep(self.seconds)
+        now = time.monotonic()
+        if now < self.ready_at:
+            time.sleep(self.ready_at - now)
+            self.ready_at += self.seconds  # on the beat, however late the sleep woke
+        else:
+            self.ready_at = now + self.seconds  # called late: the beat starts again from now, with no burst
         return self.env.step(action)
 
 
-# CartPole whose every step waits 10 ms: 100 steps/s per env stepped one after another, whatever the machine.
+# CartPole in real time at 100 steps/s: its steps come 10 ms apart, whatever the machine.
 WAITING_CARTPOLE = "WaitingCartPole-v1"
 STEP_WAIT_SECONDS = 0.01
 
