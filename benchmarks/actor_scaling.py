@@ -1,79 +1,157 @@
-"""How a run's throughput scales with its actors when the environment, not the CPU, sets the pace.
+"""How a run's throughput scales with its actors when the environment, not the CPU, sets the pace (issue 29).
 
-Two cores cannot show actors scaling by CPU. Here every env step waits 10 ms on no CPU (`WaitingCartPole-v1`,
-rlkube/rl/envs.py), so an actor steps its envs at 100 steps/s at most (its vector env steps them one after another),
-and N actors at N x 100: the ideal line. Each run trains `rlkube train --num-workers N --actors T` on it, for
-each transport T and each N, with two learners:
+Two cores cannot show actors scaling by CPU. Here every env runs in real time, a step every 10 ms on no CPU
+(`WaitingCartPole-v1`, rlkube.rl.envs.StepWait), so an actor with E envs steps at most E x 100 env steps/s, and N
+actors N x E x 100: the ideal line. For each transport and each N, `rlkube train --num-workers N` runs
+impala_cartpole's actors on it with two learners:
 
-* `none`: dqn_cartpole with learning_starts past the run's end, so the learner only stores what the actors send:
-  the actors' own ceiling, and the transport's;
-* `impala`: impala_cartpole's learner, which updates on every rollout (its actors never wait for weights).
+* `none`: IMPALA's learner less its gradient step (benchmarks/impala_without_updates.py). It takes every rollout in
+  and publishes weights as IMPALA's does, so the run goes as fast as its actors and their transport can: their ceiling.
+* `impala`: IMPALA's learner, a gradient step per rollout.
 
-The rate is steady-state: steps over wall time between the run's progress lines (every 10 s) after the first
-fifth of the run and its last, so that interpreter, TensorFlow and Ray start-up are left out.
+A run's SPS is its steady rate: steps over time in the intervals between its charts/SPS logs past a fifth of the
+run (an interval's time is its steps over its SPS), so that interpreter, TensorFlow and Ray start-up are left out. (Not
+the median of the logged SPS: rollouts that arrive in bursts make short fast intervals and long slow ones, and the
+median of those is not the rate.)
+The learner saturates at the first N where IMPALA's SPS falls below 80% of the no-update learner's with as many
+actors: from there on the learner, not the actors, sets the pace, and its limit is the most IMPALA reached.
 
-    python benchmarks/actor_scaling.py [--actors 1,2,4,8,16] [--transports processes,ray] [--seconds 30]
+Local Ray needs RAY_ADDRESS unset. SPS is printed as measured; nothing here asserts a speed.
+
+    python benchmarks/actor_scaling.py [--actors 1,2,4,8,16] [--transports processes,ray] [--seconds 15]
 """
 
 import argparse
+import dataclasses
+import itertools
 import json
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# `rlkube train`'s progress line on a pipe (rlkube.rundir.progress_record.progress_line): "step 3000/12000 ...".
-PROGRESS_LINE = re.compile(r"\bstep (\d+)/\d+ ")
-STEPS_PER_ACTOR_SECOND = 100  # WaitingCartPole-v1 waits 10 ms a step: rlkube.rl.envs.STEP_WAIT_SECONDS
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+BENCHMARKS = Path(__file__).resolve().parent
+STEP_SECONDS = 0.01  # WaitingCartPole-v1's beat: rlkube.rl.envs.STEP_WAIT_SECONDS (importing it would load gymnasium)
 LEARNERS = {
-    # The learner stores transitions and never samples them: it does nothing else.
-    "none": ["--hparams", "dqn_cartpole", "--hparam-override", "learning_starts=1000000000"],
-    "impala": ["--hparams", "impala_cartpole"],
+    "none": [sys.executable, str(BENCHMARKS / "impala_without_updates.py")],
+    "impala": [sys.executable, "-m", "rlkube"],
 }
+# What `rlkube train` is told for each transport; a transport on a cluster adds its own entry.
+TRANSPORTS = {"processes": ["--actors", "processes"], "ray": ["--actors", "ray"]}
+SATURATED_BELOW = 0.8  # of the no-update learner's SPS: the learner holds the run back
+STEADY_AFTER = 0.2  # of the run's steps: start-up lies before
 
 
-def steady_sps(points: list[tuple[float, int]]) -> float:
-    """Steps per second between the progress line after the first fifth of the run and the last one."""
-    last_time, last_step = points[-1]
-    first_time, first_step = next(point for point in points if point[1] >= last_step / 5)
-    return (last_step - first_step) / (last_time - first_time)
+@dataclasses.dataclass(frozen=True)
+class Run:
+    transport: str
+    learner: str
+    actors: int
+    sps: float
 
 
-def train(learner: str, transport: str, actors: int, seconds: float, workdir: Path) -> dict[str, float]:
-    """One run; its progress lines (every 10 s on a pipe) timed as they arrive."""
-    ideal = actors * STEPS_PER_ACTOR_SECOND
-    steps = int(ideal * seconds)
-    command = [sys.executable, "-m", "rlkube", "train", *LEARNERS[learner], "--env", "WaitingCartPole-v1",
-               "--train-steps", str(steps), "--num-workers", str(actors), "--actors", transport,
-               "--eval-episodes", "0", "--test-episodes", "0",
-               "--output-dir", str(workdir / f"{learner}-{transport}-{actors}")]
+def ideal_sps(actors: int, envs_per_actor: int, step_seconds: float = STEP_SECONDS) -> float:
+    """The linear line: every actor's envs stepping side by side, one step per beat each."""
+    return actors * envs_per_actor / step_seconds
+
+
+def steady_sps(logged: list[tuple[int, float]]) -> float:
+    """Steps over time in the intervals that the logged (step, charts/SPS) pairs close, from the first that starts past
+    STEADY_AFTER of the last step: each interval's time is its steps over its SPS."""
+    last_step = logged[-1][0]
+    intervals = [(step - previous, sps) for (previous, _), (step, sps) in itertools.pairwise(logged)
+                 if previous >= STEADY_AFTER * last_step]
+    if not intervals:
+        raise ValueError(f"too few SPS logs to time a steady state ({len(logged)}): give the runs more --seconds")
+    return sum(steps for steps, _ in intervals) / sum(steps / sps for steps, sps in intervals)
+
+
+def saturation(none: dict[int, float], impala: dict[int, float]) -> int | None:
+    """The fewest actors at which IMPALA's learner reaches under SATURATED_BELOW of the no-update learner's SPS."""
+    return next((actors for actors in sorted(impala) if impala[actors] < SATURATED_BELOW * none[actors]), None)
+
+
+def table(runs: list[Run], envs_per_actor: int) -> str:
+    """Markdown: each transport's SPS by actors and learner against the ideal line, then where its learner
+    saturates and how close to linear the runs came before."""
+    lines = ["| transport | actors | ideal SPS | no update: SPS | % of linear | IMPALA: SPS | % of linear |",
+             "|---|---|---|---|---|---|---|"]
+    notes = []
+    for transport in dict.fromkeys(run.transport for run in runs):
+        sps = {(run.learner, run.actors): run.sps for run in runs if run.transport == transport}
+        counts = sorted({actors for _, actors in sps})
+        for actors in counts:
+            ideal = ideal_sps(actors, envs_per_actor)
+            cells = [f"{sps[learner, actors]:,.0f} | {sps[learner, actors] / ideal:.0%}"
+                     if (learner, actors) in sps else "- | -" for learner in ("none", "impala")]
+            lines.append(f"| {transport} | {actors} | {ideal:,.0f} | {' | '.join(cells)} |")
+        none = {actors: value for (learner, actors), value in sps.items() if learner == "none"}
+        impala = {actors: value for (learner, actors), value in sps.items() if learner == "impala"}
+        if none.keys() >= impala.keys() and impala:
+            notes.append(f"- {transport}: {_saturation_note(none, impala, envs_per_actor)}")
+    return "\n".join([*lines, *([""] if notes else []), *notes])
+
+
+def _saturation_note(none: dict[int, float], impala: dict[int, float], envs_per_actor: int) -> str:
+    saturated_at = saturation(none, impala)
+    limit = max(impala.values())
+    if saturated_at is None:
+        return (f"IMPALA's learner kept up with every actor count (to {max(impala)} actors, {limit:,.0f} SPS): "
+                f"its limit lies further")
+    before = [impala[actors] / ideal_sps(actors, envs_per_actor) for actors in sorted(impala) if actors < saturated_at]
+    linear = f"{min(before):.0%} of linear at worst below it" if before else "no actor count below it"
+    return (f"IMPALA's learner saturates at {saturated_at} actors (under {SATURATED_BELOW:.0%} of the no-update "
+            f"learner's SPS); its limit here is ~{limit:,.0f} SPS; {linear}")
+
+
+def train(learner: str, transport: str, actors: int, envs_per_actor: int, seconds: float, workdir: Path) -> Run:
+    """One run of `seconds` at the ideal rate (longer where it falls short), and its steady SPS."""
+    out = workdir / f"{learner}-{transport}-{actors}"
+    steps = int(ideal_sps(actors, envs_per_actor) * seconds)
+    command = [*LEARNERS[learner], "train", "--hparams", "impala_cartpole", "--env", "WaitingCartPole-v1",
+               "--hparam-override", f"num_envs={envs_per_actor}", "--train-steps", str(steps),
+               "--num-workers", str(actors), *TRANSPORTS[transport], "--eval-episodes", "0", "--test-episodes", "0",
+               "--output-dir", str(out)]
     started = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as run:
-        points = [(time.perf_counter(), int(match.group(1)))  # timed as each line arrives
-                  for line in run.stderr if (match := PROGRESS_LINE.search(line))]
-    if run.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit code {run.returncode}")
-    sps = steady_sps(points)
-    return {"sps": round(sps), "ideal": ideal, "of_linear": round(sps / ideal, 3),
-            "wall_s": round(time.perf_counter() - started, 1)}
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {result.returncode}:\n{result.stderr[-2000:]}")
+    accumulator = EventAccumulator(str(out / "copy-0"), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    run = Run(transport, learner, actors,
+              steady_sps([(event.step, event.value) for event in accumulator.Scalars("charts/SPS")]))
+    print(json.dumps({**dataclasses.asdict(run), "sps": round(run.sps), "ideal": ideal_sps(actors, envs_per_actor),
+                      "wall_s": round(time.perf_counter() - started, 1)}), flush=True)
+    return run
+
+
+def _names(parser: argparse.ArgumentParser, text: str, known: dict[str, list[str]], option: str) -> list[str]:
+    names = text.split(",")
+    if unknown := [name for name in names if name not in known]:
+        parser.error(f"{option}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--actors", default="1,2,4,8,16", help="comma-separated actor counts")
-    parser.add_argument("--transports", default="processes,ray", help="comma-separated: processes, ray")
+    parser.add_argument("--transports", default="processes,ray", help="comma-separated: " + ", ".join(TRANSPORTS))
     parser.add_argument("--learners", default="none,impala", help="comma-separated: " + ", ".join(LEARNERS))
-    parser.add_argument("--seconds", type=float, default=30.0, help="ideal training seconds a run")
+    parser.add_argument("--envs-per-actor", type=int, default=8, help="each actor's envs (impala_cartpole's: 8)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="a run's training time at the ideal rate")
     args = parser.parse_args()
+    transports = _names(parser, args.transports, TRANSPORTS, "--transports")
+    learners = _names(parser, args.learners, LEARNERS, "--learners")
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for learner in args.learners.split(","):
-            for transport in args.transports.split(","):
-                for actors in (int(n) for n in args.actors.split(",")):
-                    result = train(learner, transport, actors, args.seconds, Path(tmp))
-                    print(json.dumps({"learner": learner, "transport": transport, "actors": actors, **result}),
-                          flush=True)
+        for transport in transports:
+            for actors in (int(count) for count in args.actors.split(",")):
+                runs += [train(learner, transport, actors, args.envs_per_actor, args.seconds, Path(tmp))
+                         for learner in learners]
+    print(table(runs, args.envs_per_actor))
 
 
 if __name__ == "__main__":

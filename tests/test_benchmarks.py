@@ -195,9 +195,11 @@ def test_the_replay_checkpoint_benchmark_writes_only_what_was_added_after_its_fi
 
 def test_the_actor_scaling_benchmark_measures_steady_steps_per_second_against_the_ideal_line() -> None:
     result = subprocess.run([sys.executable, str(BENCHMARKS / "actor_scaling.py"), "--actors", "2", "--transports",
-                             "processes", "--learners", "none", "--seconds", "25"],
+                             "processes", "--seconds", "8"],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
-    (row,) = map(json.loads, result.stdout.splitlines())
-    assert (row["learner"], row["transport"], row["actors"], row["ideal"]) == ("none", "processes", 2, 200)
-    assert 0 < row["sps"] <= row["ideal"] * 1.05, row  # waiting envs cap it: no faster than the line
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(row["learner"], row["transport"], row["actors"], row["ideal"]) for row in rows] == [
+        ("none", "processes", 2, 1_600), ("impala", "processes", 2, 1_600)]  # 2 actors x 8 envs x 100 steps/s
+    assert all(0 < row["sps"] <= row["ideal"] * 1.05 for row in rows), rows  # no faster than the line
+    assert "| processes | 2 | 1,600 |" in result.stdout, result.stdout  # the table
