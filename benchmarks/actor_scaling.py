@@ -42,6 +42,7 @@ LEARNERS = {
 # What `rlkube train` is told for each transport; a transport on a cluster adds its own entry.
 TRANSPORTS = {"processes": ["--actors", "processes"], "ray": ["--actors", "ray"]}
 SATURATED_BELOW = 0.8  # of the no-update learner's SPS: the learner holds the run back
+LINEAR_AT_LEAST = 0.8  # of the ideal line: the issue's goal, up to the learner's limit
 STEADY_AFTER = 0.2  # of the run's steps: start-up lies before
 
 
@@ -74,37 +75,49 @@ def saturation(none: dict[int, float], impala: dict[int, float]) -> int | None:
     return next((actors for actors in sorted(impala) if impala[actors] < SATURATED_BELOW * none[actors]), None)
 
 
+def linear_up_to(sps: dict[int, float], envs_per_actor: int) -> int | None:
+    """The most actors up to which every count measured reached LINEAR_AT_LEAST of the ideal line."""
+    counts = sorted(sps)
+    short = [actors for actors in counts if sps[actors] < LINEAR_AT_LEAST * ideal_sps(actors, envs_per_actor)]
+    within = [actors for actors in counts if not short or actors < short[0]]
+    return within[-1] if within else None
+
+
 def table(runs: list[Run], envs_per_actor: int) -> str:
-    """Markdown: each transport's SPS by actors and learner against the ideal line, then where its learner
-    saturates and how close to linear the runs came before."""
+    """Markdown: each transport's SPS by actors and learner against the ideal line; then, per transport, how far each
+    learner stayed near linear, the actors' ceiling and where IMPALA's learner saturates."""
     lines = ["| transport | actors | ideal SPS | no update: SPS | % of linear | IMPALA: SPS | % of linear |",
              "|---|---|---|---|---|---|---|"]
     notes = []
     for transport in dict.fromkeys(run.transport for run in runs):
         sps = {(run.learner, run.actors): run.sps for run in runs if run.transport == transport}
-        counts = sorted({actors for _, actors in sps})
-        for actors in counts:
+        for actors in sorted({actors for _, actors in sps}):
             ideal = ideal_sps(actors, envs_per_actor)
             cells = [f"{sps[learner, actors]:,.0f} | {sps[learner, actors] / ideal:.0%}"
                      if (learner, actors) in sps else "- | -" for learner in ("none", "impala")]
             lines.append(f"| {transport} | {actors} | {ideal:,.0f} | {' | '.join(cells)} |")
-        none = {actors: value for (learner, actors), value in sps.items() if learner == "none"}
-        impala = {actors: value for (learner, actors), value in sps.items() if learner == "impala"}
-        if none.keys() >= impala.keys() and impala:
-            notes.append(f"- {transport}: {_saturation_note(none, impala, envs_per_actor)}")
-    return "\n".join([*lines, *([""] if notes else []), *notes])
+        by_learner = {learner: {actors: value for (name, actors), value in sps.items() if name == learner}
+                      for learner in LEARNERS}
+        notes.append(f"- {transport}: {_notes(by_learner['none'], by_learner['impala'], envs_per_actor)}")
+    return "\n".join([*lines, "", *notes])
 
 
-def _saturation_note(none: dict[int, float], impala: dict[int, float], envs_per_actor: int) -> str:
-    saturated_at = saturation(none, impala)
-    limit = max(impala.values())
-    if saturated_at is None:
-        return (f"IMPALA's learner kept up with every actor count (to {max(impala)} actors, {limit:,.0f} SPS): "
-                f"its limit lies further")
-    before = [impala[actors] / ideal_sps(actors, envs_per_actor) for actors in sorted(impala) if actors < saturated_at]
-    linear = f"{min(before):.0%} of linear at worst below it" if before else "no actor count below it"
-    return (f"IMPALA's learner saturates at {saturated_at} actors (under {SATURATED_BELOW:.0%} of the no-update "
-            f"learner's SPS); its limit here is ~{limit:,.0f} SPS; {linear}")
+def _notes(none: dict[int, float], impala: dict[int, float], envs_per_actor: int) -> str:
+    said = []
+    for name, sps in (("IMPALA's learner", impala), ("no update", none)):
+        if sps:
+            up_to = linear_up_to(sps, envs_per_actor)
+            reach = f"up to {up_to} actors" if up_to else "at no actor count"
+            said.append(f"{name} >= {LINEAR_AT_LEAST:.0%} of linear {reach}")
+    if none:
+        said.append(f"the actors' ceiling ~{max(none.values()):,.0f} SPS (the most without updates)")
+    if none and impala and none.keys() >= impala.keys():
+        saturated_at = saturation(none, impala)
+        said.append(f"IMPALA's learner saturates at {saturated_at} actors (under {SATURATED_BELOW:.0%} of the "
+                    f"no-update SPS), its limit ~{max(impala.values()):,.0f} SPS" if saturated_at else
+                    f"IMPALA's learner kept up to {max(impala)} actors ({max(impala.values()):,.0f} SPS at most): its "
+                    f"limit lies further")
+    return "; ".join(said)
 
 
 def train(learner: str, transport: str, actors: int, envs_per_actor: int, seconds: float, workdir: Path) -> Run:
