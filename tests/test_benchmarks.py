@@ -1,6 +1,6 @@
 """The benchmarks run: hparams_targets.py's results report is made from the runs themselves, sweep_overhead.py times
-the sweep driver's calls, replay_checkpoint.py measures segmented checkpoints and actor_scaling.py actors on waiting
-envs (each would otherwise rot unseen between its long runs)."""
+the sweep driver's calls, replay_checkpoint.py measures segmented checkpoints, actor_scaling.py actors on waiting
+envs and learner_alone.py a learner without actors (each would otherwise rot unseen between its long runs)."""
 
 import json
 import signal
@@ -203,3 +203,12 @@ def test_the_actor_scaling_benchmark_measures_steady_steps_per_second_against_th
         ("none", "processes", 2, 1_600), ("impala", "processes", 2, 1_600)]  # 2 actors x 8 envs x 100 steps/s
     assert all(0 < row["sps"] <= row["ideal"] * 1.05 for row in rows), rows  # no faster than the line
     assert "| processes | 2 | 1,600 |" in result.stdout, result.stdout  # the table
+
+
+def test_the_learner_alone_benchmark_times_the_learner_with_and_without_its_gradient_step() -> None:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "learner_alone.py"), "--hparams", "impala_cartpole",
+                             "--rollouts", "3"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    (row,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert row["hparams"] == "impala_cartpole", row
+    assert 0 < row["with_updates_sps"] < row["without_updates_sps"], row  # the gradient step costs something

@@ -30,7 +30,7 @@ def test_a_vector_of_waiting_envs_steps_them_side_by_side_on_one_beat() -> None:
     for _ in range(10):
         envs.step(np.zeros(8, dtype=np.int64))
     elapsed = time.perf_counter() - started
-    assert 10 * STEP_WAIT_SECONDS <= elapsed < 10 * 8 * STEP_WAIT_SECONDS / 2
+    assert 10 * STEP_WAIT_SECONDS <= elapsed < 0.75 * 10 * 8 * STEP_WAIT_SECONDS  # one after another: 8 waits a step
 
 
 def test_a_waiting_env_asked_late_catches_up_with_no_burst() -> None:
