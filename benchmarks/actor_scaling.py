@@ -13,10 +13,15 @@ A run's SPS is its steady rate: steps over time in the intervals between its cha
 run (an interval's time is its steps over its SPS), so that interpreter, TensorFlow and Ray start-up are left out. (Not
 the median of the logged SPS: rollouts that arrive in bursts make short fast intervals and long slow ones, and the
 median of those is not the rate.)
-The learner saturates at the first N where IMPALA's SPS falls below 80% of the no-update learner's with as many
-actors: from there on the learner, not the actors, sets the pace, and its limit is the most IMPALA reached.
 
-Local Ray needs RAY_ADDRESS unset. SPS is printed as measured; nothing here asserts a speed.
+After the table, each transport's notes: up to how many actors each learner stayed at >= 80% of the line (the
+issue's goal), the actors' ceiling (the most SPS without updates), and where IMPALA's learner saturates: the first N
+where its SPS falls below 80% of the no-update learner's with as many actors, from where the learner, not the actors,
+sets the pace; its limit is the most IMPALA reached. On two cores the actors' own CPU can run out first:
+benchmarks/learner_alone.py times the learner with the cores to itself.
+
+Local Ray needs RAY_ADDRESS unset. SPS is printed as measured; nothing here asserts a speed. The default table
+takes ~13 minutes on 2 cores.
 
     python benchmarks/actor_scaling.py [--actors 1,2,4,8,16] [--transports processes,ray] [--seconds 15]
 """
