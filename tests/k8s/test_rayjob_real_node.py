@@ -27,12 +27,13 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.stream import stream
 from node import RealNode
 from test_rayjob_admission import kuberay_crds, kuberay_kinds
-from test_real_node import assert_no_duplicated_steps, complete_checkpoints, download, wait_for_checkpoint
+from test_real_node import complete_checkpoints, download, wait_for_checkpoint
 
 from rlkube.launch.clusters import RayWorkers, get_profile
 from rlkube.launch.render import render
 from rlkube.launch.spec import build_spec
 from rlkube.run.options import TrainOptions
+from tests.conftest import scalar_steps
 
 # Every test under tests/k8s runs on one pytest-xdist worker (--dist loadgroup): one cluster, one real node.
 pytestmark = [pytest.mark.xdist_group("k8s"), pytest.mark.full]
@@ -147,7 +148,11 @@ def assert_learned_impala(run_dir: Path) -> None:
     assert len(steps) == STEPS // EVERY, steps
     best = max(e["mean_return"] for e in evaluated)
     assert best >= LEARNED, f"IMPALA on the RayJob did not learn CartPole: {evaluated}"
-    assert_no_duplicated_steps(run_dir)
+    # No step logged twice (a resumed learner would repeat the ones after its checkpoint), but for the episodes':
+    # many of them end within one rollout batch, at one step.
+    for tag, logged in scalar_steps(run_dir).items():
+        if not tag.startswith("charts/episodic_"):
+            assert len(logged) == len(set(logged)), f"{tag} logs some steps twice: {logged}"
 
 
 def actors_in(e2e: dict[str, Any], pod: client.V1Pod) -> int:
