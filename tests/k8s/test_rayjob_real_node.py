@@ -46,6 +46,11 @@ LEARNED = 200
 EVERY = 5000
 IMPALA = TrainOptions("impala_cartpole", num_workers=2, actors="ray", train_steps=STEPS, eval_episodes=5,
                       test_episodes=1, overrides=f"eval_every={EVERY},checkpoint_every={EVERY}")
+# The learning run above took 16 s of training on the node: a run to interrupt lasts long enough for a pod to be
+# deleted after its first checkpoint and replaced before it ends.
+LONG_STEPS, LONG_EVERY = 400_000, 50_000
+INTERRUPTED = dataclasses.replace(IMPALA, train_steps=LONG_STEPS,
+                                  overrides=f"eval_every={LONG_EVERY},checkpoint_every=20000")
 # Small pods for a small node: the head holds the learner (TensorFlow) beside Ray's GCS, raylet and dashboard.
 HEAD = {"cpu": "250m", "memory": "3Gi"}
 WORKERS = RayWorkers(workers=2, cpu="250m", memory="1536Mi")
@@ -138,14 +143,14 @@ def evaluations(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def assert_learned_impala(run_dir: Path) -> None:
+def assert_learned_impala(run_dir: Path, total: int = STEPS, every: int = EVERY) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["total_steps"] == STEPS
+    assert summary["total_steps"] == total
     evaluated = evaluations(run_dir)
-    # One evaluation per EVERY steps (at the first rollout batch past each multiple), none lost, none twice.
+    # One evaluation per `every` steps (at the first rollout batch past each multiple), none lost, none twice.
     steps = [e["step"] for e in evaluated]
     assert steps == sorted(set(steps)), steps
-    assert len(steps) == STEPS // EVERY, steps
+    assert len(steps) == total // every, steps
     best = max(e["mean_return"] for e in evaluated)
     assert best >= LEARNED, f"IMPALA on the RayJob did not learn CartPole: {evaluated}"
     # No step logged twice (a resumed learner would repeat the ones after its checkpoint), but for the episodes':
@@ -185,7 +190,7 @@ def test_a_rendered_rayjob_learns_impala_cartpole_with_its_actors_on_worker_pods
 
 def test_a_deleted_actor_pod_comes_back_and_the_run_goes_on(
         kuberay: None, e2e: dict[str, Any], pushed_image: str) -> None:  # noqa: ARG001
-    name = submit_ray_job(e2e, pushed_image, "actors")
+    name = submit_ray_job(e2e, pushed_image, "actors", INTERRUPTED)
     wait_for_checkpoint(f"{e2e['output']}/actors/copy-0", after=0, timeout=900)
     (deleted, *_) = [pod for pod in ray_pods(e2e, "worker") if actors_in(e2e, pod)]
     client.CoreV1Api(e2e["api"]).delete_namespaced_pod(deleted.metadata.name, e2e["namespace"])
@@ -197,12 +202,12 @@ def test_a_deleted_actor_pod_comes_back_and_the_run_goes_on(
     wait_for_driver_log(e2e, name, r"actor \d (died|was restarted by Ray|is unavailable)")
     status = wait_for_ray_job(e2e, name)
     assert status["jobStatus"] == "SUCCEEDED", f"{status}\n{driver_log(e2e, name)[-3000:]}"
-    assert_learned_impala(download(f"{e2e['output']}/actors/copy-0", e2e["dir"] / "actors"))
+    assert_learned_impala(download(f"{e2e['output']}/actors/copy-0", e2e["dir"] / "actors"), LONG_STEPS, LONG_EVERY)
 
 
 def test_a_deleted_head_pod_retries_the_copy_from_its_newest_complete_checkpoint(
         kuberay: None, e2e: dict[str, Any], pushed_image: str) -> None:  # noqa: ARG001
-    name = submit_ray_job(e2e, pushed_image, "head")
+    name = submit_ray_job(e2e, pushed_image, "head", INTERRUPTED)
     copy_url = f"{e2e['output']}/head/copy-0"
     saved = wait_for_checkpoint(copy_url, after=0, timeout=900)
     (head,) = ray_pods(e2e, "head")
@@ -214,4 +219,4 @@ def test_a_deleted_head_pod_retries_the_copy_from_its_newest_complete_checkpoint
     status = wait_for_ray_job(e2e, name)
     print(f"RayJob {name} after its head pod was deleted: {status}")
     assert status["jobStatus"] == "SUCCEEDED", f"{status}\n{driver_log(e2e, name)[-3000:]}"
-    assert_learned_impala(download(copy_url, e2e["dir"] / "head"))
+    assert_learned_impala(download(copy_url, e2e["dir"] / "head"), LONG_STEPS, LONG_EVERY)
