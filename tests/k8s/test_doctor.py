@@ -20,7 +20,7 @@ import yaml
 from cluster import TestCluster
 from kubernetes import client
 from test_control_plane import wait_for
-from test_rayjob_admission import rayjob_kind
+from test_rayjob_admission import kuberay_crds, kuberay_kinds
 from test_setup_manifests import admission_policy, rlkube_namespace  # noqa: F401  (fixtures)
 
 from rlkube import __version__
@@ -243,7 +243,7 @@ def test_a_ray_profile_needs_kuberay_and_is_probed_through_its_learners_pod(api:
                          "ray.io API)"
     assert "install the KubeRay operator" in check.fix
     assert [c for c in checks if c.state != doctor.OK] == [check]  # the render of a Ray profile's probe included
-    with rayjob_kind(api):
+    with kuberay_kinds(api, kuberay_crds() / "ray.io_rayjobs.yaml"):
         checks = cluster_checks(profile, profile.default_image, False)
     assert states(checks)["kuberay"] == doctor.OK
 
