@@ -52,7 +52,6 @@ ADMISSION_POLICIES = ("rlkube-submitters", "rlkube-allowed", "rlkube-experiment-
 PARAMETERS = "rlkube-admission"
 TRAINERS_POLICY = "rlkube-trainers"
 KUEUE = ("kueue.x-k8s.io", "localqueues")
-KUBERAY = ("ray.io", "v1")  # the RayJob version render.py writes: KubeRay 1.0 and newer serve it
 SETUP = "manifests/setup"
 POD_CHECK_TIMEOUT_S = 300.0
 
@@ -293,7 +292,7 @@ class ClusterDoctor:
         return passed("queue", f"LocalQueue {self.profile.queue} exists")
 
     def kuberay(self) -> Check:
-        group, version = KUBERAY
+        group, version, _ = kube.CUSTOM_KINDS["RayJob"]  # the RayJob version rlkube writes: KubeRay 1.0+ serve it
         fix = "install the KubeRay operator, 1.5 or newer (docs/scaling/ray-on-kubernetes.md), or remove ray from " \
               "the profile"
         try:
